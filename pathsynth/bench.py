@@ -1,0 +1,280 @@
+"""Latency and throughput of PathSynth on this machine, side by side with the paper's generator.
+
+The paper generates with Stable Diffusion v1.5 at 224 px. We cannot ship (or download) its weights, but
+its cost does not depend on them: a ``UNet2DConditionModel`` built from the v1.5 configuration with random
+weights does exactly the same arithmetic. We time a few of its denoising steps in the same run as
+PathSynth's own numbers and extrapolate to a full sampling run. Only the UNet is counted (no CLIP text
+encoder, no VAE decoder), so the Stable Diffusion figure is a lower bound.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .tissues import NUM_TISSUES
+
+# runwayml/stable-diffusion-v1-5 unet/config.json (the values that set the architecture and its FLOPs).
+SD15_UNET_CONFIG: dict = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "block_out_channels": (320, 640, 1280, 1280),
+    "layers_per_block": 2,
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+    "norm_num_groups": 32,
+    "norm_eps": 1e-5,
+    "act_fn": "silu",
+    "downsample_padding": 1,
+    "mid_block_scale_factor": 1,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "center_input_sample": False,
+}
+SD15_TEXT_TOKENS = 77  # CLIP context length
+SD15_VAE_FACTOR = 8  # 224 px image <-> 28 x 28 latent
+REPO_ROOT = Path(__file__).resolve().parent.parent
+COLD_START_CODE = (
+    "import json, time; start = time.perf_counter(); "
+    "from pathsynth.verify import default_verifier; default_verifier(); "
+    "print(json.dumps({'load_s': time.perf_counter() - start}))"
+)
+
+
+def build_sd15_unet(config: dict | None = None):
+    """Stable Diffusion v1.5's UNet from its configuration only (random weights, nothing downloaded).
+
+    ``config`` entries override :data:`SD15_UNET_CONFIG` (tests pass a tiny one).
+    """
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(**{**SD15_UNET_CONFIG, **(config or {})}).eval()
+
+
+def time_sd15_unet(config: dict | None = None, resolution: int = 224, steps_timed: int = 1, warmup: bool = True,
+                   guidance_batch: int = 2, total_steps: int = 30, seed: int = 0) -> dict:
+    """Seconds per UNet step of SD v1.5 at ``resolution`` px with classifier-free guidance (batch 2: the
+    conditional and the unconditional pass), and the extrapolation to ``total_steps`` steps per image."""
+    import torch
+
+    if resolution % SD15_VAE_FACTOR:
+        raise ValueError(f"resolution must be a multiple of {SD15_VAE_FACTOR}, got {resolution}")
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    unet = build_sd15_unet(config)
+    build_s = time.perf_counter() - start
+    params = sum(p.numel() for p in unet.parameters())
+    latent = resolution // SD15_VAE_FACTOR
+    sample = torch.randn(guidance_batch, unet.config.in_channels, latent, latent)
+    text = torch.randn(guidance_batch, SD15_TEXT_TOKENS, unet.config.cross_attention_dim)
+    times = []
+    with torch.inference_mode():
+        if warmup:  # first call pays one-off allocation / kernel selection
+            unet(sample, 999, encoder_hidden_states=text)
+        for step in range(max(1, steps_timed)):
+            t = time.perf_counter()
+            unet(sample, 999 - step * (1000 // max(total_steps, 1)), encoder_hidden_states=text)
+            times.append(time.perf_counter() - t)
+    del unet, sample, text
+    gc.collect()
+    step_s = float(np.median(times))
+    return {
+        "sd15_unet_params": int(params),
+        "sd15_build_s": build_s,
+        "sd15_resolution": resolution,
+        "sd15_latent": [4, latent, latent],
+        "sd15_guidance_batch": guidance_batch,
+        "sd15_steps_timed": len(times),
+        "sd15_unet_step_s": step_s,
+        "sd15_total_steps": total_steps,
+        "sd15_image_s_extrapolated": step_s * total_steps,
+        "sd15_note": (f"UNet2DConditionModel with the SD v1.5 configuration (random weights, same FLOPs), "
+                      f"{resolution} px (latent 4x{latent}x{latent}), classifier-free guidance batch "
+                      f"{guidance_batch}, median of {len(times)} timed step(s) x {total_steps} steps. CLIP text "
+                      f"encoder and VAE decoder are excluded, so this is a lower bound on SD v1.5's cost."),
+    }
+
+
+def measure_cold_start(code: str = COLD_START_CODE, timeout: float = 600.0) -> dict:
+    """Time from launching a fresh Python process until both models are loaded.
+
+    ``cold_start_s`` is the wall time of the whole process (interpreter, imports, loading from disk);
+    ``cold_start_load_s`` is what the child reports for import + load when it prints ``{"load_s": ...}``.
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    start = time.perf_counter()
+    try:
+        done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"cold_start_s": None, "cold_start_load_s": None, "cold_start_error": f"timed out after {timeout:g} s"}
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no error output"])[-1]
+        return {"cold_start_s": None, "cold_start_load_s": None, "cold_start_error": last}
+    load_s = None
+    for line in reversed(done.stdout.strip().splitlines()):
+        try:
+            load_s = float(json.loads(line)["load_s"])
+            break
+        except (ValueError, KeyError, TypeError):
+            continue
+    return {"cold_start_s": wall, "cold_start_load_s": load_s, "cold_start_error": None}
+
+
+def _sample_images(n: int, seed: int) -> np.ndarray:
+    """Real tiles for classifier timing when the bundled sample is there, otherwise random ones."""
+    try:
+        from .data import load_bundled_sample
+
+        images, _ = load_bundled_sample()
+        return np.resize(images, (n, *images.shape[1:]))
+    except Exception:
+        return np.random.default_rng(seed).integers(0, 256, (n, 28, 28, 3), dtype=np.uint8)
+
+
+def _median_time(function, repeats: int) -> float:
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def run_benchmark(verifier, classifier=None, repeats: int = 20, sd_steps_timed: int = 1,
+                  sd_config: dict | None = None, sd_resolution: int = 224, sd_total_steps: int = 30,
+                  sd_warmup: bool = True, batch_repeats: int = 3, classifier_batch: int = 256,
+                  cold_start: bool = True, cold_start_code: str = COLD_START_CODE, seed: int = 0,
+                  out_dir: str | Path | None = None, progress: bool = True) -> dict:
+    """Latency/throughput of verified generation, the raw generator and the classifier, cold start, and the
+    SD v1.5 UNet's cost measured in the same run.
+
+    * ``verified_p50_s``/``verified_p95_s``: one verified image, ``verifier.generate([t])`` for ``repeats``
+      random tissues (includes regeneration when the first try is rejected).
+    * ``batch9_s``: one verified image of each of the 9 tissues in one call (median of ``batch_repeats``).
+    * ``generator_images_per_s``: raw ``generator.generate`` on a batch of 9.
+    * ``classifier_images_per_s`` / ``classifier_tta_images_per_s``: a batch of ``classifier_batch`` tiles.
+    * ``cold_start_s``: a fresh process running ``cold_start_code`` (default: import and load both shipped
+      models through ``default_verifier()``).
+    * ``sd15_*``: see :func:`time_sd15_unet`; ``speedup_vs_sd15`` = SD v1.5 image time / verified p50.
+
+    Returns a JSON-serialisable dict; with ``out_dir`` also writes ``bench.json`` and ``bench.md``.
+    """
+    import torch
+
+    from .evaluate import _jsonable
+
+    classifier = classifier if classifier is not None else verifier.classifier
+    generator = verifier.generator
+    rng = np.random.default_rng(seed)
+    result: dict = {
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                    "cpu_count": os.cpu_count()},
+        "generator": getattr(generator, "name", type(generator).__name__),
+        "repeats": repeats,
+    }
+
+    # Warm-up: the first call of each model pays lazy initialisation we do not want in the percentiles.
+    verifier.generate([0], seed=seed)
+    classifier.predict_proba(_sample_images(2, seed))
+
+    latencies, attempts = [], []
+    for r in tqdm(range(repeats), desc="verified latency", unit="img", disable=not progress):
+        tissue = int(rng.integers(NUM_TISSUES))
+        start = time.perf_counter()
+        out = verifier.generate([tissue], seed=seed + 1 + r)
+        latencies.append(time.perf_counter() - start)
+        attempts.append(int(out[0].attempts))
+    result.update(
+        verified_p50_s=float(np.percentile(latencies, 50)),
+        verified_p95_s=float(np.percentile(latencies, 95)),
+        verified_mean_s=float(np.mean(latencies)),
+        verified_mean_attempts=float(np.mean(attempts)),
+    )
+
+    all_tissues = list(range(NUM_TISSUES))
+    batch_seeds = iter(range(seed + 10_000, seed + 10_000 + max(1, batch_repeats)))
+    result["batch9_s"] = _median_time(lambda: verifier.generate(all_tissues, seed=next(batch_seeds)), batch_repeats)
+    result["batch9_images_per_s"] = NUM_TISSUES / result["batch9_s"]
+
+    raw_s = _median_time(lambda: generator.generate(all_tissues, [seed + i for i in all_tissues]), batch_repeats)
+    result["generator_batch9_s"] = raw_s
+    result["generator_images_per_s"] = NUM_TISSUES / raw_s
+    result["generator_single_s"] = _median_time(lambda: generator.generate([0], [seed]), min(5, repeats))
+
+    tiles = _sample_images(classifier_batch, seed)
+    plain_s = _median_time(lambda: classifier.predict_proba(tiles, tta=False), batch_repeats)
+    tta_s = _median_time(lambda: classifier.predict_proba(tiles, tta=True), batch_repeats)
+    result.update(classifier_batch=classifier_batch, classifier_images_per_s=classifier_batch / plain_s,
+                  classifier_tta_images_per_s=classifier_batch / tta_s)
+
+    if cold_start:
+        result.update(measure_cold_start(cold_start_code))
+    else:
+        result.update(cold_start_s=None, cold_start_load_s=None, cold_start_error="not measured")
+
+    result.update(time_sd15_unet(sd_config, sd_resolution, sd_steps_timed, sd_warmup, total_steps=sd_total_steps,
+                                 seed=seed))
+    result["speedup_vs_sd15"] = result["sd15_image_s_extrapolated"] / result["verified_p50_s"]
+    result["speedup_raw_vs_sd15"] = result["sd15_image_s_extrapolated"] / result["generator_single_s"]
+    result["summary"] = (
+        f"one verified image: p50 {result['verified_p50_s']:.3f} s (p95 {result['verified_p95_s']:.3f} s); "
+        f"SD v1.5 UNet alone at {sd_resolution} px, {sd_total_steps} steps with guidance: "
+        f"~{result['sd15_image_s_extrapolated']:.1f} s per image (lower bound) -> PathSynth is "
+        f"{result['speedup_vs_sd15']:.0f}x faster per verified image on this machine"
+    )
+    result = _jsonable(result)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "bench.json").write_text(json.dumps(result, indent=2, allow_nan=False))
+        (out_dir / "bench.md").write_text(bench_markdown(result))
+        result["report_json"], result["report_md"] = str(out_dir / "bench.json"), str(out_dir / "bench.md")
+    return result
+
+
+def bench_markdown(result: dict) -> str:
+    r = result
+
+    def fmt(value, unit=""):
+        return "n/a" if value is None else f"{value:.4g}{unit}"
+
+    m = r["machine"]
+    lines = [
+        "# PathSynth benchmark", "",
+        f"{m['platform']}, Python {m['python']}, torch {m['torch']} ({m['torch_threads']} threads, "
+        f"{m['cpu_count']} CPUs); generator backend `{r['generator']}`.", "",
+        "| measure | value |", "|---|---|",
+        f"| one verified image, p50 | {fmt(r['verified_p50_s'], ' s')} |",
+        f"| one verified image, p95 | {fmt(r['verified_p95_s'], ' s')} (mean attempts "
+        f"{r['verified_mean_attempts']:.2f}, {r['repeats']} runs) |",
+        f"| 9 verified images (one per tissue) | {fmt(r['batch9_s'], ' s')} |",
+        f"| raw generator | {fmt(r['generator_images_per_s'], ' images/s')} |",
+        f"| classifier | {fmt(r['classifier_images_per_s'], ' images/s')} |",
+        f"| classifier with 8x TTA | {fmt(r['classifier_tta_images_per_s'], ' images/s')} |",
+        f"| cold start (fresh process, both models) | {fmt(r['cold_start_s'], ' s')} |",
+        f"| SD v1.5 UNet step ({r['sd15_resolution']} px, CFG batch {r['sd15_guidance_batch']}) | "
+        f"{fmt(r['sd15_unet_step_s'], ' s')} |",
+        f"| SD v1.5 image, {r['sd15_total_steps']} steps (UNet only, lower bound) | "
+        f"{fmt(r['sd15_image_s_extrapolated'], ' s')} |",
+        f"| speed-up per verified image vs SD v1.5 | {fmt(r['speedup_vs_sd15'], 'x')} |", "",
+        r["sd15_note"], "",
+    ]
+    if r.get("cold_start_error"):
+        lines.append(f"Cold start: {r['cold_start_error']}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,219 @@
+"""PathMNIST data: medmnist downloads or local npz files, stratified folds, histology augmentations.
+
+Images are returned as ``uint8`` arrays ``(N, H, W, 3)`` and labels as ``int64`` arrays ``(N,)``, the
+medmnist layout. Augmentations work on float tensors in [0, 1], ``(C, H, W)`` or batched ``(B, C, H, W)``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .tissues import NUM_TISSUES
+
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+BUNDLED_SAMPLE = ASSETS_DIR / "data" / "pathmnist_train_0000_0799.npz"
+DATA_ENV_VAR = "PATHSYNTH_DATA"
+SPLITS = ("train", "val", "test")
+SIZES = (28, 64, 128, 224)
+
+
+class DataUnavailableError(RuntimeError):
+    """Raised when no data source works; the message says how to provide one."""
+
+
+def load_npz(path: str | os.PathLike, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of one split from an npz in medmnist's key layout (``{split}_images``/``_labels``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataUnavailableError(f"data file not found: {path}")
+    try:
+        with np.load(path) as archive:
+            keys = set(archive.files)
+            if f"{split}_images" not in keys or f"{split}_labels" not in keys:
+                have = sorted({k.rsplit("_", 1)[0] for k in keys if k.endswith(("_images", "_labels"))})
+                raise DataUnavailableError(
+                    f"{path} has no '{split}' split (it has: {', '.join(have) or 'none'}); "
+                    f"expected keys '{split}_images' and '{split}_labels'"
+                )
+            images = np.asarray(archive[f"{split}_images"])
+            labels = np.asarray(archive[f"{split}_labels"]).reshape(-1).astype(np.int64)
+    except (OSError, ValueError) as error:  # not an npz, truncated, pickled objects...
+        raise DataUnavailableError(f"cannot read {path} as an npz archive: {error}") from error
+    return _check(images, labels, str(path))
+
+
+def load_medmnist(split: str = "train", size: int = 28, root: str | os.PathLike | None = None,
+                  download: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """PathMNIST from medmnist (downloads on first use when there is a network)."""
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {SIZES}, got {size}")
+    root = Path(root or os.environ.get("PATHSYNTH_MEDMNIST_ROOT", Path.home() / ".medmnist"))
+    root.mkdir(parents=True, exist_ok=True)
+    import medmnist
+
+    dataset = medmnist.PathMNIST(split=split, size=size, root=str(root), download=download)
+    return _check(np.asarray(dataset.imgs), np.asarray(dataset.labels).reshape(-1).astype(np.int64),
+                  f"medmnist PathMNIST/{split}/{size}")
+
+
+def load_pathmnist(split: str = "train", size: int = 28, data: str | os.PathLike | None = None,
+                   download: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """One split of PathMNIST from the first source that works.
+
+    ``data`` (or the ``PATHSYNTH_DATA`` env var) names a local npz; ``data="medmnist"`` or no file at all
+    means medmnist, which downloads the official files. When nothing works the single error message
+    names both options.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    source = data if data is not None else os.environ.get(DATA_ENV_VAR)
+    if source and str(source) != "medmnist":
+        return load_npz(source, split)
+    try:
+        return load_medmnist(split, size, download=download)
+    except Exception as error:  # network failures surface as many exception types
+        raise DataUnavailableError(
+            f"PathMNIST '{split}' ({size}px) is not available: medmnist could not load it "
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no detail'}). "
+            f"Either connect to the internet so medmnist can download it, or pass a local npz in "
+            f"medmnist layout with --data PATH or the env var {DATA_ENV_VAR}=PATH "
+            f"(a real 800-image sample ships at {BUNDLED_SAMPLE})."
+        ) from None
+
+
+def load_bundled_sample() -> tuple[np.ndarray, np.ndarray]:
+    """The 800 real PathMNIST train images shipped with the repo (works offline)."""
+    return load_npz(BUNDLED_SAMPLE, "train")
+
+
+def _check(images: np.ndarray, labels: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
+    if images.ndim == 3:  # grayscale -> RGB, so every consumer sees (N, H, W, 3)
+        images = np.repeat(images[..., None], 3, axis=-1)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise DataUnavailableError(f"{source}: expected uint8 images (N, H, W, 3), got {images.dtype} {images.shape}")
+    if len(images) != len(labels):
+        raise DataUnavailableError(f"{source}: {len(images)} images but {len(labels)} labels")
+    if len(labels) and (labels.min() < 0 or labels.max() >= NUM_TISSUES):
+        raise DataUnavailableError(f"{source}: labels must be 0-{NUM_TISSUES - 1}")
+    return images, labels
+
+
+# ---------------------------------------------------------------------------------------------- folds
+
+def stratified_folds(labels: np.ndarray, n_folds: int = 5, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Deterministic stratified K-fold ``(train_idx, val_idx)`` pairs for a file with only a train split."""
+    from sklearn.model_selection import StratifiedKFold
+
+    splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    return [(np.sort(tr), np.sort(va)) for tr, va in splitter.split(np.zeros(len(labels)), labels)]
+
+
+def train_val_split(labels: np.ndarray, fold: int = 0, n_folds: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The project's validation fold: fold ``fold`` of a seeded stratified ``n_folds`` split."""
+    return stratified_folds(labels, n_folds, seed)[fold]
+
+
+def load_training_data(data: str | os.PathLike | None, size: int = 28, fold: int = 0, n_folds: int = 5,
+                       seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Train/val arrays for a training script.
+
+    A source with an official val split (medmnist, or an npz holding ``val_*``) uses it; a train-only npz
+    (like the bundled sample) is split into stratified folds and fold ``fold`` is held out.
+    """
+    data = data if data is not None else (os.environ.get(DATA_ENV_VAR) or BUNDLED_SAMPLE)
+    images, labels = load_pathmnist("train", size, data)
+    if str(data) == "medmnist":
+        return {"train": (images, labels), "val": load_pathmnist("val", size, data)}
+    with np.load(data) as archive:
+        has_val = "val_images" in archive.files
+    if has_val:
+        return {"train": (images, labels), "val": load_npz(data, "val")}
+    train_idx, val_idx = train_val_split(labels, fold, n_folds, seed)
+    return {"train": (images[train_idx], labels[train_idx]), "val": (images[val_idx], labels[val_idx])}
+
+
+# -------------------------------------------------------------------------------------- augmentations
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` -> float ``(N, 3, H, W)`` in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """float ``(N, 3, H, W)`` in [0, 1] -> uint8 ``(N, H, W, 3)``."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def dihedral(images: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th of the 8 symmetries of the square (k=0 identity): rotate by 90°·(k % 4), then flip if k >= 4."""
+    out = torch.rot90(images, k % 4, dims=(-2, -1))
+    return torch.flip(out, dims=(-1,)) if k >= 4 else out
+
+
+class RandomDihedral(nn.Module):
+    """A random one of the 8 dihedral transforms per image: a tissue section has no 'up'."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim == 3:
+            return dihedral(images, int(torch.randint(8, ())))
+        choice = torch.randint(8, (images.shape[0],))
+        out = images.clone()
+        for k in range(1, 8):
+            picked = choice == k
+            if picked.any():
+                out[picked] = dihedral(images[picked], k)
+        return out
+
+
+# Ruifrok & Johnston stain vectors, the same matrices as skimage.color.rgb2hed / hed2rgb.
+_RGB_FROM_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+_RGB_FROM_HED = _RGB_FROM_HED / _RGB_FROM_HED.norm(dim=1, keepdim=True)
+_RGB_FROM_HED[2] = torch.linalg.cross(_RGB_FROM_HED[0], _RGB_FROM_HED[1])
+_HED_FROM_RGB = torch.linalg.inv(_RGB_FROM_HED)
+_LOG_ADJUST = float(np.log(1e-6))
+
+
+def rgb_to_hed(images: torch.Tensor) -> torch.Tensor:
+    """RGB in [0, 1] -> haematoxylin/eosin/DAB stain densities (skimage's rgb2hed, in torch)."""
+    rgb = images.clamp_min(1e-6).movedim(-3, -1)
+    stains = (torch.log(rgb) / _LOG_ADJUST) @ _HED_FROM_RGB.to(images)
+    return stains.clamp_min(0).movedim(-1, -3)
+
+
+def hed_to_rgb(stains: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rgb_to_hed` (skimage's hed2rgb)."""
+    log_rgb = -(stains.movedim(-3, -1) * -_LOG_ADJUST) @ _RGB_FROM_HED.to(stains)
+    return torch.exp(log_rgb).clamp(0, 1).movedim(-1, -3)
+
+
+class RandomHEDJitter(nn.Module):
+    """Stain jitter: scale and shift each image's H, E and D densities (Tellez et al. 2018).
+
+    Mimics the lab-to-lab variation of H&E staining without changing morphology.
+    """
+
+    def __init__(self, sigma: float = 0.05, bias: float = 0.05):
+        super().__init__()
+        self.sigma, self.bias = sigma, bias
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        batched = images.ndim == 4
+        x = images if batched else images[None]
+        n = x.shape[0]
+        alpha = 1 + (torch.rand(n, 3, 1, 1) * 2 - 1) * self.sigma
+        # ``bias`` is in optical-density units (as in Tellez et al.); skimage's HED scale divides OD by -log(1e-6).
+        beta = (torch.rand(n, 3, 1, 1) * 2 - 1) * self.bias / -_LOG_ADJUST
+        out = hed_to_rgb(rgb_to_hed(x) * alpha.to(x) + beta.to(x))
+        return out if batched else out[0]
+
+
+def train_augmentation(stain_sigma: float = 0.05, stain_bias: float = 0.05) -> nn.Module:
+    """The histology augmentation every training script uses: dihedral symmetry + stain jitter."""
+    from torchvision import transforms
+
+    return transforms.Compose([RandomDihedral(), RandomHEDJitter(stain_sigma, stain_bias)])

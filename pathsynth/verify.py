@@ -1,0 +1,184 @@
+"""The self-validating loop: generate -> classify + realism check -> regenerate the rejected ones.
+
+An image is *verified* when the classifier's top tissue is the requested one with probability >=
+``threshold`` **and** its classifier features lie as close to real images of that tissue as real images
+do to each other (colour statistics alone let a classifier agree with unrealistic images, so class
+agreement is not enough). Rejected images are regenerated with new seeds, at most ``max_attempts`` times;
+an image that never passes is returned with ``verified=False`` — never silently as verified.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .tissues import NUM_TISSUES, tissue_index
+
+ProgressCallback = Callable[[float, str], None]
+
+
+@dataclass
+class VerifiedImage:
+    image: np.ndarray  # uint8 (28, 28, 3)
+    tissue: int  # requested tissue
+    verified: bool
+    attempts: int  # generations it took (1 = accepted first time)
+    seed: int  # generator.generate([tissue], [seed]) reproduces the image
+    probabilities: list[float]
+    predicted: int
+    confidence: float  # probability of the requested tissue
+    realism: float  # 0..1: share of real images of the tissue at least as far from the real set
+    backend: str = ""
+    history: list[dict] = field(default_factory=list)  # rejected attempts: seed, predicted, confidence, realism
+
+    def to_dict(self, with_image: bool = False) -> dict:
+        out = asdict(self)
+        if not with_image:
+            out.pop("image")
+        else:
+            out["image"] = self.image.tolist()
+        return out
+
+
+class RealismCheck:
+    """How typical an image's classifier features are for a tissue, calibrated on real images.
+
+    For each tissue we keep the real images' features; the score of a new image is the share of real images
+    of that tissue whose (leave-one-out) k-NN distance to the rest is at least the new image's k-NN distance:
+    1.0 looks like the most typical real image, 0.0 lies farther out than every real one.
+    """
+
+    def __init__(self, features: np.ndarray, labels: np.ndarray, k: int = 3):
+        self.k = k
+        self.by_tissue: dict[int, np.ndarray] = {}
+        self.calibration: dict[int, np.ndarray] = {}
+        for tissue in range(NUM_TISSUES):
+            feats = features[labels == tissue].astype(np.float32)
+            if len(feats) <= k:
+                continue
+            self.by_tissue[tissue] = feats
+            d = _pairwise(feats, feats)
+            np.fill_diagonal(d, np.inf)
+            self.calibration[tissue] = np.sort(np.sort(d, axis=1)[:, :k].mean(1))
+
+    def score(self, features: np.ndarray, tissues: Sequence[int]) -> np.ndarray:
+        scores = np.ones(len(features), np.float32)
+        for i, (feat, tissue) in enumerate(zip(features, tissues)):
+            if tissue not in self.by_tissue:
+                continue  # no reference images for this tissue: realism cannot be judged
+            distance = np.sort(_pairwise(feat[None], self.by_tissue[tissue])[0])[: self.k].mean()
+            reference = self.calibration[tissue]
+            scores[i] = 1.0 - np.searchsorted(reference, distance, side="left") / len(reference)
+        return scores
+
+
+def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T
+    return np.sqrt(np.maximum(sq, 0))
+
+
+class Verifier:
+    """Generates images of the requested tissues and keeps only those the classifier verifies."""
+
+    def __init__(self, generator, classifier, reference_images: np.ndarray | None = None,
+                 reference_labels: np.ndarray | None = None, threshold: float = 0.5,
+                 realism_threshold: float = 0.01, max_attempts: int = 5):
+        if not 0.0 <= threshold <= 1.0 or not 0.0 <= realism_threshold <= 1.0:
+            raise ValueError("threshold and realism_threshold must lie in [0, 1]")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.generator, self.classifier = generator, classifier
+        self.threshold, self.realism_threshold, self.max_attempts = threshold, realism_threshold, max_attempts
+        self.realism = None
+        if reference_images is not None and reference_labels is not None:
+            self.realism = RealismCheck(classifier.features(reference_images), np.asarray(reference_labels))
+
+    def judge(self, images: np.ndarray, tissues: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(probabilities, realism scores, accepted mask) for images meant to show ``tissues``."""
+        probabilities = self.classifier.predict_proba(images)
+        if self.realism is not None:
+            realism = self.realism.score(self.classifier.features(images), tissues)
+        else:
+            realism = np.ones(len(images), np.float32)
+        rows = np.arange(len(images))
+        tissues = np.asarray(tissues)
+        accepted = ((probabilities.argmax(1) == tissues) & (probabilities[rows, tissues] >= self.threshold)
+                    & (realism >= self.realism_threshold))
+        return probabilities, realism, accepted
+
+    def generate(self, tissues: Sequence[int | str], seed: int | None = None,
+                 progress: ProgressCallback | None = None) -> list[VerifiedImage]:
+        """One verified image per requested tissue (in order). ``seed`` makes the whole call reproducible."""
+        tissues = [tissue_index(t) for t in tissues]
+        base_seed = secrets.randbelow(2**31) if seed is None else int(seed)
+        results: list[VerifiedImage | None] = [None] * len(tissues)
+        best: dict[int, VerifiedImage] = {}  # the most convincing rejected candidate per slot
+        pending = list(range(len(tissues)))
+        backend = getattr(self.generator, "name", type(self.generator).__name__)
+        for attempt in range(1, self.max_attempts + 1):
+            if not pending:
+                break
+            if progress:
+                progress((attempt - 1) / self.max_attempts,
+                         f"attempt {attempt}/{self.max_attempts}: generating {len(pending)} image(s)")
+            seeds = [_derive_seed(base_seed, slot, attempt) for slot in pending]
+            wanted = [tissues[slot] for slot in pending]
+            images = self.generator.generate(wanted, seeds)
+            probabilities, realism, accepted = self.judge(images, wanted)
+            still_pending = []
+            for j, slot in enumerate(pending):
+                candidate = VerifiedImage(
+                    image=images[j], tissue=wanted[j], verified=bool(accepted[j]), attempts=attempt, seed=seeds[j],
+                    probabilities=[float(p) for p in probabilities[j]], predicted=int(probabilities[j].argmax()),
+                    confidence=float(probabilities[j, wanted[j]]), realism=float(realism[j]), backend=backend)
+                if accepted[j]:
+                    candidate.history = best[slot].history if slot in best else []
+                    results[slot] = candidate
+                    continue
+                record = {"seed": candidate.seed, "predicted": candidate.predicted,
+                          "confidence": round(candidate.confidence, 4), "realism": round(candidate.realism, 4)}
+                history = (best[slot].history if slot in best else []) + [record]
+                if slot not in best or _strength(candidate) > _strength(best[slot]):
+                    best[slot] = candidate
+                best[slot].history = history
+                still_pending.append(slot)
+            pending = still_pending
+        for slot in pending:  # never verified: hand back the best try, clearly marked
+            best[slot].attempts = self.max_attempts
+            results[slot] = best[slot]
+        if progress:
+            progress(1.0, f"{sum(r.verified for r in results)}/{len(results)} verified")
+        return results  # type: ignore[return-value]
+
+
+def _strength(candidate: VerifiedImage) -> float:
+    return candidate.confidence * min(1.0, candidate.realism + 1e-3)
+
+
+def _derive_seed(base_seed: int, slot: int, attempt: int) -> int:
+    """A distinct, reproducible seed per (call, image, attempt)."""
+    return int(np.random.SeedSequence([base_seed, slot, attempt]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+_DEFAULT: dict[str, Verifier] = {}
+_LOCK = threading.Lock()
+
+
+def default_verifier(backend: str | None = None) -> Verifier:
+    """The shipped classifier + generator with the bundled real images as realism reference, loaded once."""
+    from .classifier import load_classifier
+    from .data import load_bundled_sample
+    from .generators import get_generator
+
+    key = backend or "default"
+    with _LOCK:
+        if key not in _DEFAULT:
+            classifier = load_classifier()
+            generator = get_generator(backend)
+            images, labels = load_bundled_sample()
+            _DEFAULT[key] = Verifier(generator, classifier, images, labels)
+        return _DEFAULT[key]

@@ -1,0 +1,140 @@
+"""Fixtures that run the real app (``python app.py``) in a subprocess, for the API, browser and reliability tests.
+
+The app uses the shipped models when they exist (``assets/models/classifier`` and ``assets/models/generator``);
+otherwise tiny random ones are built in a temp folder, so the tests run either way (``PATHSYNTH_TEST_MODELS=tiny``
+forces the tiny ones for a quick run). Gallery data goes to a temp ``PATHSYNTH_HOME``; the instructor
+password is random per test session.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_CLASSIFIER = ROOT / "assets" / "models" / "classifier"
+SHIPPED_GENERATOR = ROOT / "assets" / "models" / "generator"
+STARTUP_TIMEOUT_S = float(os.environ.get("PATHSYNTH_TEST_STARTUP_TIMEOUT", 600))
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def shipped_models_present() -> bool:
+    return ((SHIPPED_CLASSIFIER / "model.safetensors").is_file() and (SHIPPED_CLASSIFIER / "config.json").is_file()
+            and (SHIPPED_GENERATOR / "model_index.json").is_file()
+            and (SHIPPED_GENERATOR / "unet" / "diffusion_pytorch_model.safetensors").is_file())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningApp:
+    url: str
+    password: str
+    home: Path
+    process: subprocess.Popen
+    log_path: Path
+    startup_s: float
+    models: str  # "shipped" | "tiny"
+
+    def client(self):
+        from gradio_client import Client
+
+        return Client(self.url, verbose=False)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def answers_http(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url, timeout=30) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+
+@pytest.fixture(scope="session")
+def model_env(tmp_path_factory) -> dict[str, str]:
+    """Env vars pointing the app at the models to serve (empty: the shipped ones)."""
+    if os.environ.get("PATHSYNTH_TEST_MODELS", "auto") != "tiny" and shipped_models_present():
+        return {}
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from tiny_models import save_tiny_models
+
+    classifier_dir, generator_dir = save_tiny_models(tmp_path_factory.mktemp("tiny_models"))
+    return {"PATHSYNTH_CLASSIFIER": str(classifier_dir), "PATHSYNTH_GENERATOR": str(generator_dir)}
+
+
+def start_app(home: Path, log_path: Path, model_env: dict[str, str], password: str | None = "",
+              extra_env: dict[str, str] | None = None) -> RunningApp:
+    """Launch ``python app.py`` on a free port and wait until it answers HTTP 200."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("PATHSYNTH_INSTRUCTOR_PASSWORD", "SPACE_ID",
+                                                            "PATHSYNTH_CLASSIFIER", "PATHSYNTH_GENERATOR")}
+    env.update(model_env)
+    env.update(PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1", PATHSYNTH_HOME=str(home), HF_HUB_OFFLINE="1",
+               GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
+    if password:
+        env["PATHSYNTH_INSTRUCTOR_PASSWORD"] = password
+    env.update(extra_env or {})
+    log = open(log_path, "wb")
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    app = RunningApp(f"http://127.0.0.1:{port}/", password or "", home, process, log_path, 0.0,
+                     "tiny" if model_env else "shipped")
+    while time.perf_counter() - started < STARTUP_TIMEOUT_S:
+        if process.poll() is not None:
+            raise RuntimeError(f"app.py exited with code {process.returncode}:\n{app.log()[-4000:]}")
+        if app.answers_http():
+            app.startup_s = time.perf_counter() - started
+            return app
+        time.sleep(0.5)
+    stop_app(app)
+    raise RuntimeError(f"app.py did not answer within {STARTUP_TIMEOUT_S:.0f} s:\n{app.log()[-4000:]}")
+
+
+def stop_app(app: RunningApp) -> None:
+    if app.process.poll() is None:
+        app.process.terminate()
+        try:
+            app.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            app.process.kill()
+            app.process.wait(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def running_app(model_env, tmp_path_factory):
+    """One app process for the whole test session, with an instructor password configured."""
+    directory = tmp_path_factory.mktemp("app")
+    app = start_app(directory / "home", directory / "app.log", model_env, password=secrets.token_urlsafe(16))
+    print(f"\napp ready in {app.startup_s:.1f} s at {app.url} ({app.models} models)")
+    yield app
+    stop_app(app)
+
+
+@pytest.fixture(scope="session")
+def client(running_app):
+    return running_app.client()
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

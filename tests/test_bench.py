@@ -1,0 +1,82 @@
+import json
+
+import pytest
+
+from pathsynth import bench as B
+from tiny_models import save_tiny_models, tiny_classifier, tiny_generator
+
+# A UNet2DConditionModel of the SD v1.5 *shape* (cross-attention down/up blocks) small enough for a test.
+TINY_SD_CONFIG = {
+    "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+    "block_out_channels": (32, 64),
+    "layers_per_block": 1,
+    "cross_attention_dim": 32,
+    "attention_head_dim": 8,
+}
+
+
+def test_sd15_config_is_stable_diffusion_v15():
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():  # meta tensors: the real architecture without allocating 3.4 GB
+        unet = B.build_sd15_unet()
+    assert sum(p.numel() for p in unet.parameters()) == 859_520_964  # SD v1.5 UNet parameter count
+    assert unet.config.cross_attention_dim == 768 and tuple(unet.config.block_out_channels) == (320, 640, 1280, 1280)
+
+
+def test_time_sd15_unet_with_tiny_config():
+    timing = B.time_sd15_unet(TINY_SD_CONFIG, resolution=224, steps_timed=2, total_steps=30)
+    assert timing["sd15_latent"] == [4, 28, 28] and timing["sd15_steps_timed"] == 2
+    assert timing["sd15_unet_step_s"] > 0
+    assert timing["sd15_image_s_extrapolated"] == pytest.approx(30 * timing["sd15_unet_step_s"])
+    assert "lower bound" in timing["sd15_note"]
+    with pytest.raises(ValueError):
+        B.time_sd15_unet(TINY_SD_CONFIG, resolution=100)
+
+
+def test_cold_start_reports_failure_instead_of_raising():
+    failed = B.measure_cold_start("raise SystemExit('no models here')")
+    assert failed["cold_start_s"] is None and "no models here" in failed["cold_start_error"]
+    ok = B.measure_cold_start("import json; print(json.dumps({'load_s': 0.25}))")
+    assert ok["cold_start_s"] > 0 and ok["cold_start_load_s"] == 0.25 and ok["cold_start_error"] is None
+
+
+class StubVerified:
+    def __init__(self, image, attempts):
+        self.image, self.attempts, self.verified = image, attempts, True
+
+
+class StubVerifier:
+    def __init__(self, generator, classifier):
+        self.generator, self.classifier = generator, classifier
+        self.calls = []
+
+    def generate(self, tissues, seed=None, progress=None):
+        self.calls.append(list(tissues))
+        images = self.generator.generate(list(tissues), [seed + i for i in range(len(tissues))])
+        return [StubVerified(image, 1) for image in images]
+
+
+def test_run_benchmark_returns_every_measure(tmp_path):
+    classifier_dir, _ = save_tiny_models(tmp_path / "models")
+    verifier = StubVerifier(tiny_generator(steps=2), tiny_classifier())
+    # Cold start of a fresh process that loads a saved classifier (the shipped models may not exist yet).
+    code = ("import json, time; t = time.perf_counter(); from pathsynth.classifier import TissueClassifier; "
+            f"TissueClassifier.from_pretrained({str(classifier_dir)!r}); "
+            "print(json.dumps({'load_s': time.perf_counter() - t}))")
+    result = B.run_benchmark(verifier, None, repeats=3, sd_steps_timed=1, sd_config=TINY_SD_CONFIG,
+                             batch_repeats=1, classifier_batch=16, cold_start_code=code, out_dir=tmp_path,
+                             progress=False)
+    for key in ("verified_p50_s", "verified_p95_s", "batch9_s", "generator_images_per_s", "classifier_images_per_s",
+                "classifier_tta_images_per_s", "cold_start_s", "sd15_unet_step_s", "sd15_image_s_extrapolated",
+                "speedup_vs_sd15"):
+        assert isinstance(result[key], float) and result[key] > 0, key
+    assert result["verified_p95_s"] >= result["verified_p50_s"]
+    assert result["cold_start_error"] is None and result["cold_start_load_s"] > 0
+    assert result["speedup_vs_sd15"] == pytest.approx(result["sd15_image_s_extrapolated"] / result["verified_p50_s"])
+    assert [0, 1, 2, 3, 4, 5, 6, 7, 8] in verifier.calls  # the batch of one image per tissue
+    assert sum(len(c) == 1 for c in verifier.calls) == 1 + 3  # warm-up + the timed single images
+    assert json.loads((tmp_path / "bench.json").read_text())["speedup_vs_sd15"] == result["speedup_vs_sd15"]
+    assert "SD v1.5" in (tmp_path / "bench.md").read_text()
+    json.dumps(result, allow_nan=False)

@@ -1,0 +1,122 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pathsynth.classifier import DEFAULT_CLASSIFIER_DIR, ModelFileError, TissueClassifier, gradcam_overlay
+from pathsynth.data import load_bundled_sample, train_val_split
+from tiny_models import tiny_classifier
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = (DEFAULT_CLASSIFIER_DIR / "model.safetensors").is_file()
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_bundled_sample()
+
+
+def test_probabilities_sum_to_one_for_any_input_form(sample):
+    clf = tiny_classifier()
+    images, _ = sample
+    batch = clf.predict_proba(images[:5])
+    assert batch.shape == (5, 9) and np.allclose(batch.sum(1), 1, atol=1e-5)
+    pil = Image.fromarray(images[0]).resize((224, 224))
+    gray = np.asarray(pil.convert("L"))
+    rgba = np.asarray(pil.convert("RGBA"))
+    sixteen = (images[0].astype(np.uint16) * 257)
+    for item in (pil, gray, rgba, sixteen, images[0]):
+        probs = clf.predict_proba(item)
+        assert probs.shape == (1, 9) and np.isclose(probs.sum(), 1, atol=1e-5)
+    tta = clf.predict_proba(images[:5], tta=True)
+    assert np.allclose(tta.sum(1), 1, atol=1e-5) and not np.allclose(tta, batch)
+
+
+def test_save_load_round_trip_gives_identical_predictions(tmp_path, sample):
+    clf = tiny_classifier()
+    clf.save_pretrained(tmp_path, fp16=False)
+    again = TissueClassifier.from_pretrained(tmp_path)
+    images, _ = sample
+    assert np.array_equal(clf.predict_proba(images[:8]), again.predict_proba(images[:8]))
+    assert clf.features(images[:3]).shape == (3, 512)
+
+
+def test_gradcam_has_image_size_and_is_not_constant(sample):
+    clf = tiny_classifier()
+    image = np.asarray(Image.fromarray(sample[0][3]).resize((84, 84)))
+    cam = clf.gradcam(image)
+    assert cam.shape == (84, 84) and cam.min() >= 0 and cam.max() <= 1
+    assert cam.std() > 1e-3
+    overlay = gradcam_overlay(image, cam)
+    assert overlay.shape == (84, 84, 3) and overlay.dtype == np.uint8
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "mismatched"])
+def test_broken_weight_files_give_a_clear_error(tmp_path, damage):
+    tiny_classifier().save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    if damage == "missing":
+        weights.unlink()
+    elif damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:5000])
+    else:
+        from safetensors.torch import save_file
+
+        save_file({"fc.weight": torch.zeros(3, 3)}, str(weights))
+    with pytest.raises(ModelFileError) as info:
+        TissueClassifier.from_pretrained(tmp_path)
+    assert "model.safetensors" in str(info.value) or str(tmp_path) in str(info.value)
+    assert "train/classifier.py" in str(info.value)
+
+
+def test_training_script_runs_end_to_end(tmp_path):
+    sys.path.insert(0, str(REPO))
+    from train.classifier import Config, main
+
+    images, labels = load_bundled_sample()
+    keep = np.concatenate([np.where(labels == t)[0][:10] for t in range(9)])
+    data = tmp_path / "tiny.npz"
+    np.savez(data, train_images=images[keep], train_labels=labels[keep, None])
+    main(Config(data=str(data), epochs=1, batch_size=16, out_dir=str(tmp_path / "run"), threads=1))
+    model = TissueClassifier.from_pretrained(tmp_path / "run" / "model")
+    assert model.predict_proba(images[:2]).shape == (2, 9)
+    summary = json.loads((tmp_path / "run" / "model" / "training_summary.json").read_text())
+    assert summary["train_images"] == 72 and "val_tta" in summary
+    assert (tmp_path / "run" / "log.csv").read_text().count("\n") == 2
+
+
+@pytest.mark.skipif(not SHIPPED, reason="shipped classifier not trained yet")
+def test_shipped_model_scores_well_above_chance_on_unseen_images(sample):
+    clf = TissueClassifier.from_pretrained(DEFAULT_CLASSIFIER_DIR)
+    images, labels = sample
+    _, val_idx = train_val_split(labels)
+    accuracy = (clf.predict(images[val_idx]) == labels[val_idx]).mean()
+    assert accuracy > 0.6  # chance is ~0.11
+
+
+def test_classify_cli_json_contract(tmp_path, sample):
+    paths = []
+    for i in range(2):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(sample[0][i]).save(path)
+        paths.append(str(path))
+    model_dir = tmp_path / "model"
+    tiny_classifier().save_pretrained(model_dir)
+    run = subprocess.run([sys.executable, "-m", "pathsynth", "classify", *paths, "--model", str(model_dir), "--json"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert [p["path"] for p in result["predictions"]] == paths
+    assert all(0 <= p["tissue"] < 9 and abs(sum(p["probabilities"].values()) - 1) < 1e-2 for p in result["predictions"])
+    bad = tmp_path / "not_an_image.png"
+    bad.write_text("hello")
+    run = subprocess.run([sys.executable, "-m", "pathsynth", "classify", str(bad), "--model", str(model_dir), "--json"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert run.returncode == 2
+    assert "not a readable image" in run.stderr and "Traceback" not in run.stderr
+    assert "error" in json.loads(run.stdout.strip().splitlines()[-1])

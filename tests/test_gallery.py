@@ -1,0 +1,324 @@
+"""Instructor galleries: round trips, validation, concurrency and crash durability (SIGKILL mid-write)."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from pathsynth import gallery as G
+from pathsynth.gallery import GalleryItemInput, GalleryNotFoundError, GalleryStore
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tile(value: int, size: int = 28) -> np.ndarray:
+    rng = np.random.default_rng(value)
+    return rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def items(n: int, start: int = 0) -> list[GalleryItemInput]:
+    return [GalleryItemInput(image=tile(start + i), caption=f"tile {start + i}", tissue=(start + i) % 9,
+                             seed=start + i, source="generated", meta={"confidence": 0.9, "i": start + i})
+            for i in range(n)]
+
+
+@pytest.fixture
+def store(tmp_path):
+    with GalleryStore(tmp_path) as s:
+        yield s
+
+
+def image_files(home: Path) -> set[str]:
+    return {p.name for p in (home / G.IMAGES_DIR).iterdir()}
+
+
+def referenced_files(home: Path) -> set[str]:
+    with sqlite3.connect(home / G.DB_NAME) as db:
+        return {r[0] for r in db.execute("SELECT image_file FROM items")}
+
+
+# --------------------------------------------------------------------------------------- basics
+
+def test_round_trip(store, tmp_path):
+    gallery_id = store.create_gallery("Week 1: colon", "Tiles for the first seminar", "dr-who", items(4))
+    g = store.get_gallery(gallery_id)
+    assert (g.id, g.name, g.description, g.created_by) == (gallery_id, "Week 1: colon", "Tiles for the first seminar",
+                                                          "dr-who")
+    assert [i.position for i in g.items] == [0, 1, 2, 3]
+    for i, item in enumerate(g.items):
+        assert np.array_equal(item.image, tile(i)) and item.image.dtype == np.uint8
+        assert (item.caption, item.tissue, item.seed, item.source) == (f"tile {i}", i, i, "generated")
+        assert item.meta == {"confidence": 0.9, "i": i}
+        assert (tmp_path / "images" / item.image_file).is_file()
+    assert store.get_gallery("week 1: COLON").id == gallery_id  # names are case-insensitive
+    [summary] = store.list_galleries()
+    assert (summary.id, summary.name, summary.n_items) == (gallery_id, "Week 1: colon", 4)
+
+
+def test_storage_settings(store):
+    db = store._connection()
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store.integrity_check() == "ok"
+
+
+def test_default_home_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATHSYNTH_HOME", str(tmp_path / "home"))
+    with GalleryStore() as s:
+        assert s.home == tmp_path / "home" and (tmp_path / "home" / "galleries.sqlite3").is_file()
+
+
+def test_persists_across_reopen(tmp_path):
+    with GalleryStore(tmp_path) as s:
+        first = s.create_gallery("A", items=items(2))
+        s.create_gallery("B", items=items(3, start=10))
+    with GalleryStore(tmp_path) as s:
+        assert [g.name for g in s.list_galleries()] == ["A", "B"]
+        assert np.array_equal(s.get_gallery(first).items[1].image, tile(1))
+        assert s.removed_orphans == 0
+
+
+def test_edits(store, tmp_path):
+    gallery_id = store.create_gallery("Edit me", items=items(2))
+    new_ids = store.add_items(gallery_id, items(2, start=5))
+    g = store.get_gallery(gallery_id)
+    assert [i.id for i in g.items][2:] == new_ids and [i.position for i in g.items] == [0, 1, 2, 3]
+    store.update_caption(new_ids[0], "Look at the\nnuclei")
+    store.set_description("Edit me", "new description")
+    store.rename_gallery(gallery_id, "Edited")
+    g = store.get_gallery("Edited")
+    assert g.items[2].caption == "Look at the\nnuclei" and g.description == "new description"
+    store.remove_item(g.items[0].id)
+    assert len(store.get_gallery(gallery_id).items) == 3
+    assert image_files(tmp_path) == referenced_files(tmp_path)
+    store.delete_gallery("Edited")
+    assert store.list_galleries() == [] and image_files(tmp_path) == set()
+    with pytest.raises(GalleryNotFoundError):
+        store.get_gallery(gallery_id)
+
+
+@pytest.mark.parametrize("call", [
+    lambda s: s.get_gallery(999), lambda s: s.get_gallery("nope"), lambda s: s.delete_gallery("nope"),
+    lambda s: s.rename_gallery(5, "x"), lambda s: s.update_caption(12345, "x"), lambda s: s.remove_item(7),
+    lambda s: s.add_items("nope", items(1)), lambda s: s.get_gallery(None), lambda s: s.get_gallery(True)])
+def test_unknown_gallery_or_item(store, tmp_path, call):
+    with pytest.raises(GalleryNotFoundError):
+        call(store)
+    assert image_files(tmp_path) == set()
+
+
+def test_duplicate_names(store):
+    store.create_gallery("Seminar", items=items(1))
+    for name in ("Seminar", "seminar", "  SEMINAR  "):
+        with pytest.raises(ValueError, match="already exists"):
+            store.create_gallery(name, items=items(1))
+    other = store.create_gallery("Other")
+    with pytest.raises(ValueError, match="already exists"):
+        store.rename_gallery(other, "seminar")
+    assert [g.name for g in store.list_galleries()] == ["Seminar", "Other"]
+
+
+@pytest.mark.parametrize("name,match", [("", "must not be empty"), ("   \t", "must not be empty"),
+                                        ("\x00\x01", "must not be empty"), ("x" * 101, "too long"),
+                                        (None, "must not be empty"), (5, "must be text"), (b"x", "must be text")])
+def test_invalid_names(store, tmp_path, name, match):
+    with pytest.raises(ValueError, match=match):
+        store.create_gallery(name, items=items(1))
+    assert store.list_galleries() == [] and image_files(tmp_path) == set()
+
+
+@pytest.mark.parametrize("bad,match", [
+    ({"caption": "c" * 501}, "Caption is too long"), ({"tissue": 9}, "unknown tissue"),
+    ({"tissue": "spleen"}, "unknown tissue"), ({"seed": -1}, "seed"), ({"seed": 1.5}, "seed"),
+    ({"source": "internet"}, "source"), ({"image": np.zeros((28, 28), object)}, "numeric"),
+    ({"image": np.zeros((28, 28, 5), np.uint8)}, "shape"), ({"image": np.zeros((2000, 4, 3), np.uint8)}, "pixels"),
+    ({"image": np.full((4, 4, 3), np.nan)}, "NaN"), ({"meta": {"x": object()}}, "JSON"),
+    ({"meta": {"x": float("inf")}}, "JSON"), ({"meta": "text"}, "dict")])
+def test_invalid_items_write_nothing(store, tmp_path, bad, match):
+    fields = {"image": tile(0), "caption": "", "tissue": 0, "seed": None, "source": "generated", "meta": None}
+    fields.update(bad)
+    with pytest.raises(ValueError, match=match):
+        store.create_gallery("G", items=[*items(2), GalleryItemInput(**fields)])
+    assert store.list_galleries() == [] and image_files(tmp_path) == set()
+
+
+def test_text_is_cleaned_and_unicode_kept(store):
+    gallery_id = store.create_gallery("  Gewebe\u202e — 組織 🧫\x00  ", "line 1\nline 2\x07",
+                                      items=[GalleryItemInput(tile(0), "Caption\twith tab\x1b[31m", tissue="TUM")])
+    g = store.get_gallery(gallery_id)
+    assert g.name == "Gewebe — 組織 🧫" and g.description == "line 1\nline 2"
+    assert g.items[0].caption == "Caption\twith tab[31m" and g.items[0].tissue == 8
+    with pytest.raises(ValueError, match="Caption is too long"):
+        store.update_caption(g.items[0].id, "x" * 501)
+
+
+def test_grayscale_rgba_and_float_images_are_stored_as_rgb(store):
+    gallery_id = store.create_gallery("Formats", items=[
+        GalleryItemInput(np.full((5, 6), 7, np.uint8)), GalleryItemInput(np.full((5, 6, 4), 9, np.uint8)),
+        GalleryItemInput(np.full((5, 6, 3), 0.5, np.float32))])
+    shapes = [(i.image.shape, int(i.image[0, 0, 0])) for i in store.get_gallery(gallery_id).items]
+    assert shapes == [((5, 6, 3), 7), ((5, 6, 3), 9), ((5, 6, 3), 127)]
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "/tmp/evil.png", "C:\\Windows\\system32", "images/x.png",
+                                  "'; DROP TABLE galleries; --", "Robert'); DROP TABLE items;--", "%s %d {0}",
+                                  "<script>alert(1)</script>", "name\" OR 1=1 --"])
+def test_path_and_sql_like_names_are_stored_verbatim_and_harmless(store, tmp_path, name):
+    gallery_id = store.create_gallery(name, description=name, items=[GalleryItemInput(tile(1), caption=name)])
+    g = store.get_gallery(name)
+    assert (g.id, g.name, g.description, g.items[0].caption) == (gallery_id, name, name, name)
+    files = sorted((tmp_path / "images").iterdir())
+    assert len(files) == 1 and files[0].parent == tmp_path / "images"
+    assert len(files[0].stem) == 32 and all(c in "0123456789abcdef" for c in files[0].stem)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["galleries.sqlite3", "galleries.sqlite3-shm",
+                                                          "galleries.sqlite3-wal", "images"]
+    assert store.integrity_check() == "ok" and [s.name for s in store.list_galleries()] == [name]
+
+
+def test_failure_mid_write_leaves_nothing(store, tmp_path, monkeypatch):
+    store.create_gallery("Keep", items=items(2))
+    before = image_files(tmp_path)
+
+    def fail(*args, **kwargs):
+        raise sqlite3.OperationalError("disk I/O error (simulated)")
+
+    monkeypatch.setattr(store, "_insert_items", fail)
+    with pytest.raises(sqlite3.OperationalError):
+        store.create_gallery("Lost", items=items(3))
+    with pytest.raises(sqlite3.OperationalError):
+        store.add_items("Keep", items(3))
+    monkeypatch.undo()
+    assert [g.name for g in store.list_galleries()] == ["Keep"]
+    assert len(store.get_gallery("Keep").items) == 2 and image_files(tmp_path) == before
+
+
+def test_orphans_and_temp_files_are_removed_on_open(tmp_path):
+    with GalleryStore(tmp_path) as s:
+        s.create_gallery("A", items=items(2))
+    kept = image_files(tmp_path)
+    (tmp_path / "images" / "0123456789abcdef0123456789abcdef.png").write_bytes(b"orphan")
+    (tmp_path / "images" / ".feedfacefeedfacefeedfacefeedface.png.tmp").write_bytes(b"half")
+    with GalleryStore(tmp_path) as s:
+        assert s.removed_orphans == 2
+        assert image_files(tmp_path) == kept and len(s.get_gallery("A").items) == 2
+
+
+# ----------------------------------------------------------------------------------- concurrency
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    stores = [GalleryStore(tmp_path), GalleryStore(tmp_path)]  # two stores = two sets of connections
+    errors = []
+
+    def writer(worker: int):
+        try:
+            store = stores[worker % 2]
+            for j in range(4):
+                gallery_id = store.create_gallery(f"w{worker}-g{j}", created_by=f"w{worker}", items=items(2, j))
+                store.add_items(gallery_id, items(1, 100 + j))
+                store.list_galleries()
+        except Exception as error:  # surfaced below: a thread's exception would otherwise vanish
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    summaries = stores[0].list_galleries()
+    assert len(summaries) == 24 and all(s.n_items == 3 for s in summaries)
+    assert image_files(tmp_path) == referenced_files(tmp_path) and len(image_files(tmp_path)) == 72
+    for store in stores:
+        store.close()
+
+
+# ------------------------------------------------------------------------------------- properties
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=120)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=_text, caption=_text)
+def test_property_valid_text_round_trips_exactly(store, name, caption):
+    try:
+        clean = G.clean_name(name)
+        clean_caption = G.clean_caption(caption)
+    except ValueError:
+        assume(False)
+    assert G.clean_name(clean) == clean and G.clean_caption(clean_caption) == clean_caption  # idempotent
+    gallery_id = store.create_gallery(name, items=[GalleryItemInput(tile(0), caption=caption)])
+    try:
+        g = store.get_gallery(gallery_id)
+        assert g.name == clean and g.items[0].caption == clean_caption
+        assert store.get_gallery(clean).id == gallery_id
+    finally:
+        store.delete_gallery(gallery_id)
+
+
+# -------------------------------------------------------------------------------------- durability
+
+WRITER = r"""
+import sys
+import numpy as np
+from pathsynth.gallery import GalleryItemInput, GalleryStore
+
+store = GalleryStore(sys.argv[1])
+round_ = sys.argv[2]
+for i in range(10_000):
+    n = 1 + i % 5
+    items = [GalleryItemInput(np.full((28, 28, 3), (i + k) % 256, np.uint8), caption=f"{i}/{k}", tissue=k % 9,
+                              seed=i) for k in range(n)]
+    gallery_id = store.create_gallery(f"r{round_}-g{i}-n{n}", items=items)
+    if i % 3 == 0:
+        store.add_items(gallery_id, items[:1])  # galleries named -n{n} with i % 3 == 0 end with n + 1 items
+    print(f"done r{round_}-g{i}-n{n}", flush=True)
+"""
+
+
+def test_durability_after_sigkill(tmp_path):
+    home = tmp_path / "home"
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    committed: list[str] = []
+    for round_, wait_for in enumerate((3, 6)):
+        process = subprocess.Popen([sys.executable, str(script), str(home), str(round_)], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, env=env)
+        done = []
+        deadline = time.monotonic() + 120
+        while len(done) < wait_for and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            done.append(line.split()[1])
+        time.sleep(0.003 * (round_ + 1))  # land somewhere inside the next write
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        assert len(done) >= wait_for, process.stderr.read()[-2000:]
+        committed += done
+
+    with GalleryStore(home) as store:
+        assert store.integrity_check() == "ok"
+        names = {g.name for g in store.list_galleries()}
+        assert set(committed) <= names  # everything reported as done survived
+        assert len(names - set(committed)) <= 2  # at most the in-flight gallery of each round
+        for summary in store.list_galleries():
+            i, n = int(summary.name.split("-g")[1].split("-n")[0]), int(summary.name.split("-n")[1])
+            expected = {n, n + 1} if i % 3 == 0 else {n}  # add_items may have been the killed step
+            if summary.name in committed:
+                expected = {n + 1} if i % 3 == 0 else {n}
+            assert summary.n_items in expected, summary
+            g = store.get_gallery(summary.id)  # every row's image file exists and decodes
+            assert [item.caption for item in g.items][:n] == [f"{i}/{k}" for k in range(n)]
+        assert image_files(home) == referenced_files(home)  # no orphan or temp files after open

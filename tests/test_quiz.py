@@ -1,0 +1,305 @@
+"""Quiz sessions: building from verified generated + real tiles, answering, scoring, retry, serialisation."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from pathsynth import quiz as Q
+from pathsynth.classifier import TissueClassifier
+from pathsynth.data import load_bundled_sample
+from pathsynth.tissues import DISPLAY_NAMES, NUM_TISSUES, TISSUES
+from pathsynth.verify import VerifiedImage
+
+
+def tiny_random_classifier(seed: int = 0) -> TissueClassifier:
+    """A real TissueClassifier around a tiny random linear model: fast, deterministic, varied predictions."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(12, NUM_TISSUES))
+    with torch.no_grad():
+        model[2].weight.mul_(20.0)  # spread the logits so predictions differ between tiles
+    return TissueClassifier(model, {"mean": [0.5] * 3, "std": [0.25] * 3, "input_size": 28, "tta": False})
+
+
+class FakeVerifier:
+    """Test double for ``pathsynth.verify.Verifier.generate``: flat-colour tiles; ``reject`` picks unverified ones."""
+
+    def __init__(self, reject=lambda slot: False):
+        self.reject = reject
+        self.calls = []
+
+    def generate(self, tissues, seed=None, progress=None):
+        self.calls.append((list(tissues), seed))
+        results = []
+        for slot, tissue in enumerate(tissues):
+            image = np.full((28, 28, 3), 20 * tissue + slot % 7, np.uint8)
+            probabilities = [0.01] * NUM_TISSUES
+            probabilities[tissue] = 0.92
+            verified = not self.reject(slot)
+            results.append(VerifiedImage(image=image, tissue=int(tissue), verified=verified, attempts=1,
+                                         seed=1000 * (seed or 0) + slot, probabilities=probabilities,
+                                         predicted=int(tissue), confidence=0.92, realism=0.5))
+        return results
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_bundled_sample()
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return tiny_random_classifier()
+
+
+def build(sample, classifier, **kwargs):
+    images, labels = sample
+    kwargs.setdefault("seed", 0)
+    return Q.build_quiz(kwargs.pop("n", 10), classifier=classifier, real_images=images, real_labels=labels, **kwargs)
+
+
+def snapshot(session):
+    return json.dumps(session.to_dict(), sort_keys=True)
+
+
+# ------------------------------------------------------------------------------------------ building
+
+def test_build_mixes_verified_generated_and_real(sample, classifier):
+    verifier = FakeVerifier()
+    session = build(sample, classifier, verifier=verifier, generated_share=0.5)
+    assert session.total == 10 and session.answers == [None] * 10
+    sources = [q.source for q in session.questions]
+    assert sources.count("generated") == 5 and sources.count("real") == 5
+    assert len(verifier.calls) == 1 and len(verifier.calls[0][0]) == 5
+    for q in session.questions:
+        assert q.image.dtype == np.uint8 and q.image.shape == (28, 28, 3)
+        assert len(q.probabilities) == NUM_TISSUES and 0 <= q.answer < NUM_TISSUES
+        if q.source == "generated":
+            assert q.seed is not None and q.true_label is None
+            assert q.answer == int(q.image[0, 0, 0]) // 20  # the verified tissue is the key
+        else:
+            assert q.seed is None and q.true_label is not None
+            # the key for a real tile is the classifier's own prediction on it
+            assert q.answer == int(classifier.predict(q.image)[0])
+            assert np.allclose(q.probabilities, classifier.predict_proba(q.image)[0], atol=1e-5)
+
+
+def test_real_tiles_are_distinct_and_prefer_agreement(sample, classifier):
+    images, labels = sample
+    predicted = np.where(np.arange(len(labels)) % 2 == 0, labels, (labels + 1) % NUM_TISSUES)
+    half_right = np.eye(NUM_TISSUES)[predicted]  # the classifier is right on every other tile
+    session = build(sample, classifier, n=40, generated_share=0.0, real_probabilities=half_right)
+    assert all(q.source == "real" for q in session.questions)
+    assert len({q.image.tobytes() for q in session.questions}) == 40  # never the same tile twice
+    assert all(q.answer == q.true_label for q in session.questions)  # agreeing tiles first
+    assert max(np.bincount([q.answer for q in session.questions], minlength=9)) <= 5  # balanced over tissues
+
+
+def test_unverified_generated_images_are_replaced_by_real(sample, classifier):
+    session = build(sample, classifier, verifier=FakeVerifier(reject=lambda slot: slot % 2 == 0),
+                    generated_share=1.0, n=6)
+    sources = [q.source for q in session.questions]
+    assert session.total == 6
+    assert sources.count("generated") == 3 and sources.count("real") == 3
+    session = build(sample, classifier, verifier=FakeVerifier(reject=lambda slot: True), generated_share=1.0, n=4)
+    assert [q.source for q in session.questions] == ["real"] * 4
+
+
+def test_tissue_restriction_with_cached_probabilities(sample, classifier):
+    images, labels = sample
+    perfect = np.eye(NUM_TISSUES)[labels]  # as if the classifier were always right
+    session = build(sample, classifier, n=8, tissues=["ADI", 8], real_probabilities=perfect,
+                    verifier=FakeVerifier(), generated_share=0.5)
+    assert {q.answer for q in session.questions} <= {0, 8}
+    assert {q.answer for q in session.questions if q.source == "real"} == {0, 8}  # balanced round-robin
+    assert all(q.true_label == q.answer for q in session.questions if q.source == "real")
+
+
+def test_same_seed_same_quiz_and_other_seed_differs(sample, classifier):
+    a = build(sample, classifier, seed=3, verifier=FakeVerifier())
+    b = build(sample, classifier, seed=3, verifier=FakeVerifier())
+    c = build(sample, classifier, seed=4, verifier=FakeVerifier())
+    assert [q.answer for q in a.questions] == [q.answer for q in b.questions]
+    assert all(np.array_equal(x.image, y.image) for x, y in zip(a.questions, b.questions))
+    assert a.id != b.id  # distinct sessions
+    assert any(not np.array_equal(x.image, y.image) for x, y in zip(a.questions, c.questions))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"n": 0}, "number of questions"), ({"n": 101}, "number of questions"), ({"n": 2.5}, "number of questions"),
+    ({"generated_share": 1.5}, "generated_share"), ({"tissues": ["banana"]}, "not a tissue"),
+    ({"tissues": [9]}, "not a tissue")])
+def test_build_rejects_bad_arguments(sample, classifier, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build(sample, classifier, **kwargs)
+
+
+def test_too_few_real_tiles_is_a_clear_error(sample, classifier):
+    images, labels = sample
+    one_class = np.eye(NUM_TISSUES)[np.zeros(len(labels), int)]  # classifier says adipose for everything
+    with pytest.raises(ValueError, match="only 0 real images are classified as Mucus"):
+        build(sample, classifier, tissues=["MUC"], real_probabilities=one_class)
+
+
+# ------------------------------------------------------------------------------------------ playing
+
+def make_session(answers=(0, 1, 2, 3), sources=None):
+    images = [np.full((28, 28, 3), 10 * i, np.uint8) for i in range(len(answers))]
+    return Q.quiz_from_images(images, list(answers), sources=sources)
+
+
+def test_answers_are_taken_in_order_and_scored():
+    session = make_session((0, 1, 2, 3))
+    assert session.current == 0
+    first = Q.answer(session, 0)
+    assert first.correct and first.question == 0 and first.answer == 0 and first.chosen == 0
+    assert first.description == TISSUES[0].description
+    assert first.explanation.startswith("Correct: this is Adipose tissue")
+    second = Q.answer(session, "Mucus")  # display names and abbreviations work too
+    assert not second.correct and second.chosen == 4 and second.answer == 1
+    assert "you chose Mucus, but this is Background" in second.explanation
+    assert session.current == 2 and session.score == 1 and not session.finished
+    Q.answer(session, "DEB")
+    last = Q.answer(session, 3, question=3)
+    assert last.finished and session.finished and session.score == 3
+    assert session.answers == [0, 4, 2, 3]
+
+
+def test_answering_a_specific_question_out_of_order():
+    session = make_session((5, 6, 7))
+    Q.answer(session, 7, question=2)
+    assert session.current == 0 and session.answers == [None, None, 7]
+
+
+@pytest.mark.parametrize("choice", [9, -1, "banana", "", None, True, 1.5, [1], {"a": 1}, object()])
+def test_invalid_choice_leaves_state_unchanged(choice):
+    session = make_session()
+    Q.answer(session, 0)
+    before = snapshot(session)
+    with pytest.raises(ValueError):
+        Q.answer(session, choice)
+    assert snapshot(session) == before
+
+
+@pytest.mark.parametrize("question", [4, -1, 99, "1", 1.0, True])
+def test_invalid_question_leaves_state_unchanged(question):
+    session = make_session()
+    before = snapshot(session)
+    with pytest.raises(ValueError):
+        Q.answer(session, 0, question=question)
+    assert snapshot(session) == before
+
+
+def test_answering_twice_and_after_the_end_fail_cleanly():
+    session = make_session((0, 1))
+    Q.answer(session, 0)
+    with pytest.raises(ValueError, match="already been answered"):
+        Q.answer(session, 1, question=0)
+    Q.answer(session, 1)
+    before = snapshot(session)
+    with pytest.raises(ValueError, match="finished"):
+        Q.answer(session, 1)
+    assert snapshot(session) == before
+
+
+def test_summary_per_tissue_and_missed():
+    session = make_session((0, 0, 3, 8, 8))
+    for choice in (0, 3, 3, 2):  # the last question stays unanswered
+        Q.answer(session, choice)
+    s = Q.summary(session)
+    assert (s.score, s.total, s.answered) == (2, 5, 4)
+    assert s.per_tissue == {0: (1, 2), 3: (1, 1), 8: (0, 1)}
+    assert s.missed == [1, 3] and s.unanswered == [4]
+    assert s.percent == pytest.approx(40.0)
+
+
+def test_retry_missed_makes_a_new_session_with_only_missed_questions():
+    session = make_session((0, 1, 2, 3))
+    for choice in (0, 5, 2, 6):
+        Q.answer(session, choice)
+    retry = Q.retry_missed(session)
+    assert retry.total == 2 and retry.answers == [None, None] and retry.id != session.id
+    assert [q.answer for q in retry.questions] == [1, 3]
+    assert np.array_equal(retry.questions[0].image, session.questions[1].image)
+    Q.answer(retry, 1)
+    assert session.answers == [0, 5, 2, 6]  # the original is untouched
+    Q.answer(retry, 3)
+    with pytest.raises(ValueError, match="no missed questions"):
+        Q.retry_missed(retry)
+
+
+def test_sessions_are_independent(sample, classifier):
+    a = build(sample, classifier, seed=1, verifier=FakeVerifier())
+    b = copy.deepcopy(a)
+    c = Q.QuizSession.from_dict(a.to_dict())
+    Q.answer(a, a.questions[0].answer)
+    assert b.answers[0] is None and c.answers[0] is None
+    images = [np.zeros((28, 28, 3), np.uint8)]
+    session = Q.quiz_from_images(images, [0])
+    images[0][:] = 255  # the caller's array changing later does not change the quiz
+    assert session.questions[0].image.max() == 0
+
+
+def test_serialisation_round_trip(sample, classifier):
+    session = build(sample, classifier, seed=2, verifier=FakeVerifier(), title="Week 3 — β")
+    Q.answer(session, 0)
+    Q.answer(session, session.questions[1].answer)
+    text = session.to_json()
+    restored = Q.QuizSession.from_json(text)
+    assert json.loads(text)["answers"][:2] == session.answers[:2]
+    assert (restored.id, restored.title, restored.answers) == (session.id, session.title, session.answers)
+    for x, y in zip(session.questions, restored.questions):
+        assert np.array_equal(x.image, y.image) and x.image.dtype == y.image.dtype
+        assert (x.answer, x.source, x.true_label, x.seed) == (y.answer, y.source, y.true_label, y.seed)
+        assert x.probabilities == pytest.approx(y.probabilities)
+    assert Q.summary(restored) == Q.summary(session)
+    Q.answer(restored, restored.questions[restored.current].answer)  # a restored quiz plays on
+
+
+@pytest.mark.parametrize("bad", ["[]", '{"questions": [{"image": "not png", "answer": 1, "source": "real"}]}',
+                                 '{"questions": [], "answers": [1]}'])
+def test_corrupt_saved_quiz_is_a_value_error(bad):
+    with pytest.raises(ValueError):
+        Q.QuizSession.from_json(bad)
+
+
+def test_feedback_for_real_tile_where_dataset_disagrees():
+    session = Q.quiz_from_images([np.zeros((28, 28, 3), np.uint8)], [7], sources=["real"], true_labels=[5],
+                                 probabilities=[[0.0] * 7 + [0.8, 0.2]])
+    feedback = Q.answer(session, 5)
+    assert not feedback.correct
+    assert "dataset labels this real tile Smooth muscle" in feedback.explanation
+    assert "80%" in feedback.explanation
+
+
+def test_quiz_from_images_checks_lengths_and_names():
+    image = np.zeros((28, 28, 3), np.uint8)
+    with pytest.raises(ValueError, match="answers has 1 entries for 2 images"):
+        Q.quiz_from_images([image, image], [0])
+    with pytest.raises(ValueError, match="not a tissue"):
+        Q.quiz_from_images([image], ["spleen"])
+    with pytest.raises(ValueError, match="at least one image"):
+        Q.quiz_from_images([], [])
+    shuffled = Q.quiz_from_images([np.full((4, 4, 3), i, np.uint8) for i in range(9)], list(DISPLAY_NAMES),
+                                  shuffle=True, seed=0)
+    assert sorted(q.answer for q in shuffled.questions) == list(range(9))
+    assert all(int(q.image[0, 0, 0]) == q.answer for q in shuffled.questions)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 8), st.integers(0, 8)), min_size=1, max_size=12))
+def test_property_score_counts_correct_answers(pairs):
+    session = make_session([key for key, _ in pairs])
+    for _, choice in pairs:
+        Q.answer(session, choice)
+    s = Q.summary(session)
+    assert s.score == sum(key == choice for key, choice in pairs) == session.score
+    assert s.total == s.answered == len(pairs) and s.unanswered == []
+    assert sum(asked for _, asked in s.per_tissue.values()) == len(pairs)
+    assert len(s.missed) == len(pairs) - s.score
+    assert Q.QuizSession.from_json(session.to_json()).answers == session.answers

@@ -1,0 +1,224 @@
+"""The Stable Diffusion + LoRA backend, end to end on a tiny random SD pipeline (CPU, offline)."""
+
+import importlib.util
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in this file may touch the network
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiny_sd import TINY_RESOLUTION, save_tiny_sd  # noqa: E402
+
+from pathsynth.generators.sd_lora import (CAPTION_TEMPLATE, LORA_WEIGHTS_NAME, SDLoraGenerator, caption,  # noqa: E402
+                                          caption_variants)
+from pathsynth.tissues import NUM_TISSUES, TISSUES  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_training_script():
+    spec = importlib.util.spec_from_file_location("train_sd_lora", ROOT / "train" / "sd_lora.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve the Config's annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def train_sd_lora():
+    return load_training_script()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return save_tiny_sd(tmp_path_factory.mktemp("tiny_sd"))
+
+
+def tiny_config(train_sd_lora, tiny_model, out_dir, **overrides):
+    settings = dict(pretrained_model=str(tiny_model), resolution=TINY_RESOLUTION, out_dir=str(out_dir), steps=2,
+                    batch_size=4, lr=5e-2, rank=4, gradient_checkpointing=True, validation_every=2,
+                    validation_images=1, validation_inference_steps=2, checkpoint_every=1)
+    settings.update(overrides)
+    return train_sd_lora.Config(**settings)
+
+
+@pytest.fixture(scope="module")
+def trained_lora(train_sd_lora, tiny_model, tmp_path_factory) -> Path:
+    """Two LoRA steps through the real script entry point (large lr so the LoRA moves visibly)."""
+    out_dir = tmp_path_factory.mktemp("lora")
+    return train_sd_lora.main(tiny_config(train_sd_lora, tiny_model, out_dir))
+
+
+def tiny_generator(tiny_model, lora, **kwargs) -> SDLoraGenerator:
+    return SDLoraGenerator.from_pretrained(tiny_model, lora, device="cpu", num_inference_steps=2, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------ captions
+
+def test_captions_follow_the_paper_template():
+    assert caption(8) == "a histopathological image of an area with colorectal adenocarcinoma epithelium"
+    assert caption("MUS") == CAPTION_TEMPLATE.format(label="smooth muscle")
+    for tissue in TISSUES:
+        variants = caption_variants(tissue.index)
+        assert variants[0] == caption(tissue.index)
+        assert len(variants) == len(set(variants)) > 4
+        assert any(tissue.display_name.lower() in v for v in variants[1:])
+        assert all(any(s in v for v in variants) for s in tissue.synonyms)
+
+
+def test_cli_overrides_every_field(train_sd_lora):
+    cfg = train_sd_lora.parse_config(["--rank", "8", "--lr", "1e-4", "--resolution", "512", "--no-augment",
+                                      "--gradient_checkpointing", "--mixed_precision", "bf16",
+                                      "--pretrained_model", "/models/sd15"])
+    assert (cfg.rank, cfg.lr, cfg.resolution, cfg.augment, cfg.gradient_checkpointing) == (8, 1e-4, 512, False, True)
+    assert cfg.mixed_precision == "bf16" and cfg.pretrained_model == "/models/sd15"
+    defaults = train_sd_lora.parse_config([])
+    # The paper's settings are the defaults.
+    assert (defaults.rank, defaults.resolution, defaults.steps, defaults.lr) == (4, 224, 2000, 5e-5)
+    assert defaults.pretrained_model == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+# ------------------------------------------------------------------------------------------ training
+
+def test_training_writes_a_loadable_lora(trained_lora):
+    weights = load_file(str(trained_lora / LORA_WEIGHTS_NAME))
+    assert weights and all(k.startswith("unet.") for k in weights)
+    # Only the attention projections carry LoRA layers.
+    assert {k.split(".lora")[0].rsplit(".", 1)[-1] for k in weights} <= {"to_q", "to_k", "to_v", "0"}
+    ups = [v for k, v in weights.items() if "lora.up" in k or "lora_B" in k]
+    assert ups and all(v.shape[1] == 4 for v in ups)  # rank 4
+    # B starts at zero; after training it must not be (otherwise the LoRA is a no-op).
+    assert min(float(v.norm()) for v in ups) > 0
+    summary = json.loads((trained_lora / "training_summary.json").read_text())
+    assert summary["final_step"] == 2 and summary["resolution"] == TINY_RESOLUTION
+    assert summary["caption_template"] == CAPTION_TEMPLATE
+    log = (trained_lora / "log.csv").read_text().splitlines()
+    assert log[0] == "step,elapsed_s,lr,loss" and len(log) == 3
+    assert all(np.isfinite(float(line.split(",")[-1])) for line in log[1:])
+    for grid in ("validation_000002.png", "validation_final.png"):
+        from PIL import Image
+
+        with Image.open(trained_lora / grid) as image:  # one row per tissue
+            assert image.size == (TINY_RESOLUTION, TINY_RESOLUTION * NUM_TISSUES)
+    assert (trained_lora / "checkpoint" / LORA_WEIGHTS_NAME).is_file()
+    assert json.loads((trained_lora / "checkpoint" / "progress.json").read_text())["step"] == 2
+
+
+def test_lora_changes_generation(tiny_model, trained_lora):
+    from diffusers import StableDiffusionPipeline
+
+    def sample(pipeline):
+        pipeline.set_progress_bar_config(disable=True)
+        return pipeline([caption(3)], num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                        output_type="np").images
+
+    pipeline = StableDiffusionPipeline.from_pretrained(str(tiny_model), safety_checker=None,
+                                                       requires_safety_checker=False)
+    base = sample(pipeline)
+    pipeline.load_lora_weights(str(trained_lora))  # the documented way to use the output directory
+    assert np.abs(sample(pipeline) - base).mean() > 1e-3
+
+
+def test_resume_continues_from_the_checkpoint(train_sd_lora, tiny_model, trained_lora, tmp_path):
+    out_dir = tmp_path / "resumed"
+    shutil.copytree(trained_lora, out_dir)
+    checkpointed = load_file(str(out_dir / "checkpoint" / LORA_WEIGHTS_NAME))
+    resume = dict(resume=True, validation_every=0, gradient_checkpointing=False)
+
+    # Already at the final step: nothing is trained and the exported LoRA is the checkpointed one, bit for bit.
+    train_sd_lora.main(tiny_config(train_sd_lora, tiny_model, out_dir, steps=2, **resume))
+    reloaded = load_file(str(out_dir / LORA_WEIGHTS_NAME))
+    assert reloaded.keys() == checkpointed.keys() and all(torch.equal(reloaded[k], checkpointed[k]) for k in reloaded)
+
+    # One more step continues the count and the log.
+    train_sd_lora.main(tiny_config(train_sd_lora, tiny_model, out_dir, steps=3, **resume))
+    assert json.loads((out_dir / "checkpoint" / "progress.json").read_text())["step"] == 3
+    steps = [int(line.split(",")[0]) for line in (out_dir / "log.csv").read_text().splitlines()[1:]]
+    assert steps == [1, 2, 3]
+    trained = load_file(str(out_dir / LORA_WEIGHTS_NAME))
+    assert any(not torch.equal(trained[k], checkpointed[k]) for k in trained)
+
+
+# ------------------------------------------------------------------------------------------ backend
+
+def test_backend_interface(tiny_model, trained_lora):
+    generator = tiny_generator(tiny_model, trained_lora)
+    assert generator.name == "sd-lora"
+    assert generator.resolution == TINY_RESOLUTION  # read from the training summary
+    images = generator.generate([0, 8, 3], [11, 12, 13])
+    assert images.shape == (3, 28, 28, 3) and images.dtype == np.uint8
+    assert images.std() > 0
+    # Same tissue + seed -> same image, alone or in another batch; different seeds differ.
+    np.testing.assert_array_equal(generator.generate([0, 8, 3], [11, 12, 13]), images)
+    alone = generator.generate([8], [12])[0]
+    assert np.abs(alone.astype(int) - images[1].astype(int)).max() <= 2
+    assert not np.array_equal(generator.generate([8], [99])[0], alone)
+    assert generator.generate([], []).shape == (0, 28, 28, 3)
+    with pytest.raises(ValueError):
+        generator.generate([0, 1], [1])
+    with pytest.raises(ValueError):
+        generator.generate([9], [1])
+    base = tiny_generator(tiny_model, None, resolution=TINY_RESOLUTION).generate([0, 8, 3], [11, 12, 13])
+    assert not np.array_equal(base, images)
+
+
+def test_downscaling_is_antialiased(tiny_model, trained_lora):
+    generator = tiny_generator(tiny_model, trained_lora)
+    full = generator.render([4], [5])
+    assert full.shape == (1, 3, TINY_RESOLUTION, TINY_RESOLUTION)
+    small = generator.generate([4], [5])[0].astype(float) / 255
+    # An antialiased resize keeps the mean colour (a strided pick would not in general).
+    assert np.abs(small.mean(axis=(0, 1)) - full[0].mean(dim=(1, 2)).numpy()).max() < 0.01
+
+
+def test_from_env_uses_lora_and_options(tiny_model, trained_lora, monkeypatch):
+    monkeypatch.setenv("PATHSYNTH_SD_MODEL", str(tiny_model))
+    monkeypatch.setenv("PATHSYNTH_LORA", str(trained_lora))
+    monkeypatch.setenv("PATHSYNTH_SD_STEPS", "2")
+    monkeypatch.setenv("PATHSYNTH_SD_GUIDANCE", "3.5")
+    monkeypatch.setenv("PATHSYNTH_SD_DEVICE", "cpu")
+    generator = SDLoraGenerator.from_env()
+    assert (generator.num_inference_steps, generator.guidance_scale) == (2, 3.5)
+    expected = tiny_generator(tiny_model, trained_lora, guidance_scale=3.5).generate([6], [7])
+    np.testing.assert_array_equal(generator.generate([6], [7]), expected)
+
+
+def assert_one_line_hint(error: pytest.ExceptionInfo, *needles: str):
+    message = str(error.value)
+    # One line, and no chained HF exception for the reader to wade through.
+    assert "\n" not in message and error.value.__cause__ is None
+    assert error.value.__context__ is None or error.value.__suppress_context__
+    for needle in ("PATHSYNTH_SD_MODEL", "PATHSYNTH_LORA", *needles):
+        assert needle in message
+
+
+def test_missing_base_model_offline_gives_a_clear_error(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time otherwise
+    monkeypatch.setenv("PATHSYNTH_SD_MODEL", "pathsynth-tests/no-such-model")
+    monkeypatch.setenv("PATHSYNTH_LORA", str(tmp_path))
+    with pytest.raises(RuntimeError) as error:
+        SDLoraGenerator.from_env()
+    assert_one_line_hint(error, "pathsynth-tests/no-such-model")
+    with pytest.raises(RuntimeError) as error:
+        SDLoraGenerator.from_pretrained(tmp_path / "not-a-model", tmp_path, local_files_only=True)
+    assert_one_line_hint(error, "not-a-model")
+
+
+def test_missing_lora_gives_a_clear_error(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.delenv("PATHSYNTH_LORA", raising=False)
+    with pytest.raises(RuntimeError) as error:
+        SDLoraGenerator.from_env()
+    assert_one_line_hint(error, "not set")
+    with pytest.raises(RuntimeError) as error:  # a directory without pytorch_lora_weights.safetensors
+        tiny_generator(tiny_model, tmp_path)
+    assert_one_line_hint(error, LORA_WEIGHTS_NAME)

@@ -1,0 +1,138 @@
+import numpy as np
+import pytest
+
+from pathsynth.data import load_bundled_sample
+from pathsynth.verify import RealismCheck, Verifier
+from tiny_models import tiny_classifier, tiny_generator
+
+
+class StubClassifier:
+    """Test-only: agrees with the requested tissue only for seeds the test chooses."""
+
+    def __init__(self, accept):
+        self.accept = accept  # callable(seed) -> bool
+        self.seen = []
+
+    def predict_proba(self, images):
+        out = np.full((len(images), 9), 0.01, np.float32)
+        for i, image in enumerate(images):
+            tissue, seed = int(image[0, 0, 0]), int(image[0, 0, 1])
+            self.seen.append(seed)
+            out[i, tissue if self.accept(seed) else (tissue + 1) % 9] = 0.92
+        return out
+
+    def features(self, images):
+        return np.zeros((len(images), 4), np.float32)
+
+
+class StubGenerator:
+    """Test-only: encodes tissue and seed into the pixels so the stub classifier can read them."""
+
+    name = "stub"
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, tissues, seeds):
+        self.calls.append(list(seeds))
+        images = np.zeros((len(tissues), 28, 28, 3), np.uint8)
+        for i, (t, s) in enumerate(zip(tissues, seeds)):
+            images[i, 0, 0, 0], images[i, 0, 0, 1] = t, s % 256
+        return images
+
+
+def test_accepts_agreeing_images_first_time():
+    verifier = Verifier(StubGenerator(), StubClassifier(lambda seed: True))
+    results = verifier.generate([0, 4, 8], seed=1)
+    assert [r.tissue for r in results] == [0, 4, 8]
+    assert all(r.verified and r.attempts == 1 and r.predicted == r.tissue for r in results)
+    assert all(abs(sum(r.probabilities) - 1) < 0.2 and r.confidence > 0.9 for r in results)
+
+
+def test_regenerates_only_rejected_images_with_new_seeds():
+    generator = StubGenerator()
+    first_seeds = set()
+
+    def accept(seed):  # reject every image on its first attempt only
+        if seed % 256 in first_seeds:
+            return True
+        first_seeds.add(seed % 256)
+        return len(generator.calls) > 1
+
+    verifier = Verifier(generator, StubClassifier(accept), max_attempts=3)
+    results = verifier.generate([2, 3], seed=7)
+    assert len(generator.calls) == 2 and len(generator.calls[1]) == 2
+    assert set(generator.calls[0]).isdisjoint(generator.calls[1])
+    assert all(r.verified and r.attempts == 2 and len(r.history) == 1 for r in results)
+    assert all(r.seed in generator.calls[1] for r in results)
+
+
+def test_respects_max_attempts_and_never_passes_off_a_rejected_image():
+    generator = StubGenerator()
+    verifier = Verifier(generator, StubClassifier(lambda seed: False), max_attempts=4)
+    progress = []
+    results = verifier.generate([5], seed=3, progress=lambda f, m: progress.append(f))
+    assert len(generator.calls) == 4
+    assert not results[0].verified and results[0].attempts == 4 and len(results[0].history) == 4
+    assert results[0].predicted != 5
+    assert progress[-1] == 1.0 and progress == sorted(progress)
+
+
+def test_partial_acceptance_mixes_outcomes():
+    generator = StubGenerator()
+    verifier = Verifier(generator, StubClassifier(lambda seed: seed % 2 == 0), max_attempts=6)
+    results = verifier.generate(list(range(9)), seed=11)
+    assert all(r.verified == (r.seed % 256 % 2 == 0) for r in results)
+    assert [len(c) for c in generator.calls] == sorted([len(c) for c in generator.calls], reverse=True)
+
+
+def test_same_seed_reproduces_the_call():
+    verifier = Verifier(tiny_generator(), tiny_classifier(), max_attempts=2)
+    a = verifier.generate([1, 6], seed=42)
+    b = verifier.generate([1, 6], seed=42)
+    assert all(np.array_equal(x.image, y.image) and x.seed == y.seed for x, y in zip(a, b))
+    again = verifier.generator.generate([a[0].tissue], [a[0].seed])[0]
+    assert np.array_equal(again, a[0].image)
+
+
+def test_realism_check_scores_real_images_high_and_outliers_zero():
+    images, labels = load_bundled_sample()
+    clf = tiny_classifier()
+    feats = clf.features(images)
+    check = RealismCheck(feats, labels)
+    own = check.score(feats[:50], labels[:50])
+    assert own.mean() > 0.3
+    far = check.score(feats[:5] + 1e3, labels[:5])
+    assert (far == 0).all()
+
+
+def test_realism_rejects_out_of_distribution_images_the_classifier_accepts():
+    images, labels = load_bundled_sample()
+    clf = tiny_classifier()
+
+    class Noise:
+        name = "noise"
+
+        def generate(self, tissues, seeds):
+            rng = np.random.default_rng(seeds[0])
+            return rng.integers(0, 256, (len(tissues), 28, 28, 3), dtype=np.uint8)
+
+    class AlwaysAgree:  # a classifier that agrees with everything, but with real features
+        def predict_proba(self, x):
+            return np.eye(9, dtype=np.float32)[[0] * len(x)]
+
+        def features(self, x):
+            return clf.features(x)
+
+    verifier = Verifier(Noise(), AlwaysAgree(), images, labels, max_attempts=2, realism_threshold=0.05)
+    result = verifier.generate([0], seed=0)[0]
+    assert not result.verified and result.realism < 0.05
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError):
+        Verifier(StubGenerator(), StubClassifier(lambda s: True), threshold=1.5)
+    with pytest.raises(ValueError):
+        Verifier(StubGenerator(), StubClassifier(lambda s: True), max_attempts=0)
+    with pytest.raises(KeyError):
+        Verifier(StubGenerator(), StubClassifier(lambda s: True)).generate([42])
