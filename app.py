@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent
 MODEL_CARDS = {"Classifier (ResNet-18)": ROOT / "assets" / "models" / "classifier" / "README.md",
                "Generator (class-conditional diffusion)": ROOT / "assets" / "models" / "generator" / "README.md"}
 REPORTS_DIR = ROOT / "assets" / "reports"
-MODEL_CONCURRENCY = 2  # generation and grading are CPU-bound: more parallel runs only slow each other down
+MODEL_CONCURRENCY = 2  # generation is CPU-bound: more parallel runs only slow each other down
 QUEUE_MAX_SIZE = 128
 MAX_QUIZ_QUESTIONS = 30
 MAX_BATCH_PER_TISSUE = 8
@@ -47,6 +47,12 @@ def verifier():
 
 def classifier():
     return verifier().classifier
+
+
+# The shared models are not safe to use from two threads at once: the diffusers scheduler keeps per-call
+# state (step index, previous outputs), and Grad-CAM hooks the classifier, so any concurrent forward pass
+# would run the hook too. Every model call in this file holds this lock.
+MODEL_LOCK = threading.RLock()
 
 
 @functools.lru_cache(maxsize=1)
@@ -78,6 +84,7 @@ def warm_up() -> None:
         from pathsynth.resolver import get_resolver
 
         verifier()
+        real_probabilities()
         get_resolver()
         logger.info("models ready after %.1f s", time.perf_counter() - started)
     except Exception:  # the handlers report the problem to the user; the app keeps serving
@@ -111,6 +118,37 @@ def user_errors(fn):
                            "again.", print_exception=False) from None
 
     return wrapper
+
+
+def checked(component: type, expected: str) -> type:
+    """``component`` whose input check names the field and what it expects, instead of a Python error.
+
+    gradio's own preprocessing fails with e.g. "'<' not supported between 'str' and 'int'" when an API
+    client sends text to a slider; this subclass keeps gradio's checks and rewords only those failures.
+    """
+
+    class Checked(component):
+        def get_block_name(self) -> str:  # same front-end widget as the parent
+            return component.__name__.lower()
+
+        def preprocess(self, payload):
+            if payload is None and isinstance(self, gr.Dataframe):
+                return None  # "no table": the handler decides (after checking who is asking)
+            try:
+                return super().preprocess(payload)
+            except gr.Error:
+                raise
+            except Exception:
+                raise gr.Error(f"{self.label}: expected {expected}, got {str(payload)[:40]!r}.",
+                               print_exception=False) from None
+
+    Checked.__name__ = Checked.__qualname__ = f"Checked{component.__name__}"
+    return Checked
+
+
+Slider = checked(gr.Slider, "a number")
+Number = checked(gr.Number, "a number")
+Table = checked(gr.Dataframe, "a table with the columns Keep, #, Tissue, Verified, Caption")
 
 
 def progress_callback(progress: gr.Progress):
@@ -174,7 +212,8 @@ def generate(tissue, description, seed, show_gradcam, progress=gr.Progress()):
         index = resolution.tissue
 
     progress(0.0, desc="loading models")
-    result = verifier().generate([index], seed=seed_value, progress=progress_callback(progress))[0]
+    with MODEL_LOCK:
+        result = verifier().generate([index], seed=seed_value, progress=progress_callback(progress))[0]
     cam = None
     if show_gradcam:
         model = classifier()
@@ -196,7 +235,9 @@ def generate(tissue, description, seed, show_gradcam, progress=gr.Progress()):
 def gradcam_overlay(model, image: np.ndarray, target: int) -> np.ndarray:
     from pathsynth.classifier import gradcam_overlay as overlay
 
-    return overlay(image, model.gradcam(image, target=target))
+    with MODEL_LOCK:
+        heatmap = model.gradcam(image, target=target)
+    return overlay(image, heatmap)
 
 
 # ---------------------------------------------------------------------------------------------------- quiz
@@ -209,7 +250,8 @@ def real_probabilities() -> np.ndarray:
     """The classifier's probabilities for the bundled real tiles (the quiz's answer keys), computed once."""
     with _REAL_PROBABILITIES_LOCK:
         if "sample" not in _REAL_PROBABILITIES:
-            _REAL_PROBABILITIES["sample"] = classifier().predict_proba(real_sample()[0])
+            with MODEL_LOCK:
+                _REAL_PROBABILITIES["sample"] = classifier().predict_proba(real_sample()[0])
         return _REAL_PROBABILITIES["sample"]
 
 
@@ -273,9 +315,11 @@ def quiz_start(n, generated_share, progress=gr.Progress()):
     share = ui.parse_fraction(generated_share, field="Share of generated images", default=0.5)
     progress(0.0, desc="loading models")
     images, labels = real_sample()
-    session = build_quiz(count, classifier=classifier(), verifier=verifier() if share > 0 else None,
-                         real_images=images, real_labels=labels, generated_share=share,
-                         real_probabilities=real_probabilities(), progress=progress_callback(progress))
+    known = real_probabilities()
+    with MODEL_LOCK:
+        session = build_quiz(count, classifier=classifier(), verifier=verifier() if share > 0 else None,
+                             real_images=images, real_labels=labels, generated_share=share,
+                             real_probabilities=known, progress=progress_callback(progress))
     return _quiz_question_view(session)
 
 
@@ -442,7 +486,9 @@ def instructor_generate(password, tissues, per_tissue, seed, profile: gr.OAuthPr
                          f"{len(wanted) * count}); choose fewer tissues or fewer images per tissue.")
     requested = [t for t in wanted for _ in range(count)]
     progress(0.0, desc="loading models")
-    results = verifier().generate(requested, seed=ui.parse_seed(seed), progress=progress_callback(progress))
+    seed_value = ui.parse_seed(seed)
+    with MODEL_LOCK:
+        results = verifier().generate(requested, seed=seed_value, progress=progress_callback(progress))
     batch = [{"image": r.image, "tissue": r.tissue, "seed": r.seed, "verified": r.verified, "result": r.to_dict()}
              for r in results]
     shown = [(ui.upscale(b["image"]), f"#{n + 1} {DISPLAY_NAMES[b['tissue']]} · "
@@ -636,8 +682,8 @@ def build_demo() -> gr.Blocks:
             # ----------------------------------------------------------------------------------- Quiz
             with gr.Tab("Quiz", id="quiz"):
                 with gr.Row():
-                    quiz_n = gr.Slider(1, MAX_QUIZ_QUESTIONS, value=10, step=1, label="Questions")
-                    quiz_share = gr.Slider(0, 1, value=0.5, step=0.1, label="Share of generated images")
+                    quiz_n = Slider(1, MAX_QUIZ_QUESTIONS, value=10, step=1, label="Questions")
+                    quiz_share = Slider(0, 1, value=0.5, step=0.1, label="Share of generated images")
                     quiz_start_button = gr.Button("Start a new quiz", variant="primary", scale=0)
                 quiz_score = gr.Markdown("Start a quiz to test yourself on the nine tissues.", elem_id="quiz-score")
                 with gr.Row():
@@ -667,7 +713,8 @@ def build_demo() -> gr.Blocks:
             # ------------------------------------------------------------------------------ Galleries
             with gr.Tab("Galleries", id="galleries"):
                 with gr.Row():
-                    gallery_choice = gr.Dropdown([], value=None, label="Gallery", scale=3)
+                    # custom values: API clients name a gallery by id or name; choices are filled per session
+                    gallery_choice = gr.Dropdown([], value=None, label="Gallery", scale=3, allow_custom_value=True)
                     gallery_refresh = gr.Button("Refresh list", scale=0)
                     gallery_quiz_button = gr.Button("Quiz me on this gallery", variant="primary", scale=0)
                 gallery_message = gr.Markdown()
@@ -691,7 +738,7 @@ def build_demo() -> gr.Blocks:
                         with gr.Row():
                             batch_tissues = gr.CheckboxGroup(list(DISPLAY_NAMES), label="Tissues (none = all nine)")
                         with gr.Row():
-                            batch_count = gr.Slider(1, MAX_BATCH_PER_TISSUE, value=2, step=1,
+                            batch_count = Slider(1, MAX_BATCH_PER_TISSUE, value=2, step=1,
                                                     label="Images per tissue")
                             batch_seed = gr.Textbox(label="Seed (optional)", placeholder="blank = random",
                                                     max_length=12)
@@ -700,7 +747,7 @@ def build_demo() -> gr.Blocks:
                         batch_view = gr.Gallery(label="Candidates", columns=8, height="auto", format="png",
                                                 interactive=False, elem_classes="pixelated")
                         gr.Markdown("#### 2. Pick images and write captions")
-                        batch_table = gr.Dataframe(headers=BATCH_HEADERS,
+                        batch_table = Table(headers=BATCH_HEADERS,
                                                    datatype=["bool", "number", "str", "str", "str"],
                                                    type="array", interactive=True, static_columns=[1, 2, 3],
                                                    label="Tick the images to keep; edit the captions")
@@ -714,8 +761,7 @@ def build_demo() -> gr.Blocks:
                         save_json = gr.JSON(visible=False)
                         gr.Markdown("#### Edit the chosen gallery")
                         with gr.Row():
-                            caption_number = gr.Number(label="Image number (click an image)", precision=0,
-                                                       minimum=1)
+                            caption_number = Number(label="Image number (click an image)", minimum=1)
                             caption_text = gr.Textbox(label="New caption", max_length=500, scale=3)
                             caption_button = gr.Button("Update caption", scale=0)
                         with gr.Row():
@@ -824,7 +870,8 @@ def main() -> None:
     threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
     port = int(os.environ.get("PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), server_port=port,
-                max_file_size="10mb", footer_links=["api", "gradio"], css=CSS)
+                max_file_size="10mb", footer_links=["api", "gradio"], css=CSS,
+                show_error=True)  # component input checks (e.g. a slider sent text) report their reason
 
 
 if __name__ == "__main__":

@@ -146,6 +146,31 @@ def _sample_images(n: int, seed: int) -> np.ndarray:
         return np.random.default_rng(seed).integers(0, 256, (n, 28, 28, 3), dtype=np.uint8)
 
 
+RESOLVER_PHRASES = (
+    "fat cells", "immune cell infiltrate", "tumour glands", "mucin pool", "smooth muscle bundles",
+    "normal crypts", "necrotic debris", "empty slide background", "desmoplastic stroma", "lymfocytes",
+    "adipse", "pools of mucus around cells", "banana spaceship", "glands", "TUM",
+)
+
+
+def time_resolver(resolver=None, repeats: int = 3) -> dict:
+    """Free-text -> tissue latency (warm), over :data:`RESOLVER_PHRASES` repeated ``repeats`` times."""
+    if resolver is None:
+        from .resolver import get_resolver
+
+        resolver = get_resolver()
+    resolver.resolve("warm up")
+    times = []
+    for _ in range(max(1, repeats)):
+        for phrase in RESOLVER_PHRASES:
+            start = time.perf_counter()
+            resolver.resolve(phrase)
+            times.append(time.perf_counter() - start)
+    return {"resolver_p50_ms": 1000 * float(np.percentile(times, 50)),
+            "resolver_p95_ms": 1000 * float(np.percentile(times, 95)),
+            "resolver_semantic": bool(getattr(resolver, "uses_encoder", False))}
+
+
 def _median_time(function, repeats: int) -> float:
     times = []
     for _ in range(max(1, repeats)):
@@ -159,7 +184,7 @@ def run_benchmark(verifier, classifier=None, repeats: int = 20, sd_steps_timed: 
                   sd_config: dict | None = None, sd_resolution: int = 224, sd_total_steps: int = 30,
                   sd_warmup: bool = True, batch_repeats: int = 3, classifier_batch: int = 256,
                   cold_start: bool = True, cold_start_code: str = COLD_START_CODE, seed: int = 0,
-                  out_dir: str | Path | None = None, progress: bool = True) -> dict:
+                  resolver=None, measure_resolver: bool = True, out_dir: str | Path | None = None, progress: bool = True) -> dict:
     """Latency/throughput of verified generation, the raw generator and the classifier, cold start, and the
     SD v1.5 UNet's cost measured in the same run.
 
@@ -168,6 +193,7 @@ def run_benchmark(verifier, classifier=None, repeats: int = 20, sd_steps_timed: 
     * ``batch9_s``: one verified image of each of the 9 tissues in one call (median of ``batch_repeats``).
     * ``generator_images_per_s``: raw ``generator.generate`` on a batch of 9.
     * ``classifier_images_per_s`` / ``classifier_tta_images_per_s``: a batch of ``classifier_batch`` tiles.
+    * ``resolver_p50_ms``/``resolver_p95_ms``: free text -> tissue, warm (:func:`time_resolver`).
     * ``cold_start_s``: a fresh process running ``cold_start_code`` (default: import and load both shipped
       models through ``default_verifier()``).
     * ``sd15_*``: see :func:`time_sd15_unet`; ``speedup_vs_sd15`` = SD v1.5 image time / verified p50.
@@ -223,6 +249,11 @@ def run_benchmark(verifier, classifier=None, repeats: int = 20, sd_steps_timed: 
     result.update(classifier_batch=classifier_batch, classifier_images_per_s=classifier_batch / plain_s,
                   classifier_tta_images_per_s=classifier_batch / tta_s)
 
+    if measure_resolver:
+        result.update(time_resolver(resolver))
+    else:
+        result.update(resolver_p50_ms=None, resolver_p95_ms=None, resolver_semantic=None)
+
     if cold_start:
         result.update(measure_cold_start(cold_start_code))
     else:
@@ -267,6 +298,8 @@ def bench_markdown(result: dict) -> str:
         f"| raw generator | {fmt(r['generator_images_per_s'], ' images/s')} |",
         f"| classifier | {fmt(r['classifier_images_per_s'], ' images/s')} |",
         f"| classifier with 8x TTA | {fmt(r['classifier_tta_images_per_s'], ' images/s')} |",
+        f"| free text -> tissue (resolver), p50 / p95 | {fmt(r['resolver_p50_ms'], ' ms')} / "
+        f"{fmt(r['resolver_p95_ms'], ' ms')} |",
         f"| cold start (fresh process, both models) | {fmt(r['cold_start_s'], ' s')} |",
         f"| SD v1.5 UNet step ({r['sd15_resolution']} px, CFG batch {r['sd15_guidance_batch']}) | "
         f"{fmt(r['sd15_unet_step_s'], ' s')} |",

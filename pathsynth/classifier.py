@@ -110,8 +110,11 @@ class TissueClassifier:
         except Exception as error:
             raise ModelFileError(f"classifier file unreadable ({type(error).__name__}: {error}) in {path}. "
                                  f"Rebuild it with: {REBUILD_COMMAND}") from None
-        model = build_resnet18(config.get("num_classes", NUM_TISSUES), config.get("small_input", True),
-                               config.get("keep_maxpool", True))
+        from ._loading import MODEL_LOADING_LOCK
+
+        with MODEL_LOADING_LOCK:  # never under another thread's init_empty_weights
+            model = build_resnet18(config.get("num_classes", NUM_TISSUES), config.get("small_input", True),
+                                   config.get("keep_maxpool", True))
         try:
             model.load_state_dict({k: v.float() for k, v in state.items()})
         except RuntimeError as error:

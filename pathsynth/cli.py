@@ -178,14 +178,18 @@ def cmd_evaluate_classifier(args) -> dict:
 def cmd_evaluate_generator(args) -> dict:
     from .data import load_bundled_sample, train_val_split
     from .evaluate import evaluate_generator
-    from .verify import default_verifier
+    from .verify import Verifier, default_verifier
 
-    verifier = default_verifier(args.backend)
+    shipped = default_verifier(args.backend)
     images, labels = load_bundled_sample()
     train_idx, val_idx = train_val_split(labels)
+    # The realism reference is the training fold only, so held-out images stay unseen by every part of the loop.
+    verifier = Verifier(shipped.generator, shipped.classifier, images[train_idx], labels[train_idx],
+                        threshold=shipped.threshold, realism_threshold=shipped.realism_threshold,
+                        max_attempts=shipped.max_attempts)
     result = evaluate_generator(verifier, verifier.classifier, images[train_idx], labels[train_idx],
                                 images[val_idx], labels[val_idx], per_class=args.per_class, out_dir=args.out,
-                                seed=args.seed)
+                                seed=args.seed, cas_epochs=args.cas_epochs, cas_model=args.cas_model)
     human = (f"macro-F1 raw {result['macro_f1_raw']:.4f}, verified {result['macro_f1_verified']:.4f}; "
              f"FID {result['fid']:.3f} (real baseline {result['fid_real_baseline']:.3f}); "
              f"near-copies {result['near_copy_rate']:.2%}; CAS {result['cas_accuracy']:.4f}; "
@@ -198,7 +202,8 @@ def cmd_bench(args) -> dict:
     from .verify import default_verifier
 
     verifier = default_verifier(args.backend)
-    result = run_benchmark(verifier, verifier.classifier, repeats=args.repeats)
+    result = run_benchmark(verifier, verifier.classifier, repeats=args.repeats, sd_steps_timed=args.sd_steps,
+                           cold_start=not args.no_cold_start, out_dir=args.out)
     human = "\n".join(f"{k}: {v}" for k, v in result.items() if not isinstance(v, (dict, list)))
     return result, human
 
@@ -252,10 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", type=_positive, default=100)
     p.add_argument("--out", default="pathsynth-eval")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cas-epochs", type=_positive, default=30, help="epochs of the classifier trained on generated images")
+    p.add_argument("--cas-model", default="small", choices=["small", "resnet18"])
     p.add_argument("--backend", default=None)
 
     p = add("bench", cmd_bench, "latency and throughput, side by side with Stable Diffusion v1.5's cost")
     p.add_argument("--repeats", type=_positive, default=20)
+    p.add_argument("--sd-steps", type=_positive, default=1, help="Stable Diffusion UNet steps to time (then extrapolated)")
+    p.add_argument("--no-cold-start", action="store_true", help="skip the fresh-process model-loading measurement")
+    p.add_argument("--out", default=None, help="directory for bench.json and bench.md")
     p.add_argument("--backend", default=None)
 
     p = add("app", cmd_app, "launch the Gradio app")

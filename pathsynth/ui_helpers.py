@@ -27,7 +27,7 @@ PASSWORD_ENV = "PATHSYNTH_INSTRUCTOR_PASSWORD"
 INSTRUCTORS_ENV = "PATHSYNTH_INSTRUCTORS"
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|>~])")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")  # ">" and "<" become entities instead
 
 
 # --------------------------------------------------------------------------------------- input checks
@@ -116,8 +116,11 @@ def parse_tissues(values) -> list[int]:
 # ------------------------------------------------------------------------------------------- escaping
 
 def escape_md(text) -> str:
-    """User text made inert for ``gr.Markdown``: HTML escaped and Markdown punctuation backslashed."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=True))
+    """User text made inert for ``gr.Markdown``: Markdown punctuation backslashed, then ``& < >`` as entities.
+
+    In that order, so the entities' own ``&`` and ``;`` are not escaped again and show as ``<``/``>``.
+    """
+    return html.escape(_MARKDOWN_SPECIAL.sub(r"\\\1", str(text)), quote=False)
 
 
 # ------------------------------------------------------------------------------------------ formatting

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from pathsynth import bench as B
+from pathsynth.resolver import TissueResolver
 from tiny_models import save_tiny_models, tiny_classifier, tiny_generator
 
 # A UNet2DConditionModel of the SD v1.5 *shape* (cross-attention down/up blocks) small enough for a test.
@@ -67,10 +68,10 @@ def test_run_benchmark_returns_every_measure(tmp_path):
             "print(json.dumps({'load_s': time.perf_counter() - t}))")
     result = B.run_benchmark(verifier, None, repeats=3, sd_steps_timed=1, sd_config=TINY_SD_CONFIG,
                              batch_repeats=1, classifier_batch=16, cold_start_code=code, out_dir=tmp_path,
-                             progress=False)
+                             resolver=TissueResolver(use_encoder=False), progress=False)
     for key in ("verified_p50_s", "verified_p95_s", "batch9_s", "generator_images_per_s", "classifier_images_per_s",
                 "classifier_tta_images_per_s", "cold_start_s", "sd15_unet_step_s", "sd15_image_s_extrapolated",
-                "speedup_vs_sd15"):
+                "speedup_vs_sd15", "resolver_p50_ms", "resolver_p95_ms"):
         assert isinstance(result[key], float) and result[key] > 0, key
     assert result["verified_p95_s"] >= result["verified_p50_s"]
     assert result["cold_start_error"] is None and result["cold_start_load_s"] > 0
@@ -78,5 +79,6 @@ def test_run_benchmark_returns_every_measure(tmp_path):
     assert [0, 1, 2, 3, 4, 5, 6, 7, 8] in verifier.calls  # the batch of one image per tissue
     assert sum(len(c) == 1 for c in verifier.calls) == 1 + 3  # warm-up + the timed single images
     assert json.loads((tmp_path / "bench.json").read_text())["speedup_vs_sd15"] == result["speedup_vs_sd15"]
-    assert "SD v1.5" in (tmp_path / "bench.md").read_text()
+    assert "SD v1.5" in (tmp_path / "bench.md").read_text() and "resolver" in (tmp_path / "bench.md").read_text()
+    assert result["resolver_semantic"] is False
     json.dumps(result, allow_nan=False)

@@ -132,7 +132,8 @@ def test_same_seed_same_quiz_and_other_seed_differs(sample, classifier):
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"n": 0}, "number of questions"), ({"n": 101}, "number of questions"), ({"n": 2.5}, "number of questions"),
-    ({"generated_share": 1.5}, "generated_share"), ({"tissues": ["banana"]}, "not a tissue"),
+    ({"generated_share": 1.5}, "generated_share"), ({"generated_share": float("nan")}, "generated_share"),
+    ({"generated_share": "half"}, "generated_share"), ({"tissues": ["banana"]}, "not a tissue"),
     ({"tissues": [9]}, "not a tissue")])
 def test_build_rejects_bad_arguments(sample, classifier, kwargs, match):
     with pytest.raises(ValueError, match=match):

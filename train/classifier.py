@@ -41,12 +41,12 @@ class Config:
     fold: int = 0  # held-out validation fold of a train-only npz
     out_dir: str = "runs/classifier"
     export_dir: str = ""  # final model (e.g. assets/models/classifier); "" = out_dir/model
-    epochs: int = 60
+    epochs: int = 80
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
-    mix_prob: float = 0.5  # share of batches mixed with MixUp or CutMix
+    mix_prob: float = 0.3  # share of batches mixed with MixUp or CutMix
     stain_sigma: float = 0.05
     shift_pixels: int = 2
     keep_maxpool: bool = True

@@ -13,6 +13,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from .._loading import MODEL_LOADING_LOCK
 from ..data import ASSETS_DIR
 
 DEFAULT_GENERATOR_DIR = ASSETS_DIR / "models" / "generator"
@@ -42,7 +43,8 @@ def load_embedded_generator(path: str | Path | None = None, **kwargs):
         from .embedded import PathSynthPipeline
 
         # Weights ship in fp16 to keep the repo small; CPUs run fp32 faster, so upcast on load.
-        pipeline = PathSynthPipeline.from_pretrained(str(path), torch_dtype=torch.float32)
+        with MODEL_LOADING_LOCK:
+            pipeline = PathSynthPipeline.from_pretrained(str(path), torch_dtype=torch.float32)
     except Exception as error:
         raise ModelFileError(f"generator files in {path} are unreadable or do not match the model "
                              f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "

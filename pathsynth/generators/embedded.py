@@ -72,6 +72,9 @@ class PathSynthPipeline(DiffusionPipeline):
         labels = [label] if isinstance(label, (int, str, np.integer)) else list(label)
         ids = []
         for item in labels:
+            if not isinstance(item, str):  # indices must be valid indices; only text goes to the resolver
+                ids.append(tissue_index(item))
+                continue
             try:
                 ids.append(tissue_index(item))
             except KeyError:
@@ -162,7 +165,11 @@ class EmbeddedGenerator:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs) -> "EmbeddedGenerator":
-        return cls(PathSynthPipeline.from_pretrained(str(path)), **kwargs)
+        from .._loading import MODEL_LOADING_LOCK
+
+        with MODEL_LOADING_LOCK:
+            pipeline = PathSynthPipeline.from_pretrained(str(path))
+        return cls(pipeline, **kwargs)
 
     def generate(self, tissues: Sequence[int], seeds: Sequence[int], guidance_scale: float | None = None,
                  num_inference_steps: int | None = None) -> np.ndarray:

@@ -39,10 +39,9 @@ PARAPHRASE_TEMPLATES = (
 )
 
 SETUP_HINT = (
-    "Set PATHSYNTH_SD_MODEL to a Stable Diffusion v1.x model that is on this machine (a local diffusers "
-    "directory, or a hub id already in the Hugging Face cache, e.g. fetched once with `huggingface-cli download "
-    f"{DEFAULT_SD_MODEL}`) and PATHSYNTH_LORA to the directory train/sd_lora.py wrote ({LORA_WEIGHTS_NAME}); "
-    "see docs/GPU.md"
+    "Set PATHSYNTH_SD_MODEL to a Stable Diffusion v1.x model on this machine (a local diffusers directory, or a "
+    f"hub id already in the Hugging Face cache, such as {DEFAULT_SD_MODEL} after one run with a network) and "
+    f"PATHSYNTH_LORA to the directory train/sd_lora.py wrote (it holds {LORA_WEIGHTS_NAME}); see docs/GPU.md"
 )
 
 
@@ -120,10 +119,13 @@ class SDLoraGenerator:
         try:
             # Histology tiles trip SD's NSFW filter (it blacks them out), and the verify loop checks images anyway.
             dtype_key = "dtype" if Version(diffusers.__version__) >= Version("0.42") else "torch_dtype"  # renamed
-            pipeline = StableDiffusionPipeline.from_pretrained(
-                str(base_model), safety_checker=None, requires_safety_checker=False,
-                local_files_only=local_files_only, **{dtype_key: dtype},
-            )
+            from .._loading import MODEL_LOADING_LOCK
+
+            with MODEL_LOADING_LOCK:
+                pipeline = StableDiffusionPipeline.from_pretrained(
+                    str(base_model), safety_checker=None, requires_safety_checker=False,
+                    local_files_only=local_files_only, **{dtype_key: dtype},
+                )
         except Exception as error:  # HF raises OSError, HFValidationError, LocalEntryNotFoundError, HTTP errors...
             raise RuntimeError(f"Stable Diffusion base model {str(base_model)!r} could not be loaded "
                                f"({_first_line(error)}). {SETUP_HINT}.") from None
