@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -862,11 +863,28 @@ def _patient_url_ok(url: str) -> bool:
     return False
 
 
+def models_startup_error() -> str | None:
+    """Load both models now; a missing, truncated or mismatched file gives one line naming it and the
+    command that rebuilds it (the app would be useless without them, so it does not start)."""
+    from pathsynth.classifier import ModelFileError
+    from pathsynth.data import DataUnavailableError
+
+    try:
+        verifier()
+    except (ModelFileError, DataUnavailableError) as error:
+        return str(error)
+    return None
+
+
 def main() -> None:
     from gradio import networking
 
     networking.url_ok = _patient_url_ok
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    problem = models_startup_error()
+    if problem:
+        print(f"PathSynth cannot start: {problem}", file=sys.stderr, flush=True)
+        raise SystemExit(1)
     threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
     port = int(os.environ.get("PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), server_port=port,

@@ -336,6 +336,40 @@ def plot_near_copy_pairs(generated: np.ndarray, training: np.ndarray, pairs: Seq
     return _save(figure, path)
 
 
+def plot_sample_grid(generated: np.ndarray, generated_labels: Sequence[int], path: str | Path,
+                     real: np.ndarray | None = None, real_labels: Sequence[int] | None = None,
+                     per_tissue: int = 8, scale: int = 4, title: str = "") -> Path:
+    """One row per tissue: ``per_tissue`` generated images, then as many real ones when given (NEAREST
+    upscaling, so no detail is invented)."""
+    from PIL import Image
+
+    def row_of(images, labels, tissue):
+        picked = np.asarray(images)[np.asarray(labels).reshape(-1) == tissue][:per_tissue]
+        row = np.full((28, 28 * per_tissue, 3), 255, np.uint8)
+        for k, image in enumerate(picked):
+            row[:, 28 * k:28 * (k + 1)] = np.asarray(Image.fromarray(np.asarray(image, np.uint8)).resize((28, 28)))
+        return np.asarray(Image.fromarray(row).resize((row.shape[1] * scale, 28 * scale), Image.NEAREST))
+
+    columns = 1 if real is None else 2
+    figure = _figure(0.5 * per_tissue * columns + 1.6, 0.55 * NUM_TISSUES + 0.7)
+    for tissue in range(NUM_TISSUES):
+        panels = [row_of(generated, generated_labels, tissue)]
+        if real is not None:
+            panels.append(row_of(real, real_labels, tissue))
+        for column, panel in enumerate(panels):
+            ax = figure.add_subplot(NUM_TISSUES, columns, tissue * columns + column + 1)
+            ax.imshow(panel, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if column == 0:
+                ax.set_ylabel(ABBREVIATIONS[tissue], rotation=0, ha="right", va="center", fontsize=8)
+            if tissue == 0:
+                ax.set_title("generated" if column == 0 else "real (held out)", fontsize=9)
+    figure.suptitle(title or "Samples per tissue", fontsize=9)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
 def _save(figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -737,6 +771,9 @@ def evaluate_generator(verifier, classifier, train_images, train_labels, heldout
         pngs["f1_bars"] = str(plot_f1_comparison(
             [per_class_table[label]["f1_raw"] for label in LABELS],
             [per_class_table[label]["f1_verified"] for label in LABELS], out_dir / "f1_raw_vs_verified.png"))
+        pngs["samples"] = str(plot_sample_grid(
+            raw, tissues, out_dir / "samples_generated_vs_real.png", heldout_images, heldout_labels,
+            title=f"Raw generated (left, first 8 seeds per tissue) vs held-out real images (right)"))
         pngs["near_copies"] = str(plot_near_copy_pairs(
             raw, train_images, worst_pairs, out_dir / "nearest_training_pairs.png",
             title=f"Generated images nearest to a training image\n(classifier features; near copy if "

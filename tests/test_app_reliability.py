@@ -6,8 +6,10 @@ Each bad input must give a clear message (a ``gradio_client`` ``AppError`` namin
 
 from __future__ import annotations
 
+import os
 import re
 import threading
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -315,3 +317,95 @@ def test_attempt_limiter_blocks_guessing():
     with pytest.raises(PermissionError, match="Too many"):
         limiter.check("1.2.3.4")
     limiter.check("5.6.7.8")  # other clients are not affected
+
+
+@pytest.mark.parametrize("damage", ["classifier_truncated", "generator_missing"])
+def test_broken_model_files_stop_startup_with_the_file_and_the_fix(tmp_path, damage):
+    """A broken weight file is a one-line startup error naming the file and the rebuild command."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from tiny_models import save_tiny_models
+
+    classifier_dir, generator_dir = save_tiny_models(tmp_path / "models")
+    if damage == "classifier_truncated":
+        broken = classifier_dir / "model.safetensors"
+        broken.write_bytes(broken.read_bytes()[:4000])
+        fix = "train/classifier.py"
+    else:
+        broken = generator_dir / "unet" / "diffusion_pytorch_model.safetensors"
+        broken.unlink()
+        fix = "train/generator.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PATHSYNTH_")}
+    env.update(PATHSYNTH_CLASSIFIER=str(classifier_dir), PATHSYNTH_GENERATOR=str(generator_dir),
+               PATHSYNTH_HOME=str(tmp_path / "home"), PORT="0", HF_HUB_OFFLINE="1")
+    done = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 1
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("PathSynth cannot start:") and "Traceback" not in done.stderr
+    assert fix in last_line and (broken.name in last_line or str(broken.parent) in last_line), last_line
+
+
+# ------------------------------------------------------------------------------------------- durability
+
+def test_app_killed_during_gallery_writes_restarts_with_galleries_intact(model_env, tmp_path):
+    """SIGKILL the app while an instructor saves galleries; after a restart every saved gallery is whole,
+    the half-written one is either whole or absent, and no image file is orphaned."""
+    import secrets
+    import signal
+    import sqlite3
+
+    from conftest import start_app, stop_app
+    from pathsynth import gallery as G
+    from pathsynth.gallery import GalleryStore
+
+    home, password = tmp_path / "home", secrets.token_urlsafe(12)
+    app = start_app(home, tmp_path / "first.log", model_env, password=password)
+    saved: list[str] = []
+    failures: list[str] = []
+    try:
+        writer = app.client()
+        writer.predict(password, ["Mucus"], 3, "5", api_name="/instructor_generate")
+        rows = [[True, k, "Mucus", "-", f"caption {k}"] for k in (1, 2, 3)]
+        table = {"headers": ui_batch_headers(), "data": rows}
+
+        def keep_saving():
+            for i in range(200):
+                try:
+                    writer.predict(password, f"class {i}", "", table, api_name="/gallery_save")
+                except Exception as error:  # the server died under us: expected
+                    failures.append(f"{type(error).__name__}: {error}")
+                    return
+                saved.append(f"class {i}")
+
+        thread = threading.Thread(target=keep_saving, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 120
+        while len(saved) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        app.process.send_signal(signal.SIGKILL)  # mid-stream: the next save is in flight
+        app.process.wait(timeout=30)
+        thread.join(timeout=60)
+    finally:
+        stop_app(app)
+    assert len(saved) >= 3, failures
+
+    restarted = start_app(home, tmp_path / "second.log", model_env, password=password)
+    try:
+        client = restarted.client()
+        _, listing, _ = client.predict(api_name="/gallery_list")
+        names = {g["name"] for g in listing}
+        assert set(saved) <= names and len(names - set(saved)) <= 1  # at most the in-flight one, whole
+        for entry in listing:
+            images, _, details = client.predict(entry["id"], api_name="/gallery_get")
+            assert [i["caption"] for i in details["items"]] == ["caption 1", "caption 2", "caption 3"]
+            assert len(images) == 3
+    finally:
+        stop_app(restarted)
+    with GalleryStore(home) as store:
+        assert store.integrity_check() == "ok"
+    with sqlite3.connect(home / G.DB_NAME) as db:
+        referenced = {r[0] for r in db.execute("SELECT image_file FROM items")}
+    assert {p.name for p in (home / G.IMAGES_DIR).iterdir()} == referenced  # no orphans left after reopening

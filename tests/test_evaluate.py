@@ -154,6 +154,9 @@ def test_plots_are_written(tmp_path):
     pairs = [{"gen_index": 0, "train_index": 1, "distance": 0.0, "tissue": 0, "train_tissue": 0, "is_copy": True},
              {"gen_index": 2, "train_index": 3, "distance": 1.5}]
     assert _is_png(E.plot_near_copy_pairs(images, images, pairs, tmp_path / "pairs.png"))
+    # a tissue with no images leaves its row blank instead of failing
+    grid = E.plot_sample_grid(images, [0, 0, 3, 8], tmp_path / "grid.png", images, [1, 2, 3, 4], per_tissue=2)
+    assert _is_png(grid)
 
 
 # ---------------------------------------------------------------------------------------- end to end
@@ -230,7 +233,7 @@ def test_evaluate_generator_end_to_end(tmp_path, real_split):
     assert 0 <= result["cas_accuracy"] <= 1 and result["cas_n_train"] == 18
     assert result["evaluator_is_verifier"] is True
     assert len(result["nearest_pairs"]) == 8
-    for name in ("confusion_raw", "confusion_verified", "f1_bars", "near_copies"):
+    for name in ("confusion_raw", "confusion_verified", "f1_bars", "near_copies", "samples"):
         assert _is_png(result["pngs"][name]), name
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["macro_f1_raw"] == result["macro_f1_raw"]
