@@ -626,7 +626,7 @@ def about_markdown() -> str:
 def report_images() -> list[tuple[str, str]]:
     if not REPORTS_DIR.is_dir():
         return []
-    return [(str(p), p.stem.replace("_", " ")) for p in sorted(REPORTS_DIR.glob("*.png"))]
+    return [(str(p), f"{p.parent.name}: {p.stem.replace('_', ' ')}") for p in sorted(REPORTS_DIR.rglob("*.png"))]
 
 
 # ------------------------------------------------------------------------------------------------ layout

@@ -86,13 +86,14 @@ class Verifier:
 
     def __init__(self, generator, classifier, reference_images: np.ndarray | None = None,
                  reference_labels: np.ndarray | None = None, threshold: float = 0.5,
-                 realism_threshold: float = 0.01, max_attempts: int = 5):
+                 realism_threshold: float = 0.01, max_attempts: int = 5, batch_size: int = 64):
         if not 0.0 <= threshold <= 1.0 or not 0.0 <= realism_threshold <= 1.0:
             raise ValueError("threshold and realism_threshold must lie in [0, 1]")
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
+        if max_attempts < 1 or batch_size < 1:
+            raise ValueError("max_attempts and batch_size must be at least 1")
         self.generator, self.classifier = generator, classifier
         self.threshold, self.realism_threshold, self.max_attempts = threshold, realism_threshold, max_attempts
+        self.batch_size = batch_size  # generator calls are chunked: one huge batch runs slower on a CPU
         self.realism = None
         if reference_images is not None and reference_labels is not None:
             self.realism = RealismCheck(classifier.features(reference_images), np.asarray(reference_labels))
@@ -127,7 +128,9 @@ class Verifier:
                          f"attempt {attempt}/{self.max_attempts}: generating {len(pending)} image(s)")
             seeds = [_derive_seed(base_seed, slot, attempt) for slot in pending]
             wanted = [tissues[slot] for slot in pending]
-            images = self.generator.generate(wanted, seeds)
+            images = np.concatenate([
+                np.asarray(self.generator.generate(wanted[i:i + self.batch_size], seeds[i:i + self.batch_size]))
+                for i in range(0, len(wanted), self.batch_size)])
             probabilities, realism, accepted = self.judge(images, wanted)
             still_pending = []
             for j, slot in enumerate(pending):

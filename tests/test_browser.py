@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -115,4 +117,7 @@ def test_instructor_builds_a_gallery_that_trainees_see_literally(page, running_a
 def test_about_tab(page, artifacts_dir):
     open_tab(page, "About")
     page.get_by_text("Classifier (ResNet-18)").wait_for()
+    if list((ROOT / "assets" / "reports").rglob("*.png")):  # the committed evaluation plots are shown
+        page.get_by_text("Evaluation plots").first.wait_for()
+        assert page.locator("img[src*='confusion']").count() >= 1
     page.screenshot(path=str(artifacts_dir / "tab_about.png"), full_page=True)

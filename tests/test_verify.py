@@ -95,6 +95,16 @@ def test_same_seed_reproduces_the_call():
     assert np.array_equal(again, a[0].image)
 
 
+def test_generation_is_chunked_and_chunking_changes_nothing():
+    generator = StubGenerator()
+    chunked = Verifier(generator, StubClassifier(lambda seed: seed % 3 != 0), max_attempts=3, batch_size=2)
+    results = chunked.generate([0, 1, 2, 3, 4], seed=11)
+    assert max(len(call) for call in generator.calls) == 2  # never more than batch_size per generator call
+    whole = Verifier(StubGenerator(), StubClassifier(lambda seed: seed % 3 != 0), max_attempts=3).generate(
+        [0, 1, 2, 3, 4], seed=11)
+    assert [(r.seed, r.attempts, r.verified) for r in results] == [(r.seed, r.attempts, r.verified) for r in whole]
+
+
 def test_realism_check_scores_real_images_high_and_outliers_zero():
     images, labels = load_bundled_sample()
     clf = tiny_classifier()
@@ -134,5 +144,7 @@ def test_bad_settings_are_refused():
         Verifier(StubGenerator(), StubClassifier(lambda s: True), threshold=1.5)
     with pytest.raises(ValueError):
         Verifier(StubGenerator(), StubClassifier(lambda s: True), max_attempts=0)
+    with pytest.raises(ValueError):
+        Verifier(StubGenerator(), StubClassifier(lambda s: True), batch_size=0)
     with pytest.raises(KeyError):
         Verifier(StubGenerator(), StubClassifier(lambda s: True)).generate([42])
