@@ -869,8 +869,15 @@ def models_startup_error() -> str | None:
     from pathsynth.classifier import ModelFileError
     from pathsynth.data import DataUnavailableError
 
-    try:
-        verifier()
+    try:  # the two weight files only: the realism reference and the resolver load in the background
+        from pathsynth.classifier import load_classifier
+        from pathsynth.generators import get_generator
+
+        load_classifier()
+        if os.environ.get("PATHSYNTH_BACKEND", "embedded") == "embedded":
+            get_generator()  # small; loaded again (cached) by the warm-up
+        else:
+            verifier()  # a large backend is loaded once, here
     except (ModelFileError, DataUnavailableError) as error:
         return str(error)
     return None
