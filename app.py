@@ -864,18 +864,19 @@ def _patient_url_ok(url: str) -> bool:
 
 
 def models_startup_error() -> str | None:
-    """Load both models now; a missing, truncated or mismatched file gives one line naming it and the
-    command that rebuilds it (the app would be useless without them, so it does not start)."""
+    """Load the classifier and the generator's weights now; a missing, truncated or mismatched file gives one
+    line naming it and the command that rebuilds it (the app would be useless without them, so it does not
+    start). The realism reference and the resolver's encoder load later, in the background warm-up."""
     from pathsynth.classifier import ModelFileError
     from pathsynth.data import DataUnavailableError
 
-    try:  # the two weight files only: the realism reference and the resolver load in the background
+    try:
         from pathsynth.classifier import load_classifier
         from pathsynth.generators import get_generator
 
         load_classifier()
         if os.environ.get("PATHSYNTH_BACKEND", "embedded") == "embedded":
-            get_generator()  # small; loaded again (cached) by the warm-up
+            get_generator()  # not cached: the warm-up's default_verifier() loads it once more (under a second)
         else:
             verifier()  # a large backend is loaded once, here
     except (ModelFileError, DataUnavailableError) as error:
