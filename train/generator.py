@@ -66,6 +66,10 @@ class Config:
     threads: int = 0  # CPU threads for torch (0 = torch's default)
     resume: bool = False
     fp16_export: bool = True
+    init_from: str = ""  # warm start: a saved pipeline (e.g. assets/models/generator), so training time accumulates
+    bf16: bool = True  # bf16 autocast: ~1.4x faster on CPUs with AVX512-BF16, and on GPUs
+    balance: float = 0.5  # sampling weight ~ class_count**-balance: 0 = as in the data, 1 = every tissue equal
+    snapshot_every: int = 1000  # save the EMA pipeline for the realism-vs-steps curve (0 = never)
 
 
 def parse_config() -> Config:
@@ -94,6 +98,25 @@ def save_grid(pipeline: PathSynthPipeline, path: Path, per_tissue: int, cfg: Con
     Image.fromarray(grid).resize((per_tissue * s * 4, NUM_TISSUES * s * 4), Image.NEAREST).save(path)
 
 
+def previous_training(init_from: str) -> dict:
+    """Steps and seconds already in a warm-start pipeline, so the model card counts all of its training."""
+    path = Path(init_from) / "training_summary.json" if init_from else None
+    if not path or not path.exists():
+        return {"total_steps": 0, "total_train_seconds": 0.0, "runs": []}
+    old = json.loads(path.read_text())
+    runs = old.get("runs") or [{"steps": old["final_step"], "seconds": old["train_seconds"], "lr": old["lr"],
+                                "bf16": old.get("bf16", False), "threads": old.get("torch_threads")}]
+    return {"total_steps": old.get("total_steps", old["final_step"]),
+            "total_train_seconds": old.get("total_train_seconds", old["train_seconds"]), "runs": runs}
+
+
+def save_snapshot(pipeline: PathSynthPipeline, path: Path, state: dict) -> None:
+    """An fp16 EMA pipeline at this step, for the realism-vs-steps curve (``pathsynth evaluate curve``)."""
+    pipeline.unet.to(torch.float16)
+    pipeline.save_pretrained(str(path))
+    (path / "progress.json").write_text(json.dumps(state))
+
+
 def main(cfg: Config) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -107,12 +130,19 @@ def main(cfg: Config) -> None:
     train_x = to_tensor(images) * 2 - 1
     train_y = torch.from_numpy(labels)
     accelerator.print(f"training on {len(train_x)} images of {cfg.size}px, classes {np.bincount(labels).tolist()}")
+    # Rare tissues (normal mucosa: ~60 images) are drawn more often, so the model sees their morphology.
+    weights = np.bincount(labels, minlength=NUM_TISSUES).astype(float)[labels] ** -cfg.balance
+    sampler = torch.utils.data.WeightedRandomSampler(weights, num_samples=len(labels), replacement=True)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(train_x, train_y), batch_size=cfg.batch_size,
-                                         shuffle=True, drop_last=len(train_x) > cfg.batch_size)
+                                         sampler=sampler, drop_last=len(train_x) > cfg.batch_size)
     augment = RandomDihedral()
 
     # Model, noise schedule, optimiser.
-    unet = build_unet(cfg.size, cfg.block_out_channels, cfg.layers_per_block)
+    if cfg.init_from:
+        unet = PathSynthPipeline.from_pretrained(cfg.init_from).unet.float()
+        accelerator.print(f"warm start from {cfg.init_from}")
+    else:
+        unet = build_unet(cfg.size, cfg.block_out_channels, cfg.layers_per_block)
     noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
     optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     unet, optimizer, loader = accelerator.prepare(unet, optimizer, loader)
@@ -167,7 +197,8 @@ def main(cfg: Config) -> None:
             target = noise_scheduler.get_velocity(x0, noise, t)
             # Condition dropout teaches the null class used by classifier-free guidance.
             y = torch.where(torch.rand(y.shape, device=y.device) < cfg.cond_dropout, torch.full_like(y, NULL_CLASS), y)
-            pred = unet(x_t, t, class_labels=y).sample
+            with torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                pred = unet(x_t, t, class_labels=y).sample
             # Min-SNR-gamma weighting for v-prediction: min(snr, gamma) / (snr + 1).
             snr = snr_all.to(x0.device)[t]
             weight = torch.clamp(snr, max=cfg.min_snr_gamma) / (snr + 1)
@@ -190,6 +221,8 @@ def main(cfg: Config) -> None:
                 log.flush()
                 if state["step"] % cfg.checkpoint_every == 0:
                     save_checkpoint()
+                if cfg.snapshot_every and state["step"] % cfg.snapshot_every == 0:
+                    save_snapshot(ema_pipeline(), out_dir / "snapshots" / f"step_{state['step']:06d}", state)
                 if state["step"] % cfg.sample_every == 0:
                     save_grid(ema_pipeline(), out_dir / f"samples_{state['step']:06d}.png", 8, cfg)
     bar.close()
@@ -202,7 +235,12 @@ def main(cfg: Config) -> None:
         if cfg.fp16_export:
             pipeline.unet.to(torch.float16)
         pipeline.save_pretrained(str(export))
+        before = previous_training(cfg.init_from)
         summary = {**asdict(cfg), "final_step": state["step"], "train_seconds": round(state["elapsed"], 1),
+                   "total_steps": before["total_steps"] + state["step"],
+                   "total_train_seconds": round(before["total_train_seconds"] + state["elapsed"], 1),
+                   "runs": before["runs"] + [{"steps": state["step"], "seconds": round(state["elapsed"], 1),
+                                              "lr": cfg.lr, "bf16": cfg.bf16, "threads": torch.get_num_threads()}],
                    "train_images": len(train_x), "device": str(accelerator.device),
                    "torch_threads": torch.get_num_threads(), "final_loss_ema": running}
         (export / "training_summary.json").write_text(json.dumps(summary, indent=2))
