@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .tissues import NUM_TISSUES
+from .tissues import NUM_TISSUES, TISSUE_INDICES
 
 # runwayml/stable-diffusion-v1-5 unet/config.json (the values that set the architecture and its FLOPs).
 SD15_UNET_CONFIG: dict = {
@@ -156,9 +156,9 @@ RESOLVER_PHRASES = (
 def time_resolver(resolver=None, repeats: int = 3) -> dict:
     """Free-text -> tissue latency (warm), over :data:`RESOLVER_PHRASES` repeated ``repeats`` times."""
     if resolver is None:
-        from .resolver import get_resolver
+        from .resolver import TissueResolver
 
-        resolver = get_resolver()
+        resolver = TissueResolver()
     resolver.resolve("warm up")
     times = []
     for _ in range(max(1, repeats)):
@@ -178,6 +178,46 @@ def _median_time(function, repeats: int) -> float:
         function()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def time_verified(verifier, repeats: int, rng: np.random.Generator, seed: int, progress: bool = True) -> dict:
+    """Latency of one verified image of a random tissue, ``repeats`` times (regeneration included)."""
+    latencies, attempts = [], []
+    for r in tqdm(range(repeats), desc="verified latency", unit="img", disable=not progress):
+        tissue = int(rng.integers(NUM_TISSUES))
+        start = time.perf_counter()
+        out = verifier.generate([tissue], seed=seed + 1 + r)
+        latencies.append(time.perf_counter() - start)
+        attempts.append(int(out[0].attempts))
+    return {"verified_p50_s": float(np.percentile(latencies, 50)),
+            "verified_p95_s": float(np.percentile(latencies, 95)),
+            "verified_mean_s": float(np.mean(latencies)), "verified_mean_attempts": float(np.mean(attempts))}
+
+
+def time_throughput(verifier, classifier, batch_repeats: int, classifier_batch: int, repeats: int, seed: int) -> dict:
+    """Nine verified images in one call, the raw generator, and the classifier with and without TTA."""
+    generator, all_tissues = verifier.generator, list(TISSUE_INDICES)
+    batch_seeds = iter(range(seed + 10_000, seed + 10_000 + max(1, batch_repeats)))
+    batch9_s = _median_time(lambda: verifier.generate(all_tissues, seed=next(batch_seeds)), batch_repeats)
+    raw_s = _median_time(lambda: generator.generate(all_tissues, [seed + i for i in all_tissues]), batch_repeats)
+    tiles = _sample_images(classifier_batch, seed)
+    plain_s = _median_time(lambda: classifier.predict_proba(tiles, tta=False), batch_repeats)
+    tta_s = _median_time(lambda: classifier.predict_proba(tiles, tta=True), batch_repeats)
+    return {"batch9_s": batch9_s, "batch9_images_per_s": NUM_TISSUES / batch9_s, "generator_batch9_s": raw_s,
+            "generator_images_per_s": NUM_TISSUES / raw_s,
+            "generator_single_s": _median_time(lambda: generator.generate([0], [seed]), min(5, repeats)),
+            "classifier_batch": classifier_batch, "classifier_images_per_s": classifier_batch / plain_s,
+            "classifier_tta_images_per_s": classifier_batch / tta_s}
+
+
+def write_reports(result: dict, out_dir: str | Path) -> dict:
+    """``bench.json`` and ``bench.md`` in ``out_dir``; returns ``result`` with their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bench.json").write_text(json.dumps(result, indent=2, allow_nan=False))
+    (out_dir / "bench.md").write_text(bench_markdown(result))
+    result["report_json"], result["report_md"] = str(out_dir / "bench.json"), str(out_dir / "bench.md")
+    return result
 
 
 def run_benchmark(verifier, classifier=None, repeats: int = 20, sd_steps_timed: int = 1,
@@ -219,35 +259,9 @@ def run_benchmark(verifier, classifier=None, repeats: int = 20, sd_steps_timed: 
     verifier.generate([0], seed=seed)
     classifier.predict_proba(_sample_images(2, seed))
 
-    latencies, attempts = [], []
-    for r in tqdm(range(repeats), desc="verified latency", unit="img", disable=not progress):
-        tissue = int(rng.integers(NUM_TISSUES))
-        start = time.perf_counter()
-        out = verifier.generate([tissue], seed=seed + 1 + r)
-        latencies.append(time.perf_counter() - start)
-        attempts.append(int(out[0].attempts))
-    result.update(
-        verified_p50_s=float(np.percentile(latencies, 50)),
-        verified_p95_s=float(np.percentile(latencies, 95)),
-        verified_mean_s=float(np.mean(latencies)),
-        verified_mean_attempts=float(np.mean(attempts)),
-    )
+    result.update(time_verified(verifier, repeats, rng, seed, progress))
 
-    all_tissues = list(range(NUM_TISSUES))
-    batch_seeds = iter(range(seed + 10_000, seed + 10_000 + max(1, batch_repeats)))
-    result["batch9_s"] = _median_time(lambda: verifier.generate(all_tissues, seed=next(batch_seeds)), batch_repeats)
-    result["batch9_images_per_s"] = NUM_TISSUES / result["batch9_s"]
-
-    raw_s = _median_time(lambda: generator.generate(all_tissues, [seed + i for i in all_tissues]), batch_repeats)
-    result["generator_batch9_s"] = raw_s
-    result["generator_images_per_s"] = NUM_TISSUES / raw_s
-    result["generator_single_s"] = _median_time(lambda: generator.generate([0], [seed]), min(5, repeats))
-
-    tiles = _sample_images(classifier_batch, seed)
-    plain_s = _median_time(lambda: classifier.predict_proba(tiles, tta=False), batch_repeats)
-    tta_s = _median_time(lambda: classifier.predict_proba(tiles, tta=True), batch_repeats)
-    result.update(classifier_batch=classifier_batch, classifier_images_per_s=classifier_batch / plain_s,
-                  classifier_tta_images_per_s=classifier_batch / tta_s)
+    result.update(time_throughput(verifier, classifier, batch_repeats, classifier_batch, repeats, seed))
 
     if measure_resolver:
         result.update(time_resolver(resolver))
@@ -270,13 +284,7 @@ def run_benchmark(verifier, classifier=None, repeats: int = 20, sd_steps_timed: 
         f"{result['speedup_vs_sd15']:.0f}x faster per verified image on this machine"
     )
     result = _jsonable(result)
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "bench.json").write_text(json.dumps(result, indent=2, allow_nan=False))
-        (out_dir / "bench.md").write_text(bench_markdown(result))
-        result["report_json"], result["report_md"] = str(out_dir / "bench.json"), str(out_dir / "bench.md")
-    return result
+    return write_reports(result, out_dir) if out_dir is not None else result
 
 
 def bench_markdown(result: dict) -> str:

@@ -8,7 +8,6 @@ probabilities, penultimate-layer features, or a Grad-CAM heatmap.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -17,17 +16,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import ASSETS_DIR, dihedral
+from .data import dihedral
+from .errors import ModelFileError
+from .images import resize_tensor, to_rgb_uint8
+from .settings import DEFAULT_CLASSIFIER_DIR
 from .tissues import NUM_TISSUES
 
-DEFAULT_CLASSIFIER_DIR = ASSETS_DIR / "models" / "classifier"
+__all__ = ["ModelFileError", "TissueClassifier", "build_resnet18", "gradcam_overlay", "images_to_tensor",
+           "load_classifier"]
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 REBUILD_COMMAND = "python train/classifier.py --export_dir assets/models/classifier"
-
-
-class ModelFileError(RuntimeError):
-    """A weight or config file is missing, truncated or does not match the architecture."""
 
 
 def build_resnet18(num_classes: int = NUM_TISSUES, small_input: bool = True, keep_maxpool: bool = True,
@@ -53,31 +52,12 @@ def build_resnet18(num_classes: int = NUM_TISSUES, small_input: bool = True, kee
 
 def images_to_tensor(images, size: int) -> torch.Tensor:
     """uint8 HWC arrays / PIL images (any size, gray/RGBA/16-bit) -> float (N, 3, size, size) in [0, 1]."""
-    from PIL import Image
-
-    if isinstance(images, np.ndarray) and images.ndim == 4:
-        images = list(images)
-    elif isinstance(images, (np.ndarray, Image.Image)):
+    if (isinstance(images, np.ndarray) and images.ndim != 4) or hasattr(images, "convert"):
         images = [images]
     tensors = []
     for image in images:
-        if isinstance(image, Image.Image):
-            image = np.asarray(image.convert("RGB"))
-        array = np.asarray(image)
-        if array.dtype == np.uint16:
-            array = (array // 257).astype(np.uint8)
-        elif array.dtype != np.uint8:
-            array = np.clip(array * (255.0 if array.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-        if array.ndim == 2:
-            array = np.repeat(array[..., None], 3, axis=-1)
-        if array.shape[-1] == 4:
-            array = array[..., :3]
-        if array.ndim != 3 or array.shape[-1] != 3:
-            raise ValueError(f"expected an RGB image, got array of shape {array.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().div(255.0)[None]
-        if x.shape[-2:] != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        tensors.append(x)
+        x = torch.from_numpy(to_rgb_uint8(image)).permute(2, 0, 1).float().div(255.0)[None]
+        tensors.append(resize_tensor(x, size))
     if not tensors:
         return torch.zeros(0, 3, size, size)
     return torch.cat(tensors)
@@ -110,11 +90,8 @@ class TissueClassifier:
         except Exception as error:
             raise ModelFileError(f"classifier file unreadable ({type(error).__name__}: {error}) in {path}. "
                                  f"Rebuild it with: {REBUILD_COMMAND}") from None
-        from ._loading import MODEL_LOADING_LOCK
-
-        with MODEL_LOADING_LOCK:  # never under another thread's init_empty_weights
-            model = build_resnet18(config.get("num_classes", NUM_TISSUES), config.get("small_input", True),
-                                   config.get("keep_maxpool", True))
+        model = build_resnet18(config.get("num_classes", NUM_TISSUES), config.get("small_input", True),
+                               config.get("keep_maxpool", True))
         try:
             model.load_state_dict({k: v.float() for k, v in state.items()})
         except RuntimeError as error:
@@ -162,32 +139,30 @@ class TissueClassifier:
         out = [body(self._normalise(b)).flatten(1) for b in x.split(batch_size)]
         return torch.cat(out).numpy() if out else np.zeros((0, 512), np.float32)
 
+    def _layer4(self, x: torch.Tensor) -> torch.Tensor:
+        """The ResNet's body up to its last residual stage (what Grad-CAM looks at)."""
+        m = self.model
+        x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
+        return m.layer4(m.layer3(m.layer2(m.layer1(x))))
+
     def gradcam(self, image, target: int | None = None) -> np.ndarray:
-        """Grad-CAM (Selvaraju et al. 2017) on the last residual stage, at the image's own size, in [0, 1]."""
-        array = np.asarray(image.convert("RGB")) if hasattr(image, "convert") else np.asarray(image)
+        """Grad-CAM (Selvaraju et al. 2017) on the last residual stage, at the image's own size, in [0, 1].
+
+        No hooks and no parameter gradients: safe to run while other threads use the model.
+        """
+        array = to_rgb_uint8(image)
         height, width = array.shape[:2]
         x = self._normalise(images_to_tensor(array, self.input_size))
-        activations = {}
-
-        def keep(_module, _inputs, output):
-            output.retain_grad()
-            activations["value"] = output
-
-        handle = self.model.layer4.register_forward_hook(keep)
-        try:
-            with torch.enable_grad():
-                logits = self.model(x.requires_grad_(True))
-                cls = int(logits.argmax(-1)) if target is None else int(target)
-                logits[0, cls].backward()
-        finally:
-            handle.remove()
-            self.model.zero_grad(set_to_none=True)
-        act = activations["value"]
-        weights = act.grad.mean(dim=(2, 3), keepdim=True)
-        cam = F.relu((weights * act).sum(1, keepdim=True))
+        with torch.enable_grad():
+            act = self._layer4(x).detach().requires_grad_(True)
+            logits = self.model.fc(torch.flatten(self.model.avgpool(act), 1))
+            cls = int(logits.argmax(-1)) if target is None else int(target)
+            (grad,) = torch.autograd.grad(logits[0, cls], act)
+        weights = grad.mean(dim=(2, 3), keepdim=True)
+        cam = F.relu((weights * act.detach()).sum(1, keepdim=True))
         # Bilinear upsampling from the 4x4 stage, via the model input size for a smooth map.
         cam = F.interpolate(cam, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-        cam = F.interpolate(cam, size=(height, width), mode="bilinear", align_corners=False)[0, 0].detach()
+        cam = F.interpolate(cam, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
         cam = cam - cam.min()
         return (cam / cam.max()).numpy() if cam.max() > 0 else cam.numpy()
 
@@ -196,17 +171,15 @@ def gradcam_overlay(image, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarr
     """The image with a jet-coloured Grad-CAM heatmap blended over it (uint8 HWC)."""
     from matplotlib import colormaps
 
-    base = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image).astype(np.float32)
+    base = to_rgb_uint8(image).astype(np.float32)
     colour = colormaps["jet"](heatmap)[..., :3] * 255.0
     return np.clip((1 - alpha) * base + alpha * colour, 0, 255).astype(np.uint8)
 
 
-_DEFAULT: dict[str, TissueClassifier] = {}
-
-
 def load_classifier(path: str | Path | None = None) -> TissueClassifier:
-    """The classifier at ``path`` (default: the shipped one), loaded once per process."""
-    key = str(Path(path or os.environ.get("PATHSYNTH_CLASSIFIER") or DEFAULT_CLASSIFIER_DIR).resolve())
-    if key not in _DEFAULT:
-        _DEFAULT[key] = TissueClassifier.from_pretrained(key)
-    return _DEFAULT[key]
+    """The classifier at ``path`` (default: ``$PATHSYNTH_CLASSIFIER`` or the shipped one)."""
+    if path is None:
+        from .settings import Settings
+
+        path = Settings.from_env().classifier_dir
+    return TissueClassifier.from_pretrained(path)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -18,18 +17,14 @@ class UsageError(Exception):
 
 
 def _tissue_or_text(text: str) -> int:
-    from .resolver import resolve
-    from .tissues import tissue_index
+    from .resolver import TissueResolver, tissue_from_text
 
-    try:
-        return tissue_index(text)
-    except KeyError:
-        resolution = resolve(text)
-        if resolution.tissue is None:
-            raise UsageError(f"could not match {text!r} to a tissue: {resolution.message}") from None
-        if resolution.status != "ok":
-            print(f"note: {resolution.message}", file=sys.stderr)
-        return resolution.tissue
+    index, resolution = tissue_from_text(text, TissueResolver)
+    if index is None:
+        raise UsageError(f"could not match {text!r} to a tissue: {resolution.message}")
+    if resolution is not None and resolution.status != "ok":
+        print(f"note: {resolution.message}", file=sys.stderr)
+    return index
 
 
 def _positive(value: str) -> int:
@@ -61,10 +56,10 @@ def _json_default(value):
 # ------------------------------------------------------------------------------------------ commands
 
 def cmd_resolve(args) -> dict:
-    from .resolver import resolve
+    from .resolver import TissueResolver
     from .tissues import TISSUES
 
-    r = resolve(args.text)
+    r = TissueResolver().resolve(args.text)
     result = {"text": args.text, "tissue": r.tissue, "label": TISSUES[r.tissue].label if r.tissue is not None else None,
               "confidence": round(float(r.confidence), 4), "status": r.status, "message": r.message,
               "candidates": [{"tissue": int(t), "label": TISSUES[t].label, "score": round(float(s), 4)}
@@ -75,18 +70,20 @@ def cmd_resolve(args) -> dict:
 def cmd_generate(args) -> dict:
     from PIL import Image
 
+    from .generators import MAX_SEED
+    from .images import scale
     from .tissues import TISSUES
     from .verify import default_verifier
 
     tissue = _tissue_or_text(args.tissue)
-    verifier = default_verifier(args.backend)
+    verifier = default_verifier(args.backend, args.settings)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     seed = args.seed
     if args.no_verify:
         import numpy as np
 
-        base = seed if seed is not None else int(np.random.default_rng().integers(2**31))
+        base = seed if seed is not None else int(np.random.default_rng().integers(MAX_SEED + 1))
         seeds = [base + i for i in range(args.n)]
         images = verifier.generator.generate([tissue] * args.n, seeds)
         probabilities = verifier.classifier.predict_proba(images)
@@ -104,10 +101,7 @@ def cmd_generate(args) -> dict:
                     "probabilities": [round(x, 4) for x in r.probabilities]} for r in results]
     for i, (image, record) in enumerate(zip(images, records)):
         path = out / f"{TISSUES[tissue].abbreviation}_{record['seed']}.png"
-        img = Image.fromarray(image)
-        if args.scale > 1:
-            img = img.resize((img.width * args.scale, img.height * args.scale), Image.NEAREST)
-        img.save(path)
+        Image.fromarray(scale(image, args.scale)).save(path)
         record["path"] = str(path)
     verified = sum(1 for r in records if r["verified"])
     result = {"tissue": tissue, "label": TISSUES[tissue].label, "backend": getattr(verifier.generator, "name", ""),
@@ -134,7 +128,7 @@ def cmd_classify(args) -> dict:
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
             raise UsageError(f"not a readable image: {name} ({type(error).__name__})") from None
         paths.append(name)
-    classifier = load_classifier(args.model)
+    classifier = load_classifier(args.model or args.settings.classifier_dir)
     probabilities = classifier.predict_proba(images)
     rows = []
     for path, p in zip(paths, probabilities):
@@ -168,7 +162,7 @@ def cmd_evaluate_classifier(args) -> dict:
     else:
         images, labels = _load_eval_data(args)
         source = f"{args.data}:{args.split}"
-    result = evaluate_classifier(load_classifier(args.model), images, labels, out_dir=args.out,
+    result = evaluate_classifier(load_classifier(args.model or args.settings.classifier_dir), images, labels, out_dir=args.out,
                                  tta=None if args.tta is None else args.tta)
     result["data"] = source
     return result, (f"{source}: accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} "
@@ -180,7 +174,7 @@ def cmd_evaluate_generator(args) -> dict:
     from .evaluate import evaluate_generator
     from .verify import Verifier, default_verifier
 
-    shipped = default_verifier(args.backend)
+    shipped = default_verifier(args.backend, args.settings)
     images, labels = load_bundled_sample()
     train_idx, val_idx = train_val_split(labels)
     # The realism reference is the training fold only, so held-out images stay unseen by every part of the loop.
@@ -201,7 +195,7 @@ def cmd_bench(args) -> dict:
     from .bench import run_benchmark
     from .verify import default_verifier
 
-    verifier = default_verifier(args.backend)
+    verifier = default_verifier(args.backend, args.settings)
     result = run_benchmark(verifier, verifier.classifier, repeats=args.repeats, sd_steps_timed=args.sd_steps,
                            cold_start=not args.no_cold_start, out_dir=args.out)
     human = "\n".join(f"{k}: {v}" for k, v in result.items() if not isinstance(v, (dict, list)))
@@ -209,10 +203,9 @@ def cmd_bench(args) -> dict:
 
 
 def cmd_app(args) -> dict:
-    import runpy
+    from .app import main as serve
 
-    os.environ.setdefault("GRADIO_SERVER_PORT", str(args.port))
-    runpy.run_path(str(Path(__file__).resolve().parent.parent / "app.py"), run_name="__main__")
+    serve(port=args.port)
     return {"stopped": True}, "app stopped"
 
 
@@ -269,17 +262,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=None)
 
     p = add("app", cmd_app, "launch the Gradio app")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=int, default=None, help="default: $PORT, $GRADIO_SERVER_PORT or 7860")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .classifier import ModelFileError
-    from .data import DataUnavailableError
+    from .errors import DataUnavailableError, ModelFileError
+    from .settings import Settings
 
     try:
+        args.settings = Settings.from_env()
         result, human = args.func(args)
     except (UsageError, DataUnavailableError, ModelFileError, ValueError, KeyError) as error:
         message = error.args[0] if error.args else str(error)

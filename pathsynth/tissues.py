@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .errors import UnknownTissueError
+
 
 @dataclass(frozen=True)
 class Tissue:
@@ -18,6 +20,7 @@ class Tissue:
     display_name: str
     description: str  # what a trainee should look for in H&E
     synonyms: tuple[str, ...] = field(default=())  # everyday phrases that mean this tissue
+    resolver_phrases: tuple[str, ...] = field(default=())  # teaching and report wording the resolver also knows
 
 
 TISSUES: tuple[Tissue, ...] = (
@@ -26,18 +29,24 @@ TISSUES: tuple[Tissue, ...] = (
         "Large, empty-looking polygonal cells (the fat dissolves during processing) separated by thin pink "
         "membranes, like chicken wire or a honeycomb. Nuclei are few, flat and pushed to the cell edge.",
         ("fat", "fat cells", "adipocytes", "fatty tissue", "lipid", "honeycomb", "chicken wire"),
+        ("adipocyte", "fat tissue", "adipose tissue", "fat globules", "fat vacuoles", "large empty cells",
+         "white fat", "lipocytes"),
     ),
     Tissue(
         1, "background", "BACK", "Background",
         "No tissue: bare glass or mounting medium, nearly uniform white to pale grey, sometimes with faint "
         "dust or out-of-focus debris. Useful as a negative control.",
         ("empty glass", "blank slide", "no tissue", "glass", "empty", "white space", "slide background"),
+        ("blank", "bare glass", "no cells", "empty space", "nothing", "white background", "mounting medium",
+         "blank area"),
     ),
     Tissue(
         2, "debris", "DEB", "Debris",
         "Necrotic material: granular pink-purple fragments, karyorrhectic nuclear dust and cell ghosts without "
         "organised architecture, often next to tumour.",
         ("necrosis", "necrotic", "dead cells", "cell debris", "karyorrhexis", "necrotic debris"),
+        ("necrotic tissue", "cellular debris", "nuclear dust", "apoptotic debris", "dirty necrosis",
+         "dead tissue", "necrotic material"),
     ),
     Tissue(
         3, "lymphocytes", "LYM", "Lymphocytes",
@@ -45,12 +54,16 @@ TISSUES: tuple[Tissue, ...] = (
         "most cellular tile. Seen in lymphoid aggregates and tumour-infiltrating immune cells.",
         ("immune cells", "immune cell infiltrate", "lymphoid", "lymphocytic infiltrate", "inflammation",
          "inflammatory cells", "white blood cells", "lymph node"),
+        ("lymphocyte", "t cells", "b cells", "t lymphocytes", "tumour infiltrating lymphocytes",
+         "tumor infiltrating lymphocytes", "tils", "lymphoid aggregate", "lymphoid follicle",
+         "small round blue cells", "immune infiltrate", "inflammatory infiltrate", "leukocytes"),
     ),
     Tissue(
         4, "mucus", "MUC", "Mucus",
         "Pale blue-grey to light pink, wispy, almost acellular material with a streaky or bubbly texture; "
         "extracellular mucin pools from goblet cells or mucinous carcinoma.",
         ("mucin", "mucin pool", "mucous", "mucinous", "slime", "goblet cell secretion"),
+        ("mucin lake", "mucus pool", "extracellular mucin", "mucoid material", "mucinous material"),
     ),
     Tissue(
         5, "smooth muscle", "MUS", "Smooth muscle",
@@ -58,6 +71,8 @@ TISSUES: tuple[Tissue, ...] = (
         "ends; the muscularis propria of the bowel wall.",
         ("muscle", "muscularis", "muscularis propria", "muscle fibres", "muscle fibers", "myocytes",
          "spindle cells"),
+        ("smooth muscle cells", "muscle bundles", "muscle layer", "muscularis mucosae", "leiomyocytes",
+         "muscle tissue", "bowel wall muscle"),
     ),
     Tissue(
         6, "normal colon mucosa", "NORM", "Normal colon mucosa",
@@ -65,6 +80,8 @@ TISSUES: tuple[Tissue, ...] = (
         "columnar cells with basal nuclei and many pale goblet cells, in a lamina propria.",
         ("normal mucosa", "healthy colon", "normal colon", "crypts", "colonic crypts", "healthy tissue",
          "normal glands", "goblet cells"),
+        ("normal epithelium", "benign mucosa", "normal crypts", "healthy mucosa", "benign glands",
+         "healthy glands", "colonic mucosa", "normal tissue", "benign colon"),
     ),
     Tissue(
         7, "cancer-associated stroma", "STR", "Cancer-associated stroma",
@@ -72,6 +89,8 @@ TISSUES: tuple[Tissue, ...] = (
         "fibroblasts, looser and more disordered than muscle, sometimes with a few inflammatory cells.",
         ("stroma", "tumour stroma", "tumor stroma", "desmoplasia", "desmoplastic stroma", "fibrosis",
          "connective tissue", "fibroblasts", "collagen"),
+        ("fibrous tissue", "desmoplastic reaction", "scar tissue", "fibroblast", "tumour associated stroma",
+         "tumor associated stroma", "cancer stroma", "reactive stroma", "stromal tissue"),
     ),
     Tissue(
         8, "colorectal adenocarcinoma epithelium", "TUM", "Colorectal adenocarcinoma epithelium",
@@ -79,6 +98,9 @@ TISSUES: tuple[Tissue, ...] = (
         "nuclei, loss of goblet cells and polarity, often with dirty necrosis in the lumen.",
         ("tumour", "tumor", "cancer", "carcinoma", "adenocarcinoma", "tumour glands", "tumor glands",
          "malignant epithelium", "cancer cells", "malignant glands", "colorectal cancer"),
+        ("malignant", "cancerous", "cancerous glands", "neoplastic glands", "adenocarcinoma cells", "crc",
+         "tumour cells", "tumor cells", "malignant cells", "carcinoma cells", "colon cancer",
+         "invasive carcinoma"),
     ),
 )
 
@@ -86,6 +108,7 @@ NUM_TISSUES = len(TISSUES)
 LABELS: tuple[str, ...] = tuple(t.label for t in TISSUES)
 ABBREVIATIONS: tuple[str, ...] = tuple(t.abbreviation for t in TISSUES)
 DISPLAY_NAMES: tuple[str, ...] = tuple(t.display_name for t in TISSUES)
+TISSUE_INDICES: tuple[int, ...] = tuple(t.index for t in TISSUES)
 
 
 def _norm(text: str) -> str:
@@ -101,19 +124,20 @@ for _t in TISSUES:
 def tissue_index(key: int | str) -> int:
     """Index of a tissue given its index, medmnist label, abbreviation or display name (case-insensitive).
 
-    Raises ``KeyError`` with the accepted names for anything else; free text goes through
-    :mod:`pathsynth.resolver` instead.
+    Raises :class:`~pathsynth.errors.UnknownTissueError` (a ``KeyError`` and a ``ValueError``) naming the
+    accepted names for anything else; free text goes through :mod:`pathsynth.resolver` instead.
     """
     if isinstance(key, bool):
-        raise KeyError(f"unknown tissue {key!r}")
+        raise UnknownTissueError(f"unknown tissue {key!r}")
     if isinstance(key, int) or (hasattr(key, "__index__") and not isinstance(key, str)):
         index = int(key)
-        if 0 <= index < NUM_TISSUES:
+        if index in TISSUE_INDICES:
             return index
-        raise KeyError(f"tissue index {index} out of range 0-{NUM_TISSUES - 1}")
+        raise UnknownTissueError(f"tissue index {index} out of range 0-{NUM_TISSUES - 1}")
     found = _LOOKUP.get(_norm(key))
     if found is None:
-        raise KeyError(f"unknown tissue {key!r}; use an index 0-8, a name or one of {', '.join(ABBREVIATIONS)}")
+        raise UnknownTissueError(f"unknown tissue {key!r}; use an index 0-{NUM_TISSUES - 1}, a label "
+                                 f"({', '.join(LABELS)}) or one of {', '.join(ABBREVIATIONS)}")
     return found
 
 
@@ -127,4 +151,4 @@ def check_against_medmnist() -> bool:
     from medmnist import INFO
 
     labels = INFO["pathmnist"]["label"]
-    return [labels[str(i)] for i in range(len(labels))] == list(LABELS)
+    return [labels[str(i)] for i in range(len(labels))] == list(LABELS)  # medmnist's own keys

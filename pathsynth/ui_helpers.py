@@ -1,6 +1,7 @@
 """Small pure helpers for the Gradio app: input checks, escaping, formatting, instructor auth.
 
-Nothing here loads a model; ``app.py`` wires these and the library calls to the UI.
+Nothing here loads a model or reads the environment; :mod:`pathsynth.app` wires these and the library calls
+to the UI.
 """
 
 from __future__ import annotations
@@ -8,46 +9,31 @@ from __future__ import annotations
 import hmac
 import html
 import math
-import os
 import re
 import tempfile
+import threading
 import time
-import unicodedata
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .tissues import DISPLAY_NAMES, NUM_TISSUES, TISSUES, tissue_index
+from .errors import UnknownTissueError
+from .generators.base import MAX_SEED
+from .images import DISPLAY_SIZE, to_rgb_uint8, upscale
+from .resolver import MAX_CHARS as MAX_DESCRIPTION_CHARS  # longer descriptions are rejected, not truncated
+from .settings import InstructorConfig, Settings
+from .text import clean_text
+from .tissues import DISPLAY_NAMES, TISSUE_INDICES, TISSUES, tissue_index
 
-MAX_SEED = 2**31 - 1
-MAX_DESCRIPTION_CHARS = 500  # a tissue description is a phrase; longer input is rejected, not truncated
-DISPLAY_SIZE = 336  # 28 px x 12: crisp pixel blocks with NEAREST
-PASSWORD_ENV = "PATHSYNTH_INSTRUCTOR_PASSWORD"
-INSTRUCTORS_ENV = "PATHSYNTH_INSTRUCTORS"
+__all__ = ["AttemptLimiter", "DISPLAY_SIZE", "InstructorConfig", "MAX_DESCRIPTION_CHARS", "MAX_SEED", "authorize",
+           "clean_text", "escape_md", "instructor_config", "parse_fraction", "parse_gallery_key", "parse_int", "parse_seed",
+           "parse_tissue", "parse_tissues", "password_matches", "probability_label", "save_png", "tissue_card",
+           "upscale", "verified_summary"]
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")  # ">" and "<" become entities instead
 
 
 # --------------------------------------------------------------------------------------- input checks
-
-def clean_text(value, *, field: str, max_chars: int, allow_empty: bool = True) -> str:
-    """``value`` as one tidy line of text: control/bidi-override characters dropped, whitespace collapsed.
-
-    Raises ``ValueError`` naming ``field`` for non-text, over-long or (when not allowed) empty input.
-    """
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        raise ValueError(f"{field} must be text, got {type(value).__name__}")
-    text = " ".join(_CONTROL.sub(" ", unicodedata.normalize("NFC", value)).split())
-    if len(text) > max_chars:
-        raise ValueError(f"{field} is too long ({len(text)} characters; at most {max_chars})")
-    if not text and not allow_empty:
-        raise ValueError(f"{field} is empty")
-    return text
-
 
 def parse_int(value, *, field: str, minimum: int, maximum: int, default: int | None = None) -> int | None:
     """An integer from a number box or API argument (``None``/blank -> ``default``); ``ValueError`` otherwise."""
@@ -96,21 +82,34 @@ def parse_tissue(value) -> int | None:
         raise ValueError("choose one tissue")
     try:
         return tissue_index(value.strip() if isinstance(value, str) else value)
-    except KeyError:
+    except UnknownTissueError:
         raise ValueError(f"unknown tissue {str(value)[:60]!r}; choose one of: {', '.join(DISPLAY_NAMES)}") from None
 
 
 def parse_tissues(values) -> list[int]:
     """Several tissues (checkbox group); an empty selection means all nine."""
     if values is None or values == "":
-        return list(range(NUM_TISSUES))
+        return list(TISSUE_INDICES)
     if isinstance(values, str):
         values = [values]
     if not isinstance(values, (list, tuple)):
         raise ValueError("tissues must be a list of tissue names")
     indices = [parse_tissue(v) for v in values]
     indices = sorted({i for i in indices if i is not None})
-    return indices or list(range(NUM_TISSUES))
+    return indices or list(TISSUE_INDICES)
+
+
+def parse_gallery_key(value) -> int | str:
+    """A gallery id (int) or name from a dropdown value or API argument."""
+    if value is None or isinstance(value, bool) or (isinstance(value, str) and not value.strip()):
+        raise ValueError("Choose a gallery first.")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    if isinstance(value, (int, str)):
+        return value
+    raise ValueError("A gallery is chosen by its id or name.")
 
 
 # ------------------------------------------------------------------------------------------- escaping
@@ -124,13 +123,6 @@ def escape_md(text) -> str:
 
 
 # ------------------------------------------------------------------------------------------ formatting
-
-def upscale(image: np.ndarray, size: int = DISPLAY_SIZE) -> np.ndarray:
-    """A 28 px tile enlarged with NEAREST so each pixel stays a sharp block (no blur)."""
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(np.asarray(image, dtype=np.uint8)).resize((size, size), Image.NEAREST))
-
 
 def probability_label(probabilities) -> dict[str, float]:
     """``gr.Label`` value: display name -> probability."""
@@ -180,34 +172,15 @@ def save_png(image: np.ndarray, stem: str, max_age_s: float = 3600.0) -> str:
     safe_stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem)[:80] or "image"
     directory = Path(tempfile.mkdtemp(dir=_TMP_DIR))  # own folder: the file name stays readable and unique
     path = directory / f"{safe_stem}.png"
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(path)
+    Image.fromarray(to_rgb_uint8(image)).save(path)
     return str(path)
 
 
 # -------------------------------------------------------------------------------------- instructor auth
 
-@dataclass(frozen=True)
-class InstructorConfig:
-    password: str  # "" = no password login
-    on_spaces: bool
-    usernames: frozenset[str]  # Hugging Face accounts allowed on Spaces
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.password) or (self.on_spaces and bool(self.usernames))
-
-    @property
-    def disabled_message(self) -> str:
-        if self.on_spaces:
-            return (f"Instructor features are disabled: set the Space secret {PASSWORD_ENV} or list instructor "
-                    f"Hugging Face usernames in {INSTRUCTORS_ENV}.")
-        return f"Instructor features are disabled: start the app with the environment variable {PASSWORD_ENV} set."
-
-
 def instructor_config(environ=None) -> InstructorConfig:
-    environ = os.environ if environ is None else environ
-    usernames = frozenset(u.strip().lower() for u in environ.get(INSTRUCTORS_ENV, "").split(",") if u.strip())
-    return InstructorConfig(environ.get(PASSWORD_ENV, ""), bool(environ.get("SPACE_ID")), usernames)
+    """Who may write galleries, from ``environ`` (a mapping such as ``os.environ``) through the settings."""
+    return Settings.from_env(environ).instructors
 
 
 def password_matches(given, expected: str) -> bool:
@@ -235,8 +208,6 @@ class AttemptLimiter:
     """Slows password guessing: at most ``max_failures`` wrong passwords per client per ``window_s``."""
 
     def __init__(self, max_failures: int = 10, window_s: float = 60.0):
-        import threading
-
         self.max_failures, self.window_s = max_failures, window_s
         self._failures: dict[str, list[float]] = {}
         self._lock = threading.Lock()

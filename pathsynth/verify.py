@@ -10,13 +10,13 @@ an image that never passes is returned with ``verified=False`` — never silentl
 from __future__ import annotations
 
 import secrets
-import threading
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 
-from .tissues import NUM_TISSUES, tissue_index
+from .generators.base import MAX_SEED
+from .tissues import TISSUE_INDICES, tissue_index
 
 ProgressCallback = Callable[[float, str], None]
 
@@ -56,7 +56,7 @@ class RealismCheck:
         self.k = k
         self.by_tissue: dict[int, np.ndarray] = {}
         self.calibration: dict[int, np.ndarray] = {}
-        for tissue in range(NUM_TISSUES):
+        for tissue in TISSUE_INDICES:
             feats = features[labels == tissue].astype(np.float32)
             if len(feats) <= k:
                 continue
@@ -115,7 +115,7 @@ class Verifier:
                  progress: ProgressCallback | None = None) -> list[VerifiedImage]:
         """One verified image per requested tissue (in order). ``seed`` makes the whole call reproducible."""
         tissues = [tissue_index(t) for t in tissues]
-        base_seed = secrets.randbelow(2**31) if seed is None else int(seed)
+        base_seed = secrets.randbelow(MAX_SEED + 1) if seed is None else int(seed)
         results: list[VerifiedImage | None] = [None] * len(tissues)
         best: dict[int, VerifiedImage] = {}  # the most convincing rejected candidate per slot
         pending = list(range(len(tissues)))
@@ -164,24 +164,17 @@ def _strength(candidate: VerifiedImage) -> float:
 
 def _derive_seed(base_seed: int, slot: int, attempt: int) -> int:
     """A distinct, reproducible seed per (call, image, attempt)."""
-    return int(np.random.SeedSequence([base_seed, slot, attempt]).generate_state(1)[0] & 0x7FFFFFFF)
+    return int(np.random.SeedSequence([base_seed, slot, attempt]).generate_state(1)[0] & MAX_SEED)
 
 
-_DEFAULT: dict[str, Verifier] = {}
-_LOCK = threading.Lock()
-
-
-def default_verifier(backend: str | None = None) -> Verifier:
-    """The shipped classifier + generator with the bundled real images as realism reference, loaded once."""
+def default_verifier(backend: str | None = None, settings=None) -> Verifier:
+    """The configured classifier + generator with the bundled real images as realism reference (loads them:
+    call once and keep it; the app's :class:`~pathsynth.services.Services` does)."""
     from .classifier import load_classifier
     from .data import load_bundled_sample
     from .generators import get_generator
+    from .settings import Settings
 
-    key = backend or "default"
-    with _LOCK:
-        if key not in _DEFAULT:
-            classifier = load_classifier()
-            generator = get_generator(backend)
-            images, labels = load_bundled_sample()
-            _DEFAULT[key] = Verifier(generator, classifier, images, labels)
-        return _DEFAULT[key]
+    settings = settings or Settings.from_env()
+    images, labels = load_bundled_sample()
+    return Verifier(get_generator(backend, settings), load_classifier(settings.classifier_dir), images, labels)

@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
-# Install PathSynth with its test extras (and Debian's Chromium for the browser test), then run the tests.
+# Install PathSynth with its test extras, Debian's Chromium (browser test) and PostgreSQL (the storage tests run
+# on SQLite and on a private PostgreSQL server that tests/conftest.py starts as the postgres user), then test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+apt_install() {
+    (apt-get install -y -q "$@" || (apt-get update -q && apt-get install -y -q "$@")) >/dev/null
+}
 if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then
-        (apt-get install -y -q chromium chromium-driver || (apt-get update -q && apt-get install -y -q chromium chromium-driver)) >/dev/null
+        apt_install chromium chromium-driver
     else
         echo "note: /usr/bin/chromium missing; the browser test will be skipped (apt-get install chromium)" >&2
+    fi
+fi
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        apt_install postgresql
+    else
+        echo "note: PostgreSQL missing: its storage tests skip (fail under CI); apt-get install postgresql" >&2
     fi
 fi
 python3 -m pip install -q -e ".[test]"

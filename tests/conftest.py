@@ -138,3 +138,99 @@ def client(running_app):
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+# ------------------------------------------------------------------------- databases for the storage tests
+# Store tests run on SQLite and on a real PostgreSQL server: a private one started here (``initdb`` + ``pg_ctl``
+# from Debian's postgresql, as the ``postgres`` user when running as root, since the server refuses root), or
+# the one at $PATHSYNTH_TEST_POSTGRES_URL (a role that may CREATE DATABASE). Each test gets a fresh database.
+POSTGRES_URL_ENV = "PATHSYNTH_TEST_POSTGRES_URL"
+
+
+def _postgres_program(name: str) -> str:
+    import glob
+    import shutil
+
+    found = shutil.which(name) or max(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), default=None,
+                                       key=lambda path: int(Path(path).parts[-3].split(".")[0]))
+    if found is None:
+        raise FileNotFoundError(f"{name} not found (apt-get install postgresql; scripts/test.sh does)")
+    return found
+
+
+def _as_server_user() -> list[str]:
+    """The command prefix that runs a PostgreSQL program: the server refuses to run as root."""
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+def _start_postgres(root: Path) -> str:
+    """initdb + pg_ctl start in ``root`` (trust auth, TCP on localhost, fsync off: test data only); returns the
+    server's URL."""
+    import shutil
+
+    as_postgres = _as_server_user()
+    if as_postgres:
+        shutil.chown(root, "postgres")
+    port = free_port()
+    steps = [[_postgres_program("initdb"), "-D", str(root / "data"), "-A", "trust", "-U", "postgres", "-E", "UTF8",
+              "--no-sync"],
+             [_postgres_program("pg_ctl"), "-D", str(root / "data"), "-l", str(root / "server.log"), "-w", "-t", "60",
+              "-o", f"-p {port} -k {root} -h 127.0.0.1 -F", "start"]]
+    for step in steps:
+        done = subprocess.run(as_postgres + step, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
+            raise RuntimeError(f"{Path(step[0]).name} failed: {done.stderr.strip()[-800:]} {log[-800:]}")
+    return f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The admin URL of a running PostgreSQL server. Cannot start one: fails under CI (CI=true), else skips."""
+    import shutil
+    import tempfile
+
+    if os.environ.get(POSTGRES_URL_ENV):
+        yield os.environ[POSTGRES_URL_ENV]
+        return
+    root = Path(tempfile.mkdtemp(prefix="pathsynth-pg-"))
+    try:
+        url = _start_postgres(root)
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        shutil.rmtree(root, ignore_errors=True)
+        message = f"PostgreSQL could not be started for the storage tests: {error}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message + f" (set {POSTGRES_URL_ENV} or install postgresql)")
+    try:
+        yield url
+    finally:
+        subprocess.run(_as_server_user() + [_postgres_program("pg_ctl"), "-D", str(root / "data"), "-m", "immediate",
+                                      "-w", "stop"], capture_output=True, timeout=120)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _admin(server_url: str, statement: str) -> None:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    conninfo = make_url(server_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True) as connection:  # CREATE/DROP DATABASE refuse transactions
+        connection.execute(statement)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request):
+    """``database_url`` for a store: None (the SQLite file in the store's home) or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+        return
+    from sqlalchemy.engine import make_url
+
+    server = request.getfixturevalue("postgres_server")
+    name = f"pathsynth_test_{secrets.token_hex(8)}"
+    _admin(server, f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # FORCE: a killed writer's session

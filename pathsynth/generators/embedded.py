@@ -7,7 +7,8 @@ and a fast multistep scheduler. ``save_pretrained``/``from_pretrained`` round-tr
 
 from __future__ import annotations
 
-from pathlib import Path
+import copy
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -15,7 +16,8 @@ import torch
 from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler, ImagePipelineOutput, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..tissues import NUM_TISSUES, TISSUES, tissue_index
+from ..tissues import NUM_TISSUES, tissue_index
+from .base import Generator
 
 NULL_CLASS = NUM_TISSUES  # the "no tissue given" condition, trained by condition dropout
 DEFAULT_GUIDANCE = 2.0
@@ -65,26 +67,15 @@ class PathSynthPipeline(DiffusionPipeline):
     def __init__(self, unet: UNet2DModel, scheduler):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
-        self.id2label = {t.index: t.label for t in TISSUES}
 
     def get_label_ids(self, label: int | str | Sequence[int | str]) -> list[int]:
-        """Tissue indices for indices, catalogue names/abbreviations or free-text descriptions."""
-        labels = [label] if isinstance(label, (int, str, np.integer)) else list(label)
-        ids = []
-        for item in labels:
-            if not isinstance(item, str):  # indices must be valid indices; only text goes to the resolver
-                ids.append(tissue_index(item))
-                continue
-            try:
-                ids.append(tissue_index(item))
-            except KeyError:
-                from ..resolver import resolve  # free text: the shared resolver decides
+        """Tissue indices for catalogue entries (index, medmnist label, abbreviation or display name).
 
-                resolution = resolve(str(item))
-                if resolution.tissue is None:
-                    raise ValueError(f"could not match {item!r} to a tissue: {resolution.message}") from None
-                ids.append(resolution.tissue)
-        return ids
+        A plain catalogue lookup, like ``DiTPipeline.get_label_ids``: anything else raises
+        :class:`~pathsynth.errors.UnknownTissueError` (a ``ValueError`` and a ``KeyError``) naming the labels.
+        """
+        labels = [label] if isinstance(label, (int, str, np.integer)) else list(label)
+        return [tissue_index(item) for item in labels]
 
     @torch.no_grad()
     def __call__(
@@ -101,7 +92,8 @@ class PathSynthPipeline(DiffusionPipeline):
         r"""Generate tissue images.
 
         Args:
-            tissue: tissue(s) as index, name, abbreviation or free text; one image set per entry.
+            tissue: tissue(s) as index, medmnist label, abbreviation or display name; one image set per entry
+                (resolve free text first, with :func:`pathsynth.resolver.tissue_from_text`).
             num_images_per_prompt: images per tissue.
             guidance_scale: classifier-free guidance weight (1 = no guidance).
             num_inference_steps: solver steps.
@@ -153,11 +145,11 @@ class PathSynthPipeline(DiffusionPipeline):
         return ImagePipelineOutput(images=images)
 
 
-class EmbeddedGenerator:
+class EmbeddedGenerator(Generator):
     """The generator-backend interface over :class:`PathSynthPipeline` (used by verify, CLI and app).
 
-    ``generate(tissues, seeds)`` returns uint8 ``(N, 28, 28, 3)``: image *i* depends only on
-    ``tissues[i]`` and ``seeds[i]``, so any image can be reproduced alone from its seed.
+    Thread-safe: the UNet is shared read-only; each worker thread samples with its own copy of the scheduler
+    (a diffusers scheduler keeps per-call state such as its step index).
     """
 
     name = "embedded"
@@ -168,26 +160,25 @@ class EmbeddedGenerator:
         self.pipeline.set_progress_bar_config(disable=True)
         self.guidance_scale = guidance_scale
         self.num_inference_steps = num_inference_steps
+        self._owner = threading.get_ident()
+        self._local = threading.local()
 
-    @classmethod
-    def from_pretrained(cls, path: str | Path, **kwargs) -> "EmbeddedGenerator":
-        from .._loading import MODEL_LOADING_LOCK
+    def _thread_pipeline(self) -> PathSynthPipeline:
+        if threading.get_ident() == self._owner:
+            return self.pipeline
+        pipeline = getattr(self._local, "pipeline", None)
+        if pipeline is None or pipeline.unet is not self.pipeline.unet:
+            pipeline = PathSynthPipeline(self.pipeline.unet, copy.deepcopy(self.pipeline.scheduler))
+            pipeline.set_progress_bar_config(disable=True)
+            self._local.pipeline = pipeline
+        return pipeline
 
-        with MODEL_LOADING_LOCK:
-            pipeline = PathSynthPipeline.from_pretrained(str(path))
-        return cls(pipeline, **kwargs)
-
-    def generate(self, tissues: Sequence[int], seeds: Sequence[int], guidance_scale: float | None = None,
-                 num_inference_steps: int | None = None) -> np.ndarray:
-        if len(tissues) != len(seeds):
-            raise ValueError("one seed per image is required")
-        if not len(tissues):
-            return np.zeros((0, 28, 28, 3), np.uint8)
-        generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        # The pipeline repeats each tissue num_images_per_prompt times; one tissue entry per image here.
-        return self.pipeline(
-            [int(t) for t in tissues], num_images_per_prompt=1,
+    def _render(self, tissues: list[int], generators: list[torch.Generator], guidance_scale: float | None = None,
+                num_inference_steps: int | None = None) -> torch.Tensor:
+        images = self._thread_pipeline()(
+            tissues, num_images_per_prompt=1,
             guidance_scale=self.guidance_scale if guidance_scale is None else guidance_scale,
             num_inference_steps=self.num_inference_steps if num_inference_steps is None else num_inference_steps,
-            generator=generators, output_type="uint8",
+            generator=generators, output_type="np",
         ).images
+        return torch.from_numpy(images).permute(0, 3, 1, 2)

@@ -11,22 +11,21 @@ resized down to 28 px with antialiasing so the verify loop's classifier sees Pat
 from __future__ import annotations
 
 import json
-import os
+import threading
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..tissues import NUM_TISSUES, get_tissue
-
-DEFAULT_SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+from ..settings import DEFAULT_SD_MODEL, Settings, StableDiffusionSettings
+from ..tissues import get_tissue
+from .base import OUTPUT_SIZE, Generator
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # what StableDiffusionPipeline.save_lora_weights writes
 TRAINING_SUMMARY_NAME = "training_summary.json"  # written next to the LoRA by train/sd_lora.py
 DEFAULT_RESOLUTION = 224  # the paper trains and samples at 224 px
 DEFAULT_GUIDANCE = 7.5
 DEFAULT_STEPS = 25
-OUTPUT_SIZE = 28  # what the classifier, verify loop and app expect
 
 CAPTION_TEMPLATE = "a histopathological image of an area with {label}"
 # Paraphrases seen during training (with catalogue names and synonyms) so the frozen text encoder's wording
@@ -69,14 +68,14 @@ def _first_line(error: Exception) -> str:
 
 
 def default_device() -> str:
-    return os.environ.get("PATHSYNTH_SD_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class SDLoraGenerator:
+class SDLoraGenerator(Generator):
     """The generator-backend interface over a Stable Diffusion pipeline with the PathSynth LoRA.
 
-    ``generate(tissues, seeds)`` returns uint8 ``(N, 28, 28, 3)``; image *i* depends only on ``tissues[i]`` and
-    ``seeds[i]`` (one CPU ``torch.Generator`` per image, so the starting noise is the same on any device).
+    ``generate(tissues, seeds)`` returns uint8 ``(N, 28, 28, 3)``: full-resolution samples resized with
+    antialiasing (no aliasing moiré). One call at a time uses the pipeline (its scheduler keeps per-call state).
 
     Args:
         pipeline: a ``StableDiffusionPipeline`` (LoRA already loaded, or none for the base model).
@@ -99,6 +98,7 @@ class SDLoraGenerator:
         self.guidance_scale = guidance_scale
         self.num_inference_steps = num_inference_steps
         self.batch_size = batch_size
+        self._lock = threading.Lock()
 
     @classmethod
     def from_pretrained(cls, base_model: str | Path = DEFAULT_SD_MODEL, lora: str | Path | None = None,
@@ -119,13 +119,10 @@ class SDLoraGenerator:
         try:
             # Histology tiles trip SD's NSFW filter (it blacks them out), and the verify loop checks images anyway.
             dtype_key = "dtype" if Version(diffusers.__version__) >= Version("0.42") else "torch_dtype"  # renamed
-            from .._loading import MODEL_LOADING_LOCK
-
-            with MODEL_LOADING_LOCK:
-                pipeline = StableDiffusionPipeline.from_pretrained(
-                    str(base_model), safety_checker=None, requires_safety_checker=False,
-                    local_files_only=local_files_only, **{dtype_key: dtype},
-                )
+            pipeline = StableDiffusionPipeline.from_pretrained(
+                str(base_model), safety_checker=None, requires_safety_checker=False,
+                local_files_only=local_files_only, **{dtype_key: dtype},
+            )
         except Exception as error:  # HF raises OSError, HFValidationError, LocalEntryNotFoundError, HTTP errors...
             raise RuntimeError(f"Stable Diffusion base model {str(base_model)!r} could not be loaded "
                                f"({_first_line(error)}). {SETUP_HINT}.") from None
@@ -151,60 +148,31 @@ class SDLoraGenerator:
         return cls(pipeline.to(device), resolution=resolution or DEFAULT_RESOLUTION, **kwargs)
 
     @classmethod
-    def from_env(cls) -> "SDLoraGenerator":
-        """The backend configured by environment variables (what ``PATHSYNTH_BACKEND=sd-lora`` uses).
-
-        ``PATHSYNTH_SD_MODEL`` (default: stable-diffusion-v1-5), ``PATHSYNTH_LORA`` (required; ``none`` = base
-        model only), optional ``PATHSYNTH_SD_STEPS``, ``PATHSYNTH_SD_GUIDANCE``, ``PATHSYNTH_SD_RESOLUTION``,
-        ``PATHSYNTH_SD_DEVICE`` (default: cuda when available).
-        """
-        base_model = os.environ.get("PATHSYNTH_SD_MODEL") or DEFAULT_SD_MODEL
-        lora = os.environ.get("PATHSYNTH_LORA", "").strip()
-        if not lora:
+    def from_settings(cls, sd: StableDiffusionSettings) -> "SDLoraGenerator":
+        """The backend that ``sd`` (``PATHSYNTH_SD_MODEL``, ``PATHSYNTH_LORA``, ``PATHSYNTH_SD_*``) describes."""
+        if not sd.lora:
             raise RuntimeError(f"PATHSYNTH_LORA is not set: the sd-lora backend needs the LoRA trained by "
                                f"train/sd_lora.py (or PATHSYNTH_LORA=none for the plain base model). {SETUP_HINT}.")
-        options = {}
-        try:
-            for key, env, kind in (("num_inference_steps", "PATHSYNTH_SD_STEPS", int),
-                                   ("guidance_scale", "PATHSYNTH_SD_GUIDANCE", float),
-                                   ("resolution", "PATHSYNTH_SD_RESOLUTION", int)):
-                if os.environ.get(env):
-                    options[key] = kind(os.environ[env])
-        except ValueError:
-            raise RuntimeError(f"{env} must be a number, got {os.environ[env]!r}") from None
-        return cls.from_pretrained(base_model, None if lora.lower() == "none" else lora, **options)
+        options = {key: value for key, value in (("num_inference_steps", sd.steps), ("guidance_scale", sd.guidance),
+                                                 ("resolution", sd.resolution)) if value is not None}
+        return cls.from_pretrained(sd.model, None if sd.lora.lower() == "none" else sd.lora, device=sd.device,
+                                   **options)
 
-    @torch.no_grad()
-    def render(self, tissues: Sequence[int], seeds: Sequence[int], guidance_scale: float | None = None,
-               num_inference_steps: int | None = None) -> torch.Tensor:
-        """Full-resolution samples as float ``(N, 3, R, R)`` in [0, 1] on the CPU."""
-        if len(tissues) != len(seeds):
-            raise ValueError("one seed per image is required")
-        if any(not 0 <= int(t) < NUM_TISSUES for t in tissues):
-            raise ValueError(f"tissue indices must be 0-{NUM_TISSUES - 1}, got {list(tissues)}")
-        chunks = []
-        for start in range(0, len(tissues), self.batch_size):
-            batch_tissues = tissues[start:start + self.batch_size]
-            batch_seeds = seeds[start:start + self.batch_size]
-            images = self.pipeline(
-                prompt=[caption(int(t)) for t in batch_tissues],
-                height=self.resolution, width=self.resolution,
+    @classmethod
+    def from_env(cls) -> "SDLoraGenerator":
+        """The backend configured by the environment (what ``PATHSYNTH_BACKEND=sd-lora`` uses)."""
+        try:
+            sd = Settings.from_env().sd
+        except ValueError as error:
+            raise RuntimeError(str(error)) from None
+        return cls.from_settings(sd)
+
+    def _render(self, tissues: list[int], generators: list[torch.Generator], guidance_scale: float | None = None,
+                num_inference_steps: int | None = None) -> torch.Tensor:
+        with self._lock:
+            return self.pipeline(
+                prompt=[caption(t) for t in tissues], height=self.resolution, width=self.resolution,
                 num_inference_steps=num_inference_steps or self.num_inference_steps,
                 guidance_scale=self.guidance_scale if guidance_scale is None else guidance_scale,
-                generator=[torch.Generator().manual_seed(int(s)) for s in batch_seeds],
-                output_type="pt",
+                generator=generators, output_type="pt",
             ).images
-            chunks.append(images.float().cpu())
-        if not chunks:
-            return torch.zeros(0, 3, self.resolution, self.resolution)
-        return torch.cat(chunks)
-
-    def generate(self, tissues: Sequence[int], seeds: Sequence[int], guidance_scale: float | None = None,
-                 num_inference_steps: int | None = None) -> np.ndarray:
-        """uint8 ``(N, 28, 28, 3)`` tiles: :meth:`render`, then an antialiased resize (no aliasing moiré)."""
-        images = self.render(tissues, seeds, guidance_scale, num_inference_steps)
-        if not len(images):
-            return np.zeros((0, OUTPUT_SIZE, OUTPUT_SIZE, 3), np.uint8)
-        small = torch.nn.functional.interpolate(images, size=(OUTPUT_SIZE, OUTPUT_SIZE), mode="bilinear",
-                                                antialias=True, align_corners=False)
-        return (small.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()

@@ -1,0 +1,332 @@
+"""The Galleries tab: everyone browses and quizzes; instructors generate, caption, save and edit galleries.
+
+Every write handler re-checks the instructor's credentials on the server (``require_instructor``).
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from .. import quiz as Q
+from .. import ui_helpers as ui
+from ..gallery import items_from_verified
+from ..images import upscale
+from ..tissues import DISPLAY_NAMES
+from .common import MODEL_EVENTS, bind, checked_inputs, progress_callback, user_errors
+from .quiz import question_view
+
+BATCH_HEADERS = ["Keep", "#", "Tissue", "Verified", "Caption"]
+MAX_BATCH_PER_TISSUE = 8
+MAX_BATCH_IMAGES = 24
+_LIMITER = ui.AttemptLimiter()  # wrong passwords per client, for this process
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+def _choices(summaries) -> list[tuple[str, int]]:
+    return [(f"{g.name} ({g.n_items} image{'s' if g.n_items != 1 else ''})", g.id) for g in summaries]
+
+
+@user_errors
+def gallery_list(services):
+    """All galleries: a dropdown of names and a JSON list (id, name, description, creator, image count)."""
+    summaries = services.store.list_galleries()
+    listing = [{"id": g.id, "name": g.name, "description": g.description, "created_by": g.created_by,
+                "n_items": g.n_items, "updated_at": g.updated_at} for g in summaries]
+    message = "" if summaries else "_No galleries yet. Instructors can create them below._"
+    return gr.update(choices=_choices(summaries)), listing, message
+
+
+def _item_caption(item) -> str:
+    caption = item.caption or DISPLAY_NAMES[item.tissue]
+    return caption + " (not verified)" if item.meta.get("verified") is False else caption
+
+
+@user_errors
+def gallery_get(services, gallery):
+    """One gallery: its images with captions, a description and a JSON record of the items."""
+    record = services.store.get_gallery(ui.parse_gallery_key(gallery))
+    images = [(upscale(item.image), _item_caption(item)) for item in record.items]
+    info = (f"### {ui.escape_md(record.name)}\n{ui.escape_md(record.description)}\n\n"
+            f"{len(record.items)} image(s) · created by {ui.escape_md(record.created_by or 'an instructor')}")
+    details = {"id": record.id, "name": record.name, "description": record.description,
+               "created_by": record.created_by, "updated_at": record.updated_at,
+               "items": [{"number": n + 1, "id": item.id, "caption": item.caption, "tissue": DISPLAY_NAMES[item.tissue],
+                          "seed": item.seed, "source": item.source, "verified": item.meta.get("verified")}
+                         for n, item in enumerate(record.items)]}
+    return images or None, info, details
+
+
+@user_errors
+def gallery_quiz(services, gallery):
+    """Start a quiz made of one gallery's images (answers: the items' tissues)."""
+    session = Q.quiz_from_gallery(services.store.get_gallery(ui.parse_gallery_key(gallery)))
+    return (*question_view(session), gr.Tabs(selected="quiz"))
+
+
+def selected_number(event: gr.SelectData):
+    """The 1-based number of the image clicked in a gallery (fills the caption editor)."""
+    return event.index + 1 if isinstance(event.index, int) else None
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+def require_instructor(services, password, profile, request) -> str:
+    """The instructor's name, or ``PermissionError``: every write handler calls this on the server."""
+    client = getattr(getattr(request, "client", None), "host", None) or "unknown"
+    _LIMITER.check(client)
+    username = getattr(profile, "username", None) if profile is not None else None
+    try:
+        return ui.authorize(services.settings.instructors, password, username)
+    except PermissionError:
+        if password:
+            _LIMITER.failed(client)
+        raise
+
+
+@user_errors
+def instructor_sign_in(services, password, profile: gr.OAuthProfile | None = None, request: gr.Request = None):
+    """Check instructor credentials and reveal the instructor tools (the tools re-check on every write)."""
+    config = services.settings.instructors
+    if not config.enabled:
+        return f"🔒 {config.disabled_message}", gr.update(visible=False)
+    if not password and profile is None:
+        return "Enter the instructor password to create or edit galleries.", gr.update(visible=False)
+    name = require_instructor(services, password, profile, request)
+    return f"✅ Signed in as **{ui.escape_md(name)}**.", gr.update(visible=True)
+
+
+def _batch_rows(batch) -> list[list]:
+    return [[r.verified, n + 1, DISPLAY_NAMES[r.tissue], "yes" if r.verified else "no", DISPLAY_NAMES[r.tissue]]
+            for n, r in enumerate(batch)]
+
+
+@user_errors
+def instructor_generate(services, password, tissues, per_tissue, seed, profile: gr.OAuthProfile | None = None,
+                        request: gr.Request = None, progress=gr.Progress()):
+    """Generate a batch of verified candidates for a gallery (instructors only)."""
+    require_instructor(services, password, profile, request)
+    wanted = ui.parse_tissues(tissues)
+    count = ui.parse_int(per_tissue, field="Images per tissue", minimum=1, maximum=MAX_BATCH_PER_TISSUE, default=2)
+    if len(wanted) * count > MAX_BATCH_IMAGES:
+        raise ValueError(f"At most {MAX_BATCH_IMAGES} images per batch ({len(wanted)} tissues × {count} = "
+                         f"{len(wanted) * count}); choose fewer tissues or fewer images per tissue.")
+    seed_value = ui.parse_seed(seed)
+    progress(0.0, desc="generating")
+    batch = services.verifier.generate([t for t in wanted for _ in range(count)], seed=seed_value,
+                                       progress=progress_callback(progress))
+    shown = [(upscale(r.image), f"#{n + 1} {DISPLAY_NAMES[r.tissue]} · {'verified' if r.verified else 'NOT verified'}")
+             for n, r in enumerate(batch)]
+    verified = sum(r.verified for r in batch)
+    return (batch, shown, _batch_rows(batch),
+            f"{verified} of {len(batch)} images verified. Untick images you do not want, edit captions, then save.")
+
+
+def _table_rows(table):
+    if table is None:
+        return None
+    if hasattr(table, "values") and hasattr(table, "columns"):  # pandas
+        return table.values.tolist()
+    if isinstance(table, dict):
+        table = table.get("data")
+    if not isinstance(table, list) or not all(isinstance(r, list) for r in table):
+        raise ValueError("The image table is malformed; regenerate the batch.")
+    return table or None
+
+
+def selected_items(table, batch):
+    """Gallery items for the rows ticked in the batch table (a list of ``VerifiedImage``), with their captions."""
+    if not batch:
+        raise ValueError("Generate a batch first.")
+    rows = _table_rows(table)
+    if rows is None:  # no table sent (API): keep the verified images with default captions
+        rows = _batch_rows(batch)
+    if len(rows) != len(batch):
+        raise ValueError(f"The table has {len(rows)} rows but the batch has {len(batch)} images; regenerate the batch.")
+    chosen, captions = [], []
+    for row, result in zip(rows, batch):
+        if len(row) != len(BATCH_HEADERS):
+            raise ValueError(f"Each table row needs the columns {', '.join(BATCH_HEADERS)}.")
+        keep = row[0].strip().lower() in ("true", "yes", "1", "x") if isinstance(row[0], str) else row[0]
+        if keep:
+            chosen.append(result)
+            captions.append(row[4] if isinstance(row[4], str) else ("" if row[4] is None else str(row[4])))
+    if not chosen:
+        raise ValueError("Tick at least one image to keep.")
+    return items_from_verified(chosen, captions)
+
+
+@user_errors
+def gallery_save(services, password, name, description, table, batch, profile: gr.OAuthProfile | None = None,
+                 request: gr.Request = None):
+    """Save the ticked batch images as a new named gallery (instructors only)."""
+    instructor = require_instructor(services, password, profile, request)
+    items = selected_items(table, batch)
+    store = services.store
+    gallery_id = store.create_gallery(name, description, created_by=instructor, items=items)
+    record = store.get_gallery(gallery_id, with_images=False)
+    gr.Info(f"Saved gallery {record.name!r} with {len(items)} image(s).")
+    return (f"✅ Saved **{ui.escape_md(record.name)}** ({len(items)} images).",
+            gr.update(choices=_choices(store.list_galleries()), value=gallery_id),
+            {"id": gallery_id, "name": record.name, "n_items": len(items)})
+
+
+@user_errors
+def gallery_add(services, password, gallery, table, batch, profile: gr.OAuthProfile | None = None,
+                request: gr.Request = None):
+    """Append the ticked batch images to the chosen gallery (instructors only)."""
+    require_instructor(services, password, profile, request)
+    key = ui.parse_gallery_key(gallery)
+    items = selected_items(table, batch)
+    services.store.add_items(key, items)
+    return f"✅ Added {len(items)} image(s).", gr.update(choices=_choices(services.store.list_galleries()))
+
+
+@user_errors
+def gallery_caption(services, password, gallery, number, caption, profile: gr.OAuthProfile | None = None,
+                    request: gr.Request = None):
+    """Change the caption of image ``number`` (1-based) of the chosen gallery (instructors only)."""
+    require_instructor(services, password, profile, request)
+    record = services.store.get_gallery(ui.parse_gallery_key(gallery), with_images=False)
+    index = ui.parse_int(number, field="Image number", minimum=1, maximum=max(1, len(record.items)))
+    if index is None or not record.items:
+        raise ValueError("Choose an image number (click an image in the gallery).")
+    services.store.update_caption(record.items[index - 1].id, caption)
+    return f"✅ Caption of image {index} updated."
+
+
+@user_errors
+def gallery_rename(services, password, gallery, new_name, profile: gr.OAuthProfile | None = None,
+                   request: gr.Request = None):
+    """Rename the chosen gallery (instructors only)."""
+    require_instructor(services, password, profile, request)
+    key = ui.parse_gallery_key(gallery)
+    services.store.rename_gallery(key, new_name)
+    record = services.store.get_gallery(key if isinstance(key, int) else new_name, with_images=False)
+    return (f"✅ Renamed to **{ui.escape_md(record.name)}**.",
+            gr.update(choices=_choices(services.store.list_galleries()), value=record.id))
+
+
+@user_errors
+def gallery_delete(services, password, gallery, confirm, profile: gr.OAuthProfile | None = None,
+                   request: gr.Request = None):
+    """Delete the chosen gallery and its images (instructors only; needs the confirmation tick)."""
+    require_instructor(services, password, profile, request)
+    key = ui.parse_gallery_key(gallery)
+    if confirm is not True:
+        raise ValueError("Tick 'Yes, delete this gallery' to confirm.")
+    name = services.store.get_gallery(key, with_images=False).name
+    services.store.delete_gallery(key)
+    return (f"🗑️ Deleted **{ui.escape_md(name)}**.", gr.update(choices=_choices(services.store.list_galleries()),
+                                                                value=None), None, "", None, False)
+
+
+# ------------------------------------------------------------------------------------------------- layout
+
+def build(services, demo, quiz_view, tabs) -> None:
+    """The tab's components and events; "Quiz me" shows the quiz in ``quiz_view`` and switches ``tabs`` to it."""
+    with gr.Row():
+        # custom values: API clients name a gallery by id or name; choices are filled per session
+        choice = gr.Dropdown([], value=None, label="Gallery", scale=3, allow_custom_value=True)
+        refresh = gr.Button("Refresh list", scale=0)
+        quiz_button = gr.Button("Quiz me on this gallery", variant="primary", scale=0)
+    message = gr.Markdown()
+    info = gr.Markdown(elem_id="gallery-info")
+    view = gr.Gallery(label="Images", columns=6, height="auto", format="png", interactive=False,
+                      elem_classes="pixelated", elem_id="gallery-view")
+    listing = gr.JSON(visible=False)
+    details = gr.JSON(visible=False)
+    shown = [view, info, details]
+
+    list_outputs = [choice, listing, message]
+    refresh.click(bind(gallery_list, services), None, list_outputs, api_name="gallery_list")
+    demo.load(bind(gallery_list, services), None, list_outputs, api_visibility="private")
+    choice.change(bind(gallery_get, services), choice, shown, api_name="gallery_get")
+    quiz_button.click(bind(gallery_quiz, services), choice, [*quiz_view.outputs, tabs], api_name="gallery_quiz")
+    with gr.Accordion("Instructor tools", open=False):
+        _instructor_tools(services, demo, choice, shown)
+
+
+def _instructor_tools(services, demo, choice, shown) -> None:
+    config = services.settings.instructors
+    if not config.enabled:
+        gr.Markdown(f"🔒 {config.disabled_message}")
+    if config.on_spaces:
+        gr.LoginButton()
+    with gr.Row(visible=bool(config.password)):
+        password = gr.Textbox(label="Instructor password", type="password", scale=3)
+        sign_in = gr.Button("Sign in", scale=0)
+    signed_in = gr.Markdown()
+    with gr.Column(visible=False) as tools:
+        batch_state = gr.State(None)  # this instructor's candidate batch (list of VerifiedImage)
+        table = _batch_section(services, password, batch_state)
+        _save_section(services, password, choice, table, batch_state)
+        _edit_section(services, password, choice, shown)
+    sign_in_outputs = [signed_in, tools]
+    sign_in.click(bind(instructor_sign_in, services), password, sign_in_outputs, api_name="instructor_sign_in")
+    password.submit(bind(instructor_sign_in, services), password, sign_in_outputs, api_visibility="private")
+    if config.on_spaces:
+        demo.load(bind(instructor_sign_in, services), password, sign_in_outputs, api_visibility="private")
+
+
+def _batch_section(services, password, batch_state):
+    gr.Markdown("#### 1. Generate candidates")
+    with gr.Row():
+        tissues = gr.CheckboxGroup(list(DISPLAY_NAMES), label="Tissues (none = all nine)")
+    with gr.Row():
+        count = gr.Slider(1, MAX_BATCH_PER_TISSUE, value=2, step=1, label="Images per tissue")
+        seed = gr.Textbox(label="Seed (optional)", placeholder="blank = random", max_length=12)
+        button = gr.Button("Generate batch", variant="primary", scale=0)
+    message = gr.Markdown()
+    view = gr.Gallery(label="Candidates", columns=8, height="auto", format="png", interactive=False,
+                      elem_classes="pixelated")
+    gr.Markdown("#### 2. Pick images and write captions")
+    table = gr.Dataframe(headers=BATCH_HEADERS, datatype=["bool", "number", "str", "str", "str"], type="array",
+                         interactive=True, static_columns=[1, 2, 3], label="Tick the images to keep; edit the captions")
+    inputs = [password, tissues, count, seed]
+    button.click(checked_inputs(bind(instructor_generate, services), inputs, {count: "a number"}), inputs,
+                 [batch_state, view, table, message], api_name="instructor_generate", preprocess=False,
+                 **MODEL_EVENTS)
+    return table
+
+
+def _save_section(services, password, choice, table, batch_state) -> None:
+    gr.Markdown("#### 3. Save")
+    with gr.Row():
+        name = gr.Textbox(label="New gallery name", max_length=100)
+        description = gr.Textbox(label="Description (optional)", max_length=2000)
+        save = gr.Button("Save as new gallery", variant="primary", scale=0)
+        add = gr.Button("Add to the chosen gallery", scale=0)
+    message = gr.Markdown()
+    saved = gr.JSON(visible=False)
+    expected = {table: "a table with the columns " + ", ".join(BATCH_HEADERS)}
+    inputs = [password, name, description, table, batch_state]
+    save.click(checked_inputs(bind(gallery_save, services), inputs, expected), inputs, [message, choice, saved],
+               api_name="gallery_save", preprocess=False)
+    inputs = [password, choice, table, batch_state]
+    add.click(checked_inputs(bind(gallery_add, services), inputs, expected), inputs, [message, choice],
+              api_name="gallery_add_items", preprocess=False)
+
+
+def _edit_section(services, password, choice, shown) -> None:
+    gr.Markdown("#### Edit the chosen gallery")
+    with gr.Row():
+        number = gr.Number(label="Image number (click an image)", minimum=1)
+        caption = gr.Textbox(label="New caption", max_length=500, scale=3)
+        caption_button = gr.Button("Update caption", scale=0)
+    with gr.Row():
+        new_name = gr.Textbox(label="New name", max_length=100, scale=3)
+        rename = gr.Button("Rename", scale=0)
+    with gr.Row():
+        confirm = gr.Checkbox(False, label="Yes, delete this gallery")
+        delete = gr.Button("Delete gallery", variant="stop", scale=0)
+    message = gr.Markdown()
+    shown[0].select(selected_number, None, number, api_visibility="private")
+    inputs = [password, choice, number, caption]
+    caption_button.click(checked_inputs(bind(gallery_caption, services), inputs, {number: "a number"}), inputs,
+                         message, api_name="gallery_update_caption", preprocess=False).success(
+        bind(gallery_get, services), choice, shown, api_visibility="private")
+    rename.click(bind(gallery_rename, services), [password, choice, new_name], [message, choice],
+                 api_name="gallery_rename")
+    delete.click(bind(gallery_delete, services), [password, choice, confirm], [message, choice, *shown, confirm],
+                 api_name="gallery_delete")

@@ -1,0 +1,128 @@
+"""The Generate tab: pick or describe a tissue, get one verified image with its evidence."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from .. import ui_helpers as ui
+from ..classifier import gradcam_overlay
+from ..images import DISPLAY_SIZE, upscale
+from ..resolver import NOT_UNDERSTOOD_BELOW, tissue_from_text
+from ..tissues import ABBREVIATIONS, DISPLAY_NAMES, NUM_TISSUES
+from .common import MODEL_EVENTS, bind, progress_callback, user_errors
+
+
+def resolution_outputs(resolution) -> tuple[str, dict, dict]:
+    """(message Markdown, candidates radio update, tissue dropdown update) for a resolver answer."""
+    message = ui.escape_md(resolution.message)
+    if resolution.status == "ok":
+        return (f"✅ {message}  \nConfidence: **{resolution.confidence:.0%}**",
+                gr.update(choices=[], value=None, visible=False), gr.update(value=DISPLAY_NAMES[resolution.tissue]))
+    if resolution.status == "unsure":
+        closest = [DISPLAY_NAMES[i] for i, score in resolution.candidates[:3] if score >= NOT_UNDERSTOOD_BELOW]
+        closest = closest or [DISPLAY_NAMES[resolution.tissue]]
+        return (f"🤔 {message}", gr.update(choices=closest, value=None, visible=True), gr.update(value=None))
+    return (f"❓ **Not understood.** {message}", gr.update(choices=[], value=None, visible=False),
+            gr.update(value=None))
+
+
+def _description(text) -> str:
+    return ui.clean_text(text, field="Description", max_chars=ui.MAX_DESCRIPTION_CHARS)
+
+
+@user_errors
+def resolve_description(services, description):
+    """What the resolver understood from a free-text description (tissue, confidence, status, candidates)."""
+    resolution = services.resolver.resolve(_description(description))
+    message, candidates, tissue = resolution_outputs(resolution)
+    details = {"status": resolution.status, "confidence": round(resolution.confidence, 4),
+               "tissue": DISPLAY_NAMES[resolution.tissue] if resolution.tissue is not None else None,
+               "candidates": [{"tissue": DISPLAY_NAMES[i], "score": s} for i, s in resolution.candidates[:3]],
+               "message": resolution.message}
+    return message, candidates, tissue, details
+
+
+def overlay(services, image, target: int):
+    """The classifier's Grad-CAM for ``target`` blended over ``image``, enlarged for display."""
+    return upscale(gradcam_overlay(image, services.classifier.gradcam(image, target=target)))
+
+
+@user_errors
+def generate(services, tissue, description, seed, show_gradcam, progress=gr.Progress()):
+    """Generate one verified image of the chosen (or described) tissue."""
+    index = ui.parse_tissue(tissue)
+    seed_value = ui.parse_seed(seed)
+    text = _description(description)
+    resolution_message, candidates, tissue_update = "", gr.update(), gr.update()
+    if index is None:
+        if not text:
+            raise gr.Error("Choose a tissue from the list or describe one.", title="Nothing to generate",
+                           print_exception=False)
+        index, resolution = tissue_from_text(text, services.resolver)
+        if resolution is None:  # a catalogue name typed as a description
+            tissue_update = gr.update(value=DISPLAY_NAMES[index])
+        else:
+            resolution_message, candidates, tissue_update = resolution_outputs(resolution)
+            if resolution.status != "ok":
+                gr.Warning("Pick one of the suggested tissues, or describe it differently." if resolution.status ==
+                           "unsure" else "The description was not understood; pick a tissue from the list.")
+                return (None, None, None, resolution_message, "", gr.update(value=None, visible=False), None,
+                        candidates, tissue_update)
+    progress(0.0, desc="generating")
+    result = services.verifier.generate([index], seed=seed_value, progress=progress_callback(progress))[0]
+    cam = overlay(services, result.image, result.predicted) if show_gradcam else None
+    download = ui.save_png(result.image, f"pathsynth_{ABBREVIATIONS[result.tissue]}_seed{result.seed}")
+    if not result.verified:
+        gr.Warning(f"No image passed verification in {result.attempts} attempts; showing the closest one.")
+    summary = ui.verified_summary(result)
+    if resolution_message:  # the description was resolved here: say what was understood
+        summary = resolution_message + "\n\n" + summary
+    details = result.to_dict()
+    details.update(tissue_name=DISPLAY_NAMES[result.tissue], predicted_name=DISPLAY_NAMES[result.predicted])
+    return (upscale(result.image), cam, ui.probability_label(result.probabilities), summary,
+            ui.tissue_card(result.tissue), gr.update(value=download, visible=True), details,
+            candidates, tissue_update)
+
+
+def build(services) -> None:
+    """The tab's components and events (inside a ``gr.Blocks``)."""
+    with gr.Row():
+        with gr.Column(scale=2, min_width=260):
+            tissue = gr.Dropdown(list(DISPLAY_NAMES), value=None, label="Tissue", info="Pick one of the nine tissues…")
+            description = gr.Textbox(label="…or describe what you want to see",
+                                     placeholder="e.g. fat cells, tumour glands, immune cells",
+                                     max_length=ui.MAX_DESCRIPTION_CHARS)
+            resolve_button = gr.Button("Check description", size="sm")
+            resolution_md = gr.Markdown()
+            candidates = gr.Radio([], label="Closest tissues — pick one", visible=False)
+            seed = gr.Textbox(label="Seed (optional)", placeholder="blank = random", max_length=12)
+            show_gradcam = gr.Checkbox(True, label="Show Grad-CAM (where the classifier looked)")
+            button = gr.Button("Generate verified image", variant="primary")
+            resolution_json = gr.JSON(visible=False)
+        with gr.Column(scale=4):
+            with gr.Row():
+                image = gr.Image(label="Generated image (28 px, enlarged)", format="png", interactive=False,
+                                 height=DISPLAY_SIZE, buttons=["download"], elem_classes="pixelated",
+                                 elem_id="gen-image")
+                cam = gr.Image(label="Grad-CAM overlay", format="png", interactive=False, height=DISPLAY_SIZE,
+                               buttons=[], elem_classes="pixelated")
+            download = gr.DownloadButton("Download original PNG (28 × 28)", visible=False)
+            summary = gr.Markdown(elem_id="gen-summary")
+        with gr.Column(scale=2, min_width=260):
+            probabilities = gr.Label(label="Classifier probabilities", num_top_classes=NUM_TISSUES)
+            card = gr.Markdown()
+            with gr.Accordion("Technical details", open=False):
+                details = gr.JSON(label="Verification record")
+
+    # The dropdown and the description are alternatives; touching one clears the other.
+    tissue.input(lambda: ("", "", gr.update(visible=False, value=None)), None, [description, resolution_md, candidates],
+                 queue=False, api_visibility="private")
+    description.input(lambda: gr.update(value=None), None, tissue, queue=False, trigger_mode="always_last",
+                      api_visibility="private")
+    candidates.input(lambda choice: gr.update(value=choice), candidates, tissue, queue=False, api_visibility="private")
+    resolve_outputs = [resolution_md, candidates, tissue, resolution_json]
+    resolve_button.click(bind(resolve_description, services), description, resolve_outputs, api_name="resolve")
+    description.submit(bind(resolve_description, services), description, resolve_outputs, api_visibility="private")
+    button.click(bind(generate, services), [tissue, description, seed, show_gradcam],
+                 [image, cam, probabilities, summary, card, download, details, candidates, tissue],
+                 api_name="generate", **MODEL_EVENTS)

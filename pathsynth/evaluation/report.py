@@ -1,0 +1,284 @@
+"""Evaluation reports: PNG figures (matplotlib's Agg canvas, no pyplot state), markdown and JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..tissues import ABBREVIATIONS, LABELS, NUM_TISSUES
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=120)
+    FigureCanvasAgg(figure)  # Agg canvas: no display, no global pyplot backend switch
+    return figure
+
+
+def plot_confusion_matrix(cm, path: str | Path, title: str = "") -> Path:
+    """Counts in the cells, colour = row-normalised share (recall), tissue abbreviations on both axes."""
+    cm = np.asarray(cm)
+    k = cm.shape[0]
+    names = list(ABBREVIATIONS) if k == NUM_TISSUES else [str(c) for c in range(k)]
+    rows = cm.sum(1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
+    figure = _figure(6.4, 5.6)
+    ax = figure.add_subplot()
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of true tissue")
+    for i in range(k):
+        for j in range(k):
+            if cm[i, j]:
+                ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=8,
+                        color="white" if share[i, j] > 0.55 else "black")
+    ax.set_xticks(range(k), names, rotation=45, ha="right")
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true / requested")
+    ax.set_title(title or "Confusion matrix")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_f1_comparison(f1_raw: Sequence[float], f1_verified: Sequence[float], path: str | Path,
+                       title: str = "") -> Path:
+    """Per-tissue F1 bars, raw generator output next to the verified output."""
+    x = np.arange(len(f1_raw))
+    names = list(ABBREVIATIONS) if len(f1_raw) == NUM_TISSUES else [str(c) for c in x]
+    figure = _figure(7.5, 3.8)
+    ax = figure.add_subplot()
+    ax.bar(x - 0.2, [v or 0 for v in f1_raw], 0.4, label="raw", color="#9aa5b1")
+    ax.bar(x + 0.2, [v or 0 for v in f1_verified], 0.4, label="verified", color="#2b6cb0")
+    ax.set_xticks(x, names)
+    ax.set_ylim(0, 1.15)
+    ax.set_ylabel("F1")
+    ax.legend(loc="upper center", ncol=2, frameon=False)
+    ax.set_title(title or "Per-tissue F1 of generated images (classified by the tissue classifier)")
+    ax.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_near_copy_pairs(generated: np.ndarray, training: np.ndarray, pairs: Sequence[dict], path: str | Path,
+                         scale: int = 4, title: str = "") -> Path:
+    """Rows of (generated | nearest training image), upscaled with NEAREST so no detail is invented.
+
+    Each pair dict has ``gen_index``, ``train_index``, ``distance`` and optionally ``tissue``,
+    ``train_tissue`` (indices) and ``is_copy``.
+    """
+    from PIL import Image
+
+    def big(image):
+        image = Image.fromarray(np.asarray(image, np.uint8))
+        return np.asarray(image.resize((image.width * scale, image.height * scale), Image.NEAREST))
+
+    per_row = 2 if len(pairs) > 1 else 1  # two pairs side by side keeps 8 pairs on one readable page
+    rows = max(1, math.ceil(len(pairs) / per_row))
+    figure = _figure(4.4 * per_row, 2.3 * rows + 0.6)
+    for k, pair in enumerate(pairs):
+        tissue, train_tissue = pair.get("tissue"), pair.get("train_tissue")
+        left = figure.add_subplot(rows, 2 * per_row, 2 * k + 1)
+        left.imshow(big(generated[pair["gen_index"]]), interpolation="nearest")
+        left.set_title(f"generated #{pair['gen_index']}" + (f" {ABBREVIATIONS[tissue]}" if tissue is not None else ""),
+                       fontsize=8)
+        right = figure.add_subplot(rows, 2 * per_row, 2 * k + 2)
+        right.imshow(big(training[pair["train_index"]]), interpolation="nearest")
+        flag = " COPY" if pair.get("is_copy") else ""
+        right.set_title(f"train #{pair['train_index']}"
+                        + (f" {ABBREVIATIONS[train_tissue]}" if train_tissue is not None else "")
+                        + f"\nd={pair['distance']:.3g}{flag}", fontsize=8, color="red" if flag else "black")
+        for ax in (left, right):
+            ax.set_axis_off()
+    if not pairs:
+        figure.text(0.5, 0.5, "no generated images", ha="center")
+    figure.suptitle(title or "Generated images nearest to a training image", fontsize=9)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_sample_grid(generated: np.ndarray, generated_labels: Sequence[int], path: str | Path,
+                     real: np.ndarray | None = None, real_labels: Sequence[int] | None = None,
+                     per_tissue: int = 8, scale: int = 4, title: str = "") -> Path:
+    """One row per tissue: ``per_tissue`` generated images, then as many real ones when given (NEAREST
+    upscaling, so no detail is invented)."""
+    from PIL import Image
+
+    def row_of(images, labels, tissue):
+        picked = np.asarray(images)[np.asarray(labels).reshape(-1) == tissue][:per_tissue]
+        row = np.full((28, 28 * per_tissue, 3), 255, np.uint8)
+        for k, image in enumerate(picked):
+            row[:, 28 * k:28 * (k + 1)] = np.asarray(Image.fromarray(np.asarray(image, np.uint8)).resize((28, 28)))
+        return np.asarray(Image.fromarray(row).resize((row.shape[1] * scale, 28 * scale), Image.NEAREST))
+
+    columns = 1 if real is None else 2
+    figure = _figure(0.5 * per_tissue * columns + 1.6, 0.55 * NUM_TISSUES + 0.7)
+    for tissue in range(NUM_TISSUES):
+        panels = [row_of(generated, generated_labels, tissue)]
+        if real is not None:
+            panels.append(row_of(real, real_labels, tissue))
+        for column, panel in enumerate(panels):
+            ax = figure.add_subplot(NUM_TISSUES, columns, tissue * columns + column + 1)
+            ax.imshow(panel, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if column == 0:
+                ax.set_ylabel(ABBREVIATIONS[tissue], rotation=0, ha="right", va="center", fontsize=8)
+            if tissue == 0:
+                ax.set_title("generated" if column == 0 else "real (held out)", fontsize=9)
+    figure.suptitle(title or "Samples per tissue", fontsize=9)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _save(figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path
+
+
+def plot_realism_curve(rows: Sequence[dict], path: str | Path) -> Path:
+    """C2ST balanced accuracy (overall and worst tissue) and evaluator FID against training steps."""
+    steps = [r["step"] for r in rows]
+    figure = _figure(7.5, 3.6)
+    left = figure.add_subplot(1, 2, 1)
+    left.plot(steps, [r["c2st_balanced_accuracy"] for r in rows], "o-", label="C2ST overall")
+    left.plot(steps, [r["c2st_worst_balanced_accuracy"] for r in rows], "s--", label="C2ST worst tissue")
+    left.axhline(0.70, color="green", lw=0.8, ls=":", label="target overall (0.70)")
+    left.axhline(0.5, color="grey", lw=0.8, label="indistinguishable")
+    left.set_ylim(0.45, 1.02)
+    left.set_xlabel("training steps (total)")
+    left.set_ylabel("balanced accuracy")
+    left.legend(fontsize=7)
+    right = figure.add_subplot(1, 2, 2)
+    right.plot(steps, [r["fid"] / r["fid_real_baseline"] for r in rows], "o-", color="#b7410e")
+    right.axhline(1.5, color="green", lw=0.8, ls=":", label="target (1.5x)")
+    right.set_xlabel("training steps (total)")
+    right.set_ylabel("FID / real-vs-real FID (evaluator)")
+    right.legend(fontsize=7)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    figure.suptitle("Realism against training steps (lower is more realistic)", fontsize=9)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+def jsonable(value):
+    """numpy scalars/arrays -> Python; NaN/inf -> None, so ``json.dumps`` gives strict JSON."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(float(value)) else None
+    return value
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(jsonable(data), indent=2, allow_nan=False))
+
+
+def markdown_table(rows: dict, columns: dict[str, str], index_name: str) -> str:
+    """A markdown table of ``rows`` (name -> dict), ``columns`` mapping keys to headers (pandas + tabulate)."""
+    frame = pd.DataFrame.from_dict(rows, orient="index")[list(columns)].rename(columns=columns)
+    return frame.rename_axis(index_name).to_markdown(floatfmt=".4f")
+
+
+def write_classifier_report(result: dict, out_dir: str | Path | None) -> dict:
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        title = f"Classifier on {result['n']} images (acc {result['accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f})"
+        result["confusion_matrix_png"] = str(plot_confusion_matrix(result["confusion_matrix"],
+                                                                   out_dir / "classifier_confusion.png", title))
+        result["report_json"] = str(out_dir / "classifier_report.json")
+        write_json(out_dir / "classifier_report.json", result)
+        (out_dir / "classifier_report.md").write_text(classifier_markdown(result))
+    return jsonable(result)
+
+
+def classifier_markdown(result: dict) -> str:
+    lo, hi = result["accuracy_ci95"]
+    return "\n".join([
+        f"# Classifier evaluation ({result['n']} images, TTA {'on' if result['tta'] else 'off'})", "",
+        f"- accuracy **{result['accuracy']:.4f}** (95% Wilson CI {lo:.3f}-{hi:.3f})",
+        f"- macro precision {result['macro_precision']:.4f}, recall {result['macro_recall']:.4f}, "
+        f"F1 **{result['macro_f1']:.4f}**, one-vs-rest AUC {jsonable(result['auc_macro'])}", "",
+        markdown_table(result["per_class"], {"precision": "precision", "recall": "recall", "f1": "F1", "auc": "AUC",
+                                             "support": "support"}, "tissue"), ""])
+
+
+def write_generator_report(result: dict, out_dir: str | Path | None, raw: np.ndarray, tissues: np.ndarray,
+                           split) -> dict:
+    """PNGs, ``report.json`` and ``report.md`` of :func:`~pathsynth.evaluation.evaluate_generator`."""
+    result["timings"]["total_s"] = float(sum(result["timings"].values()))
+    if out_dir is None:
+        return jsonable(result)
+    out_dir = Path(out_dir)
+    f1_raw = [result["per_class"][label]["f1_raw"] for label in LABELS]
+    f1_verified = [result["per_class"][label]["f1_verified"] for label in LABELS]
+    result["pngs"] = {k: str(v) for k, v in {
+        "confusion_raw": plot_confusion_matrix(result["confusion_matrix_raw"], out_dir / "confusion_raw.png",
+                                               f"Raw generated images (macro-F1 {result['macro_f1_raw']:.3f})"),
+        "confusion_verified": plot_confusion_matrix(result["confusion_matrix_verified"],
+                                                    out_dir / "confusion_verified.png",
+                                                    f"Verified images (macro-F1 {result['macro_f1_verified']:.3f})"),
+        "f1_bars": plot_f1_comparison(f1_raw, f1_verified, out_dir / "f1_raw_vs_verified.png"),
+        "samples": plot_sample_grid(raw, tissues, out_dir / "samples_generated_vs_real.png", split.heldout_images,
+                                    split.heldout_labels,
+                                    title="Raw generated (left, first 8 seeds per tissue) vs held-out real (right)"),
+        "near_copies": plot_near_copy_pairs(raw, split.train_images, result["nearest_pairs"],
+                                            out_dir / "nearest_training_pairs.png",
+                                            title="Generated images nearest to a training image (evaluator "
+                                                  f"features; near copy if d <= {result['near_copy_threshold']:.3g})"),
+    }.items()}
+    result["report_json"], result["report_md"] = str(out_dir / "report.json"), str(out_dir / "report.md")
+    write_json(out_dir / "report.json", result)
+    (out_dir / "report.md").write_text(generator_markdown(result))
+    return jsonable(result)
+
+
+def generator_markdown(r: dict) -> str:
+    """A readable markdown report of an ``evaluate_generator`` result."""
+    summary = {
+        "C2ST balanced accuracy (0.5 = indistinguishable)": (r["c2st_balanced_accuracy"], f"AUC {r['c2st_auc']:.3f}"),
+        "FID, evaluator features, raw": (r["fid"], f"real-vs-real {r['fid_real_baseline']:.3f} "
+                                                   f"(ratio {r['fid_ratio']:.2f})"),
+        "FID, evaluator features, verified": (r["fid_verified"], f"n = {r['fid_n_query']} vs {r['fid_n_reference']}"),
+        "KID, raw": (r["kid"], f"± {r['kid_std']:.4f}; real-vs-real {r['kid_real_baseline']:.4f}"),
+        "precision / recall, raw": (r["precision"], f"recall {r['recall']:.3f}; real-vs-real "
+                                                    f"{r['precision_real_baseline']:.3f} / {r['recall_real_baseline']:.3f}"),
+        "macro-F1, raw (paper protocol)": (r["macro_f1_raw"], "paper 0.6727"),
+        "macro-F1, verified": (r["macro_f1_verified"], "graded by the verifier's own classifier"),
+        "first-try acceptance": (r["first_try_acceptance"], f"mean attempts {r['mean_attempts']:.2f}"),
+        "near-copy rate (evaluator features)": (r["near_copy_rate"], f"pixels {r['near_copy_rate_pixel']:.2%}"),
+        "CAS accuracy (trained on verified)": (r["cas_accuracy"], f"trained on real {r['real_trained_accuracy']:.4f}"),
+    }
+    rows = {name: {"value": value, "reference": ref} for name, (value, ref) in summary.items()}
+    columns = {"abbreviation": "", "c2st_balanced_accuracy": "C2ST bal. acc.", "f1_raw": "F1 raw",
+               "f1_verified": "F1 verified", "first_try_acceptance": "first try", "mean_attempts": "attempts",
+               "near_copies": "near copies", "cas_recall": "CAS recall", "real_trained_recall": "real recall"}
+    lines = [f"# Generator evaluation ({r['generator']})", "",
+             f"{r['per_class_requested']} images per tissue ({r['n_generated']} in all), seed {r['seed']}; "
+             f"{r['n_train']} training and {r['n_heldout']} held-out real images.", "", "## Summary", "",
+             markdown_table(rows, {"value": "value", "reference": "reference"}, "measure"), "", "## Per tissue", "",
+             markdown_table(r["per_class"], columns, "tissue"), "", "## Protocol", ""]
+    lines += [f"- **{k}**: {v}" for k, v in r["protocol"].items()]
+    lines += ["", "## Timings (s)", ""] + [f"- {k}: {v:.1f}" for k, v in r["timings"].items()]
+    lines += ["", "## Figures", ""] + [f"![{k}]({Path(v).name})" for k, v in r.get("pngs", {}).items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,45 @@
+"""What every generator backend shares: input checks, one seeded ``torch.Generator`` per image, batching,
+resizing to the tile size and uint8 conversion. A backend implements only :meth:`Generator._render`."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..images import resize_tensor, tensor_to_uint8
+from ..tissues import tissue_index
+
+MAX_SEED = 2**31 - 1  # seeds people type, derive and store (torch.Generator takes any of them)
+OUTPUT_SIZE = 28  # what the classifier, verify loop and app expect
+
+
+class Generator:
+    """A generator backend: ``generate(tissues, seeds)`` -> uint8 ``(N, 28, 28, 3)``.
+
+    Image *i* depends only on ``tissues[i]`` and ``seeds[i]`` (its own CPU ``torch.Generator``, so the
+    starting noise is the same on any device and in any batch), which makes any image reproducible alone.
+    """
+
+    name = ""
+    batch_size = 64  # images per rendering call: one huge batch runs slower on a CPU
+
+    def _render(self, tissues: list[int], generators: list[torch.Generator], **options) -> torch.Tensor:
+        """Float ``(n, 3, R, R)`` images in [0, 1] for one batch (a backend's only job)."""
+        raise NotImplementedError
+
+    def render(self, tissues: Sequence[int | str], seeds: Sequence[int], **options) -> torch.Tensor:
+        """Full-resolution samples as float ``(N, 3, R, R)`` in [0, 1] on the CPU."""
+        if len(tissues) != len(seeds):
+            raise ValueError("one seed per image is required")
+        tissues = [tissue_index(t) for t in tissues]
+        chunks = []
+        for start in range(0, len(tissues), self.batch_size):
+            generators = [torch.Generator().manual_seed(int(s)) for s in seeds[start:start + self.batch_size]]
+            chunks.append(self._render(tissues[start:start + self.batch_size], generators, **options).float().cpu())
+        return torch.cat(chunks) if chunks else torch.zeros(0, 3, OUTPUT_SIZE, OUTPUT_SIZE)
+
+    def generate(self, tissues: Sequence[int | str], seeds: Sequence[int], **options) -> np.ndarray:
+        """uint8 ``(N, 28, 28, 3)`` tiles: :meth:`render`, then an antialiased resize when larger."""
+        return tensor_to_uint8(resize_tensor(self.render(tissues, seeds, **options), OUTPUT_SIZE))

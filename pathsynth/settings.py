@@ -1,0 +1,101 @@
+"""Every ``PATHSYNTH_*`` environment variable, read in one place, once: ``Settings.from_env()``.
+
+The app and the CLI build one ``Settings`` at start and pass it (or what it names) down; library functions
+take explicit arguments and fall back to ``Settings.from_env()`` only when called with none.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+ASSETS_DIR = PACKAGE_DIR.parent / "assets"
+DEFAULT_CLASSIFIER_DIR = ASSETS_DIR / "models" / "classifier"
+DEFAULT_GENERATOR_DIR = ASSETS_DIR / "models" / "generator"
+DEFAULT_SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+PASSWORD_ENV = "PATHSYNTH_INSTRUCTOR_PASSWORD"
+INSTRUCTORS_ENV = "PATHSYNTH_INSTRUCTORS"
+DATA_ENV = "PATHSYNTH_DATA"
+
+
+@dataclass(frozen=True)
+class InstructorConfig:
+    """Who may write galleries: a password (local) and/or Hugging Face usernames (on Spaces)."""
+
+    password: str  # "" = no password login
+    on_spaces: bool
+    usernames: frozenset[str]  # Hugging Face accounts allowed on Spaces
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.password) or (self.on_spaces and bool(self.usernames))
+
+    @property
+    def disabled_message(self) -> str:
+        if self.on_spaces:
+            return (f"Instructor features are disabled: set the Space secret {PASSWORD_ENV} or list instructor "
+                    f"Hugging Face usernames in {INSTRUCTORS_ENV}.")
+        return f"Instructor features are disabled: start the app with the environment variable {PASSWORD_ENV} set."
+
+
+@dataclass(frozen=True)
+class StableDiffusionSettings:
+    """The sd-lora backend: base model, LoRA (``"none"`` = base model only) and sampling options."""
+
+    model: str = DEFAULT_SD_MODEL
+    lora: str = ""
+    steps: int | None = None
+    guidance: float | None = None
+    resolution: int | None = None
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    backend: str = "embedded"
+    classifier_dir: Path = DEFAULT_CLASSIFIER_DIR
+    generator_dir: Path = DEFAULT_GENERATOR_DIR
+    home: Path = field(default_factory=lambda: Path.home() / ".pathsynth")
+    database_url: str | None = None  # None: SQLite under ``home``
+    data: str | None = None  # a local npz in medmnist layout
+    medmnist_root: Path = field(default_factory=lambda: Path.home() / ".medmnist")
+    instructors: InstructorConfig = InstructorConfig("", False, frozenset())
+    sd: StableDiffusionSettings = StableDiffusionSettings()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Settings from ``environ`` (default: the process environment); bad numbers raise ``ValueError``."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        usernames = frozenset(u.strip().lower() for u in (get(INSTRUCTORS_ENV) or "").split(",") if u.strip())
+        return cls(
+            backend=(get("PATHSYNTH_BACKEND") or "embedded").lower(),
+            classifier_dir=Path(get("PATHSYNTH_CLASSIFIER") or DEFAULT_CLASSIFIER_DIR),
+            generator_dir=Path(get("PATHSYNTH_GENERATOR") or DEFAULT_GENERATOR_DIR),
+            home=Path(get("PATHSYNTH_HOME") or Path.home() / ".pathsynth").expanduser(),
+            database_url=get("PATHSYNTH_DATABASE_URL"),
+            data=get(DATA_ENV),
+            medmnist_root=Path(get("PATHSYNTH_MEDMNIST_ROOT") or Path.home() / ".medmnist").expanduser(),
+            instructors=InstructorConfig(env.get(PASSWORD_ENV, ""), bool(env.get("SPACE_ID")), usernames),
+            sd=StableDiffusionSettings(
+                model=get("PATHSYNTH_SD_MODEL") or DEFAULT_SD_MODEL, lora=get("PATHSYNTH_LORA") or "",
+                steps=_number(get, "PATHSYNTH_SD_STEPS", int), guidance=_number(get, "PATHSYNTH_SD_GUIDANCE", float),
+                resolution=_number(get, "PATHSYNTH_SD_RESOLUTION", int), device=get("PATHSYNTH_SD_DEVICE")),
+        )
+
+
+def _number(get, name: str, kind):
+    value = get(name)
+    if value is None:
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {value!r}") from None

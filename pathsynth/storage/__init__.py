@@ -1,0 +1,14 @@
+"""Persistence for PathSynth: SQLAlchemy models, the engine factory and the Alembic migrations shipped here.
+
+``open_database(url)`` returns a ``Database`` upgraded to the head revision. The URL is a SQLite file by
+default (``sqlite:////home/.../galleries.sqlite3``) or PostgreSQL for a deployment with several replicas
+(``postgresql+psycopg://user:password@host/db``). Domain rules (validation, what a gallery is) stay in the
+modules that use this package, e.g. ``pathsynth.gallery``.
+"""
+
+from .database import (BASELINE_REVISION, Database, StorageError, alembic_config, normalise_url, open_database,
+                       remove_legacy_images, sqlite_url, upgrade)
+from .models import Base, GalleryRow, ItemRow
+
+__all__ = ["BASELINE_REVISION", "Base", "Database", "GalleryRow", "ItemRow", "StorageError", "alembic_config",
+           "normalise_url", "open_database", "remove_legacy_images", "sqlite_url", "upgrade"]

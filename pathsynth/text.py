@@ -1,0 +1,40 @@
+"""Cleaning text that people type: one pattern for control and bidi-override characters, used everywhere."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# C0/C1 controls, zero-width and bidi-override characters, byte-order mark: never meaningful in a description,
+# name or caption, and some of them reorder or hide text when shown.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def one_line(text: str, form: str = "NFC") -> str:
+    """``text`` normalised to Unicode ``form``, control characters dropped and whitespace collapsed."""
+    return " ".join(CONTROL_CHARACTERS.sub(" ", unicodedata.normalize(form, text)).split())
+
+
+def clean_text(value, *, field: str, max_chars: int, allow_empty: bool = True) -> str:
+    """``value`` as one tidy line of text; ``ValueError`` naming ``field`` for non-text, over-long or
+    (when not allowed) empty input."""
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise ValueError(f"{field} must be text, got {type(value).__name__}")
+    text = one_line(value)
+    if len(text) > max_chars:
+        raise ValueError(f"{field} is too long ({len(text)} characters; at most {max_chars})")
+    if not text and not allow_empty:
+        raise ValueError(f"{field} is empty")
+    return text
+
+
+def clip_text(value, max_chars: int) -> str:
+    """Any value as one line of at most ``max_chars`` characters (NFKC: full-width letters become ASCII); never
+    raises, for inputs that are matched rather than stored."""
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else str(value)
+    text = text[: max_chars * 4].encode("utf-8", "replace").decode("utf-8")  # bound the work first
+    return one_line(text, "NFKC")[:max_chars]
