@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 
-class UsageError(Exception):
-    """Bad input from the user: reported as one line, exit code 2."""
+from .errors import BadInputError as UsageError  # bad input from the user: one line, exit code 2
 
 
 def _tissue_or_text(text: str) -> int:

@@ -6,7 +6,6 @@ float ``(N, 3, H, W)`` in [0, 1].
 
 from __future__ import annotations
 
-import base64
 import io
 
 import numpy as np
@@ -71,18 +70,6 @@ def decode_png(data: bytes) -> np.ndarray:
             return to_rgb_uint8(image)
     except Exception as error:
         raise ValueError(f"not a valid image ({type(error).__name__})") from None
-
-
-def png_base64(image) -> str:
-    return base64.b64encode(encode_png(image)).decode("ascii")
-
-
-def from_png_base64(text: str) -> np.ndarray:
-    try:
-        data = base64.b64decode(text, validate=True)
-    except Exception as error:
-        raise ValueError(f"not base64 PNG text ({type(error).__name__})") from None
-    return decode_png(data)
 
 
 def scale(image, factor: int) -> np.ndarray:

@@ -319,6 +319,7 @@ def tissue_from_text(text, resolver) -> tuple[int | None, Resolution | None]:
     except UnknownTissueError:
         if not isinstance(text, str):
             raise
-    resolver = resolver if hasattr(resolver, "resolve") else resolver()
+    if isinstance(resolver, type) or not hasattr(resolver, "resolve"):
+        resolver = resolver()  # a class or factory: build the resolver now that free text needs it
     resolution = resolver.resolve(text)
     return resolution.tissue, resolution

@@ -1,45 +1,58 @@
-"""Sampler settings vs speed and quality of the shipped embedded generator (how DEFAULT_STEPS was chosen).
+"""Sampler settings vs speed, agreement and realism of an embedded generator (how the defaults were chosen).
 
-    python scripts/sweep_sampler.py [PER_TISSUE] [STEPS:GUIDANCE ...]
-    python scripts/sweep_sampler.py 40 20:2 15:2 15:3 15:4 12:3
+    python scripts/sweep_sampler.py [--model DIR] [--per_tissue N] STEPS:GUIDANCE[:LO:HI] ...
+    python scripts/sweep_sampler.py 15:2 25:2 15:1.5 15:3:0.1:0.7
 
-For each setting: ms per image (batches of 64), macro-F1 of the raw images judged by the shipped classifier,
-and the share the verify loop would accept on the first try (per tissue too). Seeds are fixed, so settings
-compare on the same starting noise.
+LO:HI is the guidance interval (guide only while t/T lies in it; default 0:1). For each setting: ms per image
+(batches of 64), macro-F1 of the raw images judged by the shipped classifier, and the C2ST and evaluator FID of
+:func:`pathsynth.evaluation.realism_point`. Selection must not touch the held-out fold that the reports use, so
+here the discriminator trains on one half of the *training* fold and is tested on the other half.
 """
 
-import sys
+import argparse
 import time
 
 import numpy as np
 from sklearn.metrics import f1_score
-from tqdm.auto import tqdm
+from sklearn.model_selection import train_test_split
 
-from pathsynth.verify import default_verifier
+from pathsynth.classifier import load_classifier
+from pathsynth.evaluation import RealSplit, load_evaluator, realism_point
+from pathsynth.evaluation.protocol import generate_raw, real_split
+from pathsynth.generators.embedded import EmbeddedGenerator, PathSynthPipeline
+from pathsynth.tissues import NUM_TISSUES
+
+
+def selection_split() -> RealSplit:
+    """Halves of the training fold: the held-out fold stays for the final figures only."""
+    split = real_split()
+    a, b = train_test_split(np.arange(len(split.train_labels)), test_size=0.5, stratify=split.train_labels,
+                            random_state=1)
+    return RealSplit(split.train_images[a], split.train_labels[a], split.train_images[b], split.train_labels[b])
 
 
 def main() -> None:
-    per_tissue = int(sys.argv[1]) if len(sys.argv) > 1 else 40
-    settings = [tuple(map(float, s.split(":"))) for s in sys.argv[2:]] or [(20, 2.0), (15, 2.0), (15, 3.0)]
-    verifier = default_verifier()
-    generator = verifier.generator
-    tissues = np.repeat(np.arange(9), per_tissue)
-    generator.generate([0] * 8, list(range(8)))  # warm-up
-    for steps, guidance in settings:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("settings", nargs="+")
+    parser.add_argument("--model", default="assets/models/generator")
+    parser.add_argument("--per_tissue", type=int, default=40)
+    args = parser.parse_args()
+    classifier, evaluator, split = load_classifier(), load_evaluator(), selection_split()
+    generator = EmbeddedGenerator(PathSynthPipeline.from_pretrained(args.model))
+    tissues = np.repeat(np.arange(NUM_TISSUES), args.per_tissue)
+    for setting in args.settings:
+        steps, guidance, lo, hi = (list(map(float, setting.split(":"))) + [0.0, 1.0])[:4]
         generator.num_inference_steps, generator.guidance_scale = int(steps), guidance
-        started, chunks = time.perf_counter(), []
-        for s in tqdm(range(0, len(tissues), 64), desc=f"{int(steps)} steps, guidance {guidance:g}", leave=False):
-            batch = tissues[s:s + 64]
-            chunks.append(generator.generate(batch.tolist(), [10_000 + s + i for i in range(len(batch))]))
-        ms_per_image = 1000 * (time.perf_counter() - started) / len(tissues)
-        probabilities, realism, accepted = verifier.judge(np.concatenate(chunks), tissues)
-        predicted = probabilities.argmax(1)
-        per_tissue_accept = [accepted[tissues == t].mean() for t in range(9)]
-        print(f"steps {int(steps)} guidance {guidance:g}: {ms_per_image:.0f} ms/img, "
-              f"macro-F1 {f1_score(tissues, predicted, average='macro'):.3f}, first-try acceptance "
-              f"{accepted.mean():.3f} (realism rejects {(realism < verifier.realism_threshold).mean():.3f}); "
-              f"F1 per tissue {np.round(f1_score(tissues, predicted, average=None), 2).tolist()}, "
-              f"acceptance per tissue {np.round(per_tissue_accept, 2).tolist()}", flush=True)
+        generator.guidance_interval = (lo, hi)
+        started = time.perf_counter()
+        raw = generate_raw(generator, tissues, range(10_000, 10_000 + len(tissues)), progress=False)
+        ms = 1000 * (time.perf_counter() - started) / len(tissues)
+        f1 = f1_score(tissues, classifier.predict(raw), average="macro")
+        point = realism_point(generator, evaluator, split, args.per_tissue, c2st_epochs=15, seed=1)
+        print(f"{setting}: {ms:.0f} ms/img, macro-F1 {f1:.3f}, C2ST {point['c2st_balanced_accuracy']:.3f} "
+              f"(worst {point['c2st_worst_tissue']} {point['c2st_worst_balanced_accuracy']:.3f}), "
+              f"FID {point['fid']:.2f} / real {point['fid_real_baseline']:.2f}, "
+              f"P/R {point['precision']:.2f}/{point['recall']:.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pathsynth.tissues import DISPLAY_NAMES, NUM_TISSUES
+from pathsynth.tissues import DISPLAY_NAMES
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,6 @@ Most are deliberately *not* catalogue phrases, so they exercise the sentence enc
 """
 
 import os
-import time
 import warnings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

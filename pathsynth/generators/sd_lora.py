@@ -13,14 +13,13 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
 import torch
 
 from ..settings import DEFAULT_SD_MODEL, Settings, StableDiffusionSettings
 from ..tissues import get_tissue
-from .base import OUTPUT_SIZE, Generator
+from .base import OUTPUT_SIZE, Generator  # noqa: F401  (OUTPUT_SIZE: re-exported, it was defined here)
+
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # what StableDiffusionPipeline.save_lora_weights writes
 TRAINING_SUMMARY_NAME = "training_summary.json"  # written next to the LoRA by train/sd_lora.py
 DEFAULT_RESOLUTION = 224  # the paper trains and samples at 224 px
