@@ -242,7 +242,7 @@ def run_benchmark(verifier, classifier=None, repeats: int = 20, sd_steps_timed: 
     """
     import torch
 
-    from .evaluate import _jsonable
+    from .evaluation.report import jsonable
 
     classifier = classifier if classifier is not None else verifier.classifier
     generator = verifier.generator
@@ -283,7 +283,7 @@ def run_benchmark(verifier, classifier=None, repeats: int = 20, sd_steps_timed: 
         f"~{result['sd15_image_s_extrapolated']:.1f} s per image (lower bound) -> PathSynth is "
         f"{result['speedup_vs_sd15']:.0f}x faster per verified image on this machine"
     )
-    result = _jsonable(result)
+    result = jsonable(result)
     return write_reports(result, out_dir) if out_dir is not None else result
 
 

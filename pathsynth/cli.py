@@ -149,7 +149,7 @@ def _load_eval_data(args):
 def cmd_evaluate_classifier(args) -> dict:
     from .classifier import load_classifier
     from .data import BUNDLED_SAMPLE, train_val_split
-    from .evaluate import evaluate_classifier
+    from .evaluation import evaluate_classifier
 
     if args.data is None:  # default: the held-out fold of the bundled sample (never trained on)
         from .data import load_npz
@@ -169,25 +169,36 @@ def cmd_evaluate_classifier(args) -> dict:
 
 
 def cmd_evaluate_generator(args) -> dict:
-    from .data import load_bundled_sample, train_val_split
-    from .evaluate import evaluate_generator
+    from .evaluation import evaluate_generator, load_evaluator
+    from .evaluation.protocol import real_split
     from .verify import Verifier, default_verifier
 
     shipped = default_verifier(args.backend, args.settings)
-    images, labels = load_bundled_sample()
-    train_idx, val_idx = train_val_split(labels)
+    split = real_split()
     # The realism reference is the training fold only, so held-out images stay unseen by every part of the loop.
-    verifier = Verifier(shipped.generator, shipped.classifier, images[train_idx], labels[train_idx],
+    verifier = Verifier(shipped.generator, shipped.classifier, split.train_images, split.train_labels,
                         threshold=shipped.threshold, realism_threshold=shipped.realism_threshold,
                         max_attempts=shipped.max_attempts)
-    result = evaluate_generator(verifier, verifier.classifier, images[train_idx], labels[train_idx],
-                                images[val_idx], labels[val_idx], per_class=args.per_class, out_dir=args.out,
-                                seed=args.seed, cas_epochs=args.cas_epochs, cas_model=args.cas_model)
-    human = (f"macro-F1 raw {result['macro_f1_raw']:.4f}, verified {result['macro_f1_verified']:.4f}; "
-             f"FID {result['fid']:.3f} (real baseline {result['fid_real_baseline']:.3f}); "
-             f"near-copies {result['near_copy_rate']:.2%}; CAS {result['cas_accuracy']:.4f}; "
-             f"first-try acceptance {result['first_try_acceptance']:.2%}")
+    result = evaluate_generator(verifier, split, load_evaluator(args.evaluator), per_class=args.per_class,
+                                out_dir=args.out, seed=args.seed, cas_epochs=args.cas_epochs, cas_model=args.cas_model,
+                                c2st_epochs=args.c2st_epochs)
+    human = (f"C2ST {result['c2st_balanced_accuracy']:.3f} (AUC {result['c2st_auc']:.3f}); "
+             f"FID {result['fid']:.2f} vs real {result['fid_real_baseline']:.2f}; precision/recall "
+             f"{result['precision']:.2f}/{result['recall']:.2f}; macro-F1 raw {result['macro_f1_raw']:.4f}, "
+             f"verified {result['macro_f1_verified']:.4f}; first-try acceptance {result['first_try_acceptance']:.2%}; "
+             f"near copies {result['near_copy_rate']:.2%}; CAS {result['cas_accuracy']:.4f}")
     return result, human
+
+
+def cmd_evaluate_curve(args) -> dict:
+    from .evaluation import load_evaluator
+    from .evaluation.protocol import real_split, realism_curve
+
+    rows = realism_curve(args.run_dir, load_evaluator(args.evaluator), real_split(), step_offset=args.step_offset,
+                         per_class=args.per_class)
+    human = "\n".join(f"step {r['step']}: C2ST {r['c2st_balanced_accuracy']:.3f}, FID {r['fid']:.2f} "
+                      f"(real {r['fid_real_baseline']:.2f})" for r in sorted(rows, key=lambda r: r["step"]))
+    return {"points": rows, "png": str(Path(args.run_dir) / "realism.png")}, human
 
 
 def cmd_bench(args) -> dict:
@@ -251,7 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cas-epochs", type=_positive, default=30, help="epochs of the classifier trained on generated images")
     p.add_argument("--cas-model", default="small", choices=["small", "resnet18"])
+    p.add_argument("--c2st-epochs", type=_positive, default=30, help="epochs of the real-vs-generated discriminator")
+    p.add_argument("--evaluator", default=None, help="evaluator network directory (default: assets/models/evaluator)")
     p.add_argument("--backend", default=None)
+    p = add("curve", cmd_evaluate_curve, "realism (C2ST, evaluator FID) of every snapshot of a training run", esub)
+    p.add_argument("run_dir", help="a train/generator.py --out_dir holding snapshots/step_*")
+    p.add_argument("--per-class", type=_positive, default=40)
+    p.add_argument("--step-offset", type=int, default=0, help="steps before the run (snapshots without total_step)")
+    p.add_argument("--evaluator", default=None)
 
     p = add("bench", cmd_bench, "latency and throughput, side by side with Stable Diffusion v1.5's cost")
     p.add_argument("--repeats", type=_positive, default=20)

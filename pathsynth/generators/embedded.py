@@ -21,6 +21,7 @@ from .base import Generator
 
 NULL_CLASS = NUM_TISSUES  # the "no tissue given" condition, trained by condition dropout
 DEFAULT_GUIDANCE = 2.0
+DEFAULT_INTERVAL = (0.0, 1.0)  # guidance at every noise level
 DEFAULT_STEPS = 15  # DPM-Solver++; as good as 20 on the shipped model (macro-F1 0.83 vs 0.82), 30 % faster
 
 
@@ -155,11 +156,12 @@ class EmbeddedGenerator(Generator):
     name = "embedded"
 
     def __init__(self, pipeline: PathSynthPipeline, guidance_scale: float = DEFAULT_GUIDANCE,
-                 num_inference_steps: int = DEFAULT_STEPS):
+                 num_inference_steps: int = DEFAULT_STEPS, guidance_interval: tuple[float, float] = DEFAULT_INTERVAL):
         self.pipeline = pipeline
         self.pipeline.set_progress_bar_config(disable=True)
         self.guidance_scale = guidance_scale
         self.num_inference_steps = num_inference_steps
+        self.guidance_interval = tuple(guidance_interval)
         self._owner = threading.get_ident()
         self._local = threading.local()
 
@@ -179,6 +181,6 @@ class EmbeddedGenerator(Generator):
             tissues, num_images_per_prompt=1,
             guidance_scale=self.guidance_scale if guidance_scale is None else guidance_scale,
             num_inference_steps=self.num_inference_steps if num_inference_steps is None else num_inference_steps,
-            generator=generators, output_type="np",
+            generator=generators, output_type="np", guidance_interval=self.guidance_interval,
         ).images
         return torch.from_numpy(images).permute(0, 3, 1, 2)
