@@ -30,8 +30,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
-import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,10 +41,10 @@ from sqlalchemy.exc import IntegrityError
 
 from . import storage
 from .storage import GalleryRow, ItemRow
+from .images import MAX_SEED, SOURCES
+from .text import clean_text
 from .tissues import tissue_index
 
-HOME_ENV = "PATHSYNTH_HOME"
-DATABASE_URL_ENV = "PATHSYNTH_DATABASE_URL"
 DB_NAME = "galleries.sqlite3"
 IMAGES_DIR = "images"  # where the PNGs lived before they moved into the database (removed on open)
 MAX_NAME_CHARS = 100
@@ -56,12 +54,9 @@ MAX_CREATOR_CHARS = 100
 MAX_META_CHARS = 20_000
 MAX_ITEMS_PER_GALLERY = 500
 MAX_IMAGE_SIDE = 1024
-MAX_SEED = 2**63 - 1  # SQLite INTEGER, PostgreSQL BIGINT
-SOURCES = ("generated", "real", "uploaded")
 
 # C0/C1 controls (newline and tab allowed only in multi-line fields), bidi overrides that can disguise text,
 # lone surrogates (not encodable), BOM.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
 
 
 class GalleryNotFoundError(ValueError):
@@ -118,24 +113,6 @@ class Gallery:
 
 
 # ------------------------------------------------------------------------------------------ validation
-
-def clean_text(value, *, field: str, max_chars: int, multiline: bool = False, allow_empty: bool = True) -> str:
-    """``value`` NFC-normalised, control characters removed, stripped; ``ValueError`` if not valid."""
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        raise ValueError(f"{field} must be text, got {type(value).__name__}")
-    text = _CONTROL.sub("", value)
-    if not multiline:
-        text = text.replace("\n", " ").replace("\t", " ")
-    # NFC after removing controls (a removed control can sit between a letter and its accent): idempotent
-    text = unicodedata.normalize("NFC", text).strip()
-    if not text and not allow_empty:
-        raise ValueError(f"{field} must not be empty")
-    if len(text) > max_chars:
-        raise ValueError(f"{field} is too long ({len(text)} characters; at most {max_chars})")
-    return text
-
 
 def clean_name(name) -> str:
     return clean_text(name, field="Gallery name", max_chars=MAX_NAME_CHARS, allow_empty=False)
@@ -224,7 +201,9 @@ def _now() -> str:
 
 
 def default_home() -> Path:
-    return Path(os.environ.get(HOME_ENV) or Path.home() / ".pathsynth").expanduser()
+    from .settings import Settings
+
+    return Settings.from_env().home
 
 
 # ------------------------------------------------------------------------------------------------ store
@@ -232,14 +211,18 @@ def default_home() -> Path:
 class GalleryStore:
     """Durable instructor galleries; see the module docstring. Thread-safe, multi-process and multi-replica safe.
 
-    ``database_url`` None: ``$PATHSYNTH_DATABASE_URL`` if set, else the SQLite file ``home/galleries.sqlite3``."""
+    ``database_url`` None: the SQLite file ``home/galleries.sqlite3``. With neither argument, both come from
+    :class:`~pathsynth.settings.Settings` (``PATHSYNTH_HOME``, ``PATHSYNTH_DATABASE_URL``)."""
 
     def __init__(self, home: str | os.PathLike | None = None, database_url: str | None = None):
         self.home = Path(home).expanduser() if home is not None else default_home()
         self.home.mkdir(parents=True, exist_ok=True)
         self.db_path = self.home / DB_NAME
         self.images_dir = self.home / IMAGES_DIR
-        database_url = database_url or os.environ.get(DATABASE_URL_ENV) or None
+        if database_url is None and home is None:  # nothing given: both from the environment's settings
+            from .settings import Settings
+
+            database_url = Settings.from_env().database_url
         # Only the home's own SQLite file owns home/images: a PostgreSQL store never reads or deletes it.
         legacy_images = self.images_dir if database_url is None else None
         self.database = storage.open_database(database_url or storage.sqlite_url(self.db_path), legacy_images)

@@ -10,6 +10,7 @@ import io
 
 import numpy as np
 
+MAX_SEED = 2**31 - 1  # seeds people type, derive and store (torch.Generator takes any of them)
 SOURCES = ("generated", "real", "uploaded")  # where an image came from (quiz questions, gallery items)
 DISPLAY_SIZE = 336  # 28 px x 12: crisp pixel blocks with NEAREST
 

@@ -7,7 +7,7 @@ import unicodedata
 
 # C0/C1 controls, zero-width and bidi-override characters, byte-order mark: never meaningful in a description,
 # name or caption, and some of them reorder or hide text when shown.
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
 
 
 def one_line(text: str, form: str = "NFC") -> str:
@@ -15,18 +15,18 @@ def one_line(text: str, form: str = "NFC") -> str:
     return " ".join(CONTROL_CHARACTERS.sub(" ", unicodedata.normalize(form, text)).split())
 
 
-def clean_text(value, *, field: str, max_chars: int, allow_empty: bool = True) -> str:
-    """``value`` as one tidy line of text; ``ValueError`` naming ``field`` for non-text, over-long or
-    (when not allowed) empty input."""
+def clean_text(value, *, field: str, max_chars: int, allow_empty: bool = True, multiline: bool = False) -> str:
+    """``value`` as one tidy line of text (``multiline``: tidy lines, line breaks kept, for captions and
+    descriptions); ``ValueError`` naming ``field`` for non-text, over-long or (when not allowed) empty input."""
     if value is None:
         value = ""
     if not isinstance(value, str):
         raise ValueError(f"{field} must be text, got {type(value).__name__}")
-    text = one_line(value)
+    text = "\n".join(one_line(line) for line in value.split("\n")).strip() if multiline else one_line(value)
     if len(text) > max_chars:
         raise ValueError(f"{field} is too long ({len(text)} characters; at most {max_chars})")
     if not text and not allow_empty:
-        raise ValueError(f"{field} is empty")
+        raise ValueError(f"{field} must not be empty")
     return text
 
 

@@ -74,7 +74,7 @@ def test_storage_settings(tmp_path):
 
 def test_default_home_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("PATHSYNTH_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv(G.DATABASE_URL_ENV, raising=False)
+    monkeypatch.delenv("PATHSYNTH_DATABASE_URL", raising=False)
     with GalleryStore() as s:
         assert s.home == tmp_path / "home" and (tmp_path / "home" / "galleries.sqlite3").is_file()
 
@@ -82,8 +82,9 @@ def test_default_home_from_environment(tmp_path, monkeypatch):
 def test_database_url_from_environment(tmp_path, monkeypatch, storage_url):
     if storage_url is None:
         storage_url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
-    monkeypatch.setenv(G.DATABASE_URL_ENV, storage_url)
-    with GalleryStore(tmp_path / "home") as s:
+    monkeypatch.setenv("PATHSYNTH_DATABASE_URL", storage_url)
+    monkeypatch.setenv("PATHSYNTH_HOME", str(tmp_path / "home"))
+    with GalleryStore() as s:
         s.create_gallery("Shared", items=items(1))
     with GalleryStore(tmp_path / "other-home", database_url=storage_url) as s:  # the same database
         assert [g.name for g in s.list_galleries()] == ["Shared"]
@@ -168,7 +169,7 @@ def test_text_is_cleaned_and_unicode_kept(store):
                                       items=[GalleryItemInput(tile(0), "Caption\twith tab\x1b[31m", tissue="TUM")])
     g = store.get_gallery(gallery_id)
     assert g.name == "Gewebe — 組織 🧫" and g.description == "line 1\nline 2"
-    assert g.items[0].caption == "Caption\twith tab[31m" and g.items[0].tissue == 8
+    assert g.items[0].caption == "Caption with tab [31m" and g.items[0].tissue == 8
     with pytest.raises(ValueError, match="Caption is too long"):
         store.update_caption(g.items[0].id, "x" * 501)
 

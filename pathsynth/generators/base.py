@@ -8,10 +8,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..images import resize_tensor, tensor_to_uint8
+from ..images import MAX_SEED, resize_tensor, tensor_to_uint8
 from ..tissues import tissue_index
 
-MAX_SEED = 2**31 - 1  # seeds people type, derive and store (torch.Generator takes any of them)
 OUTPUT_SIZE = 28  # what the classifier, verify loop and app expect
 
 
