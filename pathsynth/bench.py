@@ -194,6 +194,25 @@ def time_verified(verifier, repeats: int, rng: np.random.Generator, seed: int, p
             "verified_mean_s": float(np.mean(latencies)), "verified_mean_attempts": float(np.mean(attempts))}
 
 
+def compare_verified(verifier, baseline, repeats: int, seed: int = 0, progress: bool = True) -> dict:
+    """One verified image from ``verifier`` and from ``baseline`` (e.g. the previous generator), interleaved on the
+    same tissues and seeds, so a machine whose speed drifts during the run slows both alike."""
+    rng = np.random.default_rng(seed)
+    verifier.generate([0], seed=seed), baseline.generate([0], seed=seed)  # warm-up
+    latencies = {"new": [], "baseline": []}
+    for r in tqdm(range(repeats), desc="verified latency, new vs baseline", unit="pair", disable=not progress):
+        tissue = int(rng.integers(NUM_TISSUES))
+        for name, candidate in (("new", verifier), ("baseline", baseline)):
+            start = time.perf_counter()
+            candidate.generate([tissue], seed=seed + 1 + r)
+            latencies[name].append(time.perf_counter() - start)
+    p50 = {name: float(np.percentile(values, 50)) for name, values in latencies.items()}
+    return {"compare_verified_p50_s": p50["new"], "baseline_verified_p50_s": p50["baseline"],
+            "compare_verified_mean_s": float(np.mean(latencies["new"])),
+            "baseline_verified_mean_s": float(np.mean(latencies["baseline"])),
+            "verified_p50_ratio_vs_baseline": p50["new"] / p50["baseline"], "compare_repeats": repeats}
+
+
 def time_throughput(verifier, classifier, batch_repeats: int, classifier_batch: int, repeats: int, seed: int) -> dict:
     """Nine verified images in one call, the raw generator, and the classifier with and without TTA."""
     generator, all_tissues = verifier.generator, list(TISSUE_INDICES)
@@ -316,6 +335,11 @@ def bench_markdown(result: dict) -> str:
         f"| speed-up per verified image vs SD v1.5 | {fmt(r['speedup_vs_sd15'], 'x')} |", "",
         r["sd15_note"], "",
     ]
+    if r.get("baseline_generator"):
+        lines += [f"Side by side with `{r['baseline_generator']}` ({r['compare_repeats']} interleaved pairs): one "
+                  f"verified image p50 {fmt(r['compare_verified_p50_s'], ' s')} vs {fmt(r['baseline_verified_p50_s'], ' s')}"
+                  f" (ratio {fmt(r['verified_p50_ratio_vs_baseline'])}); means {fmt(r['compare_verified_mean_s'], ' s')}"
+                  f" vs {fmt(r['baseline_verified_mean_s'], ' s')}.", ""]
     if r.get("cold_start_error"):
         lines.append(f"Cold start: {r['cold_start_error']}")
     return "\n".join(lines) + "\n"

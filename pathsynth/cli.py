@@ -7,6 +7,7 @@ is one JSON object with the results; a non-zero exit code with a one-line reason
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
@@ -202,12 +203,20 @@ def cmd_evaluate_curve(args) -> dict:
 
 
 def cmd_bench(args) -> dict:
-    from .bench import run_benchmark
+    from .bench import compare_verified, run_benchmark, write_reports
     from .verify import default_verifier
 
     verifier = default_verifier(args.backend, args.settings)
     result = run_benchmark(verifier, verifier.classifier, repeats=args.repeats, sd_steps_timed=args.sd_steps,
-                           cold_start=not args.no_cold_start, out_dir=args.out)
+                           cold_start=not args.no_cold_start)
+    if args.baseline_generator:  # e.g. the previous model: same classifier, same reference, interleaved runs
+        from .generators.embedded import EmbeddedGenerator, PathSynthPipeline
+
+        baseline = copy.copy(verifier)
+        baseline.generator = EmbeddedGenerator(PathSynthPipeline.from_pretrained(args.baseline_generator))
+        result.update(compare_verified(verifier, baseline, args.repeats), baseline_generator=args.baseline_generator)
+    if args.out:
+        result = write_reports(result, args.out)
     human = "\n".join(f"{k}: {v}" for k, v in result.items() if not isinstance(v, (dict, list)))
     return result, human
 
@@ -277,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cold-start", action="store_true", help="skip the fresh-process model-loading measurement")
     p.add_argument("--out", default=None, help="directory for bench.json and bench.md")
     p.add_argument("--backend", default=None)
+    p.add_argument("--baseline-generator", default=None,
+                   help="an embedded generator directory to time side by side (interleaved) with the current one")
 
     p = add("app", cmd_app, "launch the Gradio app")
     p.add_argument("--port", type=int, default=None, help="default: $PORT, $GRADIO_SERVER_PORT or 7860")

@@ -6,15 +6,46 @@ take explicit arguments and fall back to ``Settings.from_env()`` only when calle
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-ASSETS_DIR = PACKAGE_DIR.parent / "assets"
+ASSETS_ENV = "PATHSYNTH_ASSETS"
+ASSETS_PACKAGE = "pathsynth_assets"  # the repo's assets/ folder, shipped in the wheel under this name (pyproject.toml)
+
+
+def assets_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The assets root (``data/``, ``models/``, ``reports/``): the one place that decides where it is.
+
+    ``$PATHSYNTH_ASSETS`` if set; else the ``pathsynth_assets`` package installed next to ``pathsynth`` (a wheel
+    install); else the repository's ``assets/`` folder (a checkout, an editable install, Hugging Face Spaces); else
+    wherever ``pathsynth_assets`` can be imported from. Falls back to the repository path, so messages name it.
+    """
+    env = os.environ if environ is None else environ
+    override = env.get(ASSETS_ENV, "").strip()
+    if override:
+        return Path(override).expanduser().resolve()
+    installed, repo = PACKAGE_DIR.parent / ASSETS_PACKAGE, PACKAGE_DIR.parent / "assets"
+    for candidate in (installed, repo):
+        if candidate.is_dir():
+            return candidate
+    try:
+        spec = importlib.util.find_spec(ASSETS_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        if Path(location).is_dir():
+            return Path(location).resolve()
+    return repo
+
+
+ASSETS_DIR = assets_dir()  # module-level defaults below follow $PATHSYNTH_ASSETS as it was at import
 DEFAULT_CLASSIFIER_DIR = ASSETS_DIR / "models" / "classifier"
 DEFAULT_GENERATOR_DIR = ASSETS_DIR / "models" / "generator"
+DEFAULT_EVALUATOR_DIR = ASSETS_DIR / "models" / "evaluator"
 DEFAULT_SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 PASSWORD_ENV = "PATHSYNTH_INSTRUCTOR_PASSWORD"
 INSTRUCTORS_ENV = "PATHSYNTH_INSTRUCTORS"
@@ -64,6 +95,7 @@ class Settings:
     medmnist_root: Path = field(default_factory=lambda: Path.home() / ".medmnist")
     instructors: InstructorConfig = InstructorConfig("", False, frozenset())
     sd: StableDiffusionSettings = StableDiffusionSettings()
+    assets: Path = ASSETS_DIR  # shipped data, models and reports (``$PATHSYNTH_ASSETS``)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -74,11 +106,12 @@ class Settings:
             value = env.get(name, "").strip()
             return value or None
 
+        assets = assets_dir(env)
         usernames = frozenset(u.strip().lower() for u in (get(INSTRUCTORS_ENV) or "").split(",") if u.strip())
         return cls(
             backend=(get("PATHSYNTH_BACKEND") or "embedded").lower(),
-            classifier_dir=Path(get("PATHSYNTH_CLASSIFIER") or DEFAULT_CLASSIFIER_DIR),
-            generator_dir=Path(get("PATHSYNTH_GENERATOR") or DEFAULT_GENERATOR_DIR),
+            classifier_dir=Path(get("PATHSYNTH_CLASSIFIER") or assets / "models" / "classifier"),
+            generator_dir=Path(get("PATHSYNTH_GENERATOR") or assets / "models" / "generator"),
             home=Path(get("PATHSYNTH_HOME") or Path.home() / ".pathsynth").expanduser(),
             database_url=get("PATHSYNTH_DATABASE_URL"),
             data=get(DATA_ENV),
@@ -88,6 +121,7 @@ class Settings:
                 model=get("PATHSYNTH_SD_MODEL") or DEFAULT_SD_MODEL, lora=get("PATHSYNTH_LORA") or "",
                 steps=_number(get, "PATHSYNTH_SD_STEPS", int), guidance=_number(get, "PATHSYNTH_SD_GUIDANCE", float),
                 resolution=_number(get, "PATHSYNTH_SD_RESOLUTION", int), device=get("PATHSYNTH_SD_DEVICE")),
+            assets=assets,
         )
 
 

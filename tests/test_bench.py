@@ -82,3 +82,21 @@ def test_run_benchmark_returns_every_measure(tmp_path):
     assert "SD v1.5" in (tmp_path / "bench.md").read_text() and "resolver" in (tmp_path / "bench.md").read_text()
     assert result["resolver_semantic"] is False
     json.dumps(result, allow_nan=False)
+
+
+def test_compare_verified_times_both_generators_on_the_same_requests():
+    from pathsynth.verify import Verifier
+
+    class Counting(Verifier):
+        def generate(self, tissues, seed=None, progress=None):
+            self.requests.append((tuple(tissues), seed))
+            return super().generate(tissues, seed=seed)
+
+    classifier = tiny_classifier()
+    new, old = Counting(tiny_generator(steps=2), classifier), Counting(tiny_generator(seed=1, steps=2), classifier)
+    new.requests, old.requests = [], []
+    result = B.compare_verified(new, old, repeats=3, progress=False)
+    assert new.requests == old.requests and len(new.requests) == 4  # warm-up + 3 interleaved pairs
+    assert result["compare_verified_p50_s"] > 0 and result["baseline_verified_p50_s"] > 0
+    assert result["verified_p50_ratio_vs_baseline"] == pytest.approx(
+        result["compare_verified_p50_s"] / result["baseline_verified_p50_s"])

@@ -23,7 +23,7 @@ from ..tissues import NUM_TISSUES, TISSUES
 from . import metrics as M
 from .probes import train_quick_classifier
 
-DEFAULT_EVALUATOR_DIR = Path(__file__).resolve().parent.parent.parent / "assets" / "models" / "evaluator"
+from ..settings import DEFAULT_EVALUATOR_DIR  # the assets root is resolved in settings
 C2ST_SEED_OFFSET = 500_000  # the discriminator's generated training images use seeds the protocol never uses
 
 
