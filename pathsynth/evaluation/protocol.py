@@ -19,11 +19,11 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
+from ..settings import DEFAULT_EVALUATOR_DIR  # the assets root is resolved in settings
 from ..tissues import NUM_TISSUES, TISSUES
 from . import metrics as M
 from .probes import train_quick_classifier
 
-from ..settings import DEFAULT_EVALUATOR_DIR  # the assets root is resolved in settings
 C2ST_SEED_OFFSET = 500_000  # the discriminator's generated training images use seeds the protocol never uses
 
 
