@@ -53,8 +53,17 @@ def test_guidance_changes_the_output():
     with torch.no_grad():  # give the class embedding weight so conditional and null predictions differ
         pipe.unet.class_embedding.weight.normal_(0, 1.0)
     one = pipe(6, num_inference_steps=3, guidance_scale=1.0, generator=_seeded(1), output_type="np").images
-    four = pipe(6, num_inference_steps=3, guidance_scale=4.0, generator=_seeded(1), output_type="np").images
+    four = pipe(6, num_inference_steps=3, guidance_scale=4.0, guidance_interval=(0.0, 1.0), generator=_seeded(1),
+                output_type="np").images
     assert np.abs(one - four).mean() > 1e-4
+    # Guidance only inside its interval: an interval no timestep falls in is exactly no guidance, a partial one
+    # lies in between.
+    never = pipe(6, num_inference_steps=3, guidance_scale=4.0, guidance_interval=(0.0, 0.01), generator=_seeded(1),
+                 output_type="np").images
+    middle = pipe(6, num_inference_steps=3, guidance_scale=4.0, guidance_interval=(0.2, 0.8), generator=_seeded(1),
+                  output_type="np").images
+    assert np.array_equal(never, one)
+    assert not np.array_equal(middle, one) and not np.array_equal(middle, four)
 
 
 def test_bad_arguments_are_refused():

@@ -58,7 +58,7 @@ class Config:
     ema_decay: float = 0.995
     sample_every: int = 500
     checkpoint_every: int = 250
-    guidance_scale: float = 2.0
+    guidance_scale: float = 3.0  # sample grids use the shipped sampler (guidance interval included)
     inference_steps: int = 20
     seed: int = 0
     threads: int = 0  # CPU threads for torch (0 = torch's default)

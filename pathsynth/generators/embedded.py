@@ -20,9 +20,12 @@ from ..tissues import NUM_TISSUES, tissue_index
 from .base import Generator
 
 NULL_CLASS = NUM_TISSUES  # the "no tissue given" condition, trained by condition dropout
-DEFAULT_GUIDANCE = 2.0
-DEFAULT_INTERVAL = (0.0, 1.0)  # guidance at every noise level
-DEFAULT_STEPS = 15  # DPM-Solver++; as good as 20 on the shipped model (macro-F1 0.83 vs 0.82), 30 % faster
+# Chosen with scripts/sweep_sampler.py (C2ST and evaluator FID on halves of the training fold, never the held-out
+# fold): guidance 3 only for t/T in [0.15, 0.75] beat guidance 2 everywhere on class agreement (macro-F1 0.92 vs
+# 0.90), realism (FID 23 vs 31) and speed (fewer guided steps), and guidance 1.5 on agreement.
+DEFAULT_GUIDANCE = 3.0
+DEFAULT_INTERVAL = (0.15, 0.75)
+DEFAULT_STEPS = 15  # DPM-Solver++; as good as 20 on the first shipped model (macro-F1 0.83 vs 0.82), 30 % faster
 
 
 def build_unet(sample_size: int = 28, block_out_channels: Sequence[int] = (32, 64, 128),
@@ -88,7 +91,7 @@ class PathSynthPipeline(DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
-        guidance_interval: tuple[float, float] = (0.0, 1.0),
+        guidance_interval: tuple[float, float] = DEFAULT_INTERVAL,
     ) -> ImagePipelineOutput | tuple:
         r"""Generate tissue images.
 
