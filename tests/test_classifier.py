@@ -108,7 +108,7 @@ def test_classify_cli_json_contract(tmp_path, sample):
     model_dir = tmp_path / "model"
     tiny_classifier().save_pretrained(model_dir)
     run = subprocess.run([sys.executable, "-m", "pathsynth", "classify", *paths, "--model", str(model_dir), "--json"],
-                         capture_output=True, text=True, cwd=REPO, timeout=120)
+                         capture_output=True, text=True, cwd=REPO, timeout=600)
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert [p["path"] for p in result["predictions"]] == paths
@@ -116,7 +116,7 @@ def test_classify_cli_json_contract(tmp_path, sample):
     bad = tmp_path / "not_an_image.png"
     bad.write_text("hello")
     run = subprocess.run([sys.executable, "-m", "pathsynth", "classify", str(bad), "--model", str(model_dir), "--json"],
-                         capture_output=True, text=True, cwd=REPO, timeout=120)
+                         capture_output=True, text=True, cwd=REPO, timeout=600)
     assert run.returncode == 2
     assert "not a readable image" in run.stderr and "Traceback" not in run.stderr
     assert "error" in json.loads(run.stdout.strip().splitlines()[-1])
