@@ -136,7 +136,8 @@ class PathSynthPipeline(DiffusionPipeline):
             if guide:
                 cond, uncond = model_output.chunk(2)
                 model_output = uncond + guidance_scale * (cond - uncond)
-            latents = self.scheduler.step(model_output, t, latents).prev_sample
+            # The generator matters for SDE solvers (fresh noise each step): per-image generators keep images reproducible.
+            latents = self.scheduler.step(model_output, t, latents, generator=generator).prev_sample
 
         # 3. [-1, 1] -> images.
         images = (latents.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
