@@ -213,7 +213,9 @@ def cmd_bench(args) -> dict:
         from .generators.embedded import EmbeddedGenerator, PathSynthPipeline
 
         baseline = copy.copy(verifier)
-        baseline.generator = EmbeddedGenerator(PathSynthPipeline.from_pretrained(args.baseline_generator))
+        baseline.generator = EmbeddedGenerator(PathSynthPipeline.from_pretrained(args.baseline_generator),
+                                               guidance_scale=args.baseline_guidance,
+                                               guidance_interval=tuple(args.baseline_interval))
         result.update(compare_verified(verifier, baseline, args.repeats), baseline_generator=args.baseline_generator)
     if args.out:
         result = write_reports(result, args.out)
@@ -288,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=None)
     p.add_argument("--baseline-generator", default=None,
                    help="an embedded generator directory to time side by side (interleaved) with the current one")
+    p.add_argument("--baseline-guidance", type=float, default=2.0, help="the baseline's guidance scale (first model: 2)")
+    p.add_argument("--baseline-interval", type=float, nargs=2, default=[0.0, 1.0], metavar=("LO", "HI"),
+                   help="the baseline's guidance interval in t/T (first model: 0 1, i.e. every step)")
 
     p = add("app", cmd_app, "launch the Gradio app")
     p.add_argument("--port", type=int, default=None, help="default: $PORT, $GRADIO_SERVER_PORT or 7860")

@@ -48,12 +48,14 @@ def build_unet(sample_size: int = 28, block_out_channels: Sequence[int] = (32, 6
 
 
 def build_inference_scheduler(prediction_type: str = "v_prediction", num_train_timesteps: int = 1000):
-    """DPM-Solver++ (2M): good samples in ~20 steps."""
+    """DPM-Solver++ (2M, SDE variant): good samples in ~15 steps."""
     return DPMSolverMultistepScheduler(
         num_train_timesteps=num_train_timesteps,
         beta_schedule="squaredcos_cap_v2",
         prediction_type=prediction_type,
-        algorithm_type="dpmsolver++",
+        # SDE variant: fresh noise each step restores fine texture a small model under-draws; on the shipped model
+        # it raised macro-F1 0.94 -> 0.98 and C2ST-realism slightly (scripts/sweep_sampler.py, training-fold halves).
+        algorithm_type="sde-dpmsolver++",
         solver_order=2,
     )
 
