@@ -2,6 +2,8 @@
 
 ``storage_url`` (tests/conftest.py) runs a test on SQLite and on a real PostgreSQL server."""
 
+import hashlib
+import importlib
 import io
 import json
 import sqlite3
@@ -22,30 +24,11 @@ from pathsynth.gallery import GalleryStore
 
 REPO = Path(__file__).resolve().parent.parent
 
-# The schema of the first release, verbatim from its pathsynth/gallery.py (PNG files under home/images).
-RELEASE_1_SCHEMA = """
-CREATE TABLE IF NOT EXISTS galleries (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    name        TEXT NOT NULL UNIQUE COLLATE NOCASE,
-    description TEXT NOT NULL DEFAULT '',
-    created_by  TEXT NOT NULL DEFAULT '',
-    created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS items (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    gallery_id  INTEGER NOT NULL REFERENCES galleries(id) ON DELETE CASCADE,
-    position    INTEGER NOT NULL,
-    caption     TEXT NOT NULL DEFAULT '',
-    tissue      INTEGER NOT NULL CHECK (tissue BETWEEN 0 AND 8),
-    seed        INTEGER,
-    source      TEXT NOT NULL,
-    meta_json   TEXT NOT NULL DEFAULT '{}',
-    image_file  TEXT NOT NULL UNIQUE,
-    created_at  TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS items_by_gallery ON items (gallery_id, position);
-"""
+# The schema of the first release (PNG files under home/images) is the baseline migration's, verbatim: that
+# revision is frozen, and this digest of it fails the test if anyone edits it.
+BASELINE = importlib.import_module("pathsynth.storage.migrations.versions.0001_baseline")
+RELEASE_1_SCHEMA = ";\n".join(BASELINE.SQLITE_SCHEMA) + ";"
+RELEASE_1_SHA256 = "20ec8afac1fbbe2a8c1409e6cc255f82403adeeb6c590a3031546c929c3c7a1b"
 NOW = "2026-01-02T03:04:05.678+00:00"
 
 
@@ -74,6 +57,10 @@ def make_release_1_store(home: Path, galleries: dict[str, list[str]]) -> None:
                             json.dumps({"confidence": 0.5}), file, NOW))
     db.close()
 
+
+
+def test_baseline_revision_is_frozen():
+    assert hashlib.sha256("\n".join(BASELINE.SQLITE_SCHEMA).encode()).hexdigest() == RELEASE_1_SHA256
 
 def test_release_1_store_is_migrated_with_every_gallery(tmp_path):
     make_release_1_store(tmp_path, {"Week 1": ["a", "b", "c"], "Week 2": ["d"], "Empty": []})

@@ -10,6 +10,8 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, LargeBinary, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from ..tissues import NUM_TISSUES
+
 
 class Base(DeclarativeBase):
     pass
@@ -29,7 +31,7 @@ class GalleryRow(Base):
 
 class ItemRow(Base):
     __tablename__ = "items"
-    __table_args__ = (CheckConstraint("tissue BETWEEN 0 AND 8"), Index("items_by_gallery", "gallery_id", "position"),
+    __table_args__ = (CheckConstraint(f"tissue BETWEEN 0 AND {NUM_TISSUES - 1}"), Index("items_by_gallery", "gallery_id", "position"),
                       {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
