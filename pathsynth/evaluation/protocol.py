@@ -113,18 +113,23 @@ def matched_query(generated_tissues: np.ndarray, real_labels: np.ndarray, cap: i
     return np.array(picked, np.int64)
 
 
-def feature_realism_stage(evaluator, images: dict[str, np.ndarray], tissues: np.ndarray, split: RealSplit,
-                          per_class: int, seed: int, kid_subsets: int, progress: bool) -> dict:
-    """FID, KID and precision/recall in evaluator features: generated vs held-out half B, next to the
-    real-vs-real baseline (half A vs half B) with the same per-tissue counts on the query side."""
-    feats = {name: in_batches(evaluator.features, x, f"evaluator features {name}", progress).astype(np.float64)
-             for name, x in {**images, "heldout": split.heldout_images}.items()}
+def evaluator_features(evaluator, images: dict[str, np.ndarray], progress: bool) -> dict[str, np.ndarray]:
+    """The evaluator's features of each named image set, computed once for every feature-space stage."""
+    return {name: in_batches(evaluator.features, x, f"evaluator features {name}", progress).astype(np.float64)
+            for name, x in images.items()}
+
+
+def feature_realism_stage(feats: dict[str, np.ndarray], tissues: np.ndarray, split: RealSplit, per_class: int,
+                          seed: int, kid_subsets: int) -> dict:
+    """FID, KID and precision/recall in evaluator features: each generated set (``raw``, ``verified``) vs held-out
+    half B, next to the real-vs-real baseline (half A vs half B) with the same per-tissue counts on the query side."""
     half_a, half_b = heldout_halves(split.heldout_labels, seed)
     query = matched_query(tissues, split.heldout_labels[half_a], per_class)
     reference, baseline = feats["heldout"][half_b], feats["heldout"][half_a]
     kid_size = max(2, min(len(query), len(half_b)) // 2)  # subsets of half: with the whole set the spread is 0
     result = {"fid_n_query": len(query), "fid_n_reference": len(half_b), "kid_subset_size": kid_size}
-    sides = {name: feats[name][query] for name in images} | {"real_baseline": baseline}
+    generated = [name for name in ("raw", "verified") if name in feats]
+    sides = {name: feats[name][query] for name in generated} | {"real_baseline": baseline}
     for name, query_feats in sides.items():
         suffix = "" if name == "raw" else f"_{name}"
         result[f"fid{suffix}"] = M.frechet_distance(query_feats, reference)
@@ -164,11 +169,9 @@ def c2st_stage(generator, raw: np.ndarray, tissues: np.ndarray, split: RealSplit
             "c2st_epochs": epochs, "c2st_per_tissue": per_tissue}
 
 
-def memorisation_stage(evaluator, raw: np.ndarray, tissues: np.ndarray, split: RealSplit, percentile: float,
-                       progress: bool) -> dict:
+def memorisation_stage(feats: dict[str, np.ndarray], raw: np.ndarray, tissues: np.ndarray, split: RealSplit,
+                       percentile: float) -> dict:
     """Nearest training image of each generated one, in evaluator features and in pixels."""
-    feats = {name: in_batches(evaluator.features, x, f"memorisation features {name}", progress)
-             for name, x in (("raw", raw), ("train", split.train_images), ("heldout", split.heldout_images))}
     copies = M.near_copies(feats["raw"], feats["train"], feats["heldout"], percentile)
     pixels = {name: np.asarray(x).reshape(len(x), -1).astype(np.float64) / 255.0
               for name, x in (("raw", raw), ("train", split.train_images), ("heldout", split.heldout_images))}
@@ -259,11 +262,13 @@ def evaluate_generator(verifier, split: RealSplit, evaluator, per_class: int = 1
     for name, images in (("raw", raw), ("verified", verified)):
         probs = in_batches(lambda b: verifier.classifier.predict_proba(b), images, f"classifying {name}", progress)
         reports[name] = M.classification_report(tissues, probs.argmax(1), probs)
-    realism = timed(timings, "fid_kid_pr", feature_realism_stage, evaluator, {"raw": raw, "verified": verified},
-                    tissues, split, per_class, seed, kid_subsets, progress)
+    feats = timed(timings, "evaluator_features", evaluator_features, evaluator,
+                  {"raw": raw, "verified": verified, "heldout": split.heldout_images, "train": split.train_images},
+                  progress)
+    realism = timed(timings, "fid_kid_pr", feature_realism_stage, feats, tissues, split, per_class, seed, kid_subsets)
     c2st = timed(timings, "c2st", c2st_stage, verifier.generator, raw, tissues, split, seed, c2st_epochs, progress)
-    memorisation = timed(timings, "memorisation", memorisation_stage, evaluator, raw, tissues, split,
-                         near_copy_percentile, progress)
+    memorisation = timed(timings, "memorisation", memorisation_stage, feats, raw, tissues, split,
+                         near_copy_percentile)
     cas = timed(timings, "cas", cas_stage, verified, tissues, split, per_class, cas_epochs, cas_model, seed, progress)
     result = {"generator": getattr(verifier.generator, "name", type(verifier.generator).__name__),
               "n_generated": len(tissues), "per_class_requested": per_class, "seed": seed,
@@ -320,7 +325,8 @@ def realism_point(generator, evaluator, split: RealSplit, per_class: int = 40, c
     tissues = np.repeat(np.arange(NUM_TISSUES), per_class)
     raw = generate_raw(generator, tissues, [seed * 1_000_003 + i for i in range(len(tissues))], progress)
     c2st = c2st_stage(generator, raw, tissues, split, seed, c2st_epochs, progress)
-    realism = feature_realism_stage(evaluator, {"raw": raw}, tissues, split, per_class, seed, 20, progress)
+    feats = evaluator_features(evaluator, {"raw": raw, "heldout": split.heldout_images}, progress)
+    realism = feature_realism_stage(feats, tissues, split, per_class, seed, 20)
     worst = max((v["balanced_accuracy"] or 0.0, k) for k, v in c2st["c2st_per_tissue"].items())
     return {"c2st_balanced_accuracy": c2st["c2st_balanced_accuracy"], "c2st_auc": c2st["c2st_auc"],
             "c2st_worst_tissue": worst[1], "c2st_worst_balanced_accuracy": worst[0],
