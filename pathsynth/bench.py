@@ -180,15 +180,20 @@ def _median_time(function, repeats: int) -> float:
     return float(np.median(times))
 
 
+def _one_verified(verifier, tissue: int, seed: int) -> tuple[float, int]:
+    """Seconds for one verified image (regeneration included), and the attempts it took."""
+    start = time.perf_counter()
+    out = verifier.generate([tissue], seed=seed)
+    return time.perf_counter() - start, int(out[0].attempts)
+
+
 def time_verified(verifier, repeats: int, rng: np.random.Generator, seed: int, progress: bool = True) -> dict:
     """Latency of one verified image of a random tissue, ``repeats`` times (regeneration included)."""
     latencies, attempts = [], []
     for r in tqdm(range(repeats), desc="verified latency", unit="img", disable=not progress):
-        tissue = int(rng.integers(NUM_TISSUES))
-        start = time.perf_counter()
-        out = verifier.generate([tissue], seed=seed + 1 + r)
-        latencies.append(time.perf_counter() - start)
-        attempts.append(int(out[0].attempts))
+        seconds, tries = _one_verified(verifier, int(rng.integers(NUM_TISSUES)), seed + 1 + r)
+        latencies.append(seconds)
+        attempts.append(tries)
     return {"verified_p50_s": float(np.percentile(latencies, 50)),
             "verified_p95_s": float(np.percentile(latencies, 95)),
             "verified_mean_s": float(np.mean(latencies)), "verified_mean_attempts": float(np.mean(attempts))}
@@ -203,9 +208,7 @@ def compare_verified(verifier, baseline, repeats: int, seed: int = 0, progress: 
     for r in tqdm(range(repeats), desc="verified latency, new vs baseline", unit="pair", disable=not progress):
         tissue = int(rng.integers(NUM_TISSUES))
         for name, candidate in (("new", verifier), ("baseline", baseline)):
-            start = time.perf_counter()
-            candidate.generate([tissue], seed=seed + 1 + r)
-            latencies[name].append(time.perf_counter() - start)
+            latencies[name].append(_one_verified(candidate, tissue, seed + 1 + r)[0])
     p50 = {name: float(np.percentile(values, 50)) for name, values in latencies.items()}
     return {"compare_verified_p50_s": p50["new"], "baseline_verified_p50_s": p50["baseline"],
             "compare_verified_mean_s": float(np.mean(latencies["new"])),

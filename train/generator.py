@@ -172,14 +172,14 @@ def ema_pipeline(accelerator: Accelerator, unet, ema: EMAModel) -> PathSynthPipe
     return pipeline
 
 
-def export_pipeline(cfg: Config, pipeline: PathSynthPipeline, state: dict, running_loss: float | None) -> Path:
+def export_pipeline(cfg: Config, pipeline: PathSynthPipeline, state: dict, running_loss: float | None,
+                    before: dict) -> Path:
     """The final EMA pipeline with a summary that counts every earlier warm-started run too."""
     export = Path(cfg.export_dir or Path(cfg.out_dir) / "pipeline")
     save_grid(pipeline, Path(cfg.out_dir) / "samples_final.png", 8, cfg)
     if cfg.fp16_export:
         pipeline.unet.to(torch.float16)
     pipeline.save_pretrained(str(export))
-    before = previous_training(cfg.init_from)
     run = {"steps": state["step"], "seconds": round(state["elapsed"], 1), "lr": cfg.lr, "bf16": cfg.bf16,
            "threads": torch.get_num_threads(), "device": str(pipeline.device)}
     summary = {**asdict(cfg), "final_step": state["step"], "train_seconds": round(state["elapsed"], 1),
@@ -223,7 +223,7 @@ def main(cfg: Config) -> None:
         log.write("step,elapsed_s,lr,loss\n")
     bar = tqdm(total=cfg.steps, initial=state["step"], disable=not accelerator.is_main_process, desc="generator")
     started, elapsed_before = time.time(), state["elapsed"]
-    steps_before = previous_training(cfg.init_from)["total_steps"]
+    before = previous_training(cfg.init_from)
     running = None
     while progress_fraction(cfg, state) < 1.0:
         for x0, y in loader:
@@ -251,14 +251,14 @@ def main(cfg: Config) -> None:
                 save_checkpoint()
             if cfg.snapshot_every and state["step"] % cfg.snapshot_every == 0:
                 save_snapshot(ema_pipeline(accelerator, unet, ema), out_dir / "snapshots" / f"step_{state['step']:06d}",
-                              state, steps_before + state["step"])
+                              state, before["total_steps"] + state["step"])
                 started += record_realism(cfg, out_dir)  # evaluation time is not training time
             if state["step"] % cfg.sample_every == 0:
                 save_grid(ema_pipeline(accelerator, unet, ema), out_dir / f"samples_{state['step']:06d}.png", 8, cfg)
     bar.close()
     if accelerator.is_main_process:
         save_checkpoint()
-        export = export_pipeline(cfg, ema_pipeline(accelerator, unet, ema), state, running)
+        export = export_pipeline(cfg, ema_pipeline(accelerator, unet, ema), state, running, before)
         accelerator.print(f"saved pipeline to {export} after {state['step']} steps, {state['elapsed'] / 60:.1f} min")
 
 
