@@ -1,6 +1,7 @@
 """Hugging Face Spaces entry point: ``python app.py`` serves PathSynth (the app lives in ``pathsynth/app/``).
 
-Port from ``$PORT`` / ``$GRADIO_SERVER_PORT`` (default 7860); ``app.demo`` builds the app without launching it.
+Listens on 127.0.0.1 (0.0.0.0 on Spaces; ``$GRADIO_SERVER_NAME`` or ``$PATHSYNTH_HOST`` to choose), port from
+``$PORT`` / ``$GRADIO_SERVER_PORT`` (default 7860); ``app.demo`` builds the app without launching it.
 """
 
 from pathsynth.app import create_app, main

@@ -50,6 +50,30 @@ DEFAULT_SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 PASSWORD_ENV = "PATHSYNTH_INSTRUCTOR_PASSWORD"
 INSTRUCTORS_ENV = "PATHSYNTH_INSTRUCTORS"
 DATA_ENV = "PATHSYNTH_DATA"
+SPACES_DATA_DIR = Path("/data")  # Hugging Face Spaces' persistent storage, when the Space has it
+
+
+def default_home(env: Mapping[str, str], spaces_data: Path = SPACES_DATA_DIR) -> tuple[Path, bool]:
+    """(galleries and cache folder, whether it survives a restart) when ``$PATHSYNTH_HOME`` is not set.
+
+    On Spaces the container's disk is wiped on every restart: use the persistent ``/data`` volume when it is
+    mounted, and say otherwise. Off Spaces, ``~/.pathsynth``.
+    """
+    if not env.get("SPACE_ID"):
+        return Path.home() / ".pathsynth", True
+    if spaces_data.is_dir() and os.access(spaces_data, os.W_OK):
+        return spaces_data / "pathsynth", True
+    return Path.home() / ".pathsynth", False
+
+
+def server_name(env: Mapping[str, str]) -> str:
+    """Where the app listens: ``$GRADIO_SERVER_NAME`` or ``$PATHSYNTH_HOST``; else all interfaces on Spaces (its
+    proxy must reach the app) and only this computer elsewhere."""
+    for name in ("GRADIO_SERVER_NAME", "PATHSYNTH_HOST"):
+        value = env.get(name, "").strip()
+        if value:
+            return value
+    return "0.0.0.0" if env.get("SPACE_ID") else "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -90,6 +114,8 @@ class Settings:
     classifier_dir: Path = DEFAULT_CLASSIFIER_DIR
     generator_dir: Path = DEFAULT_GENERATOR_DIR
     home: Path = field(default_factory=lambda: Path.home() / ".pathsynth")
+    home_persistent: bool = True  # False on a Space without persistent storage: galleries vanish on restart
+    server_name: str = "127.0.0.1"  # the address ``python app.py`` listens on
     database_url: str | None = None  # None: SQLite under ``home``
     data: str | None = None  # a local npz in medmnist layout
     medmnist_root: Path = field(default_factory=lambda: Path.home() / ".medmnist")
@@ -107,12 +133,16 @@ class Settings:
             return value or None
 
         assets = assets_dir(env)
+        home, persistent = (Path(get("PATHSYNTH_HOME")).expanduser(), True) if get("PATHSYNTH_HOME") else \
+            default_home(env)
         usernames = frozenset(u.strip().lower() for u in (get(INSTRUCTORS_ENV) or "").split(",") if u.strip())
         return cls(
             backend=(get("PATHSYNTH_BACKEND") or "embedded").lower(),
             classifier_dir=Path(get("PATHSYNTH_CLASSIFIER") or assets / "models" / "classifier"),
             generator_dir=Path(get("PATHSYNTH_GENERATOR") or assets / "models" / "generator"),
-            home=Path(get("PATHSYNTH_HOME") or Path.home() / ".pathsynth").expanduser(),
+            home=home,
+            home_persistent=persistent or bool(get("PATHSYNTH_DATABASE_URL")),
+            server_name=server_name(env),
             database_url=get("PATHSYNTH_DATABASE_URL"),
             data=get(DATA_ENV),
             medmnist_root=Path(get("PATHSYNTH_MEDMNIST_ROOT") or Path.home() / ".medmnist").expanduser(),

@@ -25,9 +25,9 @@ from .settings import InstructorConfig, Settings
 from .text import clean_text
 from .tissues import DISPLAY_NAMES, TISSUE_INDICES, TISSUES, tissue_index
 
-__all__ = ["AttemptLimiter", "DISPLAY_SIZE", "InstructorConfig", "MAX_DESCRIPTION_CHARS", "MAX_SEED", "authorize",
+__all__ = ["DISPLAY_SIZE", "InstructorConfig", "MAX_DESCRIPTION_CHARS", "MAX_SEED", "authorize",
            "clean_text", "escape_md", "instructor_config", "parse_fraction", "parse_gallery_key", "parse_int", "parse_seed",
-           "parse_tissue", "parse_tissues", "password_matches", "probability_label", "save_png", "tissue_card",
+           "parse_tissue", "parse_tissues", "password_matches", "PasswordBackoff", "probability_label", "save_png", "tissue_card",
            "upscale", "verified_summary"]
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~])")  # ">" and "<" become entities instead
@@ -204,31 +204,51 @@ def authorize(config: InstructorConfig, password=None, username: str | None = No
                           "Sign in with an instructor Hugging Face account.")
 
 
-class AttemptLimiter:
-    """Slows password guessing: at most ``max_failures`` wrong passwords per client per ``window_s``."""
+class PasswordBackoff:
+    """Slows password guessing per key (account, address) without locking the real user out for long.
 
-    def __init__(self, max_failures: int = 10, window_s: float = 60.0):
-        self.max_failures, self.window_s = max_failures, window_s
-        self._failures: dict[str, list[float]] = {}
+    The first ``free_failures`` wrong passwords cost nothing; each further one doubles the wait before the next
+    try, from ``first_delay_s`` up to ``max_delay_s``, so a brute-force guesser gets a handful of tries a minute
+    while a trainee behind the same address can delay the instructor by at most ``max_delay_s``. The right
+    password clears the key; failures older than ``forget_after_s`` are forgotten.
+    """
+
+    def __init__(self, free_failures: int = 5, first_delay_s: float = 1.0, max_delay_s: float = 30.0,
+                 forget_after_s: float = 900.0, clock=time.monotonic, max_keys: int = 10_000):
+        self.free_failures, self.first_delay_s, self.max_delay_s = free_failures, first_delay_s, max_delay_s
+        self.forget_after_s, self.clock, self.max_keys = forget_after_s, clock, max_keys
+        self._failures: dict[object, tuple[int, float]] = {}  # key -> (wrong passwords, time of the last)
         self._lock = threading.Lock()
 
-    def _recent(self, client: str, now: float) -> list[float]:
-        recent = [t for t in self._failures.get(client, []) if now - t < self.window_s]
-        if recent:
-            self._failures[client] = recent
-        else:
-            self._failures.pop(client, None)
-        return recent
+    def delay_s(self, failures: int) -> float:
+        """The wait after ``failures`` wrong passwords in a row."""
+        extra = failures - self.free_failures
+        return 0.0 if extra < 0 else min(self.max_delay_s, self.first_delay_s * 2.0 ** extra)
 
-    def check(self, client: str) -> None:
+    def wait_s(self, key) -> float:
+        """Seconds before ``key`` may try again (0: now)."""
         with self._lock:
-            if len(self._recent(client, time.monotonic())) >= self.max_failures:
-                raise PermissionError("Too many wrong passwords; wait a minute before trying again.")
+            count, last = self._failures.get(key, (0, -math.inf))
+            now = self.clock()
+            if now - last > self.forget_after_s:
+                self._failures.pop(key, None)
+                return 0.0
+            return max(0.0, last + self.delay_s(count) - now)
 
-    def failed(self, client: str) -> None:
+    def check(self, key) -> None:
+        """``PermissionError`` with the wait when ``key`` must not try yet (the password is not even checked)."""
+        wait = self.wait_s(key)
+        if wait > 0:
+            raise PermissionError(f"Too many wrong passwords; try again in {math.ceil(wait)} s.")
+
+    def failed(self, key) -> None:
         with self._lock:
-            now = time.monotonic()
-            self._recent(client, now)
-            self._failures.setdefault(client, []).append(now)
-            if len(self._failures) > 10_000:  # bound memory under a flood of distinct clients
+            count, last = self._failures.pop(key, (0, -math.inf))
+            now = self.clock()
+            self._failures[key] = (1 if now - last > self.forget_after_s else count + 1, now)
+            if len(self._failures) > self.max_keys:  # bound memory under a flood of distinct clients
                 self._failures.pop(next(iter(self._failures)))
+
+    def succeeded(self, key) -> None:
+        with self._lock:
+            self._failures.pop(key, None)

@@ -113,7 +113,8 @@ class Verifier:
 
     def generate(self, tissues: Sequence[int | str], seed: int | None = None,
                  progress: ProgressCallback | None = None) -> list[VerifiedImage]:
-        """One verified image per requested tissue (in order). ``seed`` makes the whole call reproducible."""
+        """One verified image per requested tissue (in order). ``seed`` makes the whole call reproducible, and
+        each result's ``seed`` given back here for its tissue alone returns the same image on the first attempt."""
         tissues = [tissue_index(t) for t in tissues]
         base_seed = secrets.randbelow(MAX_SEED + 1) if seed is None else int(seed)
         results: list[VerifiedImage | None] = [None] * len(tissues)
@@ -126,7 +127,7 @@ class Verifier:
             if progress:
                 progress((attempt - 1) / self.max_attempts,
                          f"attempt {attempt}/{self.max_attempts}: generating {len(pending)} image(s)")
-            seeds = [_derive_seed(base_seed, slot, attempt) for slot in pending]
+            seeds = [attempt_seed(base_seed, slot, attempt) for slot in pending]
             wanted = [tissues[slot] for slot in pending]
             images = np.concatenate([
                 np.asarray(self.generator.generate(wanted[i:i + self.batch_size], seeds[i:i + self.batch_size]))
@@ -162,8 +163,12 @@ def _strength(candidate: VerifiedImage) -> float:
     return candidate.confidence * min(1.0, candidate.realism + 1e-3)
 
 
-def _derive_seed(base_seed: int, slot: int, attempt: int) -> int:
-    """A distinct, reproducible seed per (call, image, attempt)."""
+def attempt_seed(base_seed: int, slot: int, attempt: int) -> int:
+    """The seed of one attempt: the given seed itself for the first image's first attempt, so a seed shown under
+    an image (the accepted attempt's) reproduces that image, first try, when typed back in; a distinct,
+    reproducible seed per (call, image, attempt) otherwise."""
+    if slot == 0 and attempt == 1:
+        return int(base_seed)
     return int(np.random.SeedSequence([base_seed, slot, attempt]).generate_state(1)[0] & MAX_SEED)
 
 

@@ -61,7 +61,7 @@ def test_resolve_understands_unsure_and_nonsense(client):
 # ----------------------------------------------------------------------------------------------- generate
 
 def test_generate_returns_image_probabilities_and_record(client):
-    image, cam, label, summary, card, download, details, _, _ = client.predict(
+    image, cam, label, summary, card, download, details, *_ = client.predict(
         "Lymphocytes", "", "1234", True, api_name="/generate")
     shown = Image.open(image)
     assert shown.size == (336, 336)
@@ -92,19 +92,31 @@ def test_generate_is_reproducible_from_its_seed(client):
 
 
 def test_generate_from_a_description(client):
-    image, _, _, summary, _, _, details, _, tissue = client.predict(None, "fat cells", "", False,
-                                                                   api_name="/generate")
+    image, _, _, summary, _, _, details, _, tissue, understood, _ = client.predict(None, "fat cells", "", False,
+                                                                                  api_name="/generate")
     assert image is not None and details["tissue_name"] == "Adipose tissue"
-    assert "Understood" in summary and tissue["value"] == "Adipose tissue"
+    assert "Understood" in understood and tissue["value"] == "Adipose tissue"
 
 
 def test_generate_refuses_nonsense_and_unsure_without_generating(client):
-    image, _, _, summary, _, download, details, candidates, _ = client.predict(
+    image, _, _, summary, _, download, details, candidates, _, understood, status = client.predict(
         None, "qwzx blorptang", "", True, api_name="/generate")
-    assert image is None and details is None and "Not understood" in summary
-    image, _, _, summary, _, _, details, candidates, _ = client.predict(None, "glands", "", True,
-                                                                       api_name="/generate")
-    assert image is None and candidates["visible"] is True and "Not sure" in summary
+    assert image is None and details is None and "Not understood" in understood and "not understood" in status
+    image, _, _, summary, _, _, details, candidates, _, understood, status = client.predict(
+        None, "glands", "", True, api_name="/generate")
+    assert image is None and candidates["visible"] is True and "Not sure" in understood and "Pick one" in status
+
+
+def test_the_seed_shown_reproduces_the_image(client):
+    """The seed in the summary and the download's name, typed back in, gives the same image on the first try."""
+    first = client.predict("Cancer-associated stroma", "", "", False, api_name="/generate")
+    if not first[6]["verified"]:
+        pytest.skip("these models verified nothing (tiny test models); test_verify.py covers the round trip")
+    shown_seed = first[6]["seed"]
+    assert f"| Seed | {shown_seed} |" in first[3] and f"seed{shown_seed}" in os.path.basename(first[5]["value"])
+    again = client.predict("Cancer-associated stroma", "", str(shown_seed), False, api_name="/generate")
+    assert again[6]["seed"] == shown_seed and again[6]["attempts"] == 1
+    assert np.array_equal(np.asarray(Image.open(first[5]["value"])), np.asarray(Image.open(again[5]["value"])))
 
 
 def test_generate_reports_bad_input_clearly(client):
@@ -166,6 +178,22 @@ def test_quiz_bad_input(client):
     assert "Start a quiz first" in app_error(fresh.predict, "Mucus", api_name="/quiz_answer")
     assert "less than minimum value 1" in app_error(client.predict, 0, 0.5, api_name="/quiz_start")
     assert "Questions: expected a number" in app_error(client.predict, "ten", 0.5, api_name="/quiz_start")
+
+
+def test_out_of_range_and_malformed_api_input_answers_one_line_without_tracebacks(running_app, client):
+    """Inputs that deserve a warning get a clear one-line message and leave no traceback in the server log."""
+    before = running_app.log().count("Traceback")
+    assert "no gallery with id" in app_error(client.predict, 2**64, api_name="/gallery_get")
+    assert "no gallery with id" in app_error(client.predict, -(2**70), api_name="/gallery_get")
+    for n, bound in ((0, "less than minimum value 1"), (10**9, "greater than maximum value 30")):
+        assert f"Questions: Value {n} is {bound}" in app_error(client.predict, n, 0.5, api_name="/quiz_start")
+    table_as_list = [[True, 1, "Mucus", "yes", "a caption"]]
+    message = app_error(client.predict, running_app.password, "as a list", "", table_as_list, api_name="/gallery_save")
+    assert "Generate a batch first" in message  # the rows were accepted as the table; the batch is what is missing
+    message = app_error(client.predict, running_app.password, "garbage", "", "not a table", api_name="/gallery_save")
+    assert message.startswith("Tick the images to keep") and "expected a table" in message
+    assert "validation error" not in message and "\n" not in message
+    assert running_app.log().count("Traceback") == before
 
 
 def test_quiz_with_generated_images(client):

@@ -116,6 +116,8 @@ def test_instructor_builds_a_gallery_that_trainees_see_literally(page, running_a
 
 def test_about_tab(page, artifacts_dir):
     open_tab(page, "About")
+    page.get_by_text("How each image is checked").wait_for()  # the trainees' page first
+    page.get_by_text("Technical details: model cards and evaluation plots").click()  # the model cards: one click
     page.get_by_text("Classifier (ResNet-18)").wait_for()
     if list((ROOT / "assets" / "reports").rglob("*.png")):  # the committed evaluation plots are shown
         page.get_by_text("Evaluation plots").first.wait_for()

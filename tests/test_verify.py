@@ -95,6 +95,27 @@ def test_same_seed_reproduces_the_call():
     assert np.array_equal(again, a[0].image)
 
 
+def test_the_shown_seed_typed_back_in_gives_the_same_image_first_try():
+    accepted_seeds = set()
+
+    def accept(seed):  # reject the entered seed's first attempt, accept the regenerated one
+        return seed % 256 != 5 or seed in accepted_seeds
+
+    verifier = Verifier(StubGenerator(), StubClassifier(accept), max_attempts=3)
+    first = verifier.generate([3], seed=5)[0]
+    assert first.attempts == 2 and first.seed != 5 and first.history[0]["seed"] == 5
+    again = verifier.generate([3], seed=first.seed)[0]  # what a person types after reading the shown seed
+    assert again.attempts == 1 and again.seed == first.seed and np.array_equal(again.image, first.image)
+
+    # with a real generator: the retyped seed's first attempt renders the shown image
+    real = Verifier(tiny_generator(), tiny_classifier(), max_attempts=3)
+    first_attempt_only = Verifier(real.generator, real.classifier, max_attempts=1)
+    for seed in (0, 123, 2**31 - 1):
+        shown = real.generate([7], seed=seed)[0]
+        retyped = first_attempt_only.generate([7], seed=shown.seed)[0]
+        assert retyped.seed == shown.seed and np.array_equal(retyped.image, shown.image)
+
+
 def test_generation_is_chunked_and_chunking_changes_nothing():
     generator = StubGenerator()
     chunked = Verifier(generator, StubClassifier(lambda seed: seed % 3 != 0), max_attempts=3, batch_size=2)

@@ -12,7 +12,9 @@ import logging
 import os
 import sys
 
-import gradio as gr
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before Gradio reads it: no usage reports by default
+
+import gradio as gr  # noqa: E402
 
 from ..errors import DataUnavailableError, ModelFileError
 from ..services import Services
@@ -28,12 +30,13 @@ Every generated image is checked by a ResNet-18 classifier and a realism test be
 _For education only — not for diagnosis._"""
 CSS = """
 .pixelated img { image-rendering: pixelated; }
-"""
+#quiz-misses .caption-label { white-space: normal; max-width: calc(100% - 8px); }
+"""  # review captions wrap: the right answer must never be cut off
 
 
 def build_demo(services: Services) -> gr.Blocks:
     """The whole app (queue configured, not launched)."""
-    with gr.Blocks(title="PathSynth", delete_cache=(3600, 3600)) as demo:
+    with gr.Blocks(title="PathSynth", delete_cache=(3600, 3600), analytics_enabled=False) as demo:
         gr.Markdown(INTRO)
         with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate"):
@@ -53,14 +56,16 @@ def create_app(settings: Settings | None = None) -> gr.Blocks:
 
 
 def main(port: int | None = None) -> None:
-    """Serve the app on 0.0.0.0 (port: ``port``, ``$PORT``, ``$GRADIO_SERVER_PORT`` or 7860)."""
+    """Serve the app (address: see ``Settings.server_name``, 127.0.0.1 unless told otherwise; port: ``port``,
+    ``$PORT``, ``$GRADIO_SERVER_PORT`` or 7860). Gradio's usage analytics are off."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        services = Services.build(Settings.from_env())
-    except (ModelFileError, DataUnavailableError) as error:  # useless without its models: say which file, stop
+        settings = Settings.from_env()
+        services = Services.build(settings)
+    except (ModelFileError, DataUnavailableError, ValueError) as error:  # useless without its models: say which file, stop
         print(f"PathSynth cannot start: {error}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
     port = port or int(os.environ.get("PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
-    build_demo(services).launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), server_port=port,
+    build_demo(services).launch(server_name=settings.server_name, server_port=port,
                                 max_file_size=MAX_FILE_SIZE, footer_links=["api", "gradio"], css=CSS,
                                 show_error=True)  # component input checks (e.g. a slider sent text) report their reason

@@ -1,34 +1,138 @@
-"""The About tab: the model cards and the evaluation plots."""
+"""The About tab: a short plain-language page for trainees, with the model cards and plots one click away.
+
+Every figure on the page is read from the evaluation reports (``assets/reports/*/*.json``) when the app starts,
+so the page says what the last evaluation measured, never a number typed in by hand.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import gradio as gr
 
 from ..settings import ASSETS_DIR
+from ..tissues import TISSUES
 
 MODEL_CARDS = {"Classifier (ResNet-18)": ASSETS_DIR / "models" / "classifier" / "README.md",
                "Generator (class-conditional diffusion)": ASSETS_DIR / "models" / "generator" / "README.md"}
 REPORTS_DIR = ASSETS_DIR / "reports"
+REPORT_FILES = {"generator": Path("generator") / "report.json", "classifier": Path("classifier") / "classifier_report.json"}
+# PathMNIST tiles are 224 px patches at 0.5 um/px (NCT-CRC-HE-100K) shrunk to 28 px: 112 um across, 4 um per pixel
+TILE_PIXELS, TILE_MICROMETRES = 28, 112
+MARKDOWN_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
 
 
-def model_card(path: Path) -> str:
-    """A model card's Markdown without its YAML front matter (metadata for the Hub, noise here)."""
+def model_card(path: Path) -> tuple[str, list[Path]]:
+    """A model card's Markdown without its YAML front matter (metadata for the Hub), and the image files it shows.
+
+    Markdown image links are relative to the card and would not load in the app: they are taken out of the text
+    and shown from their files instead."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
-        return f"_Model card unreadable: {error}_"
+        return f"_Model card unreadable: {error}_", []
     if text.startswith("---"):
         end = text.find("\n---", 3)
         text = text[end + 4:] if end != -1 else text
-    return text.strip()
+    images = [path.parent / target for _, target in MARKDOWN_IMAGE.findall(text)]
+    text = MARKDOWN_IMAGE.sub(lambda m: f"_(figure: {m.group(1) or m.group(2)}, shown below)_", text)
+    return text.strip(), [image for image in images if image.is_file()]
 
 
-def about_markdown(cards: dict[str, Path] = MODEL_CARDS) -> str:
-    parts = [f"## {title}\n\n{model_card(path) if path.is_file() else f'_No model card found at `{path}`._'}"
-             for title, path in cards.items()]
-    return "\n\n---\n\n".join(parts)
+def load_reports(directory: Path = REPORTS_DIR) -> dict[str, dict]:
+    """The evaluation reports that exist and parse (name -> JSON object)."""
+    reports = {}
+    for name, relative in REPORT_FILES.items():
+        try:
+            reports[name] = json.loads((directory / relative).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # not evaluated yet: the page says so instead of showing a number
+    return reports
+
+
+def _percent(value) -> str | None:
+    return f"{float(value):.0%}" if isinstance(value, (int, float)) else None
+
+
+def _display_name(label: str) -> str:
+    return next((t.display_name for t in TISSUES if t.label == label), label)
+
+
+def how_well(reports: dict[str, dict]) -> list[str]:
+    """Plain-language bullet points with the measured figures (only the ones the reports contain)."""
+    generator, classifier = reports.get("generator", {}), reports.get("classifier", {})
+    lines = []
+    if _percent(generator.get("first_try_acceptance")):
+        lines.append(f"**{_percent(generator['first_try_acceptance'])}** of generated images pass the check on the "
+                     f"first try; the rest are redrawn (on average {generator.get('mean_attempts', 1):.2f} tries).")
+    if _percent(generator.get("accuracy_raw")):
+        lines.append(f"Before any checking, the classifier names the intended tissue for "
+                     f"**{_percent(generator['accuracy_raw'])}** of generated images.")
+    if _percent(classifier.get("accuracy")):
+        low, high = (classifier.get("accuracy_ci95") or [None, None])[:2]
+        interval = f" (95 % interval {_percent(low)}–{_percent(high)})" if _percent(low) and _percent(high) else ""
+        lines.append(f"On **{classifier.get('n', 'held-out')}** real tiles it never saw, the classifier is right "
+                     f"**{_percent(classifier['accuracy'])}**{interval} of the time — it is the answer key of the "
+                     "quiz, so it can be wrong too.")
+    if _percent(generator.get("c2st_balanced_accuracy")):
+        lines.append(f"A network trained to spot fakes tells generated and real tiles apart "
+                     f"**{_percent(generator['c2st_balanced_accuracy'])}** of the time (50 % would mean "
+                     "indistinguishable): the images are good teaching material, not perfect copies of real tissue.")
+    if _percent(generator.get("near_copy_rate")):
+        lines.append(f"Near copies of training images: **{_percent(generator['near_copy_rate'])}**.")
+    return lines
+
+
+def weakest_tissue(reports: dict[str, dict]) -> str | None:
+    """The tissue the classifier recognises least well on real tiles (lowest F1), as a sentence."""
+    per_class = reports.get("classifier", {}).get("per_class") or {}
+    scored = [(values.get("f1"), label) for label, values in per_class.items() if isinstance(values, dict)
+              and isinstance(values.get("f1"), (int, float))]
+    if not scored:
+        return None
+    f1, label = min(scored)
+    return (f"The classifier is least reliable on **{_display_name(label)}** (F1 {f1:.2f} on real tiles): treat "
+            "quiz answers for it with extra care.")
+
+
+def trainee_page(reports: dict[str, dict], verifier=None, storage_persistent: bool = True) -> str:
+    """The plain-language page: what the images are, their scale, how they are checked, how well, the limits."""
+    threshold = getattr(verifier, "threshold", None)
+    attempts = getattr(verifier, "max_attempts", None)
+    rule = (f"at least **{threshold:.0%}** sure" if isinstance(threshold, float) else "confident enough")
+    tries = f"up to **{attempts}** times" if isinstance(attempts, int) else "a few times"
+    measured = how_well(reports)
+    weakest = weakest_tissue(reports)
+    parts = [
+        "## What you are looking at",
+        "Small synthetic microscope images of colorectal tissue stained with haematoxylin and eosin (H&E), in the "
+        "nine tissue types of the PathMNIST data set (fat, background, debris, lymphocytes, mucus, smooth muscle, "
+        "normal mucosa, tumour-associated stroma, adenocarcinoma). They are drawn by a small image-generating "
+        "model trained on real tiles; no image shows a real patient.",
+        f"**Scale:** each tile is {TILE_PIXELS} × {TILE_PIXELS} pixels covering about {TILE_MICROMETRES} µm of "
+        f"tissue, so one pixel is about {TILE_MICROMETRES / TILE_PIXELS:.0f} µm — roughly half a red blood cell. "
+        "The app shows them enlarged with sharp pixels: you see the architecture (glands, fat vacuoles, sheets "
+        "of lymphocytes), not nuclear detail.",
+        "## How each image is checked",
+        f"Before you see an image, a separate classifier (a ResNet-18 network) must be {rule} that it shows the "
+        "tissue you asked for, and the image must look like real tiles of that tissue (a realism check). If not, "
+        f"it is redrawn, {tries}; an image that never passes is shown clearly marked **Not verified**.",
+        "## How well it works",
+        "\n".join(f"- {line}" for line in measured) if measured else
+        "_No evaluation report found yet (run `pathsynth evaluate`)._",
+        "## Limits",
+        "\n".join(["- Tiles are tiny and low-resolution: practise recognising tissue patterns, not diagnosing cells.",
+                   "- The quiz's answer key is the classifier's label; for real tiles it can disagree with the "
+                   "pathologist's.", *([f"- {weakest}"] if weakest else []),
+                   "- For education only — not for diagnosis."]),
+    ]
+    if not storage_persistent:
+        parts.append("> ⚠️ **Storage here is temporary:** galleries are kept on a disk that is wiped when this app "
+                     "restarts. Attach persistent storage (the Space's `/data` volume) or set "
+                     "`PATHSYNTH_DATABASE_URL` to keep them.")
+    return "\n\n".join(parts)
 
 
 def report_images(directory: Path = REPORTS_DIR) -> list[tuple[str, str]]:
@@ -38,9 +142,19 @@ def report_images(directory: Path = REPORTS_DIR) -> list[tuple[str, str]]:
 
 
 def build(services) -> None:
-    gr.Markdown(about_markdown())
-    plots = report_images()
-    if plots:
-        gr.Gallery(plots, label="Evaluation plots", columns=2, height="auto", interactive=False)
-    else:
-        gr.Markdown("_No evaluation plots yet: run `pathsynth evaluate` to create assets/reports/*.png._")
+    settings = getattr(services, "settings", None)
+    gr.Markdown(trainee_page(load_reports(), getattr(services, "verifier", None),
+                             getattr(settings, "home_persistent", True)), elem_id="about-trainees")
+    with gr.Accordion("Technical details: model cards and evaluation plots", open=False):
+        figures = []
+        for title, path in MODEL_CARDS.items():
+            text, images = model_card(path) if path.is_file() else (f"_No model card found at `{path}`._", [])
+            gr.Markdown(f"## {title}\n\n{text}")
+            figures += [(str(image.resolve()), f"{title}: {image.stem.replace('_', ' ')}") for image in images]
+        shown = {path for path, _ in figures}
+        plots = figures + [(path, caption) for path, caption in report_images() if str(Path(path).resolve()) not in shown]
+        if plots:
+            gr.Gallery(plots, label="Evaluation plots", columns=2, height="auto", interactive=False,
+                       elem_id="about-plots")
+        else:
+            gr.Markdown("_No evaluation plots yet: run `pathsynth evaluate` to create assets/reports/*.png._")

@@ -5,10 +5,14 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+from typing import Any
 
 import gradio as gr
+from gradio.context import LocalContext
+from gradio.data_classes import GradioRootModel
 
 from ..errors import DataUnavailableError, ModelFileError
+from ..ui_helpers import escape_md
 
 logger = logging.getLogger("pathsynth.app")
 
@@ -16,28 +20,74 @@ MODEL_CONCURRENCY = 2  # generation is CPU-bound: more parallel runs only slow e
 MODEL_EVENTS = {"concurrency_id": "model", "concurrency_limit": MODEL_CONCURRENCY}  # one queue for model work
 
 
-def user_errors(fn):
-    """Turn exceptions into a short message in the UI (and for API clients); never show a traceback."""
+class Refusal(Exception):
+    """A failed action, already worded for the person who asked (raised by handlers, caught by ``user_errors``)."""
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except PermissionError as error:
-            raise gr.Error(str(error), title="Not allowed", print_exception=False) from None
-        except (ValueError, KeyError, TypeError) as error:
-            message = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
-            raise gr.Error(message or "Invalid input.", title="Please check your input", print_exception=False) from None
-        except (ModelFileError, DataUnavailableError) as error:
-            raise gr.Error(str(error), title="Model or data files", print_exception=False) from None
-        except Exception as error:
-            logger.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error(f"Something went wrong ({type(error).__name__}). The app is still running; please try "
-                           "again.", print_exception=False) from None
 
-    return wrapper
+def user_message(error: BaseException) -> str | None:
+    """The one-line message for an expected failure (bad input, not allowed, missing files); ``None`` for a bug."""
+    if isinstance(error, gr.Error):
+        return error.message
+    if isinstance(error, (Refusal, PermissionError, ModelFileError, DataUnavailableError)):
+        return str(error)
+    if isinstance(error, (ValueError, KeyError, TypeError, LookupError, OverflowError)):
+        message = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
+        return message or "Invalid input."
+    return None
+
+
+def from_api_client() -> bool:
+    """Whether the running event was sent by ``gradio_client`` (it marks its requests ``x-gradio-user: api``)."""
+    request = LocalContext.request.get(None)
+    headers = getattr(request, "headers", None) or {}
+    return headers.get("x-gradio-user") == "api"
+
+
+def user_errors(outputs: int, status: int, clear: tuple[int, ...] = ()):
+    """Failed actions answer with a message instead of a Gradio error overlay.
+
+    In the browser the message goes to output ``status`` (a Markdown line beside the action's button), the outputs
+    in ``clear`` are emptied (a view that would otherwise show something stale) and every other output is left
+    as it was, so inputs keep their values and stay usable. API clients get the same message as an error
+    (``AppError`` in gradio_client). Unexpected exceptions are logged once, with their traceback; expected ones
+    (bad input) never are.
+    """
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as error:  # noqa: BLE001 - every failure becomes a message
+                message = user_message(error)
+                if message is None:
+                    logger.exception("unexpected error in %s", fn.__name__)
+                    message = (f"Something went wrong ({type(error).__name__}). The app is still running; "
+                               "please try again.")
+                else:
+                    logger.info("%s refused: %s", fn.__name__, message.splitlines()[0][:200])
+                if from_api_client():
+                    raise gr.Error(message, print_exception=False) from None
+                return failure_outputs(outputs, status, message, clear)
+
+        wrapper.failure_outputs = lambda message: failure_outputs(outputs, status, message, clear)
+        return wrapper
+
+    return decorate
+
+
+def failure_outputs(outputs: int, status: int, message: str, clear: tuple[int, ...] = ()):
+    """The browser's answer to a failed action: the message at ``status``, ``clear`` emptied, the rest unchanged."""
+    values = [gr.skip()] * outputs
+    for index in clear:
+        values[index] = None
+    values[status] = warning_line(message)
+    return values[0] if outputs == 1 else tuple(values)
+
+
+def warning_line(message: str) -> str:
+    """A failure message as one Markdown line (its text escaped: it may quote user input)."""
+    return f"⚠️ {escape_md(' '.join(str(message).split()))}"
 
 
 def bind(handler, services):
@@ -56,28 +106,50 @@ def bind(handler, services):
 def checked_inputs(fn, inputs, expected: dict):
     """``fn`` for an event registered with ``preprocess=False``: each input goes through its component's own
     ``preprocess`` (Gradio's checks, e.g. a slider's bounds), and a value of the wrong type gets a message that
-    names the field and what it expects (``expected``: component -> description) instead of a Python error."""
+    names the field and what it expects (``expected``: component -> description) instead of a Python error.
+    The message follows ``fn``'s error policy (``user_errors``) when it has one."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        values = [_preprocess(component, value, expected.get(component, "a valid value"))
-                  for component, value in zip(inputs, args)]
+        try:
+            values = [_preprocess(component, value, expected.get(component, "a valid value"))
+                      for component, value in zip(inputs, args)]
+        except gr.Error as error:
+            if from_api_client() or not hasattr(fn, "failure_outputs"):
+                raise
+            return fn.failure_outputs(error.message)
         return fn(*values, *args[len(inputs):], **kwargs)
 
     return wrapper
 
 
+class AnyPayload(GradioRootModel):
+    root: Any = None
+
+
+def checked_in_handler(component):
+    """Let ``component``'s payload reach the handler as sent, where ``checked_inputs`` checks it and names the field
+    (Gradio's own check answers API clients with a raw pydantic dump and logs a traceback)."""
+    component.api_info()  # the API page keeps describing the real schema (Gradio caches it)
+    component.strict_model, component.data_model = component.data_model, AnyPayload
+    return component
+
+
 def _preprocess(component, payload, expected: str):
     if isinstance(component, gr.State):
         return payload  # states arrive as the session's value
-    if payload is None and isinstance(component, gr.Dataframe):
-        return None  # "no table": the handler decides (after checking who is asking)
+    if isinstance(component, gr.Dataframe):
+        if payload is None:
+            return None  # "no table": the handler decides (after checking who is asking)
+        if isinstance(payload, list):  # API clients may send just the rows
+            payload = {"headers": list(component.headers or []), "data": payload}
+    model = getattr(component, "strict_model", None) or getattr(component, "data_model", None)
     try:
-        if getattr(component, "data_model", None) is not None:
-            payload = component.data_model.model_validate(payload)
+        if model is not None:
+            payload = model.model_validate(payload)
         return component.preprocess(payload)
-    except gr.Error:
-        raise
+    except gr.Error as error:  # the component's own check (e.g. a slider's bounds): name the field
+        raise gr.Error(f"{component.label}: {error.message}", print_exception=False) from None
     except Exception:
         raise gr.Error(f"{component.label}: expected {expected}, got {str(payload)[:40]!r}.",
                        print_exception=False) from None

@@ -6,19 +6,21 @@ Every write handler re-checks the instructor's credentials on the server (``requ
 from __future__ import annotations
 
 import gradio as gr
+import numpy as np
 
 from .. import quiz as Q
 from .. import ui_helpers as ui
 from ..gallery import items_from_verified
 from ..images import upscale
 from ..tissues import DISPLAY_NAMES
-from .common import MODEL_EVENTS, bind, checked_inputs, progress_callback, user_errors
-from .quiz import question_view
+from .common import MODEL_EVENTS, Refusal, bind, checked_in_handler, checked_inputs, progress_callback, user_errors
+from .quiz import VIEW_OUTPUTS, question_view
 
 BATCH_HEADERS = ["Keep", "#", "Tissue", "Verified", "Caption"]
 MAX_BATCH_PER_TISSUE = 8
 MAX_BATCH_IMAGES = 24
-_LIMITER = ui.AttemptLimiter()  # wrong passwords per client, for this process
+_LIMITER = ui.PasswordBackoff()  # wrong passwords per account and address, for this process
+PASSWORD_ACCOUNT = "instructor"  # the one account the shared instructor password opens
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -27,7 +29,7 @@ def _choices(summaries) -> list[tuple[str, int]]:
     return [(f"{g.name} ({g.n_items} image{'s' if g.n_items != 1 else ''})", g.id) for g in summaries]
 
 
-@user_errors
+@user_errors(outputs=3, status=2)
 def gallery_list(services):
     """All galleries: a dropdown of names and a JSON list (id, name, description, creator, image count)."""
     summaries = services.store.list_galleries()
@@ -42,9 +44,11 @@ def _item_caption(item) -> str:
     return caption + " (not verified)" if item.meta.get("verified") is False else caption
 
 
-@user_errors
+@user_errors(outputs=3, status=1, clear=(0, 2))
 def gallery_get(services, gallery):
     """One gallery: its images with captions, a description and a JSON record of the items."""
+    if gallery is None or (isinstance(gallery, str) and not gallery.strip()):
+        return None, "", None  # nothing chosen (e.g. just deleted): an empty view, not a complaint
     record = services.store.get_gallery(ui.parse_gallery_key(gallery))
     images = [(upscale(item.image), _item_caption(item)) for item in record.items]
     info = (f"### {ui.escape_md(record.name)}\n{ui.escape_md(record.description)}\n\n"
@@ -57,11 +61,22 @@ def gallery_get(services, gallery):
     return images or None, info, details
 
 
-@user_errors
+@user_errors(outputs=VIEW_OUTPUTS + 2, status=VIEW_OUTPUTS + 1)
 def gallery_quiz(services, gallery):
     """Start a quiz made of one gallery's images (answers: the items' tissues)."""
-    session = Q.quiz_from_gallery(services.store.get_gallery(ui.parse_gallery_key(gallery)))
-    return (*question_view(session), gr.Tabs(selected="quiz"))
+    record = services.store.get_gallery(ui.parse_gallery_key(gallery))
+    session = Q.quiz_from_gallery(record, shuffle=False)
+    _with_captions(session, record)
+    status = f"Quiz on {ui.escape_md(record.name)}: {session.total} question{'s' if session.total != 1 else ''}."
+    return (*question_view(session, status), gr.Tabs(selected="quiz"), "")
+
+
+def _with_captions(session, record, seed: int | None = None) -> None:
+    """Give each question its item's instructor caption (shown with the feedback), then shuffle the questions."""
+    for question, item in zip(session.questions, record.items):
+        question.caption = item.caption
+    order = np.random.default_rng(seed).permutation(session.total)
+    session.questions = [session.questions[i] for i in order]
 
 
 def selected_number(event: gr.SelectData):
@@ -73,18 +88,22 @@ def selected_number(event: gr.SelectData):
 
 def require_instructor(services, password, profile, request) -> str:
     """The instructor's name, or ``PermissionError``: every write handler calls this on the server."""
-    client = getattr(getattr(request, "client", None), "host", None) or "unknown"
-    _LIMITER.check(client)
+    address = getattr(getattr(request, "client", None), "host", None) or "unknown"
     username = getattr(profile, "username", None) if profile is not None else None
-    try:
+    if not password:  # no guess to rate-limit: an OAuth login, or nothing entered
         return ui.authorize(services.settings.instructors, password, username)
+    key = (PASSWORD_ACCOUNT, address)
+    _LIMITER.check(key)
+    try:
+        name = ui.authorize(services.settings.instructors, password, username)
     except PermissionError:
-        if password:
-            _LIMITER.failed(client)
+        _LIMITER.failed(key)
         raise
+    _LIMITER.succeeded(key)
+    return name
 
 
-@user_errors
+@user_errors(outputs=2, status=0)
 def instructor_sign_in(services, password, profile: gr.OAuthProfile | None = None, request: gr.Request = None):
     """Check instructor credentials and reveal the instructor tools (the tools re-check on every write)."""
     config = services.settings.instructors
@@ -101,7 +120,7 @@ def _batch_rows(batch) -> list[list]:
             for n, r in enumerate(batch)]
 
 
-@user_errors
+@user_errors(outputs=4, status=3)
 def instructor_generate(services, password, tissues, per_tissue, seed, profile: gr.OAuthProfile | None = None,
                         request: gr.Request = None, progress=gr.Progress()):
     """Generate a batch of verified candidates for a gallery (instructors only)."""
@@ -156,7 +175,7 @@ def selected_items(table, batch):
     return items_from_verified(chosen, captions)
 
 
-@user_errors
+@user_errors(outputs=3, status=0)
 def gallery_save(services, password, name, description, table, batch, profile: gr.OAuthProfile | None = None,
                  request: gr.Request = None):
     """Save the ticked batch images as a new named gallery (instructors only)."""
@@ -165,13 +184,12 @@ def gallery_save(services, password, name, description, table, batch, profile: g
     store = services.store
     gallery_id = store.create_gallery(name, description, created_by=instructor, items=items)
     record = store.get_gallery(gallery_id, with_images=False)
-    gr.Info(f"Saved gallery {record.name!r} with {len(items)} image(s).")
     return (f"✅ Saved **{ui.escape_md(record.name)}** ({len(items)} images).",
             gr.update(choices=_choices(store.list_galleries()), value=gallery_id),
             {"id": gallery_id, "name": record.name, "n_items": len(items)})
 
 
-@user_errors
+@user_errors(outputs=2, status=0)
 def gallery_add(services, password, gallery, table, batch, profile: gr.OAuthProfile | None = None,
                 request: gr.Request = None):
     """Append the ticked batch images to the chosen gallery (instructors only)."""
@@ -182,7 +200,7 @@ def gallery_add(services, password, gallery, table, batch, profile: gr.OAuthProf
     return f"✅ Added {len(items)} image(s).", gr.update(choices=_choices(services.store.list_galleries()))
 
 
-@user_errors
+@user_errors(outputs=1, status=0)
 def gallery_caption(services, password, gallery, number, caption, profile: gr.OAuthProfile | None = None,
                     request: gr.Request = None):
     """Change the caption of image ``number`` (1-based) of the chosen gallery (instructors only)."""
@@ -195,7 +213,7 @@ def gallery_caption(services, password, gallery, number, caption, profile: gr.OA
     return f"✅ Caption of image {index} updated."
 
 
-@user_errors
+@user_errors(outputs=2, status=0)
 def gallery_rename(services, password, gallery, new_name, profile: gr.OAuthProfile | None = None,
                    request: gr.Request = None):
     """Rename the chosen gallery (instructors only)."""
@@ -207,14 +225,14 @@ def gallery_rename(services, password, gallery, new_name, profile: gr.OAuthProfi
             gr.update(choices=_choices(services.store.list_galleries()), value=record.id))
 
 
-@user_errors
+@user_errors(outputs=6, status=0)
 def gallery_delete(services, password, gallery, confirm, profile: gr.OAuthProfile | None = None,
                    request: gr.Request = None):
     """Delete the chosen gallery and its images (instructors only; needs the confirmation tick)."""
     require_instructor(services, password, profile, request)
     key = ui.parse_gallery_key(gallery)
     if confirm is not True:
-        raise ValueError("Tick 'Yes, delete this gallery' to confirm.")
+        raise Refusal("Tick 'Yes, delete this gallery' to confirm.")
     name = services.store.get_gallery(key, with_images=False).name
     services.store.delete_gallery(key)
     return (f"🗑️ Deleted **{ui.escape_md(name)}**.", gr.update(choices=_choices(services.store.list_galleries()),
@@ -230,7 +248,7 @@ def build(services, demo, quiz_view, tabs) -> None:
         choice = gr.Dropdown([], value=None, label="Gallery", scale=3, allow_custom_value=True)
         refresh = gr.Button("Refresh list", scale=0)
         quiz_button = gr.Button("Quiz me on this gallery", variant="primary", scale=0)
-    message = gr.Markdown()
+    message = gr.Markdown(elem_id="gallery-status")
     info = gr.Markdown(elem_id="gallery-info")
     view = gr.Gallery(label="Images", columns=6, height="auto", format="png", interactive=False,
                       elem_classes="pixelated", elem_id="gallery-view")
@@ -242,12 +260,16 @@ def build(services, demo, quiz_view, tabs) -> None:
     refresh.click(bind(gallery_list, services), None, list_outputs, api_name="gallery_list")
     demo.load(bind(gallery_list, services), None, list_outputs, api_visibility="private")
     choice.change(bind(gallery_get, services), choice, shown, api_name="gallery_get")
-    quiz_button.click(bind(gallery_quiz, services), choice, [*quiz_view.outputs, tabs], api_name="gallery_quiz")
+    quiz_button.click(bind(gallery_quiz, services), choice, [*quiz_view.outputs, tabs, message],
+                      api_name="gallery_quiz")
     with gr.Accordion("Instructor tools", open=False):
-        _instructor_tools(services, demo, choice, shown)
+        # after a save or a delete the list, its counts and its "no galleries yet" line are refreshed too
+        refresh_list = {"fn": bind(gallery_list, services), "inputs": None, "outputs": list_outputs,
+                        "api_visibility": "private"}
+        _instructor_tools(services, demo, choice, shown, refresh_list)
 
 
-def _instructor_tools(services, demo, choice, shown) -> None:
+def _instructor_tools(services, demo, choice, shown, refresh_list) -> None:
     config = services.settings.instructors
     if not config.enabled:
         gr.Markdown(f"🔒 {config.disabled_message}")
@@ -260,8 +282,8 @@ def _instructor_tools(services, demo, choice, shown) -> None:
     with gr.Column(visible=False) as tools:
         batch_state = gr.State(None)  # this instructor's candidate batch (list of VerifiedImage)
         table = _batch_section(services, password, batch_state)
-        _save_section(services, password, choice, table, batch_state)
-        _edit_section(services, password, choice, shown)
+        _save_section(services, password, choice, shown, table, batch_state, refresh_list)
+        _edit_section(services, password, choice, shown, refresh_list)
     sign_in_outputs = [signed_in, tools]
     sign_in.click(bind(instructor_sign_in, services), password, sign_in_outputs, api_name="instructor_sign_in")
     password.submit(bind(instructor_sign_in, services), password, sign_in_outputs, api_visibility="private")
@@ -272,7 +294,7 @@ def _instructor_tools(services, demo, choice, shown) -> None:
 def _batch_section(services, password, batch_state):
     gr.Markdown("#### 1. Generate candidates")
     with gr.Row():
-        tissues = gr.CheckboxGroup(list(DISPLAY_NAMES), label="Tissues (none = all nine)")
+        tissues = gr.CheckboxGroup(list(DISPLAY_NAMES), label="Tissues (none = all nine)", elem_id="batch-tissues")
     with gr.Row():
         count = gr.Slider(1, MAX_BATCH_PER_TISSUE, value=2, step=1, label="Images per tissue")
         seed = gr.Textbox(label="Seed (optional)", placeholder="blank = random", max_length=12)
@@ -281,8 +303,9 @@ def _batch_section(services, password, batch_state):
     view = gr.Gallery(label="Candidates", columns=8, height="auto", format="png", interactive=False,
                       elem_classes="pixelated")
     gr.Markdown("#### 2. Pick images and write captions")
-    table = gr.Dataframe(headers=BATCH_HEADERS, datatype=["bool", "number", "str", "str", "str"], type="array",
-                         interactive=True, static_columns=[1, 2, 3], label="Tick the images to keep; edit the captions")
+    table = checked_in_handler(gr.Dataframe(
+        headers=BATCH_HEADERS, datatype=["bool", "number", "str", "str", "str"], type="array", interactive=True,
+        static_columns=[1, 2, 3], label="Tick the images to keep; edit the captions"))
     inputs = [password, tissues, count, seed]
     button.click(checked_inputs(bind(instructor_generate, services), inputs, {count: "a number"}), inputs,
                  [batch_state, view, table, message], api_name="instructor_generate", preprocess=False,
@@ -290,7 +313,7 @@ def _batch_section(services, password, batch_state):
     return table
 
 
-def _save_section(services, password, choice, table, batch_state) -> None:
+def _save_section(services, password, choice, shown, table, batch_state, refresh_list) -> None:
     gr.Markdown("#### 3. Save")
     with gr.Row():
         name = gr.Textbox(label="New gallery name", max_length=100)
@@ -302,16 +325,17 @@ def _save_section(services, password, choice, table, batch_state) -> None:
     expected = {table: "a table with the columns " + ", ".join(BATCH_HEADERS)}
     inputs = [password, name, description, table, batch_state]
     save.click(checked_inputs(bind(gallery_save, services), inputs, expected), inputs, [message, choice, saved],
-               api_name="gallery_save", preprocess=False)
+               api_name="gallery_save", preprocess=False).then(**refresh_list)
     inputs = [password, choice, table, batch_state]
     add.click(checked_inputs(bind(gallery_add, services), inputs, expected), inputs, [message, choice],
-              api_name="gallery_add_items", preprocess=False)
+              api_name="gallery_add_items", preprocess=False).then(
+        bind(gallery_get, services), choice, shown, api_visibility="private")  # new count and images
 
 
-def _edit_section(services, password, choice, shown) -> None:
+def _edit_section(services, password, choice, shown, refresh_list) -> None:
     gr.Markdown("#### Edit the chosen gallery")
     with gr.Row():
-        number = gr.Number(label="Image number (click an image)", minimum=1)
+        number = gr.Number(None, label="Image number (click an image)")  # range checked in the handler
         caption = gr.Textbox(label="New caption", max_length=500, scale=3)
         caption_button = gr.Button("Update caption", scale=0)
     with gr.Row():
@@ -323,10 +347,10 @@ def _edit_section(services, password, choice, shown) -> None:
     message = gr.Markdown()
     shown[0].select(selected_number, None, number, api_visibility="private")
     inputs = [password, choice, number, caption]
+    refresh_view = {"fn": bind(gallery_get, services), "inputs": choice, "outputs": shown, "api_visibility": "private"}
     caption_button.click(checked_inputs(bind(gallery_caption, services), inputs, {number: "a number"}), inputs,
-                         message, api_name="gallery_update_caption", preprocess=False).success(
-        bind(gallery_get, services), choice, shown, api_visibility="private")
+                         message, api_name="gallery_update_caption", preprocess=False).then(**refresh_view)
     rename.click(bind(gallery_rename, services), [password, choice, new_name], [message, choice],
-                 api_name="gallery_rename")
+                 api_name="gallery_rename").then(**refresh_view)  # the header shows the new name
     delete.click(bind(gallery_delete, services), [password, choice, confirm], [message, choice, *shown, confirm],
-                 api_name="gallery_delete")
+                 api_name="gallery_delete").then(**refresh_list)

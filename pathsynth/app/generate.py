@@ -9,7 +9,7 @@ from ..classifier import gradcam_overlay
 from ..images import DISPLAY_SIZE, upscale
 from ..resolver import NOT_UNDERSTOOD_BELOW, tissue_from_text
 from ..tissues import ABBREVIATIONS, DISPLAY_NAMES, NUM_TISSUES
-from .common import MODEL_EVENTS, bind, progress_callback, user_errors
+from .common import MODEL_EVENTS, Refusal, bind, progress_callback, user_errors
 
 
 def resolution_outputs(resolution) -> tuple[str, dict, dict]:
@@ -30,7 +30,7 @@ def _description(text) -> str:
     return ui.clean_text(text, field="Description", max_chars=ui.MAX_DESCRIPTION_CHARS)
 
 
-@user_errors
+@user_errors(outputs=4, status=0)
 def resolve_description(services, description):
     """What the resolver understood from a free-text description (tissue, confidence, status, candidates)."""
     resolution = services.resolver.resolve(_description(description))
@@ -43,68 +43,84 @@ def resolve_description(services, description):
 
 
 def overlay(services, image, target: int):
-    """The classifier's Grad-CAM for ``target`` blended over ``image``, enlarged for display."""
+    """The classifier's occlusion map for ``target`` blended over ``image``, enlarged for display."""
     return upscale(gradcam_overlay(image, services.classifier.gradcam(image, target=target)))
 
 
-@user_errors
+GENERATE_OUTPUTS = 11  # image, cam, probabilities, summary, card, download, details, candidates, tissue,
+#                        resolution message, status line
+
+
+def _resolve_for_generation(services, text):
+    """(tissue index or None, resolution message, candidates update, tissue update, status line) for a
+    description: ``None`` when it was not understood well enough to generate."""
+    index, resolution = tissue_from_text(text, services.resolver)
+    if resolution is None:  # a catalogue name typed as a description
+        return index, "", gr.update(choices=[], value=None, visible=False), gr.update(value=DISPLAY_NAMES[index]), ""
+    message, candidates, tissue_update = resolution_outputs(resolution)
+    if resolution.status == "ok":
+        return index, message, candidates, tissue_update, ""
+    status = ("⚠️ Pick one of the suggested tissues, or describe it differently." if resolution.status == "unsure"
+              else "⚠️ The description was not understood; pick a tissue from the list.")
+    return None, message, candidates, tissue_update, status
+
+
+@user_errors(outputs=GENERATE_OUTPUTS, status=10)
 def generate(services, tissue, description, seed, show_gradcam, progress=gr.Progress()):
     """Generate one verified image of the chosen (or described) tissue."""
     index = ui.parse_tissue(tissue)
     seed_value = ui.parse_seed(seed)
     text = _description(description)
-    resolution_message, candidates, tissue_update = "", gr.update(), gr.update()
-    if index is None:
-        if not text:
-            raise gr.Error("Choose a tissue from the list or describe one.", title="Nothing to generate",
-                           print_exception=False)
-        index, resolution = tissue_from_text(text, services.resolver)
-        if resolution is None:  # a catalogue name typed as a description
-            tissue_update = gr.update(value=DISPLAY_NAMES[index])
-        else:
-            resolution_message, candidates, tissue_update = resolution_outputs(resolution)
-            if resolution.status != "ok":
-                gr.Warning("Pick one of the suggested tissues, or describe it differently." if resolution.status ==
-                           "unsure" else "The description was not understood; pick a tissue from the list.")
-                return (None, None, None, resolution_message, "", gr.update(value=None, visible=False), None,
-                        candidates, tissue_update)
+    resolution_message, candidates, tissue_update, status = "", gr.update(), gr.update(), ""
+    if text:  # a description wins: choosing from the list clears it in the browser, typing one may not clear the list
+        index, resolution_message, candidates, tissue_update, status = _resolve_for_generation(services, text)
+        if index is None:  # nothing generated: the old image must not stay under the new message
+            return (None, None, None, "", "", gr.update(value=None, visible=False), None, candidates,
+                    tissue_update, resolution_message, status)
+    elif index is None:
+        raise Refusal("Choose a tissue from the list or describe one.")
     progress(0.0, desc="generating")
     result = services.verifier.generate([index], seed=seed_value, progress=progress_callback(progress))[0]
     cam = overlay(services, result.image, result.predicted) if show_gradcam else None
     download = ui.save_png(result.image, f"pathsynth_{ABBREVIATIONS[result.tissue]}_seed{result.seed}")
     if not result.verified:
-        gr.Warning(f"No image passed verification in {result.attempts} attempts; showing the closest one.")
-    summary = ui.verified_summary(result)
-    if resolution_message:  # the description was resolved here: say what was understood
-        summary = resolution_message + "\n\n" + summary
+        status = f"⚠️ No image passed verification in {result.attempts} attempts; showing the closest one."
     details = result.to_dict()
     details.update(tissue_name=DISPLAY_NAMES[result.tissue], predicted_name=DISPLAY_NAMES[result.predicted])
-    return (upscale(result.image), cam, ui.probability_label(result.probabilities), summary,
+    return (upscale(result.image), cam, ui.probability_label(result.probabilities), ui.verified_summary(result),
             ui.tissue_card(result.tissue), gr.update(value=download, visible=True), details,
-            candidates, tissue_update)
+            candidates, tissue_update, resolution_message, status)
+
+
+def cleared_result(count: int = GENERATE_OUTPUTS - 4):
+    """Empty image, occlusion map, probabilities, summary, card, download, record: the request changed."""
+    return (None, None, None, "", "", gr.update(value=None, visible=False), None)[:count]
 
 
 def build(services) -> None:
     """The tab's components and events (inside a ``gr.Blocks``)."""
     with gr.Row():
         with gr.Column(scale=2, min_width=260):
-            tissue = gr.Dropdown(list(DISPLAY_NAMES), value=None, label="Tissue", info="Pick one of the nine tissues…")
+            tissue = gr.Dropdown(list(DISPLAY_NAMES), value=None, label="Tissue", info="Pick one of the nine tissues…",
+                                 elem_id="gen-tissue")
             description = gr.Textbox(label="…or describe what you want to see",
                                      placeholder="e.g. fat cells, tumour glands, immune cells",
                                      max_length=ui.MAX_DESCRIPTION_CHARS)
             resolve_button = gr.Button("Check description", size="sm")
-            resolution_md = gr.Markdown()
+            resolution_md = gr.Markdown(elem_id="gen-resolution")
             candidates = gr.Radio([], label="Closest tissues — pick one", visible=False)
-            seed = gr.Textbox(label="Seed (optional)", placeholder="blank = random", max_length=12)
-            show_gradcam = gr.Checkbox(True, label="Show Grad-CAM (where the classifier looked)")
+            seed = gr.Textbox(label="Seed (optional)", placeholder="blank = random", max_length=12, elem_id="gen-seed")
+            show_gradcam = gr.Checkbox(
+                False, label="Show occlusion map (rough: where hiding part of the tile changes the answer most)")
             button = gr.Button("Generate verified image", variant="primary")
+            status = gr.Markdown(elem_id="gen-status")
             resolution_json = gr.JSON(visible=False)
         with gr.Column(scale=4):
             with gr.Row():
                 image = gr.Image(label="Generated image (28 px, enlarged)", format="png", interactive=False,
                                  height=DISPLAY_SIZE, buttons=["download"], elem_classes="pixelated",
                                  elem_id="gen-image")
-                cam = gr.Image(label="Grad-CAM overlay", format="png", interactive=False, height=DISPLAY_SIZE,
+                cam = gr.Image(label="Occlusion map", format="png", interactive=False, height=DISPLAY_SIZE,
                                buttons=[], elem_classes="pixelated")
             download = gr.DownloadButton("Download original PNG (28 × 28)", visible=False)
             summary = gr.Markdown(elem_id="gen-summary")
@@ -114,15 +130,21 @@ def build(services) -> None:
             with gr.Accordion("Technical details", open=False):
                 details = gr.JSON(label="Verification record")
 
-    # The dropdown and the description are alternatives; touching one clears the other.
-    tissue.input(lambda: ("", "", gr.update(visible=False, value=None)), None, [description, resolution_md, candidates],
+    result_views = [image, cam, probabilities, summary, card, download, details]
+    # The dropdown and the description are alternatives; touching one clears the other (the description at once in
+    # the browser, so a Generate click right after sees it; a typed description wins anyway), and a new request
+    # clears the evidence shown for the previous one (it would describe a different image).
+    tissue.input(None, None, [description, resolution_md], js="() => ['', '']", queue=False, api_visibility="private")
+    description.input(None, None, resolution_md, js="() => ''", queue=False, api_visibility="private")
+    tissue.input(lambda: (gr.update(visible=False, value=None), *cleared_result()), None, [candidates, *result_views],
                  queue=False, api_visibility="private")
-    description.input(lambda: gr.update(value=None), None, tissue, queue=False, trigger_mode="always_last",
-                      api_visibility="private")
+    description.input(lambda: (gr.update(value=None), *cleared_result()), None, [tissue, *result_views], queue=False,
+                      trigger_mode="always_last", api_visibility="private")
+    candidates.input(None, None, description, js="() => ''", queue=False, api_visibility="private")  # picked instead
     candidates.input(lambda choice: gr.update(value=choice), candidates, tissue, queue=False, api_visibility="private")
     resolve_outputs = [resolution_md, candidates, tissue, resolution_json]
     resolve_button.click(bind(resolve_description, services), description, resolve_outputs, api_name="resolve")
     description.submit(bind(resolve_description, services), description, resolve_outputs, api_visibility="private")
     button.click(bind(generate, services), [tissue, description, seed, show_gradcam],
-                 [image, cam, probabilities, summary, card, download, details, candidates, tissue],
+                 [*result_views, candidates, tissue, resolution_md, status],
                  api_name="generate", **MODEL_EVENTS)
