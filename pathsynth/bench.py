@@ -171,6 +171,15 @@ def time_resolver(resolver=None, repeats: int = 3) -> dict:
             "resolver_semantic": bool(getattr(resolver, "uses_encoder", False))}
 
 
+def latency_summary(seconds) -> dict:
+    """``n``, ``p50_s``, ``p95_s``, ``max_s`` of a list of latencies (only ``n`` when it is empty)."""
+    values = np.asarray(seconds, dtype=np.float64)
+    if not values.size:
+        return {"n": 0}
+    return {"n": int(values.size), "p50_s": round(float(np.percentile(values, 50)), 3),
+            "p95_s": round(float(np.percentile(values, 95)), 3), "max_s": round(float(values.max()), 3)}
+
+
 def _median_time(function, repeats: int) -> float:
     times = []
     for _ in range(max(1, repeats)):

@@ -12,8 +12,73 @@ import json
 import sys
 from pathlib import Path
 
-
 from .errors import BadInputError as UsageError  # bad input from the user: one line, exit code 2
+from .images import MAX_SEED
+
+MAX_IMAGES = 10_000  # per `generate` run: images are written as they are made, but a run should end today
+MAX_SCALE = 32  # 28 px x 32 = 896 px PNGs
+MAX_PER_CLASS = 2_000
+MAX_EPOCHS = 1_000
+MAX_REPEATS = 1_000
+MAX_SD_STEPS = 50
+GENERATE_BATCH = 64  # images verified and written per step of `generate`
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage block) and exit code 2, for the command and every subcommand."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def whole_number(low: int, high: int, what: str = "a whole number"):
+    """An argparse ``type`` accepting integers in [low, high]; its message names the allowed range."""
+
+    def parse(text: str) -> int:
+        try:
+            number = int(text.strip())
+        except ValueError:
+            number = None
+        if number is None or not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"expected {what} from {low:,} to {high:,}, got {text!r}")
+        return number
+
+    parse.__name__ = what  # argparse shows this name if it ever reports the type itself
+    return parse
+
+
+def decimal(low: float, high: float):
+    """An argparse ``type`` accepting a finite number in [low, high]."""
+
+    def parse(text: str) -> float:
+        try:
+            number = float(text)
+        except ValueError:
+            number = float("nan")
+        if not low <= number <= high:  # also rejects NaN
+            raise argparse.ArgumentTypeError(f"expected a number from {low:g} to {high:g}, got {text!r}")
+        return number
+
+    parse.__name__ = "a number"
+    return parse
+
+
+seed_number = whole_number(0, MAX_SEED, "a seed")
+
+
+def writable_dir(path: str | Path) -> Path:
+    """``path`` created if needed and checked writable (before any model is loaded); ``UsageError`` otherwise."""
+    import tempfile
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise UsageError(f"cannot write to {str(path)!r}: {reason}") from None
+    return path
 
 
 def _tissue_or_text(text: str) -> int:
@@ -25,13 +90,6 @@ def _tissue_or_text(text: str) -> int:
     if resolution is not None and resolution.status != "ok":
         print(f"note: {resolution.message}", file=sys.stderr)
     return index
-
-
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return number
 
 
 def _emit(result: dict, as_json: bool, human: str) -> None:
@@ -59,6 +117,8 @@ def cmd_resolve(args) -> dict:
     from .resolver import TissueResolver
     from .tissues import TISSUES
 
+    if not args.text.strip():
+        raise UsageError("describe a tissue in a few words, e.g. 'fat cells' or 'tumour glands'")
     r = TissueResolver().resolve(args.text)
     result = {"text": args.text, "tissue": r.tissue, "label": TISSUES[r.tissue].label if r.tissue is not None else None,
               "confidence": round(float(r.confidence), 4), "status": r.status, "message": r.message,
@@ -67,75 +127,102 @@ def cmd_resolve(args) -> dict:
     return result, r.message
 
 
-def cmd_generate(args) -> dict:
-    from PIL import Image
+def batch_seed(seed: int, batch: int) -> int:
+    """The verify-loop seed of one batch of a seeded run: batch 0 uses ``seed`` itself (so a run of up to
+    GENERATE_BATCH images is what ``Verifier.generate(tissues, seed)`` gives), later batches a derived one."""
+    import numpy as np
 
-    from .generators import MAX_SEED
+    return seed if batch == 0 else int(np.random.SeedSequence([seed, batch]).generate_state(1)[0] & MAX_SEED)
+
+
+def _generate_batch(verifier, tissue: int, count: int, seed: int, verify: bool, bar) -> tuple[list, list]:
+    """(images, records) for one batch of ``count`` images of ``tissue``."""
+    if not verify:
+        seeds = [(seed + i) % (MAX_SEED + 1) for i in range(count)]
+        images = verifier.generator.generate([tissue] * count, seeds)
+        probabilities = verifier.classifier.predict_proba(images)
+        return images, [{"seed": s, "verified": None, "attempts": 1, "predicted": int(p.argmax()),
+                         "confidence": round(float(p[tissue]), 4), "probabilities": [round(float(x), 4) for x in p]}
+                        for s, p in zip(seeds, probabilities)]
+    results = verifier.generate([tissue] * count, seed=seed,
+                                progress=lambda fraction, message: bar.set_postfix_str(message))
+    return [r.image for r in results], [
+        {"seed": r.seed, "verified": r.verified, "attempts": r.attempts, "predicted": r.predicted,
+         "confidence": round(r.confidence, 4), "realism": round(r.realism, 4),
+         "probabilities": [round(x, 4) for x in r.probabilities]} for r in results]
+
+
+def cmd_generate(args) -> dict:
+    import secrets
+
+    from PIL import Image
+    from tqdm.auto import tqdm
+
     from .images import scale
     from .tissues import TISSUES
     from .verify import default_verifier
 
     tissue = _tissue_or_text(args.tissue)
+    out = writable_dir(args.out)  # every argument is checked before the models load
     verifier = default_verifier(args.backend, args.settings)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    seed = args.seed
-    if args.no_verify:
-        import numpy as np
-
-        base = seed if seed is not None else int(np.random.default_rng().integers(MAX_SEED + 1))
-        seeds = [base + i for i in range(args.n)]
-        images = verifier.generator.generate([tissue] * args.n, seeds)
-        probabilities = verifier.classifier.predict_proba(images)
-        records = [{"seed": s, "verified": None, "attempts": 1, "predicted": int(p.argmax()),
-                    "confidence": float(p[tissue]), "probabilities": [round(float(x), 4) for x in p]}
-                   for s, p in zip(seeds, probabilities)]
-    else:
-        def progress(fraction, message):
-            print(f"[{fraction:4.0%}] {message}", file=sys.stderr)
-
-        results = verifier.generate([tissue] * args.n, seed=seed, progress=progress)
-        images = [r.image for r in results]
-        records = [{"seed": r.seed, "verified": r.verified, "attempts": r.attempts, "predicted": r.predicted,
-                    "confidence": round(r.confidence, 4), "realism": round(r.realism, 4),
-                    "probabilities": [round(x, 4) for x in r.probabilities]} for r in results]
-    for i, (image, record) in enumerate(zip(images, records)):
-        path = out / f"{TISSUES[tissue].abbreviation}_{record['seed']}.png"
-        Image.fromarray(scale(image, args.scale)).save(path)
-        record["path"] = str(path)
+    seed = args.seed if args.seed is not None else secrets.randbelow(MAX_SEED + 1)
+    records = []
+    with tqdm(total=args.n, desc=f"{TISSUES[tissue].abbreviation} images", unit="img", file=sys.stderr) as bar:
+        for batch, start in enumerate(range(0, args.n, GENERATE_BATCH)):  # written batch by batch: memory stays flat
+            count = min(GENERATE_BATCH, args.n - start)
+            first = batch_seed(seed, batch) if not args.no_verify else (seed + start) % (MAX_SEED + 1)
+            images, batch_records = _generate_batch(verifier, tissue, count, first, not args.no_verify, bar)
+            for image, record in zip(images, batch_records):
+                path = out / f"{TISSUES[tissue].abbreviation}_{record['seed']}.png"
+                Image.fromarray(scale(image, args.scale)).save(path)
+                record["path"] = str(path)
+            records.extend(batch_records)
+            bar.update(count)
     verified = sum(1 for r in records if r["verified"])
     result = {"tissue": tissue, "label": TISSUES[tissue].label, "backend": getattr(verifier.generator, "name", ""),
-              "verify": not args.no_verify, "n": len(records), "n_verified": verified, "images": records}
+              "verify": not args.no_verify, "seed": seed, "n": len(records), "n_verified": verified, "images": records}
     summary = (f"wrote {len(records)} {TISSUES[tissue].display_name} image(s) to {out}"
                + ("" if args.no_verify else f" ({verified} verified)"))
     return result, summary
 
 
-def cmd_classify(args) -> dict:
+def _read_images(names: list[str]) -> list:
+    """Every named file as an RGB uint8 array (any size, grey/RGBA/16-bit), or ``UsageError`` naming the file."""
     from PIL import Image, UnidentifiedImageError
 
-    from .classifier import load_classifier
-    from .tissues import TISSUES
+    from .images import load_image
 
-    images, paths = [], []
-    for name in args.images:
+    images = []
+    for name in names:
         try:
-            with Image.open(name) as img:
-                img.load()
-                images.append(img.convert("RGB"))
+            images.append(load_image(name))
         except FileNotFoundError:
             raise UsageError(f"no such file: {name}") from None
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
             raise UsageError(f"not a readable image: {name} ({type(error).__name__})") from None
-        paths.append(name)
+    return images
+
+
+def cmd_classify(args) -> dict:
+    from .classifier import load_classifier
+    from .images import undo_pixel_upscale
+    from .tissues import TISSUES
+
+    images = _read_images(args.images)  # all files checked before the model loads
     classifier = load_classifier(args.model or args.settings.classifier_dir)
-    probabilities = classifier.predict_proba(images)
+    # A tile saved enlarged (e.g. `generate --scale 8`) is shrunk back exactly, so the answer does not depend on
+    # the size it was saved at; other sizes are left to the classifier's own resizing.
+    reduced = [undo_pixel_upscale(image, classifier.input_size) for image in images]
+    probabilities = classifier.predict_proba([image for image, _ in reduced])
     rows = []
-    for path, p in zip(paths, probabilities):
+    for path, original, (_, factor), p in zip(args.images, images, reduced, probabilities):
         top = int(p.argmax())
         rows.append({"path": path, "tissue": top, "label": TISSUES[top].label, "confidence": round(float(p[top]), 4),
+                     "size": list(original.shape[:2]), "reduced_by": factor,
                      "probabilities": {TISSUES[i].abbreviation: round(float(x), 4) for i, x in enumerate(p)}})
-    human = "\n".join(f"{r['path']}: {r['label']} ({r['confidence']:.2f})" for r in rows)
+    human = "\n".join(f"{r['path']}: {r['label']} ({r['confidence']:.2f})"
+                      + (f" [pixel-exact {r['reduced_by']}x enlargement, classified at its original size]"
+                         if r["reduced_by"] > 1 else "") for r in rows)
     return {"predictions": rows}, human
 
 
@@ -152,6 +239,8 @@ def cmd_evaluate_classifier(args) -> dict:
     from .data import BUNDLED_SAMPLE, train_val_split
     from .evaluation import evaluate_classifier
 
+    if args.out:
+        writable_dir(args.out)
     if args.data is None:  # default: the held-out fold of the bundled sample (never trained on)
         from .data import load_npz
 
@@ -174,6 +263,7 @@ def cmd_evaluate_generator(args) -> dict:
     from .evaluation.protocol import real_split
     from .verify import Verifier, default_verifier
 
+    writable_dir(args.out)
     shipped = default_verifier(args.backend, args.settings)
     split = real_split()
     # The realism reference is the training fold only, so held-out images stay unseen by every part of the loop.
@@ -195,6 +285,9 @@ def cmd_evaluate_curve(args) -> dict:
     from .evaluation import load_evaluator
     from .evaluation.protocol import real_split, realism_curve
 
+    if not (Path(args.run_dir) / "snapshots").is_dir():
+        raise UsageError(f"no snapshots/ folder in {args.run_dir!r}: expected a train/generator.py --out_dir")
+    writable_dir(args.run_dir)
     rows = realism_curve(args.run_dir, load_evaluator(args.evaluator), real_split(), step_offset=args.step_offset,
                          per_class=args.per_class)
     human = "\n".join(f"step {r['step']}: C2ST {r['c2st_balanced_accuracy']:.3f}, FID {r['fid']:.2f} "
@@ -206,6 +299,8 @@ def cmd_bench(args) -> dict:
     from .bench import compare_verified, run_benchmark, write_reports
     from .verify import default_verifier
 
+    if args.out:
+        writable_dir(args.out)
     verifier = default_verifier(args.backend, args.settings)
     result = run_benchmark(verifier, verifier.classifier, repeats=args.repeats, sd_steps_timed=args.sd_steps,
                            cold_start=not args.no_cold_start)
@@ -233,8 +328,8 @@ def cmd_app(args) -> dict:
 # --------------------------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pathsynth", description="Verified synthetic colorectal histopathology.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="pathsynth", description="Verified synthetic colorectal histopathology.")
+    sub = parser.add_subparsers(dest="command", required=True)  # subparsers are Parser too (parser_class)
 
     def add(name, func, help_text, parent=sub):
         p = parent.add_parser(name, help=help_text, description=help_text)
@@ -244,10 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("generate", cmd_generate, "generate (verified) images of a tissue or a free-text description")
     p.add_argument("tissue", help="tissue index, name, abbreviation (e.g. TUM) or free text ('fat cells')")
-    p.add_argument("-n", type=_positive, default=1, help="number of images")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("-n", type=whole_number(1, MAX_IMAGES), default=1,
+                   help=f"number of images (1 to {MAX_IMAGES:,}; written {GENERATE_BATCH} at a time)")
+    p.add_argument("--seed", type=seed_number, default=None, help=f"0 to {MAX_SEED} (default: random)")
     p.add_argument("--out", default="pathsynth-out")
-    p.add_argument("--scale", type=_positive, default=1, help="upscale factor for the saved PNGs (nearest)")
+    p.add_argument("--scale", type=whole_number(1, MAX_SCALE), default=1,
+                   help=f"upscale factor for the saved PNGs (nearest, 1 to {MAX_SCALE})")
     p.add_argument("--no-verify", action="store_true", help="skip the classifier check")
     p.add_argument("--backend", default=None, help="embedded | sd-lora (default: $PATHSYNTH_BACKEND or embedded)")
 
@@ -263,39 +360,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("classifier", cmd_evaluate_classifier, "accuracy, macro-F1, AUC, per-class scores, confusion matrix", esub)
     p.add_argument("--data", default=None, help="npz in medmnist layout, or 'medmnist' (default: bundled held-out fold)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--size", type=int, default=28)
+    p.add_argument("--size", type=whole_number(1, 224, "an image size"), default=28, choices=[28, 64, 128, 224], help="medmnist image size")
     p.add_argument("--model", default=None)
     p.add_argument("--out", default=None, help="directory for the confusion-matrix PNG and report")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
     p = add("generator", cmd_evaluate_generator, "paper protocol, FID/KID, memorisation, CAS, loop statistics", esub)
-    p.add_argument("--per-class", type=_positive, default=100)
+    p.add_argument("--per-class", type=whole_number(1, MAX_PER_CLASS), default=100)
     p.add_argument("--out", default="pathsynth-eval")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cas-epochs", type=_positive, default=30, help="epochs of the classifier trained on generated images")
+    p.add_argument("--seed", type=seed_number, default=0)
+    p.add_argument("--cas-epochs", type=whole_number(1, MAX_EPOCHS), default=30, help="epochs of the classifier trained on generated images")
     p.add_argument("--cas-model", default="small", choices=["small", "resnet18"])
-    p.add_argument("--c2st-epochs", type=_positive, default=30, help="epochs of the real-vs-generated discriminator")
+    p.add_argument("--c2st-epochs", type=whole_number(1, MAX_EPOCHS), default=30, help="epochs of the real-vs-generated discriminator")
     p.add_argument("--evaluator", default=None, help="evaluator network directory (default: assets/models/evaluator)")
     p.add_argument("--backend", default=None)
     p = add("curve", cmd_evaluate_curve, "realism (C2ST, evaluator FID) of every snapshot of a training run", esub)
     p.add_argument("run_dir", help="a train/generator.py --out_dir holding snapshots/step_*")
-    p.add_argument("--per-class", type=_positive, default=40)
-    p.add_argument("--step-offset", type=int, default=0, help="steps before the run (snapshots without total_step)")
+    p.add_argument("--per-class", type=whole_number(1, MAX_PER_CLASS), default=40)
+    p.add_argument("--step-offset", type=whole_number(0, 10**9), default=0, help="steps before the run (snapshots without total_step)")
     p.add_argument("--evaluator", default=None)
 
     p = add("bench", cmd_bench, "latency and throughput, side by side with Stable Diffusion v1.5's cost")
-    p.add_argument("--repeats", type=_positive, default=20)
-    p.add_argument("--sd-steps", type=_positive, default=1, help="Stable Diffusion UNet steps to time (then extrapolated)")
+    p.add_argument("--repeats", type=whole_number(1, MAX_REPEATS), default=20)
+    p.add_argument("--sd-steps", type=whole_number(1, MAX_SD_STEPS), default=1, help="Stable Diffusion UNet steps to time (then extrapolated)")
     p.add_argument("--no-cold-start", action="store_true", help="skip the fresh-process model-loading measurement")
     p.add_argument("--out", default=None, help="directory for bench.json and bench.md")
     p.add_argument("--backend", default=None)
     p.add_argument("--baseline-generator", default=None,
                    help="an embedded generator directory to time side by side (interleaved) with the current one")
-    p.add_argument("--baseline-guidance", type=float, default=2.0, help="the baseline's guidance scale (first model: 2)")
-    p.add_argument("--baseline-interval", type=float, nargs=2, default=[0.0, 1.0], metavar=("LO", "HI"),
+    p.add_argument("--baseline-guidance", type=decimal(0.0, 50.0), default=2.0, help="the baseline's guidance scale (first model: 2)")
+    p.add_argument("--baseline-interval", type=decimal(0.0, 1.0), nargs=2, default=[0.0, 1.0], metavar=("LO", "HI"),
                    help="the baseline's guidance interval in t/T (first model: 0 1, i.e. every step)")
 
     p = add("app", cmd_app, "launch the Gradio app")
-    p.add_argument("--port", type=int, default=None, help="default: $PORT, $GRADIO_SERVER_PORT or 7860")
+    p.add_argument("--port", type=whole_number(1, 65535, "a port"), default=None, help="default: $PORT, $GRADIO_SERVER_PORT or 7860")
     return parser
 
 
@@ -314,6 +411,11 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "json", False):
             print(json.dumps({"error": str(message)}))
         return 2
+    except OSError as error:  # e.g. the disk filled up mid-run: one line, not a traceback
+        print(f"pathsynth {args.command}: error: {error}", file=sys.stderr)
+        if getattr(args, "json", False):
+            print(json.dumps({"error": str(error)}))
+        return 1
     except KeyboardInterrupt:
         return 130
     if human and args.json:

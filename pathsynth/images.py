@@ -1,4 +1,5 @@
-"""Small image jobs shared by the library: RGB uint8 conversion, PNG codec, enlarging a tile.
+"""Small image jobs shared by the library: RGB uint8 conversion, reading files, PNG codec, enlarging a tile
+and undoing a pixel-exact enlargement.
 
 Conventions: an *image* is a uint8 ``(H, W, 3)`` array; a *batch* is uint8 ``(N, H, W, 3)``; model tensors are
 float ``(N, 3, H, W)`` in [0, 1].
@@ -19,7 +20,7 @@ def to_rgb_uint8(image) -> np.ndarray:
     """A PIL image or an array (gray, RGB, RGBA; uint8, uint16 or float in [0, 1] or [0, 255]) as a new
     C-contiguous uint8 ``(H, W, 3)`` array; ``ValueError`` for anything else."""
     if hasattr(image, "convert"):  # PIL
-        image = image.convert("RGB")
+        image = _pil_to_array(image)
     array = np.asarray(image)
     if array.dtype == np.uint16:
         array = array // 257
@@ -32,6 +33,52 @@ def to_rgb_uint8(image) -> np.ndarray:
     if array.ndim != 3 or array.shape[-1] not in (3, 4):
         raise ValueError(f"expected an RGB image (H, W, 3), got shape {array.shape}")
     return np.array(array[..., :3], dtype=np.uint8, order="C")
+
+
+def _pil_to_array(image) -> np.ndarray:
+    """A PIL image as an array ``to_rgb_uint8`` can take: 16/32-bit grey stays numeric (PIL's own RGB
+    conversion would clip it to white), every other mode goes through PIL's RGB conversion."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        array = np.asarray(image).astype(np.int64)
+        return (array.clip(0, 65535).astype(np.uint16) if array.max(initial=0) > 255
+                else array.clip(0, 255).astype(np.uint8))
+    if image.mode == "F":
+        return np.asarray(image, dtype=np.float32)
+    return np.asarray(image.convert("RGB"))
+
+
+def load_image(path) -> np.ndarray:
+    """An image file (PNG, JPEG, TIFF...; grey, RGBA, palette or 16-bit) as RGB uint8 ``(H, W, 3)``.
+    Raises ``FileNotFoundError``, or ``OSError``/``ValueError`` (PIL's ``UnidentifiedImageError`` among them)
+    for a file that is not a readable image."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        return to_rgb_uint8(image)
+
+
+def undo_pixel_upscale(image, size: int | None = None) -> tuple[np.ndarray, int]:
+    """``(image, 1)``, or ``(tile, factor)`` when ``image`` is exactly ``tile`` enlarged ``factor`` times with
+    NEAREST (what :func:`scale` and ``pathsynth generate --scale`` save): shrinking it back is lossless.
+
+    A factor that brings the image to ``size`` x ``size`` is tried first, then the largest factor that fits.
+    """
+    array = to_rgb_uint8(image)
+    height, width = array.shape[:2]
+    common = np.gcd(height, width)
+    factors = [f for f in range(common, 1, -1) if common % f == 0]
+    if size and height == width and height % size == 0 and height // size in factors:
+        factors.remove(height // size)
+        factors.insert(0, height // size)
+    for factor in factors:
+        strip = array[:factor]  # a cheap look at the first row of blocks rules most factors out
+        if not np.array_equal(scale(strip[::factor, ::factor], factor), strip):
+            continue
+        tile = array[::factor, ::factor]
+        if np.array_equal(scale(tile, factor), array):
+            return np.ascontiguousarray(tile), factor
+    return array, 1
 
 
 def tensor_to_uint8(images) -> np.ndarray:

@@ -33,6 +33,7 @@ class Question:
     true_label: int | None = None  # the dataset's label, for real tiles
     seed: int | None = None  # regenerates a generated tile with the same backend
     probabilities: list[float] = field(default_factory=list)  # classifier probabilities (9), may be empty
+    heatmap: np.ndarray | None = None  # where the classifier looked for the answer, computed once (see heatmap())
 
 
 @dataclass
@@ -116,7 +117,7 @@ def _tissue_list(tissues) -> list[int]:
 def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels: np.ndarray, verifier=None,
                generated_share: float = 0.5, tissues: Sequence[int | str] | None = None,
                seed: int | None = None, rng: np.random.Generator | None = None, progress=None,
-               real_probabilities: np.ndarray | None = None, title: str = "") -> QuizSession:
+               real_probabilities: np.ndarray | None = None, title: str = "", explainer=None) -> QuizSession:
     """A quiz of ``n`` tiles: about ``generated_share`` verified generated ones, the rest real.
 
     ``verifier.generate(tissues, seed=...)`` supplies the generated tiles; any it could not verify are
@@ -124,6 +125,10 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
     come from ``real_images``/``real_labels`` (the bundled sample), restricted to ``tissues`` by their answer
     key, and are never repeated. ``real_probabilities`` (``classifier.predict_proba(real_images)``, cached by
     the caller) saves classifying them again. ``seed`` (or ``rng``) makes the quiz reproducible.
+
+    ``verifier`` may be a :class:`~pathsynth.pool.VerifiedPool` (same ``generate`` interface): unseeded quizzes
+    then draw ready images instead of generating them. With ``explainer`` (``(image, tissue) -> heatmap``) every
+    question's heatmap is computed now, so answering needs no model call; pooled images bring theirs.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_QUESTIONS:
         raise ValueError(f"number of questions must be a whole number from 1 to {MAX_QUESTIONS}, got {n!r}")
@@ -135,6 +140,7 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
     if not 0.0 <= share <= 1.0:  # also rejects NaN
         raise ValueError(f"generated_share must lie in [0, 1], got {generated_share!r}")
     wanted = _tissue_list(tissues)
+    reproducible = seed is not None or rng is not None  # else a pool may hand out ready images
     rng = rng if rng is not None else np.random.default_rng(seed)
     real_images = np.asarray(real_images)
     real_labels = np.asarray(real_labels).reshape(-1).astype(np.int64)
@@ -147,13 +153,15 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
     n_generated = int(round(n * share)) if verifier is not None else 0
     if n_generated:
         requested = [wanted[i] for i in rng.integers(len(wanted), size=n_generated)]
-        results = verifier.generate(requested, seed=int(rng.integers(MAX_SEED + 1)), progress=progress)
+        generation_seed = int(rng.integers(MAX_SEED + 1))
+        results = verifier.generate(requested, seed=generation_seed if reproducible else None, progress=progress)
         for result in results:
             if result.verified:
                 questions.append(Question(
                     image=to_rgb_uint8(result.image), answer=int(result.tissue), source="generated",
                     true_label=None, seed=int(result.seed),
-                    probabilities=[float(p) for p in result.probabilities]))
+                    probabilities=[float(p) for p in result.probabilities],
+                    heatmap=getattr(result, "heatmap", None)))
 
     n_real = n - len(questions)
     if n_real:
@@ -161,7 +169,21 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
                                     real_probabilities))
     order = rng.permutation(len(questions))
     questions = [questions[i] for i in order]
+    _explain_all(questions, explainer)
     return QuizSession(questions, [None] * len(questions), title=title)
+
+
+def _explain_all(questions: list[Question], explainer) -> None:
+    if explainer is not None:
+        for question in questions:
+            heatmap(question, explainer)
+
+
+def heatmap(question: Question, explainer) -> np.ndarray:
+    """The question's heatmap for its answer, computed with ``explainer`` the first time and kept on it."""
+    if question.heatmap is None:
+        question.heatmap = np.asarray(explainer(question.image, question.answer), dtype=np.float32)
+    return question.heatmap
 
 
 def _pick_real(count: int, classifier, images: np.ndarray, labels: np.ndarray, wanted: list[int],
@@ -207,8 +229,9 @@ def _pick_real(count: int, classifier, images: np.ndarray, labels: np.ndarray, w
 def quiz_from_images(images: Sequence[np.ndarray], answers: Sequence[int | str], *,
                      sources: Sequence[str] | None = None, true_labels: Sequence[int | None] | None = None,
                      seeds: Sequence[int | None] | None = None, probabilities: Sequence[Sequence[float]] | None = None,
-                     shuffle: bool = False, seed: int | None = None, title: str = "") -> QuizSession:
-    """A quiz from given tiles, e.g. an instructor's gallery (``answers`` = the items' tissues)."""
+                     shuffle: bool = False, seed: int | None = None, title: str = "", explainer=None) -> QuizSession:
+    """A quiz from given tiles, e.g. an instructor's gallery (``answers`` = the items' tissues); ``explainer``: as in
+    :func:`build_quiz`."""
     images, answers = list(images), list(answers)
     if not images:
         raise ValueError("a quiz needs at least one image")
@@ -230,6 +253,7 @@ def quiz_from_images(images: Sequence[np.ndarray], answers: Sequence[int | str],
     if shuffle:
         order = np.random.default_rng(seed).permutation(count)
         questions = [questions[i] for i in order]
+    _explain_all(questions, explainer)
     return QuizSession(questions, [None] * count, title=title)
 
 
@@ -302,13 +326,14 @@ def retry_missed(session: QuizSession) -> QuizSession:
         raise ValueError("no missed questions to retry")
     questions = [Question(image=session.questions[i].image.copy(), answer=session.questions[i].answer,
                           source=session.questions[i].source, true_label=session.questions[i].true_label,
-                          seed=session.questions[i].seed, probabilities=list(session.questions[i].probabilities))
+                          seed=session.questions[i].seed, probabilities=list(session.questions[i].probabilities),
+                          heatmap=session.questions[i].heatmap)
                  for i in missed]
     title = f"{session.title} (retry)" if session.title else "Retry"
     return QuizSession(questions, [None] * len(questions), title=title)
 
 
-def quiz_from_gallery(gallery, shuffle: bool = True, seed: int | None = None) -> QuizSession:
+def quiz_from_gallery(gallery, shuffle: bool = True, seed: int | None = None, explainer=None) -> QuizSession:
     """A quiz of a stored gallery's images (at most :data:`MAX_QUESTIONS`; answers: the items' tissues).
 
     Seeds beyond :data:`~pathsynth.generators.base.MAX_SEED` (stored by other tools) are dropped, and the
@@ -322,4 +347,4 @@ def quiz_from_gallery(gallery, shuffle: bool = True, seed: int | None = None) ->
                             sources=[item.source if item.source in SOURCES else "generated" for item in items],
                             seeds=[item.seed if item.seed is None or item.seed <= MAX_SEED else None for item in items],
                             probabilities=probabilities if all(len(p) == NUM_TISSUES for p in probabilities) else None,
-                            shuffle=shuffle, seed=seed, title=gallery.name)
+                            shuffle=shuffle, seed=seed, title=gallery.name, explainer=explainer)

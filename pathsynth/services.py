@@ -1,7 +1,8 @@
 """The process's shared, read-only resources, built once in one thread before the app serves requests.
 
 ``Services.build(settings)`` loads the classifier, ONE generator (inside the verifier), the free-text resolver,
-the gallery store and the bundled real sample with its classifier probabilities (the quiz's answer keys). The
+the gallery store and the bundled real sample with its classifier probabilities (the quiz's answer keys), and on
+request (``pool_per_tissue``) a pool of verified images made ahead (``pathsynth.pool``). The
 probabilities take an 8x-TTA pass over 800 tiles, so they are cached on disk under ``$PATHSYNTH_HOME/cache``,
 keyed by the hashes of the classifier's weight file and of the sample: a restart reads them in milliseconds.
 
@@ -37,22 +38,39 @@ class Services:
     real_images: np.ndarray  # the bundled sample: uint8 (N, 28, 28, 3)
     real_labels: np.ndarray
     real_probabilities: np.ndarray  # the classifier's (N, 9) probabilities for real_images
+    pool: object | None = None  # pathsynth.pool.VerifiedPool: verified images made ahead (None: generate on demand)
 
     @property
     def classifier(self):
         return self.verifier.classifier
 
     @property
+    def images(self):
+        """Where verified images come from: the pool when there is one, else the verifier (same ``generate``)."""
+        return self.pool if self.pool is not None else self.verifier
+
+    @property
+    def explainer(self):
+        """``(image, tissue) -> heatmap``: the pool's explanation function, else the classifier's Grad-CAM."""
+        from .pool import gradcam_explainer
+
+        return getattr(self.pool, "explainer", None) or gradcam_explainer(self.classifier)
+
+    @property
     def generator(self):
         return self.verifier.generator
 
     @classmethod
-    def build(cls, settings: Settings | None = None) -> "Services":
-        """Load everything; a broken model or data file raises ``ModelFileError``/``DataUnavailableError``."""
+    def build(cls, settings: Settings | None = None, pool_per_tissue: int | None = None) -> "Services":
+        """Load everything; a broken model or data file raises ``ModelFileError``/``DataUnavailableError``.
+
+        With ``pool_per_tissue`` > 0 a pool of verified images starts filling in the background (default: none).
+        """
         from .classifier import WEIGHTS_NAME, load_classifier
         from .data import BUNDLED_SAMPLE, load_bundled_sample
         from .gallery import GalleryStore
         from .generators import get_generator
+        from .pool import VerifiedPool, gradcam_explainer
         from .resolver import TissueResolver
         from .verify import Verifier
 
@@ -66,8 +84,11 @@ class Services:
                                              settings.classifier_dir / WEIGHTS_NAME, BUNDLED_SAMPLE)
         resolver = TissueResolver()
         store = GalleryStore(settings.home, database_url=settings.database_url)
+        # Off unless asked for: the app does not draw from the pool yet (issue 15, "a class at once").
+        per_tissue = pool_per_tissue or 0
+        pool = VerifiedPool(verifier, gradcam_explainer(classifier), per_tissue).start() if per_tissue else None
         logger.info("models ready after %.1f s", time.perf_counter() - started)
-        return cls(settings, verifier, resolver, store, images, labels, probabilities)
+        return cls(settings, verifier, resolver, store, images, labels, probabilities, pool)
 
 
 def file_digest(*paths: Path) -> str:

@@ -100,3 +100,9 @@ def test_compare_verified_times_both_generators_on_the_same_requests():
     assert result["compare_verified_p50_s"] > 0 and result["baseline_verified_p50_s"] > 0
     assert result["verified_p50_ratio_vs_baseline"] == pytest.approx(
         result["compare_verified_p50_s"] / result["baseline_verified_p50_s"])
+
+
+def test_latency_summary_percentiles():
+    summary = B.latency_summary([0.1] * 19 + [2.0])
+    assert summary == {"n": 20, "p50_s": 0.1, "p95_s": pytest.approx(0.195, abs=1e-3), "max_s": 2.0}
+    assert B.latency_summary([]) == {"n": 0}

@@ -1,0 +1,135 @@
+"""The pool of verified images and the batched verify loop (pathsynth.pool)."""
+
+import numpy as np
+import pytest
+
+from pathsynth import quiz as Q
+from pathsynth.data import load_bundled_sample
+from pathsynth.pool import VerifiedPool, verify_batch
+from pathsynth.tissues import NUM_TISSUES
+from pathsynth.verify import VerifiedImage, Verifier
+from tiny_models import tiny_classifier, tiny_generator
+
+
+class StubVerifier:
+    """``Verifier.generate``'s contract with flat tiles; ``reject(tissue)`` marks unverified ones; counts calls."""
+
+    def __init__(self, reject=lambda tissue: False):
+        self.reject, self.calls = reject, []
+
+    def generate(self, tissues, seed=None, progress=None):
+        self.calls.append((list(tissues), seed))
+        probabilities = np.full(NUM_TISSUES, 0.01)
+        out = []
+        for slot, tissue in enumerate(tissues):
+            p = probabilities.copy()
+            p[tissue] = 0.92
+            out.append(VerifiedImage(image=np.full((28, 28, 3), 20 * tissue + slot, np.uint8), tissue=tissue,
+                                     verified=not self.reject(tissue), attempts=1, seed=(seed or 0) + slot,
+                                     probabilities=list(p), predicted=tissue, confidence=0.92, realism=0.5))
+        return out
+
+
+class CountingExplainer:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, image, tissue):
+        self.calls += 1
+        return np.full(image.shape[:2], tissue / NUM_TISSUES, np.float32)
+
+
+def filled_pool(verifier, per_tissue=2, explainer=None):
+    pool = VerifiedPool(verifier, explainer, per_tissue=per_tissue, fill_batch=9)
+    for _ in range(10):
+        if pool.full:
+            break
+        pool.fill_once()
+    return pool
+
+
+def test_unseeded_requests_come_from_stock_with_their_heatmaps():
+    verifier, explainer = StubVerifier(), CountingExplainer()
+    pool = filled_pool(verifier, 2, explainer)
+    assert pool.full and pool.stock() == {t: 2 for t in range(NUM_TISSUES)}
+    calls, explained = len(verifier.calls), explainer.calls
+    served = pool.generate([0, 0, 5])
+    assert len(verifier.calls) == calls and explainer.calls == explained  # no model call while serving
+    assert [r.tissue for r in served] == [0, 0, 5] and all(r.verified for r in served)
+    assert all(r.heatmap is not None and r.heatmap.shape == (28, 28) for r in served)
+    assert "heatmap" not in served[0].to_dict()  # the app's JSON details stay small
+    assert pool.stock()[0] == 0 and pool.stock()[5] == 1  # each image is handed out once
+    on_the_spot = pool.generate([0])  # stock ran out: generated now, still explained
+    assert verifier.calls[-1] == ([0], None) and on_the_spot[0].heatmap is not None
+
+
+def test_seeded_requests_bypass_the_stock():
+    verifier = StubVerifier()
+    pool = filled_pool(verifier, 1)
+    result = pool.generate([3], seed=42)
+    assert verifier.calls[-1] == ([3], 42) and result[0].seed == 42
+    assert pool.stock()[3] == 1
+
+
+def test_unverified_images_are_never_stocked():
+    pool = filled_pool(StubVerifier(reject=lambda tissue: tissue == 4), 1)
+    assert pool.stock()[4] == 0 and all(n == 1 for t, n in pool.stock().items() if t != 4)
+
+
+def test_background_filler_fills_refills_and_stops():
+    verifier = StubVerifier()
+    pool = VerifiedPool(verifier, per_tissue=2, fill_batch=5).start()
+    try:
+        assert pool.wait_full(timeout=30)
+        pool.generate([1, 1])
+        assert pool.wait_full(timeout=30)  # taking wakes the filler
+    finally:
+        pool.stop(timeout=10)
+    assert not pool._thread.is_alive()
+
+
+def test_quiz_from_the_pool_generates_nothing_and_needs_no_model_call_to_answer():
+    verifier, explainer = StubVerifier(), CountingExplainer()
+    pool = filled_pool(verifier, 3, explainer)
+    images, labels = load_bundled_sample()
+    probabilities = np.eye(NUM_TISSUES)[labels]
+    calls = len(verifier.calls)
+    session = Q.build_quiz(6, classifier=None, real_images=images, real_labels=labels, verifier=pool,
+                           generated_share=0.5, real_probabilities=probabilities, explainer=explainer)
+    assert len(verifier.calls) == calls  # drawn from stock
+    assert [q.source for q in session.questions].count("generated") == 3
+    assert all(q.heatmap is not None for q in session.questions)
+    explained = explainer.calls
+    for question in session.questions:
+        Q.answer(session, question.answer)
+        assert Q.heatmap(question, explainer) is question.heatmap
+    assert explainer.calls == explained  # answering computed nothing
+    Q.build_quiz(2, classifier=None, real_images=images, real_labels=labels, verifier=pool, generated_share=1.0,
+                 real_probabilities=probabilities, seed=5)
+    assert verifier.calls[-1][1] is not None  # a seeded quiz stays reproducible: generated from its seed
+
+
+def test_gallery_quizzes_and_retries_keep_precomputed_heatmaps():
+    explainer = CountingExplainer()
+    tiles = [np.full((28, 28, 3), 30 * i, np.uint8) for i in range(3)]
+    session = Q.quiz_from_images(tiles, [1, 2, 3], explainer=explainer)
+    assert explainer.calls == 3 and all(q.heatmap is not None for q in session.questions)
+    for question in session.questions:
+        Q.answer(session, 0)  # all wrong
+    retry = Q.retry_missed(session)
+    assert all(r.heatmap is q.heatmap for r, q in zip(retry.questions, session.questions)) and explainer.calls == 3
+
+
+def test_verify_batch_gives_each_request_what_it_gets_alone():
+    verifier = Verifier(tiny_generator(steps=2), tiny_classifier(), threshold=0.0, max_attempts=2)
+    tissues, seeds = [0, 3, 8, 8, 5], [11, 12, 13, 14, 15]
+    batched = verify_batch(verifier, tissues, seeds)
+    for tissue, seed, result in zip(tissues, seeds, batched):
+        alone = verifier.generate([tissue], seed=seed)[0]
+        # the same image up to float rounding between batch sizes (the verifier's own chunking has the same)
+        assert np.abs(result.image.astype(int) - alone.image.astype(int)).max() <= 2
+        assert (result.seed, result.verified, result.attempts) == (alone.seed, alone.verified, alone.attempts)
+        assert [h["seed"] for h in result.history] == [h["seed"] for h in alone.history]
+        assert result.probabilities == pytest.approx(alone.probabilities, abs=0.02)
+    with pytest.raises(ValueError, match="one seed"):
+        verify_batch(verifier, [0, 1], [1])
