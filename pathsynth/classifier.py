@@ -2,7 +2,8 @@
 
 ``TissueClassifier`` loads once (``from_pretrained``) and is then shared read-only. It takes images as uint8
 HWC arrays or PIL images of any size and mode, resizes them to the model's input, and returns class
-probabilities, penultimate-layer features, or a Grad-CAM heatmap.
+probabilities (temperature-scaled), penultimate-layer features, or an occlusion-sensitivity map; images from
+other labs go through ``prepare``/``predict_external`` (stain normalisation, physical scale).
 """
 
 from __future__ import annotations
@@ -12,17 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .data import dihedral
 from .errors import ModelFileError
 from .images import resize_tensor, to_rgb_uint8
 from .settings import DEFAULT_CLASSIFIER_DIR
+from .stain import PreparedImage, prepare_image
 from .tissues import NUM_TISSUES
 
-__all__ = ["ModelFileError", "TissueClassifier", "build_resnet18", "gradcam_overlay", "images_to_tensor",
-           "load_classifier"]
+__all__ = ["ModelFileError", "TissueClassifier", "build_resnet18", "fit_temperature", "gradcam_overlay",
+           "images_to_tensor", "load_classifier", "probabilities_from_logits"]
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 REBUILD_COMMAND = "python train/classifier.py --export_dir assets/models/classifier"
@@ -72,6 +73,8 @@ class TissueClassifier:
         self.mean = torch.tensor(config["mean"]).view(1, 3, 1, 1)
         self.std = torch.tensor(config["std"]).view(1, 3, 1, 1)
         self.tta = bool(config.get("tta", False))
+        # Temperature scaling (Guo et al. 2017), fitted on the held-out fold; 1.0 = the raw softmax.
+        self.temperature = float(config.get("temperature", 1.0))
 
     # --------------------------------------------------------------------------------------- I/O
     @classmethod
@@ -114,18 +117,54 @@ class TissueClassifier:
         return (x - self.mean) / self.std
 
     @torch.no_grad()
-    def predict_proba(self, images, tta: bool | None = None, batch_size: int = 256) -> np.ndarray:
-        """Class probabilities ``(N, 9)``; with TTA, averaged over the 8 dihedral transforms."""
+    def view_logits(self, images, tta: bool | None = None, batch_size: int = 256) -> torch.Tensor:
+        """Uncalibrated logits ``(V, N, 9)`` of every test-time view (V = 8 dihedral views with TTA, else 1)."""
         x = images if isinstance(images, torch.Tensor) else images_to_tensor(images, self.input_size)
         use_tta = self.tta if tta is None else tta
+        n_views = 8 if use_tta else 1
         out = []
         for batch in x.split(batch_size):
             batch = self._normalise(batch)
-            views = [dihedral(batch, k) for k in range(8)] if use_tta else [batch]
-            logits = self.model(torch.cat(views))
-            probs = logits.softmax(-1).view(len(views), len(batch), -1).mean(0)
-            out.append(probs)
-        return torch.cat(out).numpy() if out else np.zeros((0, NUM_TISSUES), np.float32)
+            views = [dihedral(batch, k) for k in range(n_views)]
+            out.append(self.model(torch.cat(views)).float().view(n_views, len(batch), -1))
+        return torch.cat(out, 1) if out else torch.zeros(n_views, 0, NUM_TISSUES)
+
+    def predict_proba(self, images, tta: bool | None = None, batch_size: int = 256,
+                      calibrated: bool = True) -> np.ndarray:
+        """Class probabilities ``(N, 9)``: softmax(logits / T) averaged over the TTA views.
+
+        ``calibrated=False`` uses T = 1 (the raw network), for measuring what calibration changes.
+        """
+        logits = self.view_logits(images, tta, batch_size)
+        return probabilities_from_logits(logits, self.temperature if calibrated else 1.0).numpy()
+
+    def prepare(self, image, microns_per_pixel: float | None = None, normalise_stain: bool = True,
+                pad: bool = True) -> PreparedImage:
+        """An image from anywhere (any size/mode/bit depth) as model input, with notes on what was done.
+
+        See :func:`pathsynth.stain.prepare_image`; stain normalisation needs the reference stored in
+        ``config.json`` (models without one skip it and say so).
+        """
+        reference = self.config.get("stain_reference") if normalise_stain else None
+        prepared = prepare_image(image, microns_per_pixel, reference, self.input_size, pad)
+        if normalise_stain and reference is None:
+            prepared.notes.insert(0, "stain normalisation unavailable: this model stores no stain reference")
+        return prepared
+
+    def predict_external(self, images, microns_per_pixel: float | None = None, normalise_stain: bool = True,
+                         pad: bool = True, tta: bool | None = None) -> tuple[np.ndarray, list[list[str]]]:
+        """Probabilities ``(N, 9)`` for images from other labs/scanners, and per image the notes of :meth:`prepare`.
+
+        Images are prepared one by one (after physical rescaling they may differ in size).
+        """
+        if (isinstance(images, np.ndarray) and images.ndim != 4) or hasattr(images, "convert"):
+            images = [images]
+        probs, notes = [], []
+        for image in images:
+            prepared = self.prepare(image, microns_per_pixel, normalise_stain, pad)
+            probs.append(self.predict_proba(prepared.tensor[None], tta))
+            notes.append(prepared.notes)
+        return (np.concatenate(probs) if probs else np.zeros((0, NUM_TISSUES), np.float32)), notes
 
     def predict(self, images, tta: bool | None = None) -> np.ndarray:
         return self.predict_proba(images, tta).argmax(-1)
@@ -138,36 +177,46 @@ class TissueClassifier:
         out = [body(self._normalise(b)).flatten(1) for b in x.split(batch_size)]
         return torch.cat(out).numpy() if out else np.zeros((0, 512), np.float32)
 
-    def _layer4(self, x: torch.Tensor) -> torch.Tensor:
-        """The ResNet's body up to its last residual stage (what Grad-CAM looks at)."""
-        m = self.model
-        x = m.maxpool(m.relu(m.bn1(m.conv1(x))))
-        return m.layer4(m.layer3(m.layer2(m.layer1(x))))
-
     def gradcam(self, image, target: int | None = None) -> np.ndarray:
-        """Grad-CAM (Selvaraju et al. 2017) on the last residual stage, at the image's own size, in [0, 1].
+        """Where the model looked for ``target`` (default: the predicted tissue): an HxW map in [0, 1].
 
-        No hooks and no parameter gradients: safe to run while other threads use the model.
+        Kept under its old name for the app; it is now occlusion sensitivity (captum), because Grad-CAM on
+        the last stage (2x2 at 28 px) cannot localise. See :mod:`pathsynth.explain` and tests/test_explain.py.
         """
-        array = to_rgb_uint8(image)
-        height, width = array.shape[:2]
-        x = self._normalise(images_to_tensor(array, self.input_size))
-        with torch.enable_grad():
-            act = self._layer4(x).detach().requires_grad_(True)
-            logits = self.model.fc(torch.flatten(self.model.avgpool(act), 1))
-            cls = int(logits.argmax(-1)) if target is None else int(target)
-            (grad,) = torch.autograd.grad(logits[0, cls], act)
-        weights = grad.mean(dim=(2, 3), keepdim=True)
-        cam = F.relu((weights * act.detach()).sum(1, keepdim=True))
-        # Bilinear upsampling from the 4x4 stage, via the model input size for a smooth map.
-        cam = F.interpolate(cam, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-        cam = F.interpolate(cam, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
-        cam = cam - cam.min()
-        return (cam / cam.max()).numpy() if cam.max() > 0 else cam.numpy()
+        from .explain import attribution_map
+
+        return attribution_map(self, image, target, method="occlusion")
+
+    explain = gradcam  # the accurate name
+
+
+def probabilities_from_logits(view_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``(V, N, C)`` logits -> ``(N, C)`` probabilities: tempered softmax per view, averaged over views."""
+    return (view_logits / temperature).softmax(-1).mean(0)
+
+
+def fit_temperature(view_logits: torch.Tensor, labels, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+    """The temperature that minimises the negative log-likelihood of held-out labels (Guo et al. 2017).
+
+    A bounded 1-D search (scipy) over log T; with TTA the likelihood is that of the view-averaged
+    probabilities, exactly what :meth:`TissueClassifier.predict_proba` returns.
+    """
+    from scipy.optimize import minimize_scalar
+
+    labels = torch.as_tensor(np.asarray(labels).reshape(-1), dtype=torch.long)
+    if view_logits.ndim == 2:
+        view_logits = view_logits[None]
+
+    def nll(log_t: float) -> float:
+        probs = probabilities_from_logits(view_logits, float(np.exp(log_t)))
+        return float(-probs[torch.arange(len(labels)), labels].clamp_min(1e-12).log().mean())
+
+    result = minimize_scalar(nll, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded")
+    return round(float(np.exp(result.x)), 4)
 
 
 def gradcam_overlay(image, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """The image with a jet-coloured Grad-CAM heatmap blended over it (uint8 HWC)."""
+    """The image with a jet-coloured attribution heatmap (:meth:`TissueClassifier.gradcam`) blended over it."""
     from matplotlib import colormaps
 
     base = to_rgb_uint8(image).astype(np.float32)

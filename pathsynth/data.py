@@ -20,7 +20,7 @@ from .tissues import NUM_TISSUES
 
 __all__ = ["DataUnavailableError", "load_npz", "load_medmnist", "load_pathmnist", "load_bundled_sample",
            "stratified_folds", "train_val_split", "load_training_data", "to_tensor", "to_uint8", "dihedral",
-           "RandomDihedral", "RandomHEDJitter", "train_augmentation"]
+           "RandomDihedral", "RandomHEDJitter", "RandomScale", "train_augmentation"]
 
 BUNDLED_SAMPLE = ASSETS_DIR / "data" / "pathmnist_train_0000_0799.npz"
 SPLITS = ("train", "val", "test")
@@ -209,8 +209,70 @@ class RandomHEDJitter(nn.Module):
         return out if batched else out[0]
 
 
-def train_augmentation(stain_sigma: float = 0.05, stain_bias: float = 0.05) -> nn.Module:
-    """The histology augmentation every training script uses: dihedral symmetry + stain jitter."""
+class RandomScale(nn.Module):
+    """Scale jitter for a batch: zoom every image by one log-uniform factor in ``[low, high]``.
+
+    Other labs scan at other magnifications, and a caller's stated microns-per-pixel is rounded to whole pixels.
+    Zooming in crops the centre back to the input size; zooming out keeps the smaller image (the network is
+    convolutional with global pooling, so it accepts it) or reflect-pads it back to the input size, each half
+    of the time, so both ways :mod:`pathsynth.stain` can present a physically rescaled tile are seen in training.
+    """
+
+    def __init__(self, low: float = 0.65, high: float = 1.5, p: float = 0.5):
+        super().__init__()
+        self.low, self.high, self.p = low, high, p
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.p <= 0 or float(torch.rand(())) >= self.p:
+            return images
+        size = images.shape[-1]
+        factor = float(np.exp(np.random.uniform(np.log(self.low), np.log(self.high))))
+        new_size = max(8, round(size * factor))
+        if new_size == size:
+            return images
+        zoomed = torch.nn.functional.interpolate(images, size=(new_size, new_size), mode="bilinear",
+                                                 antialias=new_size < size, align_corners=False).clamp(0, 1)
+        if new_size > size:
+            top, left = (int(torch.randint(new_size - size + 1, ())) for _ in range(2))
+            return zoomed[..., top:top + size, left:left + size]
+        if float(torch.rand(())) < 0.5:
+            return zoomed
+        return reflect_pad_to(zoomed, size)
+
+
+def reflect_pad_to(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Mirror-pad a (B, C, h, w) batch to ``size`` x ``size`` (repeatedly when the image is less than half of it)."""
+    while images.shape[-1] < size or images.shape[-2] < size:
+        height, width = images.shape[-2:]
+        pad_h, pad_w = min(size - height, height - 1), min(size - width, width - 1)
+        pad_h, pad_w = max(pad_h, 0), max(pad_w, 0)
+        images = torch.nn.functional.pad(images, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2),
+                                         mode="reflect")
+    return images
+
+
+def train_augmentation(stain_sigma: float = 0.05, stain_bias: float = 0.05, colour_jitter: float = 0.0) -> nn.Module:
+    """The histology augmentation every training script uses: dihedral symmetry + stain jitter.
+
+    ``colour_jitter`` > 0 adds brightness/contrast/saturation jitter of that strength (and a fifth of it in hue),
+    the "HSV" half of Tellez et al.'s best stain augmentation, for robustness to other labs' scanners.
+    """
     from torchvision import transforms
 
-    return transforms.Compose([RandomDihedral(), RandomHEDJitter(stain_sigma, stain_bias)])
+    steps = [RandomDihedral(), RandomHEDJitter(stain_sigma, stain_bias)]
+    if colour_jitter > 0:
+        steps.append(PerImage(transforms.ColorJitter(colour_jitter, colour_jitter, colour_jitter, colour_jitter / 5)))
+    return transforms.Compose(steps)
+
+
+class PerImage(nn.Module):
+    """Apply a torchvision transform to each image of a batch separately (they draw one setting per call)."""
+
+    def __init__(self, transform: nn.Module):
+        super().__init__()
+        self.transform = transform
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.ndim == 3:
+            return self.transform(images)
+        return torch.stack([self.transform(image) for image in images])

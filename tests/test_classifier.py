@@ -86,7 +86,9 @@ def test_training_script_runs_end_to_end(tmp_path):
     model = TissueClassifier.from_pretrained(tmp_path / "run" / "model")
     assert model.predict_proba(images[:2]).shape == (2, 9)
     summary = json.loads((tmp_path / "run" / "model" / "training_summary.json").read_text())
-    assert summary["train_images"] == 72 and "val_tta" in summary
+    assert summary["train_images"] == 72 and "val_tta" in summary and "val_tta_ema" in summary
+    assert summary["temperature"] > 0 and model.temperature == summary["temperature"]
+    assert len(model.config["stain_reference"]["he_ref"]) == 3
     assert (tmp_path / "run" / "log.csv").read_text().count("\n") == 2
 
 
@@ -120,3 +122,37 @@ def test_classify_cli_json_contract(tmp_path, sample):
     assert run.returncode == 2
     assert "not a readable image" in run.stderr and "Traceback" not in run.stderr
     assert "error" in json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_fit_temperature_recovers_the_temperature_that_made_the_labels():
+    from pathsynth.classifier import fit_temperature
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(4000, 9, generator=generator) * 3
+    labels = torch.multinomial((logits / 2.0).softmax(-1), 1, generator=generator)[:, 0]
+    assert fit_temperature(logits, labels.numpy()) == pytest.approx(2.0, rel=0.1)
+
+
+def test_temperature_changes_confidence_not_predictions(sample):
+    clf = tiny_classifier()
+    images = sample[0][:20]
+    raw = clf.predict_proba(images)
+    clf.temperature = 3.0
+    tempered = clf.predict_proba(images)
+    assert np.array_equal(raw.argmax(1), tempered.argmax(1))
+    assert tempered.max(1).mean() < raw.max(1).mean()
+    assert np.allclose(clf.predict_proba(images, calibrated=False), raw, atol=1e-6)
+
+
+def test_predict_external_prepares_and_explains_each_image(sample):
+    from pathsynth.stain import fit_stain_reference
+
+    clf = tiny_classifier()
+    clf.config["stain_reference"] = fit_stain_reference(sample[0][:100])
+    tile = np.asarray(Image.fromarray(sample[0][5]).resize((150, 150)))
+    probs, notes = clf.predict_external([tile, Image.fromarray(tile).convert("RGBA")], microns_per_pixel=0.495)
+    assert probs.shape == (2, 9) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert all(any("um/px" in n for n in image_notes) for image_notes in notes)
+    assert any("stain-normalised" in n for n in notes[0])
+    _, unnormalised = tiny_classifier().predict_external(tile)
+    assert "no stain reference" in unnormalised[0][0]

@@ -312,3 +312,52 @@ def test_realism_curve_reads_snapshots(tmp_path, real_split):
     assert all(0 <= r["c2st_balanced_accuracy"] <= 1 and r["fid"] >= 0 for r in rows)
     assert _is_png(tmp_path / "realism.png") and len((tmp_path / "realism.csv").read_text().splitlines()) == 3
     assert P.realism_curve(tmp_path, tiny_classifier(seed=1), real_split, progress=False) == rows  # nothing redone
+
+
+# --------------------------------------------------------------------- classifier calibration/robustness
+
+def test_expected_calibration_error_by_hand():
+    from pathsynth.evaluation.robustness import expected_calibration_error
+
+    def row(top_class, confidence):
+        probs = np.full(NUM_TISSUES, (1 - confidence) / (NUM_TISSUES - 1))
+        probs[top_class] = confidence
+        return probs
+
+    probs = np.stack([row(0, 0.9), row(0, 0.9), row(1, 0.6), row(2, 0.6)])
+    labels = np.array([0, 3, 1, 2])  # 0.9 bin: accuracy 0.5 (gap 0.4); 0.6 bin: accuracy 1 (gap 0.4)
+    assert expected_calibration_error(probs, labels) == pytest.approx(0.4, abs=1e-5)
+
+
+def test_evaluate_classifier_reports_calibration_stain_shift_and_external_tiles(tmp_path, real_split):
+    from PIL import Image
+
+    external = tmp_path / "kather"
+    external.mkdir()
+    for name, image in (("01_TUMOR__a.png", real_split.heldout_images[0]), ("07_ADIPOSE__b.png", real_split.heldout_images[1]),
+                        ("03_COMPLEX__c.png", real_split.heldout_images[2])):  # COMPLEX has no PathMNIST match
+        Image.fromarray(image).resize((150, 150)).save(external / name)
+    (external / "README.md").write_text("not a tile")
+    classifier = tiny_classifier()
+    classifier.temperature = 1.7
+    result = P.evaluate_classifier(classifier, real_split.heldout_images, real_split.heldout_labels,
+                                   out_dir=tmp_path / "report", tta=False, progress=False, external_dir=external)
+    calibration = result["calibration"]
+    assert calibration["temperature"] == 1.7 and len(calibration["temperatures_cross_fitted"]) == 2
+    for key in ("ece_uncalibrated", "ece_cross_fitted", "ece_shipped_in_sample"):
+        assert 0 <= calibration[key] <= 1
+    assert sum(calibration["reliability_cross_fitted"]["count"]) == len(real_split.heldout_labels)
+    assert _is_png(result["reliability_png"])
+    assert set(result["stain_shift"]) >= {"none", "other lab's stain (Macenko re-staining)"}
+    assert result["external"]["n"] == 2 and result["external"]["labels"] == [8, 0]
+    assert len(result["external"]["modes"]) == 5
+    markdown = (tmp_path / "report" / "classifier_report.md").read_text()
+    assert "## Calibration" in markdown and "Tiles from another lab (2 tiles" in markdown
+    json.dumps(result, allow_nan=False)
+
+
+def test_external_tiles_are_skipped_without_a_folder(monkeypatch):
+    from pathsynth.evaluation.robustness import EXTERNAL_ENV, external_tiles_stage
+
+    monkeypatch.delenv(EXTERNAL_ENV, raising=False)
+    assert external_tiles_stage(tiny_classifier()) is None

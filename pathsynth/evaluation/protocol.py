@@ -303,8 +303,13 @@ PROTOCOL_TEXT = {
 
 
 def evaluate_classifier(classifier, images, labels, out_dir: str | Path | None = None, tta: bool | None = None,
-                        progress: bool = True) -> dict:
-    """Accuracy (Wilson 95 % CI), macro P/R/F1, one-vs-rest AUC, per-tissue scores and a confusion matrix."""
+                        progress: bool = True, robustness: bool = True, external_dir: str | Path | None = None) -> dict:
+    """Accuracy (Wilson 95 % CI), macro P/R/F1, one-vs-rest AUC, per-tissue scores and a confusion matrix.
+
+    With ``robustness`` (and a classifier that has ``view_logits``): calibration (ECE before and after
+    temperature scaling, cross-fitted), accuracy under simulated stain shifts, and accuracy on another lab's
+    tiles (``external_dir`` or ``$PATHSYNTH_EXTERNAL_TILES``); see :mod:`pathsynth.evaluation.robustness`.
+    """
     images, labels = np.asarray(images), np.asarray(labels).reshape(-1)
     if len(images) == 0 or len(images) != len(labels):
         raise ValueError(f"need a non-empty labelled set, got {len(images)} images and {len(labels)} labels")
@@ -314,6 +319,12 @@ def evaluate_classifier(classifier, images, labels, out_dir: str | Path | None =
     seconds = time.perf_counter() - start
     result = M.classification_report(labels, probs.argmax(1), probs)
     result.update(tta=use_tta, seconds=seconds, images_per_s=len(images) / seconds if seconds > 0 else None)
+    if robustness and hasattr(classifier, "view_logits"):
+        from . import robustness as R
+
+        result["calibration"] = R.calibration_stage(classifier, images, labels)
+        result["stain_shift"] = R.stain_shift_stage(classifier, images, labels)
+        result["external"] = R.external_tiles_stage(classifier, external_dir)
     from .report import write_classifier_report
 
     return write_classifier_report(result, out_dir)

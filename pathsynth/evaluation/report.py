@@ -206,21 +206,76 @@ def write_classifier_report(result: dict, out_dir: str | Path | None) -> dict:
         title = f"Classifier on {result['n']} images (acc {result['accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f})"
         result["confusion_matrix_png"] = str(plot_confusion_matrix(result["confusion_matrix"],
                                                                    out_dir / "classifier_confusion.png", title))
+        if result.get("calibration"):
+            result["reliability_png"] = str(plot_reliability(result["calibration"],
+                                                             out_dir / "classifier_reliability.png"))
         result["report_json"] = str(out_dir / "classifier_report.json")
         write_json(out_dir / "classifier_report.json", result)
         (out_dir / "classifier_report.md").write_text(classifier_markdown(result))
     return jsonable(result)
 
 
+def plot_reliability(calibration: dict, path: str | Path) -> Path:
+    """Reliability diagram: accuracy vs confidence per bin, before and after (cross-fitted) temperature scaling."""
+    figure = _figure(5.2, 4.8)
+    ax = figure.add_subplot()
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
+    for key, label, colour in (("uncalibrated", "T = 1", "#c05621"),
+                               ("cross_fitted", "temperature-scaled (cross-fitted)", "#2b6cb0")):
+        bins = calibration[f"reliability_{key}"]
+        used = [i for i, c in enumerate(bins["count"]) if c]
+        ax.plot([bins["confidence"][i] for i in used], [bins["accuracy"][i] for i in used], "o-", color=colour,
+                label=f"{label}: ECE {calibration[f'ece_{key}']:.3f}")
+        for i in used:
+            ax.annotate(str(bins["count"][i]), (bins["confidence"][i], bins["accuracy"][i]), fontsize=6,
+                        textcoords="offset points", xytext=(3, -8), color=colour)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("confidence (top-1 probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Reliability, held-out fold (T = {calibration['temperature']:.2f}; counts per bin)")
+    ax.legend(loc="upper left", fontsize=8)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
 def classifier_markdown(result: dict) -> str:
     lo, hi = result["accuracy_ci95"]
-    return "\n".join([
+    lines = [
         f"# Classifier evaluation ({result['n']} images, TTA {'on' if result['tta'] else 'off'})", "",
         f"- accuracy **{result['accuracy']:.4f}** (95% Wilson CI {lo:.3f}-{hi:.3f})",
         f"- macro precision {result['macro_precision']:.4f}, recall {result['macro_recall']:.4f}, "
         f"F1 **{result['macro_f1']:.4f}**, one-vs-rest AUC {jsonable(result['auc_macro'])}", "",
         markdown_table(result["per_class"], {"precision": "precision", "recall": "recall", "f1": "F1", "auc": "AUC",
-                                             "support": "support"}, "tissue"), ""])
+                                             "support": "support"}, "tissue"), ""]
+    return "\n".join(lines + robustness_markdown(result))
+
+
+def robustness_markdown(result: dict) -> list[str]:
+    """Calibration, stain-shift and external-tile sections (absent when not measured)."""
+    lines = []
+    if cal := result.get("calibration"):
+        t_a, t_b = cal["temperatures_cross_fitted"]
+        lines += ["## Calibration", "",
+                  f"- temperature shipped **T = {cal['temperature']:.3f}** (fitted on the whole held-out fold)",
+                  f"- ECE ({cal['n_bins']} bins, torchmetrics) uncalibrated {cal['ece_uncalibrated']:.4f}; "
+                  f"**cross-fitted {cal['ece_cross_fitted']:.4f}** (T fitted on one half, measured on the other: "
+                  f"T = {t_a:.3f} / {t_b:.3f}); with the shipped T in-sample {cal['ece_shipped_in_sample']:.4f}",
+                  f"- NLL uncalibrated {cal['nll_uncalibrated']:.4f}, cross-fitted {cal['nll_cross_fitted']:.4f}; "
+                  f"mean top-1 confidence {cal['mean_confidence_uncalibrated']:.3f} -> "
+                  f"{cal['mean_confidence_cross_fitted']:.3f}", ""]
+    if shift := result.get("stain_shift"):
+        lines += ["## Simulated stain shifts (held-out tiles)", "",
+                  markdown_table(shift, {"accuracy": "accuracy"}, "shift"), ""]
+    if ext := result.get("external"):
+        rows = {name: {"accuracy": row["accuracy"], "correct": f"{row['correct']}/{ext['n']}"}
+                for name, row in ext["modes"].items()}
+        lines += [f"## Tiles from another lab ({ext['n']} tiles, {ext['microns_per_pixel']} um/px)", "",
+                  markdown_table(rows, {"accuracy": "accuracy", "correct": "correct"}, "preparation"), ""]
+    figures = [(k, result[k]) for k in ("confusion_matrix_png", "reliability_png") if result.get(k)]
+    if figures:
+        lines += ["## Figures", ""] + [f"![{k}]({Path(v).name})" for k, v in figures] + [""]
+    return lines
 
 
 def write_generator_report(result: dict, out_dir: str | Path | None, raw: np.ndarray, tissues: np.ndarray,
