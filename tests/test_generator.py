@@ -33,9 +33,11 @@ def test_save_load_round_trip(tmp_path):
     pipe = tiny_pipeline()
     pipe.save_pretrained(str(tmp_path))
     again = PathSynthPipeline.from_pretrained(str(tmp_path))
-    a = pipe([1, 2], num_inference_steps=3, generator=_seeded(2), output_type="uint8").images
-    b = again([1, 2], num_inference_steps=3, generator=_seeded(2), output_type="uint8").images
-    assert np.array_equal(a, b)
+    assert all(torch.equal(p, q) for p, q in zip(pipe.unet.parameters(), again.unet.parameters()))
+    a = pipe([1, 2], num_inference_steps=3, generator=_seeded(2), output_type="np").images
+    b = again([1, 2], num_inference_steps=3, generator=_seeded(2), output_type="np").images
+    # Same weights, same noise; oneDNN may pick another kernel for mmapped weights on some CPUs (AMD EPYC: 3e-6).
+    assert np.allclose(a, b, atol=1e-4)
 
 
 def test_same_seed_same_image_and_per_image_seeds_are_independent():

@@ -16,16 +16,15 @@ from .base import MAX_SEED, OUTPUT_SIZE, Generator
 __all__ = ["BACKENDS", "DEFAULT_GENERATOR_DIR", "GENERATOR_REBUILD_COMMAND", "Generator", "MAX_SEED", "OUTPUT_SIZE",
            "get_generator", "load_embedded_generator"]
 
-GENERATOR_REBUILD_COMMAND = "python train/generator.py --export_dir assets/models/generator"
+GENERATOR_REBUILD_COMMAND = (
+    "python train/generator.py --export_dir assets/models/generator && python train/discriminator.py --export_dir assets/models/generator")
 BACKENDS = ("embedded", "sd-lora")
 
 
 def load_embedded_generator(path: str | Path | None = None, **kwargs):
     """The embedded pipeline at ``path`` (default: ``$PATHSYNTH_GENERATOR`` or the shipped one), with a clear
     error for broken files."""
-    import torch
-
-    from .embedded import EmbeddedGenerator, PathSynthPipeline
+    from .embedded import EmbeddedGenerator, load_pipeline
 
     path = Path(path or Settings.from_env().generator_dir)
     for required in (path / "model_index.json", path / "unet" / "config.json",
@@ -33,8 +32,7 @@ def load_embedded_generator(path: str | Path | None = None, **kwargs):
         if not required.is_file():
             raise ModelFileError(f"generator file missing: {required}. Rebuild it with: {GENERATOR_REBUILD_COMMAND}")
     try:
-        # Weights ship in fp16 to keep the repo small; CPUs run fp32 faster, so upcast on load.
-        pipeline = PathSynthPipeline.from_pretrained(str(path), torch_dtype=torch.float32)
+        pipeline = load_pipeline(str(path))
     except Exception as error:
         raise ModelFileError(f"generator files in {path} are unreadable or do not match the model "
                              f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "

@@ -18,6 +18,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..tissues import NUM_TISSUES, tissue_index
 from .base import Generator
+from .discriminator import NoisyDiscriminator, guided_v_prediction
 
 NULL_CLASS = NUM_TISSUES  # the "no tissue given" condition, trained by condition dropout
 # Chosen with scripts/sweep_sampler.py (C2ST and evaluator FID on halves of the training fold, never the held-out
@@ -26,6 +27,8 @@ NULL_CLASS = NUM_TISSUES  # the "no tissue given" condition, trained by conditio
 DEFAULT_GUIDANCE = 3.0
 DEFAULT_INTERVAL = (0.15, 0.75)
 DEFAULT_STEPS = 15  # DPM-Solver++; as good as 20 on the first shipped model (macro-F1 0.83 vs 0.82), 30 % faster
+# Discriminator guidance skips the noisiest steps: there the discriminator knows little and sqrt((1 - a) / a) explodes.
+DEFAULT_DISCRIMINATOR_INTERVAL = (0.0, 0.8)
 
 
 def build_unet(sample_size: int = 28, block_out_channels: Sequence[int] = (32, 64, 128),
@@ -66,13 +69,16 @@ class PathSynthPipeline(DiffusionPipeline):
     Args:
         unet: a class-conditional ``UNet2DModel`` with ``num_class_embeds = 10`` (9 tissues + null).
         scheduler: any diffusers scheduler matching the UNet's ``prediction_type``.
+        discriminator: optional :class:`NoisyDiscriminator` for discriminator guidance (``train/discriminator.py``);
+            its config holds the guidance weight chosen for it.
     """
 
     model_cpu_offload_seq = "unet"
+    _optional_components = ["discriminator"]
 
-    def __init__(self, unet: UNet2DModel, scheduler):
+    def __init__(self, unet: UNet2DModel, scheduler, discriminator: NoisyDiscriminator | None = None):
         super().__init__()
-        self.register_modules(unet=unet, scheduler=scheduler)
+        self.register_modules(unet=unet, scheduler=scheduler, discriminator=discriminator)
 
     def get_label_ids(self, label: int | str | Sequence[int | str]) -> list[int]:
         """Tissue indices for catalogue entries (index, medmnist label, abbreviation or display name).
@@ -82,6 +88,16 @@ class PathSynthPipeline(DiffusionPipeline):
         """
         labels = [label] if isinstance(label, (int, str, np.integer)) else list(label)
         return [tissue_index(item) for item in labels]
+
+    def discriminator_weight(self, requested: float | None = None) -> float:
+        """The discriminator-guidance weight to use: the requested one, else the one stored with the discriminator."""
+        if self.discriminator is None:
+            if requested:
+                raise ValueError("discriminator guidance needs a pipeline with a discriminator")
+            return 0.0
+        if self.scheduler.config.prediction_type != "v_prediction":
+            raise ValueError("discriminator guidance is implemented for v-prediction models")
+        return float(self.discriminator.config.guidance_weight if requested is None else requested)
 
     @torch.no_grad()
     def __call__(
@@ -94,6 +110,8 @@ class PathSynthPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         guidance_interval: tuple[float, float] = DEFAULT_INTERVAL,
+        discriminator_weight: float | None = None,
+        discriminator_interval: tuple[float, float] = DEFAULT_DISCRIMINATOR_INTERVAL,
     ) -> ImagePipelineOutput | tuple:
         r"""Generate tissue images.
 
@@ -107,6 +125,9 @@ class PathSynthPipeline(DiffusionPipeline):
             output_type: ``"pil"``, ``"np"`` (float HWC in [0, 1]) or ``"uint8"`` (uint8 HWC arrays).
             guidance_interval: guide only while ``t / num_train_timesteps`` lies in this range; guidance at the
                 noisiest and the cleanest steps costs diversity and texture (Kynkäänniemi et al. 2024).
+            discriminator_weight: discriminator-guidance weight (0 = off; ``None`` = the weight stored with the
+                pipeline's discriminator, or off without one).
+            discriminator_interval: apply discriminator guidance only while ``t / num_train_timesteps`` lies here.
         """
         if num_inference_steps < 1:
             raise ValueError("num_inference_steps must be at least 1")
@@ -122,6 +143,7 @@ class PathSynthPipeline(DiffusionPipeline):
                                device=device, dtype=dtype)
         class_labels = torch.tensor(class_ids, device=device)
         use_guidance = guidance_scale > 1.0
+        dg_weight = self.discriminator_weight(discriminator_weight)
         if use_guidance:
             class_labels = torch.cat([class_labels, torch.full_like(class_labels, NULL_CLASS)])
 
@@ -138,6 +160,9 @@ class PathSynthPipeline(DiffusionPipeline):
             if guide:
                 cond, uncond = model_output.chunk(2)
                 model_output = uncond + guidance_scale * (cond - uncond)
+            if dg_weight and discriminator_interval[0] <= float(t) / num_train_timesteps <= discriminator_interval[1]:
+                model_output = guided_v_prediction(self.discriminator, model_output, latents, t,
+                                                   class_labels[:batch], self.scheduler.alphas_cumprod[int(t)], dg_weight)
             # The generator matters for SDE solvers (fresh noise each step): per-image generators keep images reproducible.
             latents = self.scheduler.step(model_output, t, latents, generator=generator).prev_sample
 
@@ -152,6 +177,15 @@ class PathSynthPipeline(DiffusionPipeline):
         return ImagePipelineOutput(images=images)
 
 
+def load_pipeline(path: str, dtype: torch.dtype = torch.float32) -> PathSynthPipeline:
+    """A saved pipeline in ``dtype`` (weights ship in fp16; CPUs run fp32 faster)."""
+    import diffusers
+    from packaging.version import Version
+
+    dtype_key = "dtype" if Version(diffusers.__version__) >= Version("0.42") else "torch_dtype"  # renamed in 0.42
+    return PathSynthPipeline.from_pretrained(str(path), **{dtype_key: dtype})
+
+
 class EmbeddedGenerator(Generator):
     """The generator-backend interface over :class:`PathSynthPipeline` (used by verify, CLI and app).
 
@@ -162,8 +196,10 @@ class EmbeddedGenerator(Generator):
     name = "embedded"
 
     def __init__(self, pipeline: PathSynthPipeline, guidance_scale: float = DEFAULT_GUIDANCE,
-                 num_inference_steps: int = DEFAULT_STEPS, guidance_interval: tuple[float, float] = DEFAULT_INTERVAL):
+                 num_inference_steps: int = DEFAULT_STEPS, guidance_interval: tuple[float, float] = DEFAULT_INTERVAL,
+                 discriminator_weight: float | None = None):
         self.pipeline = pipeline
+        self.discriminator_weight = discriminator_weight  # None: the weight stored with the pipeline's discriminator
         self.pipeline.set_progress_bar_config(disable=True)
         self.guidance_scale = guidance_scale
         self.num_inference_steps = num_inference_steps
@@ -176,7 +212,8 @@ class EmbeddedGenerator(Generator):
             return self.pipeline
         pipeline = getattr(self._local, "pipeline", None)
         if pipeline is None or pipeline.unet is not self.pipeline.unet:
-            pipeline = PathSynthPipeline(self.pipeline.unet, copy.deepcopy(self.pipeline.scheduler))
+            pipeline = PathSynthPipeline(self.pipeline.unet, copy.deepcopy(self.pipeline.scheduler),
+                                         self.pipeline.discriminator)
             pipeline.set_progress_bar_config(disable=True)
             self._local.pipeline = pipeline
         return pipeline
@@ -188,5 +225,6 @@ class EmbeddedGenerator(Generator):
             guidance_scale=self.guidance_scale if guidance_scale is None else guidance_scale,
             num_inference_steps=self.num_inference_steps if num_inference_steps is None else num_inference_steps,
             generator=generators, output_type="np", guidance_interval=self.guidance_interval,
+            discriminator_weight=self.discriminator_weight,
         ).images
         return torch.from_numpy(images).permute(0, 3, 1, 2)
