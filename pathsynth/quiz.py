@@ -11,6 +11,7 @@ the key and the ground truth match whenever the sample allows it.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -34,6 +35,7 @@ class Question:
     seed: int | None = None  # regenerates a generated tile with the same backend
     probabilities: list[float] = field(default_factory=list)  # classifier probabilities (9), may be empty
     heatmap: np.ndarray | None = None  # where the classifier looked for the answer, computed once (see heatmap())
+    caption: str = ""  # an instructor's caption (gallery quizzes), shown with the feedback
 
 
 @dataclass
@@ -229,9 +231,10 @@ def _pick_real(count: int, classifier, images: np.ndarray, labels: np.ndarray, w
 def quiz_from_images(images: Sequence[np.ndarray], answers: Sequence[int | str], *,
                      sources: Sequence[str] | None = None, true_labels: Sequence[int | None] | None = None,
                      seeds: Sequence[int | None] | None = None, probabilities: Sequence[Sequence[float]] | None = None,
-                     shuffle: bool = False, seed: int | None = None, title: str = "", explainer=None) -> QuizSession:
-    """A quiz from given tiles, e.g. an instructor's gallery (``answers`` = the items' tissues); ``explainer``: as in
-    :func:`build_quiz`."""
+                     shuffle: bool = False, seed: int | None = None, title: str = "", explainer=None,
+                     captions: Sequence[str] | None = None) -> QuizSession:
+    """A quiz from given tiles, e.g. an instructor's gallery (``answers`` = the items' tissues, ``captions`` = their
+    captions); ``explainer``: as in :func:`build_quiz`."""
     images, answers = list(images), list(answers)
     if not images:
         raise ValueError("a quiz needs at least one image")
@@ -239,7 +242,7 @@ def quiz_from_images(images: Sequence[np.ndarray], answers: Sequence[int | str],
         raise ValueError(f"a quiz has at most {MAX_QUESTIONS} questions, got {len(images)}")
     count = len(images)
     for name, values in (("answers", answers), ("sources", sources), ("true_labels", true_labels),
-                         ("seeds", seeds), ("probabilities", probabilities)):
+                         ("seeds", seeds), ("probabilities", probabilities), ("captions", captions)):
         if values is not None and len(values) != count:
             raise ValueError(f"{name} has {len(values)} entries for {count} images")
     sources = list(sources) if sources is not None else ["generated"] * count
@@ -248,7 +251,8 @@ def quiz_from_images(images: Sequence[np.ndarray], answers: Sequence[int | str],
     questions = [Question(image=to_rgb_uint8(images[i]), answer=_check_choice(answers[i]), source=sources[i],
                           true_label=None if true_labels is None or true_labels[i] is None else int(true_labels[i]),
                           seed=None if seeds is None or seeds[i] is None else int(seeds[i]),
-                          probabilities=[] if probabilities is None else [float(p) for p in probabilities[i]])
+                          probabilities=[] if probabilities is None else [float(p) for p in probabilities[i]],
+                          caption="" if captions is None else str(captions[i] or ""))
                  for i in range(count)]
     if shuffle:
         order = np.random.default_rng(seed).permutation(count)
@@ -324,11 +328,8 @@ def retry_missed(session: QuizSession) -> QuizSession:
     missed = summary(session).missed
     if not missed:
         raise ValueError("no missed questions to retry")
-    questions = [Question(image=session.questions[i].image.copy(), answer=session.questions[i].answer,
-                          source=session.questions[i].source, true_label=session.questions[i].true_label,
-                          seed=session.questions[i].seed, probabilities=list(session.questions[i].probabilities),
-                          heatmap=session.questions[i].heatmap)
-                 for i in missed]
+    questions = [dataclasses.replace(session.questions[i], image=session.questions[i].image.copy(),
+                                     probabilities=list(session.questions[i].probabilities)) for i in missed]
     title = f"{session.title} (retry)" if session.title else "Retry"
     return QuizSession(questions, [None] * len(questions), title=title)
 
@@ -347,4 +348,5 @@ def quiz_from_gallery(gallery, shuffle: bool = True, seed: int | None = None, ex
                             sources=[item.source if item.source in SOURCES else "generated" for item in items],
                             seeds=[item.seed if item.seed is None or item.seed <= MAX_SEED else None for item in items],
                             probabilities=probabilities if all(len(p) == NUM_TISSUES for p in probabilities) else None,
-                            shuffle=shuffle, seed=seed, title=gallery.name, explainer=explainer)
+                            shuffle=shuffle, seed=seed, title=gallery.name, explainer=explainer,
+                            captions=[item.caption for item in items])

@@ -289,7 +289,7 @@ def test_quiz_from_gallery_keeps_sources_seeds_and_probabilities():
 
     def item(tissue, source, seed, probabilities):
         return SimpleNamespace(image=np.full((28, 28, 3), tissue, np.uint8), tissue=tissue, source=source,
-                               seed=seed, meta={"probabilities": probabilities})
+                               seed=seed, meta={"probabilities": probabilities}, caption=f"note {tissue}")
 
     full = [1.0 / 9] * 9
     gallery = SimpleNamespace(name="Week 1", items=[item(0, "generated", 5, full), item(4, "uploaded", 2**40, full)])
@@ -298,6 +298,14 @@ def test_quiz_from_gallery_keeps_sources_seeds_and_probabilities():
     assert [q.source for q in session.questions] == ["generated", "uploaded"]
     assert [q.seed for q in session.questions] == [5, None]  # beyond MAX_SEED: not a seed this app can replay
     assert session.questions[0].probabilities == full
+    assert [q.caption for q in session.questions] == ["note 0", "note 4"]
+    # Shuffled quizzes and retries of missed questions keep each image's instructor caption.
+    shuffled = Q.quiz_from_gallery(gallery, seed=3)
+    assert all(q.caption == f"note {q.answer}" for q in shuffled.questions)
+    for _ in shuffled.questions:
+        Q.answer(shuffled, (shuffled.questions[shuffled.current].answer + 1) % 9)
+    retry = Q.retry_missed(shuffled)
+    assert sorted(q.caption for q in retry.questions) == ["note 0", "note 4"]
     gallery.items[1].meta = {}
     assert Q.quiz_from_gallery(gallery).questions[0].probabilities == []  # all or none
     with pytest.raises(ValueError, match="no images"):

@@ -6,7 +6,6 @@ Every write handler re-checks the instructor's credentials on the server (``requ
 from __future__ import annotations
 
 import gradio as gr
-import numpy as np
 
 from .. import quiz as Q
 from .. import ui_helpers as ui
@@ -65,18 +64,9 @@ def gallery_get(services, gallery):
 def gallery_quiz(services, gallery):
     """Start a quiz made of one gallery's images (answers: the items' tissues)."""
     record = services.store.get_gallery(ui.parse_gallery_key(gallery))
-    session = Q.quiz_from_gallery(record, shuffle=False)
-    _with_captions(session, record)
+    session = Q.quiz_from_gallery(record)  # shuffled; each question keeps its item's caption
     status = f"Quiz on {ui.escape_md(record.name)}: {session.total} question{'s' if session.total != 1 else ''}."
     return (*question_view(session, status), gr.Tabs(selected="quiz"), "")
-
-
-def _with_captions(session, record, seed: int | None = None) -> None:
-    """Give each question its item's instructor caption (shown with the feedback), then shuffle the questions."""
-    for question, item in zip(session.questions, record.items):
-        question.caption = item.caption
-    order = np.random.default_rng(seed).permutation(session.total)
-    session.questions = [session.questions[i] for i in order]
 
 
 def selected_number(event: gr.SelectData):

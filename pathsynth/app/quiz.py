@@ -46,7 +46,7 @@ STATUS = VIEW_OUTPUTS - 1
 
 def caption_of(question) -> str:
     """The instructor's caption of a gallery question ("" for generated and real tiles)."""
-    return getattr(question, "caption", "") or ""
+    return question.caption
 
 
 def question_view(session, status: str = "") -> tuple:
