@@ -213,16 +213,20 @@ def cmd_classify(args) -> dict:
     # A tile saved enlarged (e.g. `generate --scale 8`) is shrunk back exactly, so the answer does not depend on
     # the size it was saved at; other sizes are left to the classifier's own resizing.
     reduced = [undo_pixel_upscale(image, classifier.input_size) for image in images]
-    probabilities = classifier.predict_proba([image for image, _ in reduced])
+    if args.microns_per_pixel:  # another lab's tile: physical scale and stain normalisation, with notes
+        probabilities, notes = classifier.predict_external([image for image, _ in reduced], args.microns_per_pixel)
+    else:
+        probabilities, notes = classifier.predict_proba([image for image, _ in reduced]), [[] for _ in images]
     rows = []
-    for path, original, (_, factor), p in zip(args.images, images, reduced, probabilities):
+    for path, original, (_, factor), p, note in zip(args.images, images, reduced, probabilities, notes):
         top = int(p.argmax())
         rows.append({"path": path, "tissue": top, "label": TISSUES[top].label, "confidence": round(float(p[top]), 4),
-                     "size": list(original.shape[:2]), "reduced_by": factor,
+                     "size": list(original.shape[:2]), "reduced_by": factor, "preparation": note,
                      "probabilities": {TISSUES[i].abbreviation: round(float(x), 4) for i, x in enumerate(p)}})
     human = "\n".join(f"{r['path']}: {r['label']} ({r['confidence']:.2f})"
                       + (f" [pixel-exact {r['reduced_by']}x enlargement, classified at its original size]"
-                         if r["reduced_by"] > 1 else "") for r in rows)
+                         if r["reduced_by"] > 1 else "")
+                      + (f" [{'; '.join(r['preparation'])}]" if r["preparation"] else "") for r in rows)
     return {"predictions": rows}, human
 
 
@@ -351,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("classify", cmd_classify, "classify image files with the ResNet-18")
     p.add_argument("images", nargs="+")
     p.add_argument("--model", default=None, help="classifier directory (default: shipped model)")
+    p.add_argument("--microns-per-pixel", type=decimal(0.01, 100.0), default=None,
+                   help="the images' scale (e.g. 0.5 for a 20x scan): resize to PathMNIST's ~4 um/px and normalise "
+                        "the stain, for tiles from other labs")
 
     p = add("resolve", cmd_resolve, "turn a free-text description into a tissue")
     p.add_argument("text")

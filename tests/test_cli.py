@@ -183,3 +183,20 @@ def test_undo_pixel_upscale_is_exact_and_leaves_other_images_alone():
         assert found == factor and np.array_equal(restored, tile)
     smooth = np.random.default_rng(2).integers(0, 255, (224, 224, 3), dtype=np.uint8)
     assert undo_pixel_upscale(smooth, 28)[1] == 1
+
+
+def test_classify_prepares_other_labs_tiles_at_their_stated_scale(tmp_path, tiny_env):
+    from PIL import Image
+
+    from pathsynth.data import load_bundled_sample
+
+    images, _ = load_bundled_sample()
+    # A real tile scanned at 5x PathMNIST's magnification: 140 px at 0.8 um/px covers the same 112 um.
+    Image.fromarray(images[0]).resize((140, 140), Image.BICUBIC).save(tmp_path / "scan.png")
+    out = run(["classify", str(tmp_path / "scan.png"), "--microns-per-pixel", "0.8", "--json"], tiny_env)
+    assert out.returncode == 0, out.stderr
+    row = last_json(out.stdout)["predictions"][0]
+    assert row["size"] == [140, 140] and row["preparation"]  # says what it did (scale, stain)
+    assert abs(sum(row["probabilities"].values()) - 1) < 1e-3
+    bad = run(["classify", str(tmp_path / "scan.png"), "--microns-per-pixel", "0"], NO_MODELS)
+    assert bad.returncode == 2 and "microns-per-pixel" in bad.stderr
