@@ -25,7 +25,7 @@ from diffusers import DDPMScheduler
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
-from pathsynth.data import RandomDihedral, load_training_data
+from pathsynth.data import RandomDihedral, load_training_data, to_tensor
 from pathsynth.evaluation.protocol import generate_raw
 from pathsynth.generators.discriminator import NoisyDiscriminator
 from pathsynth.generators.embedded import EmbeddedGenerator, PathSynthPipeline, load_pipeline
@@ -57,11 +57,6 @@ def parse_config(argv: list[str] | None = None) -> Config:
     return HfArgumentParser(Config).parse_args_into_dataclasses(args=argv)[0]
 
 
-def to_model_range(images: np.ndarray) -> torch.Tensor:
-    """uint8 NHWC -> float NCHW in [-1, 1], the diffusion model's range."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
 def generated_examples(cfg: Config, pipeline: PathSynthPipeline) -> tuple[np.ndarray, np.ndarray]:
     """The generator's own samples, from seeds far from those the evaluation uses."""
     generator = EmbeddedGenerator(pipeline)
@@ -72,24 +67,23 @@ def generated_examples(cfg: Config, pipeline: PathSynthPipeline) -> tuple[np.nda
     return images, tissues
 
 
-def noisy_batch(real, real_y, fake, fake_y, cfg: Config, alphas_cumprod, augment):
+def noisy_batch(real, real_y, fake, fake_y, cfg: Config, noise_scheduler: DDPMScheduler, augment):
     """Half real, half generated, each noised to its own random timestep (the same noise the sampler sees)."""
     i, j = torch.randint(len(real), (cfg.batch_size,)), torch.randint(len(fake), (cfg.batch_size,))
     x0 = augment(torch.cat([real[i], fake[j]]))
     tissues = torch.cat([real_y[i], fake_y[j]])
     is_real = torch.cat([torch.ones(cfg.batch_size), torch.zeros(cfg.batch_size)])
-    timesteps = torch.randint(0, len(alphas_cumprod), (len(x0),))
-    a = alphas_cumprod[timesteps][:, None, None, None]
-    return a.sqrt() * x0 + (1 - a).sqrt() * torch.randn_like(x0), timesteps, tissues, is_real
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(x0),))
+    return noise_scheduler.add_noise(x0, torch.randn_like(x0), timesteps), timesteps, tissues, is_real
 
 
 def train(cfg: Config, discriminator, real, real_y, fake, fake_y, log) -> float:
     """AdamW with a cosine schedule; returns the final running loss (ln 2 = chance)."""
-    alphas_cumprod = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2").alphas_cumprod
+    noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
     optimizer = torch.optim.AdamW(discriminator.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     augment, running = RandomDihedral(), None
     for step in (bar := tqdm(range(cfg.steps), desc="discriminator")):
-        noisy, timesteps, tissues, is_real = noisy_batch(real, real_y, fake, fake_y, cfg, alphas_cumprod, augment)
+        noisy, timesteps, tissues, is_real = noisy_batch(real, real_y, fake, fake_y, cfg, noise_scheduler, augment)
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -118,8 +112,8 @@ def main(cfg: Config) -> None:
     discriminator = NoisyDiscriminator(width=cfg.width, guidance_weight=cfg.guidance_weight)
     with open(out_dir / "log.csv", "w") as log:
         log.write("step,loss\n")
-        final_loss = train(cfg, discriminator, to_model_range(images), torch.as_tensor(labels).long(),
-                           to_model_range(fake), torch.as_tensor(fake_labels).long(), log)
+        final_loss = train(cfg, discriminator, to_tensor(images) * 2 - 1, torch.as_tensor(labels).long(),
+                           to_tensor(fake) * 2 - 1, torch.as_tensor(fake_labels).long(), log)
     # fp16 on disk like the shipped UNet (loaded back as fp32 on CPUs): half the size, same samples.
     pipeline = PathSynthPipeline(pipeline.unet.half(), pipeline.scheduler, discriminator.eval().half())
     export = Path(cfg.export_dir or out_dir / "pipeline")

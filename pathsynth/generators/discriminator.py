@@ -9,23 +9,14 @@ generated images: the held-out fold and the independent evaluator network stay o
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.embeddings import get_timestep_embedding
 from diffusers.models.modeling_utils import ModelMixin
 
 from ..tissues import NUM_TISSUES
-
-
-def timestep_embedding(timesteps: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sinusoidal embedding of the diffusion timestep."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / half)
-    args = timesteps.float()[:, None] * freqs[None]
-    return torch.cat([args.sin(), args.cos()], dim=1)
 
 
 class ModulatedBlock(nn.Module):
@@ -65,7 +56,10 @@ class NoisyDiscriminator(ModelMixin, ConfigMixin):
         self.head = nn.Linear(4 * width, 1)
 
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, tissues: torch.Tensor) -> torch.Tensor:
-        embedding = self.time_embedding(timestep_embedding(timesteps, self.config.time_dim))
+        # [sin, cos] of t * 10000^(-i / half): the layout the shipped weights were trained with
+        sinusoidal = get_timestep_embedding(timesteps, self.config.time_dim, flip_sin_to_cos=False,
+                                            downscale_freq_shift=0)
+        embedding = self.time_embedding(sinusoidal)
         embedding = embedding + self.tissue_embedding(tissues)
         h = self.stem(noisy)
         for block in self.blocks:
