@@ -314,7 +314,8 @@ def cmd_bench(args) -> dict:
         baseline = copy.copy(verifier)
         baseline.generator = EmbeddedGenerator(PathSynthPipeline.from_pretrained(args.baseline_generator),
                                                guidance_scale=args.baseline_guidance,
-                                               guidance_interval=tuple(args.baseline_interval))
+                                               guidance_interval=tuple(args.baseline_interval),
+                                               timestep_power=args.baseline_timestep_power)
         result.update(compare_verified(verifier, baseline, args.repeats), baseline_generator=args.baseline_generator)
     if args.out:
         result = write_reports(result, args.out)
@@ -394,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default=None)
     p.add_argument("--baseline-generator", default=None,
                    help="an embedded generator directory to time side by side (interleaved) with the current one")
+    p.add_argument("--baseline-timestep-power", type=decimal(0.1, 10.0), default=1.0,
+                   help="the baseline's timestep spacing T(1-i/N)^power (models before v2.2: 1, evenly spaced)")
     p.add_argument("--baseline-guidance", type=decimal(0.0, 50.0), default=2.0, help="the baseline's guidance scale (first model: 2)")
     p.add_argument("--baseline-interval", type=decimal(0.0, 1.0), nargs=2, default=[0.0, 1.0], metavar=("LO", "HI"),
                    help="the baseline's guidance interval in t/T (first model: 0 1, i.e. every step)")

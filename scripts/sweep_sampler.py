@@ -1,12 +1,13 @@
 """Sampler settings vs speed, agreement and realism of an embedded generator (how the defaults were chosen).
 
-    python scripts/sweep_sampler.py [--model DIR] [--per_tissue N] STEPS:GUIDANCE[:LO:HI[:SOLVER[:DG]]] ...
+    python scripts/sweep_sampler.py [--model DIR] [--per_tissue N] STEPS:GUIDANCE[:LO:HI[:SOLVER[:DG[:POWER]]]] ...
     python scripts/sweep_sampler.py 15:2 25:2 15:1.5 15:3:0.1:0.7 15:3:0.15:0.75:sde-dpmsolver++
     python scripts/sweep_sampler.py --model runs/discriminator/pipeline 15:3:0.15:0.75:sde-dpmsolver++:0 ...:1 ...:2
 
 LO:HI is the guidance interval (guide only while t/T lies in it; default 0:1); SOLVER a DPM-Solver
 ``algorithm_type`` (default: the model's own, ``dpmsolver++``; ``sde-dpmsolver++`` adds fresh noise each step); DG the
-discriminator-guidance weight (default: the one stored with the pipeline's discriminator). For each setting: ms per image
+discriminator-guidance weight (default: the one stored with the pipeline's discriminator); POWER the timestep spacing
+``T (1 - i/N)^POWER`` (default: the shipped one; 1 = evenly spaced). For each setting: ms per image
 (batches of 64), macro-F1 of the raw images judged by the shipped classifier, and the C2ST and evaluator FID of
 :func:`pathsynth.evaluation.realism_point`. Selection must not touch the held-out fold that the reports use, so
 here the discriminator trains on one half of the *training* fold and is tested on the other half.
@@ -23,7 +24,7 @@ from sklearn.model_selection import train_test_split
 from pathsynth.classifier import load_classifier
 from pathsynth.evaluation import RealSplit, load_evaluator, realism_point
 from pathsynth.evaluation.protocol import generate_raw, real_split
-from pathsynth.generators.embedded import EmbeddedGenerator, PathSynthPipeline
+from pathsynth.generators.embedded import DEFAULT_TIMESTEP_POWER, EmbeddedGenerator, PathSynthPipeline
 from pathsynth.tissues import NUM_TISSUES
 
 
@@ -52,7 +53,8 @@ def main() -> None:
                                                                                algorithm_type=solver)
         generator.num_inference_steps, generator.guidance_scale = int(steps), guidance
         generator.guidance_interval = (lo, hi)
-        generator.discriminator_weight = float(parts[5]) if len(parts) > 5 else None
+        generator.discriminator_weight = float(parts[5]) if len(parts) > 5 and parts[5] else None
+        generator.timestep_power = float(parts[6]) if len(parts) > 6 else DEFAULT_TIMESTEP_POWER
         started = time.perf_counter()
         raw = generate_raw(generator, tissues, range(10_000, 10_000 + len(tissues)), progress=False)
         ms = 1000 * (time.perf_counter() - started) / len(tissues)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pathsynth.generators import DEFAULT_GENERATOR_DIR, get_generator, load_embedded_generator
-from pathsynth.generators.embedded import PathSynthPipeline
+from pathsynth.generators.embedded import PathSynthPipeline, build_inference_scheduler, spaced_timesteps
 from pathsynth.classifier import ModelFileError
 from tiny_models import tiny_generator, tiny_pipeline
 
@@ -48,6 +48,27 @@ def test_same_seed_same_image_and_per_image_seeds_are_independent():
     alone = gen.generate([4], [11])  # an image reproduces from its own seed, whatever the batch
     assert np.array_equal(alone[0], a[1])
     assert not np.array_equal(gen.generate([3], [99])[0], a[0])
+
+
+def test_timestep_power_one_is_the_schedulers_even_spacing_and_larger_powers_end_at_lower_noise():
+    scheduler = build_inference_scheduler()
+    for steps in (1, 3, 15, 30):
+        scheduler.set_timesteps(steps)
+        assert spaced_timesteps(steps, 1.0) == scheduler.timesteps.tolist()  # power 1 = the old sampler
+    for power in (1.5, 2.0):
+        ts = spaced_timesteps(15, power)
+        assert ts[0] == 999 and ts == sorted(set(ts), reverse=True)
+        assert ts[-1] < spaced_timesteps(15, 1.0)[-1]  # the last jump to a clean image starts from less noise
+    with pytest.raises(ValueError):
+        spaced_timesteps(15, 0.0)
+
+
+def test_timestep_power_reaches_the_solver():
+    pipe = tiny_pipeline()
+    even = pipe(3, num_inference_steps=4, generator=_seeded(1), output_type="np", timestep_power=1.0).images
+    dense = pipe(3, num_inference_steps=4, generator=_seeded(1), output_type="np", timestep_power=2.0).images
+    assert not np.allclose(even, dense)
+    assert pipe.scheduler.timesteps.tolist() == spaced_timesteps(4, 2.0)
 
 
 def test_guidance_changes_the_output():
