@@ -74,6 +74,7 @@ class GalleryItemInput:
     seed: int | None = None
     source: str = "generated"  # "generated" | "real" | "uploaded"
     meta: dict | None = None  # JSON-serialisable extras (verification scores, probabilities...)
+    created_at: str | None = None  # ISO-8601 with a time zone; None: now (set by imports, to keep the original)
 
 
 @dataclass
@@ -162,6 +163,7 @@ class _PreparedItem:
     seed: int | None
     source: str
     meta_json: str
+    created_at: str | None = None
 
 
 def _prepare(item: GalleryItemInput) -> _PreparedItem:
@@ -193,7 +195,21 @@ def _prepare(item: GalleryItemInput) -> _PreparedItem:
         raise ValueError(f"meta is too large ({len(meta_json)} characters; at most {MAX_META_CHARS})")
     buffer = io.BytesIO()
     Image.fromarray(_check_image(item.image)).save(buffer, format="PNG")
-    return _PreparedItem(buffer.getvalue(), clean_caption(item.caption), tissue, seed, item.source, meta_json)
+    return _PreparedItem(buffer.getvalue(), clean_caption(item.caption), tissue, seed, item.source, meta_json,
+                         clean_timestamp(item.created_at))
+
+
+def clean_timestamp(value, field: str = "created_at") -> str | None:
+    """An ISO-8601 time with a time zone, kept verbatim (imports restore the original), or None."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) and len(value) <= 40 else None
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ValueError(f"{field} must be an ISO-8601 time with a time zone, got {str(value)[:40]!r}")
+    return value
 
 
 def _now() -> str:
@@ -241,7 +257,8 @@ class GalleryStore:
     def _insert_gallery(self, db: Connection, create: dict, now: str) -> int:
         try:
             with db.begin_nested():  # a savepoint: PostgreSQL aborts the whole transaction on a violation
-                result = db.execute(insert(GalleryRow).values(**create, created_at=now, updated_at=now))
+                # an import may bring its own times
+                result = db.execute(insert(GalleryRow).values(**{"created_at": now, "updated_at": now, **create}))
         except IntegrityError:
             raise ValueError(f"a gallery named {create['name']!r} already exists") from None
         return int(result.inserted_primary_key[0])
@@ -253,7 +270,8 @@ class GalleryStore:
         for offset, item in enumerate(prepared):
             result = db.execute(insert(ItemRow).values(
                 gallery_id=gallery_id, position=start + offset, caption=item.caption, tissue=item.tissue,
-                seed=item.seed, source=item.source, meta_json=item.meta_json, image_png=item.png, created_at=now))
+                seed=item.seed, source=item.source, meta_json=item.meta_json, image_png=item.png,
+                created_at=item.created_at or now))
             ids.append(int(result.inserted_primary_key[0]))
         return ids
 
@@ -305,8 +323,11 @@ class GalleryStore:
 
     # ----------------------------------------------------------------------------------- writes
     def create_gallery(self, name: str, description: str = "", created_by: str = "",
-                       items: Sequence[GalleryItemInput] = ()) -> int:
-        """A new gallery with ``items`` (all or nothing); returns its id. Duplicate names -> ``ValueError``."""
+                       items: Sequence[GalleryItemInput] = (), *, created_at: str | None = None,
+                       updated_at: str | None = None) -> int:
+        """A new gallery with ``items`` (all or nothing); returns its id. Duplicate names -> ``ValueError``.
+
+        ``created_at``/``updated_at`` (ISO-8601 with a time zone) restore an exported gallery's times."""
         items = list(items)
         if len(items) > MAX_ITEMS_PER_GALLERY:
             raise ValueError(f"a gallery holds at most {MAX_ITEMS_PER_GALLERY} images, got {len(items)}")
@@ -314,6 +335,9 @@ class GalleryStore:
                   "description": clean_text(description, field="Description", max_chars=MAX_DESCRIPTION_CHARS,
                                             multiline=True),
                   "created_by": clean_text(created_by, field="Creator", max_chars=MAX_CREATOR_CHARS)}
+        for key, value in (("created_at", created_at), ("updated_at", updated_at)):
+            if value is not None:
+                create[key] = clean_timestamp(value, key)
         prepared = [_prepare(item) for item in items]
         gallery_id, _ = self._add(None, prepared, create)
         return gallery_id
@@ -422,4 +446,4 @@ def items_from_verified(results, captions: Sequence[str] | None = None) -> list[
 
 
 __all__ = ["Gallery", "GalleryItem", "GalleryItemInput", "GalleryNotFoundError", "GalleryStore", "GalleryStoreError",
-           "GallerySummary", "clean_caption", "clean_name", "default_home", "items_from_verified"]
+           "GallerySummary", "clean_caption", "clean_name", "clean_timestamp", "default_home", "items_from_verified"]

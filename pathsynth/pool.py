@@ -1,52 +1,42 @@
 """Verified images made ahead of time, so a class of learners does not wait for the generator.
 
 A :class:`VerifiedPool` keeps a stock of verified images per tissue, each with its explanation heatmap (the
-classifier's Grad-CAM for the verified tissue) already computed, and refills it in one background thread, in
-generator batches, at the lowest CPU priority. ``pool.generate(tissues)`` has the interface of
-``Verifier.generate``: unseeded requests are served from stock (instantly; any tissue whose stock ran out is
-generated on the spot), seeded ones are generated as asked, so a typed seed still reproduces its image.
+classifier's Grad-CAM for the verified tissue) already computed, and refills it in one background thread at the
+lowest CPU priority; once stocked, it explains the images queued ``ahead`` (the app's real quiz tiles).
+``pool.generate(tissues)`` has the interface of ``Verifier.generate``: unseeded requests are served from stock
+(instantly, marked ``VerifiedImage.from_pool``; a tissue whose stock ran out is generated on the spot), seeded ones
+are generated as asked, so a typed seed still reproduces its image.
 
-:func:`verify_batch` is the batched form of the verify loop for concurrent *seeded* requests (e.g. Gradio's
-``batch=True``): several requests, each with its own seed, share every generator batch, and each result is
-exactly what ``verifier.generate([tissue], seed=seed)[0]`` gives alone.
+:func:`verify_batch` serves concurrent *seeded* requests (e.g. Gradio's ``batch=True``) with one
+``Verifier.generate(..., seeds=...)`` call: they share every generator batch, and each result is what
+``verifier.generate([tissue], seed=seed)[0]`` gives alone (same seeds; pixels equal up to batch rounding).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-import secrets
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 
 import numpy as np
 
-from .images import MAX_SEED
+from .settings import DEFAULT_POOL_PER_TISSUE
 from .tissues import TISSUE_INDICES, tissue_index
-from .verify import VerifiedImage, attempt_seed
+from .verify import VerifiedImage
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PER_TISSUE = 8  # stock per tissue: a class of 20 starting at once draws ~3 images per tissue
-FILL_BATCH = 9  # images per background generator call: short enough that requests are not starved
+DEFAULT_PER_TISSUE = DEFAULT_POOL_PER_TISSUE
+FILL_BATCH = 9  # images per background round (one generator call each): the filler checks for a stop between
 LOWEST_PRIORITY = 19
+EXPLANATION_CACHE_SIZE = 4096  # heatmaps kept (28x28 float32: ~3 KB each): every question of 20 quizzes and more
 
 Explain = Callable[[np.ndarray, int], np.ndarray]  # (image, tissue) -> heatmap in [0, 1] at the image's size
-
-
-@dataclass
-class ExplainedImage(VerifiedImage):
-    """A verified image with its explanation heatmap for ``predicted`` (computed once, shown many times)."""
-
-    heatmap: np.ndarray | None = None
-
-    def to_dict(self, with_image: bool = False) -> dict:
-        out = super().to_dict(with_image)
-        out.pop("heatmap", None)
-        return out
 
 
 def gradcam_explainer(classifier) -> Explain:
@@ -54,61 +44,65 @@ def gradcam_explainer(classifier) -> Explain:
     return lambda image, tissue: classifier.gradcam(image, target=tissue)
 
 
-def explained(results: Sequence[VerifiedImage], explainer: Explain | None) -> list[ExplainedImage]:
-    """``results`` with their heatmaps (for the predicted tissue: the verified one when verified)."""
-    out = []
-    for result in results:
-        fields = {name: getattr(result, name) for name in VerifiedImage.__dataclass_fields__}
-        heatmap = getattr(result, "heatmap", None)
-        if heatmap is None and explainer is not None:
-            heatmap = explainer(result.image, result.predicted)
-        out.append(ExplainedImage(**fields, heatmap=heatmap))
-    return out
+class ExplanationCache:
+    """An :data:`Explain` that computes each (image, tissue) heatmap once: the app's answers and re-shown images
+    then need no model call. Keyed by the image's bytes, bounded (least recently used first out), thread-safe."""
+
+    def __init__(self, explainer: Explain, max_items: int = EXPLANATION_CACHE_SIZE):
+        self.explainer, self.max_items = explainer, max_items
+        self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(image: np.ndarray, tissue: int) -> tuple:
+        image = np.ascontiguousarray(image)
+        return hashlib.blake2b(image.tobytes(), digest_size=16).digest(), image.shape, image.dtype.str, int(tissue)
+
+    def get(self, image: np.ndarray, tissue: int) -> np.ndarray | None:
+        key = self.key(image, tissue)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+            return self._items.get(key)
+
+    def put(self, image: np.ndarray, tissue: int, heatmap: np.ndarray) -> None:
+        with self._lock:
+            self._items[self.key(image, tissue)] = heatmap
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+
+    def __call__(self, image: np.ndarray, tissue: int) -> np.ndarray:
+        heatmap = self.get(image, tissue)
+        if heatmap is None:  # computed outside the lock: two threads may both compute a new one, never wait
+            heatmap = np.asarray(self.explainer(image, tissue), dtype=np.float32)
+            self.put(image, tissue, heatmap)
+        return heatmap
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def explained(results: Sequence[VerifiedImage], explainer: Explain | None) -> list[VerifiedImage]:
+    """``results`` with their heatmaps (for the predicted tissue: the verified one when verified); new objects."""
+    return [result if result.heatmap is not None or explainer is None
+            else replace(result, heatmap=explainer(result.image, result.predicted)) for result in results]
 
 
 def verify_batch(verifier, tissues: Sequence[int | str], seeds: Sequence[int | None],
-                 explainer: Explain | None = None) -> list[ExplainedImage]:
-    """One verified image per (tissue, seed) request, all requests sharing each generator batch.
+                 explainer: Explain | None = None) -> list[VerifiedImage]:
+    """One verified, explained image per (tissue, seed) request, all requests sharing each generator batch.
 
     Result *i* equals ``verifier.generate([tissues[i]], seed=seeds[i])[0]`` (a ``None`` seed draws one), so
-    batching concurrent requests changes no image. Rejected requests are retried together, attempt by attempt.
+    batching concurrent requests changes no image (``Verifier.generate(..., seeds=...)`` does the work).
     """
-    if len(tissues) != len(seeds):
-        raise ValueError("one seed (or None) per requested tissue is required")
-    tissues = [tissue_index(t) for t in tissues]
-    seeds = [secrets.randbelow(MAX_SEED + 1) if s is None else int(s) for s in seeds]
-    results: list[VerifiedImage | None] = [None] * len(tissues)
-    history: list[list[dict]] = [[] for _ in tissues]  # rejected attempts, as the loop records them
-    pending = list(range(len(tissues)))
-    for attempt in range(1, verifier.max_attempts + 1):
-        if not pending:
-            break
-        attempt_seeds = [attempt_seed(seeds[i], 0, attempt) for i in pending]
-        wanted = [tissues[i] for i in pending]
-        images = np.asarray(verifier.generator.generate(wanted, attempt_seeds))
-        probabilities, realism, accepted = verifier.judge(images, wanted)
-        for j, request in enumerate(pending):
-            confidence = float(probabilities[j, wanted[j]])
-            if not accepted[j]:
-                history[request].append({"seed": attempt_seeds[j], "predicted": int(probabilities[j].argmax()),
-                                         "confidence": round(confidence, 4), "realism": round(float(realism[j]), 4)})
-                continue
-            results[request] = VerifiedImage(
-                image=images[j], tissue=wanted[j], verified=True, attempts=attempt, seed=attempt_seeds[j],
-                probabilities=[float(p) for p in probabilities[j]], predicted=int(probabilities[j].argmax()),
-                confidence=confidence, realism=float(realism[j]), history=history[request],
-                backend=getattr(verifier.generator, "name", type(verifier.generator).__name__))
-        pending = [request for request in pending if results[request] is None]
-    for request in pending:  # never verified: the loop's own best try and history, exactly as alone
-        results[request] = verifier.generate([tissues[request]], seed=seeds[request])[0]
-    return explained(results, explainer)
+    return explained(verifier.generate(tissues, seeds=seeds), explainer)
 
 
 class VerifiedPool:
     """A stock of verified, explained images per tissue, refilled in the background (see the module docstring)."""
 
     def __init__(self, verifier, explainer: Explain | None = None, per_tissue: int = DEFAULT_PER_TISSUE,
-                 fill_batch: int = FILL_BATCH):
+                 fill_batch: int = FILL_BATCH, ahead: Sequence[tuple[np.ndarray, int]] = ()):
         if per_tissue < 0 or fill_batch < 1:
             raise ValueError("per_tissue must be at least 0 and fill_batch at least 1")
         self.verifier, self.explainer = verifier, explainer
@@ -118,15 +112,18 @@ class VerifiedPool:
         self._wake = threading.Event()  # set when stock was taken (or at stop): the filler looks again
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
+        # other (image, tissue) pairs to explain once the stock is full: the real quiz tiles (the explainer caches)
+        self._ahead = deque(ahead if explainer is not None else ())
 
     # ------------------------------------------------------------------------------------ serving
-    def generate(self, tissues: Sequence[int | str], seed: int | None = None, progress=None) -> list[ExplainedImage]:
+    def generate(self, tissues: Sequence[int | str], seed: int | None = None, progress=None) -> list[VerifiedImage]:
         """``Verifier.generate``'s contract: from stock when unseeded, generated now otherwise."""
         tissues = [tissue_index(t) for t in tissues]
         if seed is not None:
             return self.make(tissues, seed, progress)
         with self._lock:
-            taken = [self._stock[t].popleft() if self._stock[t] else None for t in tissues]
+            taken = [replace(self._stock[t].popleft(), from_pool=True) if self._stock[t] else None
+                     for t in tissues]
         self._wake.set()
         missing = [i for i, item in enumerate(taken) if item is None]
         if missing:  # stock ran out (or the pool is off): the caller waits for these only
@@ -136,7 +133,7 @@ class VerifiedPool:
             progress(1.0, f"{len(taken)} verified image(s) from the pool")
         return taken
 
-    def make(self, tissues: Sequence[int], seed: int | None = None, progress=None) -> list[ExplainedImage]:
+    def make(self, tissues: Sequence[int], seed: int | None = None, progress=None) -> list[VerifiedImage]:
         """Generated and explained now (no stock involved)."""
         return explained(self.verifier.generate(list(tissues), seed=seed, progress=progress), self.explainer)
 
@@ -151,7 +148,7 @@ class VerifiedPool:
 
     # ------------------------------------------------------------------------------------ filling
     def fill_once(self) -> int:
-        """One generator batch for the most depleted tissues; returns the number of verified images stocked."""
+        """One round of images for the most depleted tissues; returns the number of verified images stocked."""
         deficits = {t: self.per_tissue - n for t, n in self.stock().items() if n < self.per_tissue}
         if not deficits:
             return 0
@@ -161,11 +158,29 @@ class VerifiedPool:
                 if deficits[tissue] > 0 and len(wanted) < self.fill_batch:
                     wanted.append(tissue)
                     deficits[tissue] -= 1
-        verified = [r for r in self.make(wanted) if r.verified]  # unverified tries are never stocked
-        with self._lock:
-            for result in verified:
-                self._stock[result.tissue].append(result)
-        return len(verified)
+        added = 0
+        for tissue in wanted:  # one image per generator call: batch-mates shift pixels by rounding, and a pooled
+            verified = [r for r in self.make([tissue]) if r.verified]  # image's seed must reproduce it exactly
+            with self._lock:  # unverified tries are never stocked
+                self._stock[tissue].extend(verified)
+            added += len(verified)
+            if self._stopped.is_set():
+                break
+        return added
+
+    def explain_ahead(self) -> int:
+        """Explain the next queued (image, tissue) pair, if any; returns how many were explained (0 or 1)."""
+        try:
+            image, tissue = self._ahead.popleft()
+        except IndexError:
+            return 0
+        self.explainer(image, tissue)
+        return 1
+
+    @property
+    def ready(self) -> bool:
+        """Stocked, and every queued explanation made."""
+        return self.full and not self._ahead
 
     def start(self) -> VerifiedPool:
         """Fill in a daemon thread (at the lowest CPU priority) until :meth:`stop`."""
@@ -180,20 +195,24 @@ class VerifiedPool:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def wait_full(self, timeout: float | None = None) -> bool:
-        """Block until every tissue is stocked (or ``timeout`` seconds pass); returns whether it is."""
+    def wait_full(self, timeout: float | None = None, ahead: bool = False) -> bool:
+        """Block until every tissue is stocked (with ``ahead``: and the queued explanations made), or ``timeout``
+        seconds pass; returns whether it is."""
+        def done():
+            return self.ready if ahead else self.full
+
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.full and not self._stopped.is_set():
+        while not done() and not self._stopped.is_set():
             if deadline is not None and time.monotonic() >= deadline:
                 break
             self._stopped.wait(0.2)
-        return self.full
+        return done()
 
     def _fill_forever(self) -> None:
         _lower_thread_priority()  # before the first model call: torch's worker threads inherit it
         while not self._stopped.is_set():
             try:
-                added = self.fill_once()
+                added = self.fill_once() or (self.explain_ahead() if self.full else 0)
             except Exception:  # the pool is an optimisation: requests fall back to generating on the spot
                 logger.exception("the verified-image pool could not refill; retrying in 30 s")
                 self._stopped.wait(30)

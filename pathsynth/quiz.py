@@ -12,6 +12,7 @@ the key and the ground truth match whenever the sample allows it.
 from __future__ import annotations
 
 import dataclasses
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -21,7 +22,7 @@ import numpy as np
 from .errors import UnknownTissueError
 from .generators.base import MAX_SEED
 from .images import SOURCES, to_rgb_uint8
-from .tissues import DISPLAY_NAMES, NUM_TISSUES, TISSUE_INDICES, TISSUES, tissue_index
+from .tissues import DISPLAY_NAMES, NUM_TISSUES, TISSUE_INDICES, TISSUES, confusable_pair, tissue_index
 
 MAX_QUESTIONS = 100
 
@@ -36,6 +37,9 @@ class Question:
     probabilities: list[float] = field(default_factory=list)  # classifier probabilities (9), may be empty
     heatmap: np.ndarray | None = None  # where the classifier looked for the answer, computed once (see heatmap())
     caption: str = ""  # an instructor's caption (gallery quizzes), shown with the feedback
+    real_index: int | None = None  # the tile's index in the real sample (real tiles of build_quiz)
+    item_id: int | None = None  # the gallery item it came from (gallery quizzes)
+    shown_at: float | None = None  # time.monotonic() when it was first shown (see mark_shown): time taken
 
 
 @dataclass
@@ -44,6 +48,7 @@ class QuizSession:
     answers: list[int | None]  # the student's choice per question, None while unanswered
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     title: str = ""
+    mode: str = "practice"  # how the quiz was made ("practice", "weak", "gallery", "retry"), stored with answers
 
     @property
     def total(self) -> int:
@@ -72,6 +77,7 @@ class Feedback:
     description: str  # the catalogue's teaching text for the correct tissue
     explanation: str  # one short paragraph for the student (plain text)
     finished: bool  # no questions left
+    seconds: float | None = None  # from showing the question (mark_shown) to the answer; None if never marked
 
 
 @dataclass
@@ -119,7 +125,8 @@ def _tissue_list(tissues) -> list[int]:
 def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels: np.ndarray, verifier=None,
                generated_share: float = 0.5, tissues: Sequence[int | str] | None = None,
                seed: int | None = None, rng: np.random.Generator | None = None, progress=None,
-               real_probabilities: np.ndarray | None = None, title: str = "", explainer=None) -> QuizSession:
+               real_probabilities: np.ndarray | None = None, title: str = "", explainer=None,
+               real_ids: Sequence[int] | None = None) -> QuizSession:
     """A quiz of ``n`` tiles: about ``generated_share`` verified generated ones, the rest real.
 
     ``verifier.generate(tissues, seed=...)`` supplies the generated tiles; any it could not verify are
@@ -131,6 +138,8 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
     ``verifier`` may be a :class:`~pathsynth.pool.VerifiedPool` (same ``generate`` interface): unseeded quizzes
     then draw ready images instead of generating them. With ``explainer`` (``(image, tissue) -> heatmap``) every
     question's heatmap is computed now, so answering needs no model call; pooled images bring theirs.
+    ``real_ids``: each real image's index in the whole real sample when ``real_images`` is a subset of it (kept
+    as ``Question.real_index``, the tile's provenance in a learner's stored answers); default: its position.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_QUESTIONS:
         raise ValueError(f"number of questions must be a whole number from 1 to {MAX_QUESTIONS}, got {n!r}")
@@ -150,6 +159,8 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
         raise ValueError("real_images must be (N, H, W, 3) with one label per image")
     if real_probabilities is not None and np.shape(real_probabilities) != (len(real_labels), NUM_TISSUES):
         raise ValueError(f"real_probabilities must have shape ({len(real_labels)}, {NUM_TISSUES})")
+    if real_ids is not None and len(real_ids) != len(real_labels):
+        raise ValueError("real_ids must give one index per real image")
 
     questions: list[Question] = []
     n_generated = int(round(n * share)) if verifier is not None else 0
@@ -167,8 +178,10 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
 
     n_real = n - len(questions)
     if n_real:
-        questions.extend(_pick_real(n_real, classifier, real_images, real_labels, wanted, rng,
-                                    real_probabilities))
+        picked = _pick_real(n_real, classifier, real_images, real_labels, wanted, rng, real_probabilities)
+        for question in picked if real_ids is not None else ():
+            question.real_index = int(real_ids[question.real_index])
+        questions.extend(picked)
     order = rng.permutation(len(questions))
     questions = [questions[i] for i in order]
     _explain_all(questions, explainer)
@@ -225,16 +238,18 @@ def _pick_real(count: int, classifier, images: np.ndarray, labels: np.ndarray, w
                     chosen.append(int(by_tissue[int(tissue)].pop()))
     return [Question(image=to_rgb_uint8(images[candidates[j]]), answer=int(predicted[j]), source="real",
                      true_label=int(labels[candidates[j]]), seed=None,
-                     probabilities=[float(p) for p in probs[j]]) for j in chosen]
+                     probabilities=[float(p) for p in probs[j]], real_index=int(candidates[j])) for j in chosen]
 
 
 def quiz_from_images(images: Sequence[np.ndarray], answers: Sequence[int | str], *,
                      sources: Sequence[str] | None = None, true_labels: Sequence[int | None] | None = None,
                      seeds: Sequence[int | None] | None = None, probabilities: Sequence[Sequence[float]] | None = None,
                      shuffle: bool = False, seed: int | None = None, title: str = "", explainer=None,
-                     captions: Sequence[str] | None = None) -> QuizSession:
+                     captions: Sequence[str] | None = None,
+                     item_ids: Sequence[int | None] | None = None) -> QuizSession:
     """A quiz from given tiles, e.g. an instructor's gallery (``answers`` = the items' tissues, ``captions`` = their
-    captions); ``explainer``: as in :func:`build_quiz`."""
+    captions, ``item_ids`` = their ids, kept as each question's provenance); ``explainer``: as in
+    :func:`build_quiz`."""
     images, answers = list(images), list(answers)
     if not images:
         raise ValueError("a quiz needs at least one image")
@@ -242,7 +257,8 @@ def quiz_from_images(images: Sequence[np.ndarray], answers: Sequence[int | str],
         raise ValueError(f"a quiz has at most {MAX_QUESTIONS} questions, got {len(images)}")
     count = len(images)
     for name, values in (("answers", answers), ("sources", sources), ("true_labels", true_labels),
-                         ("seeds", seeds), ("probabilities", probabilities), ("captions", captions)):
+                         ("seeds", seeds), ("probabilities", probabilities), ("captions", captions),
+                         ("item_ids", item_ids)):
         if values is not None and len(values) != count:
             raise ValueError(f"{name} has {len(values)} entries for {count} images")
     sources = list(sources) if sources is not None else ["generated"] * count
@@ -252,7 +268,8 @@ def quiz_from_images(images: Sequence[np.ndarray], answers: Sequence[int | str],
                           true_label=None if true_labels is None or true_labels[i] is None else int(true_labels[i]),
                           seed=None if seeds is None or seeds[i] is None else int(seeds[i]),
                           probabilities=[] if probabilities is None else [float(p) for p in probabilities[i]],
-                          caption="" if captions is None else str(captions[i] or ""))
+                          caption="" if captions is None else str(captions[i] or ""),
+                          item_id=None if item_ids is None or item_ids[i] is None else int(item_ids[i]))
                  for i in range(count)]
     if shuffle:
         order = np.random.default_rng(seed).permutation(count)
@@ -284,9 +301,16 @@ def answer(session: QuizSession, choice, question: int | None = None) -> Feedbac
     chosen = _check_choice(choice)
     item = session.questions[index]
     session.answers[index] = chosen  # the only mutation, after every check passed
+    seconds = None if item.shown_at is None else max(0.0, time.monotonic() - item.shown_at)
     return Feedback(question=index, correct=chosen == item.answer, chosen=chosen, answer=item.answer,
                     description=TISSUES[item.answer].description, explanation=explain(item, chosen),
-                    finished=session.finished)
+                    finished=session.finished, seconds=seconds)
+
+
+def mark_shown(session: QuizSession) -> None:
+    """Start the clock on the current question (the first time it is shown; showing it again keeps the time)."""
+    if not session.finished and session.questions[session.current].shown_at is None:
+        session.questions[session.current].shown_at = time.monotonic()
 
 
 def explain(item: Question, chosen: int) -> str:
@@ -295,9 +319,8 @@ def explain(item: Question, chosen: int) -> str:
     if chosen == item.answer:
         text = f"Correct: this is {right.display_name}. {right.description}"
     else:
-        wrong = TISSUES[chosen]
-        text = (f"Not quite: you chose {wrong.display_name}, but this is {right.display_name}. "
-                f"Look for: {right.description} ({wrong.display_name} would show: {wrong.description})")
+        text = f"Not quite: you chose {TISSUES[chosen].display_name}, but this is {right.display_name}. "
+        text += contrast(item.answer, chosen)
     if item.probabilities:
         text += f" The classifier is {item.probabilities[item.answer]:.0%} sure of {right.display_name}."
     if item.source == "generated":
@@ -306,6 +329,16 @@ def explain(item: Question, chosen: int) -> str:
         text += (f" Note: the dataset labels this real tile {TISSUES[item.true_label].display_name}; "
                  f"the quiz follows the classifier.")
     return text
+
+
+def contrast(answer: int, chosen: int) -> str:
+    """How to tell the right tissue from the one chosen: the catalogue's pairwise text when the two are a listed
+    confusable pair, else both tissues' teaching texts."""
+    pair = confusable_pair(answer, chosen)
+    if pair is not None:
+        return pair.text
+    right, wrong = TISSUES[answer], TISSUES[chosen]
+    return f"Look for: {right.description} ({wrong.display_name} would show: {wrong.description})"
 
 
 def summary(session: QuizSession) -> Summary:
@@ -329,9 +362,10 @@ def retry_missed(session: QuizSession) -> QuizSession:
     if not missed:
         raise ValueError("no missed questions to retry")
     questions = [dataclasses.replace(session.questions[i], image=session.questions[i].image.copy(),
-                                     probabilities=list(session.questions[i].probabilities)) for i in missed]
+                                     probabilities=list(session.questions[i].probabilities), shown_at=None)
+                 for i in missed]
     title = f"{session.title} (retry)" if session.title else "Retry"
-    return QuizSession(questions, [None] * len(questions), title=title)
+    return QuizSession(questions, [None] * len(questions), title=title, mode="retry")
 
 
 def quiz_from_gallery(gallery, shuffle: bool = True, seed: int | None = None, explainer=None) -> QuizSession:
@@ -344,9 +378,12 @@ def quiz_from_gallery(gallery, shuffle: bool = True, seed: int | None = None, ex
     if not items:
         raise ValueError("This gallery has no images yet.")
     probabilities = [item.meta.get("probabilities") or [] for item in items]
-    return quiz_from_images([item.image for item in items], [item.tissue for item in items],
+    session = quiz_from_images([item.image for item in items], [item.tissue for item in items],
                             sources=[item.source if item.source in SOURCES else "generated" for item in items],
                             seeds=[item.seed if item.seed is None or item.seed <= MAX_SEED else None for item in items],
                             probabilities=probabilities if all(len(p) == NUM_TISSUES for p in probabilities) else None,
                             shuffle=shuffle, seed=seed, title=gallery.name, explainer=explainer,
-                            captions=[item.caption for item in items])
+                            captions=[item.caption for item in items],
+                            item_ids=[getattr(item, "id", None) for item in items])
+    session.mode = "gallery"
+    return session

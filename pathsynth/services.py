@@ -1,8 +1,8 @@
 """The process's shared, read-only resources, built once in one thread before the app serves requests.
 
 ``Services.build(settings)`` loads the classifier, ONE generator (inside the verifier), the free-text resolver,
-the gallery store and the bundled real sample with its classifier probabilities (the quiz's answer keys), and on
-request (``pool_per_tissue``) a pool of verified images made ahead (``pathsynth.pool``). The
+the gallery store and the bundled real sample with its classifier probabilities (the quiz's answer keys), and
+by default a pool of verified images made ahead (``pathsynth.pool``, ``$PATHSYNTH_POOL_PER_TISSUE``). The
 probabilities take an 8x-TTA pass over 800 tiles, so they are cached on disk under ``$PATHSYNTH_HOME/cache``,
 keyed by the hashes of the classifier's weight file and of the sample: a restart reads them in milliseconds.
 
@@ -27,6 +27,7 @@ from .settings import Settings
 logger = logging.getLogger(__name__)
 
 CACHE_DIR = "cache"
+REAL_AHEAD_PER_TISSUE = 5  # real quiz tiles explained ahead per tissue (an explanation takes ~3 s on one core)
 
 
 @dataclass
@@ -39,6 +40,14 @@ class Services:
     real_labels: np.ndarray
     real_probabilities: np.ndarray  # the classifier's (N, 9) probabilities for real_images
     pool: object | None = None  # pathsynth.pool.VerifiedPool: verified images made ahead (None: generate on demand)
+    explanations: object | None = None  # pathsynth.pool.ExplanationCache: each heatmap computed once (made if None)
+
+    def __post_init__(self):
+        if self.explanations is None:
+            from .pool import ExplanationCache, gradcam_explainer
+
+            self.explanations = ExplanationCache(getattr(self.pool, "explainer", None)
+                                                 or gradcam_explainer(self.classifier))
 
     @property
     def classifier(self):
@@ -51,10 +60,21 @@ class Services:
 
     @property
     def explainer(self):
-        """``(image, tissue) -> heatmap``: the pool's explanation function, else the classifier's Grad-CAM."""
-        from .pool import gradcam_explainer
+        """``(image, tissue) -> heatmap`` (the classifier's Grad-CAM), each computed once (``explanations``)."""
+        return self.explanations
 
-        return getattr(self.pool, "explainer", None) or gradcam_explainer(self.classifier)
+    def real_sample(self, minimum: int, tissues=None) -> dict:
+        """``build_quiz``'s real-tile arguments: only tiles already explained (of ``tissues`` by answer key, when
+        given) when there are at least ``minimum`` of them (a quiz then computes no heatmap), else the whole sample."""
+        answers = self.real_probabilities.argmax(1)
+        wanted = np.isin(answers, list(tissues)) if tissues else np.ones(len(answers), bool)
+        ready = [int(i) for i in np.flatnonzero(wanted)
+                 if self.explanations.get(self.real_images[i], answers[i]) is not None]
+        if len(ready) < minimum:
+            return dict(real_images=self.real_images, real_labels=self.real_labels,
+                        real_probabilities=self.real_probabilities)
+        return dict(real_images=self.real_images[ready], real_labels=self.real_labels[ready],
+                    real_probabilities=self.real_probabilities[ready], real_ids=ready)
 
     @property
     def generator(self):
@@ -64,13 +84,14 @@ class Services:
     def build(cls, settings: Settings | None = None, pool_per_tissue: int | None = None) -> "Services":
         """Load everything; a broken model or data file raises ``ModelFileError``/``DataUnavailableError``.
 
-        With ``pool_per_tissue`` > 0 a pool of verified images starts filling in the background (default: none).
+        A pool of ``pool_per_tissue`` verified images per tissue (default: ``settings.pool_per_tissue``; 0: none)
+        starts filling in the background, so unseeded requests (``services.images``) need not wait for the generator.
         """
         from .classifier import WEIGHTS_NAME, load_classifier
         from .data import BUNDLED_SAMPLE, load_bundled_sample
         from .gallery import GalleryStore
         from .generators import get_generator
-        from .pool import VerifiedPool, gradcam_explainer
+        from .pool import ExplanationCache, VerifiedPool, gradcam_explainer
         from .resolver import TissueResolver
         from .verify import Verifier
 
@@ -84,11 +105,25 @@ class Services:
                                              settings.classifier_dir / WEIGHTS_NAME, BUNDLED_SAMPLE)
         resolver = TissueResolver()
         store = GalleryStore(settings.home, database_url=settings.database_url)
-        # Off unless asked for: the app does not draw from the pool yet (issue 15, "a class at once").
-        per_tissue = pool_per_tissue or 0
-        pool = VerifiedPool(verifier, gradcam_explainer(classifier), per_tissue).start() if per_tissue else None
-        logger.info("models ready after %.1f s", time.perf_counter() - started)
-        return cls(settings, verifier, resolver, store, images, labels, probabilities, pool)
+        explanations = ExplanationCache(gradcam_explainer(classifier))  # the pool's heatmaps land in it too
+        per_tissue = settings.pool_per_tissue if pool_per_tissue is None else pool_per_tissue
+        ahead = [(images[i], int(probabilities[i].argmax())) for i in quiz_tiles_ahead(labels, probabilities)]
+        pool = VerifiedPool(verifier, explanations, per_tissue, ahead=ahead).start() if per_tissue else None
+        logger.info("models ready after %.1f s (pool: %s per tissue)", time.perf_counter() - started, per_tissue)
+        return cls(settings, verifier, resolver, store, images, labels, probabilities, pool, explanations)
+
+
+def quiz_tiles_ahead(labels: np.ndarray, probabilities: np.ndarray, per_tissue: int = REAL_AHEAD_PER_TISSUE,
+                     seed: int = 0) -> list[int]:
+    """Real tiles to explain ahead, ``per_tissue`` per answer key (the classifier's label), those where it agrees
+    with the dataset preferred (as quizzes prefer them), tissues interleaved so a partial warm-up covers all."""
+    answers, rng = probabilities.argmax(1), np.random.default_rng(seed)
+    by_tissue = []
+    for tissue in range(probabilities.shape[1]):
+        candidates = rng.permutation(np.flatnonzero(answers == tissue))
+        agreeing = candidates[labels.reshape(-1)[candidates] == tissue]
+        by_tissue.append([*agreeing, *candidates[~np.isin(candidates, agreeing)]][:per_tissue])
+    return [int(group[k]) for k in range(per_tissue) for group in by_tissue if k < len(group)]
 
 
 def file_digest(*paths: Path) -> str:

@@ -50,6 +50,8 @@ DEFAULT_SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 PASSWORD_ENV = "PATHSYNTH_INSTRUCTOR_PASSWORD"
 INSTRUCTORS_ENV = "PATHSYNTH_INSTRUCTORS"
 DATA_ENV = "PATHSYNTH_DATA"
+POOL_ENV = "PATHSYNTH_POOL_PER_TISSUE"
+DEFAULT_POOL_PER_TISSUE = 8  # verified images kept ready per tissue: a class of 20 starting at once draws ~3 each
 SPACES_DATA_DIR = Path("/data")  # Hugging Face Spaces' persistent storage, when the Space has it
 
 
@@ -122,6 +124,7 @@ class Settings:
     instructors: InstructorConfig = InstructorConfig("", False, frozenset())
     sd: StableDiffusionSettings = StableDiffusionSettings()
     assets: Path = ASSETS_DIR  # shipped data, models and reports (``$PATHSYNTH_ASSETS``)
+    pool_per_tissue: int = DEFAULT_POOL_PER_TISSUE  # the app's stock of ready verified images (0: none)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -152,7 +155,15 @@ class Settings:
                 steps=_number(get, "PATHSYNTH_SD_STEPS", int), guidance=_number(get, "PATHSYNTH_SD_GUIDANCE", float),
                 resolution=_number(get, "PATHSYNTH_SD_RESOLUTION", int), device=get("PATHSYNTH_SD_DEVICE")),
             assets=assets,
+            pool_per_tissue=_pool_size(get),
         )
+
+
+def _pool_size(get) -> int:
+    size = _number(get, POOL_ENV, int)
+    if size is not None and size < 0:
+        raise ValueError(f"{POOL_ENV} must be 0 (no pool) or more, got {size}")
+    return DEFAULT_POOL_PER_TISSUE if size is None else size
 
 
 def _number(get, name: str, kind):

@@ -152,3 +152,67 @@ def check_against_medmnist() -> bool:
 
     labels = INFO["pathmnist"]["label"]
     return [labels[str(i)] for i in range(len(labels))] == list(LABELS)  # medmnist's own keys
+
+
+# ------------------------------------------------------------------------------------- confusable pairs
+# Tissues trainees mix up at this scale (a 28 px tile is 112 µm across, about 4 µm per pixel: one lymphocyte
+# nucleus is 1-2 px, one fat cell can fill the tile). Each text says how to tell the two apart in such a tile.
+
+@dataclass(frozen=True)
+class ConfusablePair:
+    first: int
+    second: int
+    text: str  # the distinguishing features of one versus the other, at the 28 px = 112 µm scale
+
+
+CONFUSABLE_PAIRS: tuple[ConfusablePair, ...] = (
+    ConfusablePair(
+        7, 5,
+        "Stroma versus smooth muscle: both are pink and spindly. Muscle is dense, evenly bright pink and "
+        "homogeneous, its fibres run in parallel across the whole tile, with evenly spaced cigar-shaped nuclei "
+        "with blunt ends (cut across, the bundles show round profiles with central nuclei). Desmoplastic stroma "
+        "is paler and patchier: wavy, haphazard collagen strands with pale gaps between them, fewer and thinner, "
+        "tapered nuclei pointing in different directions, and often a stray inflammatory cell or tumour gland.",
+    ),
+    ConfusablePair(
+        2, 4,
+        "Debris versus mucus: both lack architecture. Debris (necrosis) is granular, a mix of pink and purple, "
+        "speckled with dark dots of broken nuclei (karyorrhexis, 1-2 px each) and ghost outlines of dead cells. "
+        "Mucus is pale blue-grey to faint pink, smooth, wispy or stringy, and almost free of dots; a few floating "
+        "cells at most.",
+    ),
+    ConfusablePair(
+        6, 8,
+        "Normal mucosa versus adenocarcinoma: at 112 µm a tile shows one or two gland profiles. Normal crypts "
+        "are round and evenly sized, with one neat row of small dark nuclei at the base and pale goblet cells "
+        "(clear bubbles) filling the lining, separated by loose lamina propria. Tumour glands are crowded, "
+        "irregular or fused, lined by tall, enlarged, dark nuclei stacked in several layers up towards the lumen, "
+        "with few or no goblet cells and often necrotic debris inside: the tile looks more purple and disordered.",
+    ),
+    ConfusablePair(
+        3, 2,
+        "Lymphocytes versus debris: both are dark and dotty. Lymphocytes are uniform: small round dark-blue "
+        "nuclei of one size (about 2 px), evenly packed, with hardly any pink between them. Debris is irregular: "
+        "dots of varying size and shape (nuclear dust) scattered in granular pink material, with no even spacing "
+        "and cell ghosts instead of intact cells.",
+    ),
+    ConfusablePair(
+        0, 1,
+        "Adipose versus background: both are mostly white. A fat cell is 50-150 µm wide, so a tile may show only "
+        "one or two of them: look for thin, sharp pink membranes curving around the empty spaces (chicken wire), "
+        "sometimes a flattened nucleus squeezed against one. Background has no membranes at all: a uniform white "
+        "to pale grey field, at most a faint colour gradient, dust or an out-of-focus smudge.",
+    ),
+)
+
+
+def confusable_pair(a: int | str, b: int | str) -> ConfusablePair | None:
+    """The catalogue's pair for two tissues (either order), or None when they are not a listed pair."""
+    found = {tissue_index(a), tissue_index(b)}
+    return next((pair for pair in CONFUSABLE_PAIRS if {pair.first, pair.second} == found), None)
+
+
+def confusable_with(tissue: int | str) -> tuple[int, ...]:
+    """The tissues listed as confusable with ``tissue``."""
+    index = tissue_index(tissue)
+    return tuple(p.second if p.first == index else p.first for p in CONFUSABLE_PAIRS if index in (p.first, p.second))

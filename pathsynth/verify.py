@@ -34,9 +34,12 @@ class VerifiedImage:
     realism: float  # 0..1: share of real images of the tissue at least as far from the real set
     backend: str = ""
     history: list[dict] = field(default_factory=list)  # rejected attempts: seed, predicted, confidence, realism
+    heatmap: np.ndarray | None = None  # where the classifier looked for ``predicted``, when computed ahead
+    from_pool: bool = False  # handed out ready-made by pathsynth.pool rather than generated for this request
 
     def to_dict(self, with_image: bool = False) -> dict:
         out = asdict(self)
+        out.pop("heatmap")  # a 28x28 float map: not part of the JSON record
         if not with_image:
             out.pop("image")
         else:
@@ -112,51 +115,72 @@ class Verifier:
         return probabilities, realism, accepted
 
     def generate(self, tissues: Sequence[int | str], seed: int | None = None,
-                 progress: ProgressCallback | None = None) -> list[VerifiedImage]:
+                 progress: ProgressCallback | None = None,
+                 seeds: Sequence[int | None] | None = None) -> list[VerifiedImage]:
         """One verified image per requested tissue (in order). ``seed`` makes the whole call reproducible, and
-        each result's ``seed`` given back here for its tissue alone returns the same image on the first attempt."""
+        each result's ``seed`` given back here for its tissue alone returns the same image on the first attempt.
+
+        ``seeds`` (one per tissue, ``None`` draws one) instead treats every image as a request of its own: result
+        *i* has the seeds (and, up to the generator's rounding between batch sizes, the pixels) that
+        ``generate([tissues[i]], seed=seeds[i])[0]`` gives alone, so concurrent requests can share generator batches."""
         tissues = [tissue_index(t) for t in tissues]
-        base_seed = secrets.randbelow(MAX_SEED + 1) if seed is None else int(seed)
+        if seeds is not None:
+            if seed is not None or len(seeds) != len(tissues):
+                raise ValueError("give either seed or one seed (or None) per requested tissue")
+            streams = [(_draw_seed(s), 0) for s in seeds]  # (base seed, slot) of each request alone
+        else:
+            base_seed = _draw_seed(seed)
+            streams = [(base_seed, slot) for slot in range(len(tissues))]
         results: list[VerifiedImage | None] = [None] * len(tissues)
         best: dict[int, VerifiedImage] = {}  # the most convincing rejected candidate per slot
         pending = list(range(len(tissues)))
-        backend = getattr(self.generator, "name", type(self.generator).__name__)
         for attempt in range(1, self.max_attempts + 1):
             if not pending:
                 break
             if progress:
                 progress((attempt - 1) / self.max_attempts,
                          f"attempt {attempt}/{self.max_attempts}: generating {len(pending)} image(s)")
-            seeds = [attempt_seed(base_seed, slot, attempt) for slot in pending]
-            wanted = [tissues[slot] for slot in pending]
-            images = np.concatenate([
-                np.asarray(self.generator.generate(wanted[i:i + self.batch_size], seeds[i:i + self.batch_size]))
-                for i in range(0, len(wanted), self.batch_size)])
-            probabilities, realism, accepted = self.judge(images, wanted)
-            still_pending = []
-            for j, slot in enumerate(pending):
-                candidate = VerifiedImage(
-                    image=images[j], tissue=wanted[j], verified=bool(accepted[j]), attempts=attempt, seed=seeds[j],
-                    probabilities=[float(p) for p in probabilities[j]], predicted=int(probabilities[j].argmax()),
-                    confidence=float(probabilities[j, wanted[j]]), realism=float(realism[j]), backend=backend)
-                if accepted[j]:
-                    candidate.history = best[slot].history if slot in best else []
-                    results[slot] = candidate
-                    continue
-                record = {"seed": candidate.seed, "predicted": candidate.predicted,
-                          "confidence": round(candidate.confidence, 4), "realism": round(candidate.realism, 4)}
-                history = (best[slot].history if slot in best else []) + [record]
-                if slot not in best or _strength(candidate) > _strength(best[slot]):
-                    best[slot] = candidate
-                best[slot].history = history
-                still_pending.append(slot)
-            pending = still_pending
+            attempt_seeds = [attempt_seed(*streams[slot], attempt) for slot in pending]
+            for slot, candidate in zip(pending, self._attempt([tissues[s] for s in pending], attempt_seeds, attempt)):
+                _record(slot, candidate, results, best)
+            pending = [slot for slot in pending if results[slot] is None]
         for slot in pending:  # never verified: hand back the best try, clearly marked
             best[slot].attempts = self.max_attempts
             results[slot] = best[slot]
         if progress:
             progress(1.0, f"{sum(r.verified for r in results)}/{len(results)} verified")
         return results  # type: ignore[return-value]
+
+    def _attempt(self, tissues: list[int], seeds: list[int], attempt: int) -> list[VerifiedImage]:
+        """One judged candidate per (tissue, seed), generated in chunks of ``batch_size``."""
+        images = np.concatenate([
+            np.asarray(self.generator.generate(tissues[i:i + self.batch_size], seeds[i:i + self.batch_size]))
+            for i in range(0, len(tissues), self.batch_size)])
+        probabilities, realism, accepted = self.judge(images, tissues)
+        backend = getattr(self.generator, "name", type(self.generator).__name__)
+        return [VerifiedImage(image=images[j], tissue=tissue, verified=bool(accepted[j]), attempts=attempt,
+                              seed=seeds[j], probabilities=[float(p) for p in probabilities[j]],
+                              predicted=int(probabilities[j].argmax()), confidence=float(probabilities[j, tissue]),
+                              realism=float(realism[j]), backend=backend)
+                for j, tissue in enumerate(tissues)]
+
+
+def _record(slot: int, candidate: VerifiedImage, results: list, best: dict[int, VerifiedImage]) -> None:
+    """Keep an accepted candidate as the slot's result; else log the rejection and keep the strongest try."""
+    history = best[slot].history if slot in best else []
+    if candidate.verified:
+        candidate.history = history
+        results[slot] = candidate
+        return
+    record = {"seed": candidate.seed, "predicted": candidate.predicted,
+              "confidence": round(candidate.confidence, 4), "realism": round(candidate.realism, 4)}
+    if slot not in best or _strength(candidate) > _strength(best[slot]):
+        best[slot] = candidate
+    best[slot].history = history + [record]
+
+
+def _draw_seed(seed: int | None) -> int:
+    return secrets.randbelow(MAX_SEED + 1) if seed is None else int(seed)
 
 
 def _strength(candidate: VerifiedImage) -> float:

@@ -7,9 +7,9 @@ test: timings on a shared machine vary between runs, so compare versions back to
     python scripts/load_test.py --learners 20                       # starts the app itself (shipped models)
     python scripts/load_test.py --learners 20 --url http://127.0.0.1:7860/   # an app that is already running
 
-Started by this script, the app gets ``--pool-wait`` seconds to stock its pool of verified images first (a class
-arrives after the app has started), and runs with the library found on ``PYTHONPATH`` (an older checkout there
-times the older version).
+Started by this script, the app gets ``--pool-wait`` seconds to stock its pool of verified images and explain its
+real quiz tiles first (a class arrives after the app has started), and runs with the library found on
+``PYTHONPATH`` (an older checkout there times the older version).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import inspect
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -65,7 +66,9 @@ def serve(args) -> None:
     pool = getattr(services, "pool", None)
     if pool is not None:
         started = time.perf_counter()
-        full = pool.wait_full(args.pool_wait)
+        # the real quiz tiles' explanations too (``ahead``), where this version makes them
+        wait = {"ahead": True} if "ahead" in inspect.signature(pool.wait_full).parameters else {}
+        full = pool.wait_full(args.pool_wait, **wait)
         print(f"pool {'full' if full else 'not full'} after {time.perf_counter() - started:.0f} s: {pool.stock()}",
               file=sys.stderr, flush=True)
     build_demo(services).launch(server_name="127.0.0.1", server_port=args.port, prevent_thread_lock=False)
@@ -124,7 +127,20 @@ def learner(number: int, client, questions: int, share: float, start: threading.
         timed("next")
 
 
-def run_class(url: str, learners: int, questions: int, share: float) -> tuple[dict, dict, float]:
+def cpu_seconds(pid: int | None = None) -> float | None:
+    """CPU time (user + system) used so far by this process, or by process ``pid`` (Linux), None if unknown."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run_class(url: str, learners: int, questions: int, share: float,
+              app_pid: int | None = None) -> tuple[dict, dict, float, dict]:
     from gradio_client import Client
 
     # connected before the clock starts; a learner waits as long as it takes (no client-side read timeout)
@@ -138,10 +154,13 @@ def run_class(url: str, learners: int, questions: int, share: float) -> tuple[di
     for thread in threads:
         thread.start()
     start.wait()
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), {"clients": cpu_seconds(), "app": cpu_seconds(app_pid) if app_pid else None}
     for thread in threads:
         thread.join()
-    return timings, errors, time.perf_counter() - began
+    # on one machine the clients compete with the app for the CPU: say how much each used during the class
+    used = {f"{who}_cpu_s": round(cpu_seconds(app_pid if who == "app" else None) - before, 1)
+            for who, before in cpu.items() if before is not None}
+    return timings, errors, time.perf_counter() - began, used
 
 
 def summarise(timings: dict, errors: dict) -> dict:
@@ -167,7 +186,8 @@ def main(argv=None) -> int:
             url = args.url if args.url.endswith("/") else args.url + "/"
         else:
             process, url = start_app(args)
-        timings, errors, wall = run_class(url, args.learners, args.questions, args.generated_share)
+        timings, errors, wall, cpu = run_class(url, args.learners, args.questions, args.generated_share,
+                                               process.pid if process is not None else None)
     finally:
         if process is not None:
             process.terminate()
@@ -176,11 +196,11 @@ def main(argv=None) -> int:
     print_table(rows)
     result = {"learners": args.learners, "questions": args.questions, "generated_share": args.generated_share,
               "url": args.url or "started here", "wall_s": round(wall, 2), "cpus": os.cpu_count(),
-              "load_average_1min": os.getloadavg()[0], "machine": platform.node(), "actions": rows,
+              "load_average_1min": os.getloadavg()[0], "machine": platform.node(), **cpu, "actions": rows,
               "errors": errors, "raw_s": {a: [round(v, 4) for v in t] for a, t in timings.items()}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"class of {args.learners} finished in {wall:.1f} s; JSON: {args.out}")
+    print(f"class of {args.learners} finished in {wall:.1f} s (CPU s used: {cpu}); JSON: {args.out}")
     return 1 if errors else 0
 
 

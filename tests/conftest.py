@@ -89,7 +89,9 @@ def start_app(home: Path, log_path: Path, model_env: dict[str, str], password: s
                                                             "PATHSYNTH_CLASSIFIER", "PATHSYNTH_GENERATOR")}
     env.update(model_env)
     env.update(PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1", PATHSYNTH_HOME=str(home), HF_HUB_OFFLINE="1",
-               GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"))
+               GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
+               # a small pool: the pool path is exercised without its background filling slowing the suite
+               PATHSYNTH_POOL_PER_TISSUE=env.get("PATHSYNTH_POOL_PER_TISSUE", "1"))
     if password:
         env["PATHSYNTH_INSTRUCTOR_PASSWORD"] = password
     env.update(extra_env or {})

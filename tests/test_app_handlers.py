@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
@@ -14,8 +16,9 @@ from pathsynth.resolver import TissueResolver
 from pathsynth.services import Services, cached_probabilities
 from pathsynth.settings import Settings
 from pathsynth.tissues import DISPLAY_NAMES, NUM_TISSUES
+from pathsynth.pool import VerifiedPool
 from pathsynth.verify import Verifier
-from tiny_models import tiny_classifier, tiny_generator
+from tiny_models import save_tiny_models, tiny_classifier, tiny_generator
 
 
 @pytest.fixture(scope="module")
@@ -103,4 +106,101 @@ def test_the_demo_builds_with_every_api_name(services):
             "gallery_get", "gallery_quiz", "instructor_sign_in", "instructor_generate", "gallery_save",
             "gallery_add_items", "gallery_update_caption", "gallery_rename", "gallery_delete"} <= names
     model_events = {fn.api_name for fn in demo.fns.values() if fn.concurrency_id == "model"}
-    assert model_events == {"generate", "quiz_start", "instructor_generate"}
+    assert model_events == {"generate", "quiz_start", "instructor_generate", "challenge_next", "assignment_create"}
+
+
+class AcceptingVerifier(Verifier):
+    """The real loop and tiny generator; every image passes (random tiny models rarely verify anything)."""
+
+    def judge(self, images, tissues):
+        return np.eye(NUM_TISSUES)[list(tissues)], np.ones(len(images)), np.ones(len(images), bool)
+
+
+@pytest.fixture
+def pooled(services):
+    """The services with a stocked pool (one image per tissue, not refilling) of verified, explained images."""
+    verifier = AcceptingVerifier(services.generator, services.classifier, max_attempts=1)
+    pool = VerifiedPool(verifier, services.explainer, per_tissue=1)
+    pool.fill_once()
+    return Services(services.settings, verifier, services.resolver, services.store, services.real_images,
+                    services.real_labels, services.real_probabilities, pool, services.explanations)
+
+
+def test_the_app_draws_from_a_pool_by_default(tmp_path):
+    assert Settings.from_env({}).pool_per_tissue == 8
+    assert Settings.from_env({"PATHSYNTH_POOL_PER_TISSUE": "0"}).pool_per_tissue == 0
+    with pytest.raises(ValueError, match="PATHSYNTH_POOL_PER_TISSUE"):
+        Settings.from_env({"PATHSYNTH_POOL_PER_TISSUE": "-1"})
+    classifier_dir, generator_dir = save_tiny_models(tmp_path / "models")
+    settings = Settings.from_env({"PATHSYNTH_CLASSIFIER": str(classifier_dir), "PATHSYNTH_HOME": str(tmp_path),
+                                  "PATHSYNTH_GENERATOR": str(generator_dir)})
+    built = Services.build(settings)
+    try:
+        assert built.pool is not None and built.images is built.pool and built.pool.per_tissue == 8
+        assert built.pool.explainer is built.explainer  # pooled heatmaps land in the answers' cache
+        assert 0 < len(built.pool._ahead) <= 45  # real quiz tiles to explain once stocked (5 per answer key)
+    finally:
+        built.pool.stop(timeout=60)
+    assert Services.build(settings, pool_per_tissue=0).pool is None
+
+
+def test_unseeded_generation_takes_a_ready_image_whose_seed_reproduces_it(pooled):
+    image, cam, *_, details, _, _, _, status = generate.generate(pooled, "Mucus", "", "", True)
+    assert details["from_pool"] is True and "pool" in status and cam is not None
+    assert pooled.pool.stock()[4] == 0  # handed out once
+    again = generate.generate(pooled, "Mucus", "", str(details["seed"]), False)
+    assert np.array_equal(again[0], image) and again[6]["from_pool"] is False and "Freshly" in again[10]
+
+
+def test_answering_needs_no_model_call(pooled, monkeypatch):
+    view = quiz.start(pooled, 4, 0.5)
+    session = view[0]
+    assert [q.source for q in session.questions].count("generated") == 2  # drawn from the pool
+    assert all(q.heatmap is not None for q in session.questions)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a model call while answering")
+
+    for name in ("gradcam", "predict_proba", "features", "explain"):
+        monkeypatch.setattr(pooled.classifier, name, forbidden)
+    monkeypatch.setattr(pooled.explanations, "explainer", forbidden)
+    for question in session.questions:
+        answered = quiz.answer(pooled, session, DISPLAY_NAMES[question.answer])
+        assert answered[-1]["correct"] is True and answered[6].shape == (336, 336, 3)  # the overlay, from cache
+        quiz.next_question(session)
+    assert session.score == 4
+
+
+def test_quizzes_use_real_tiles_already_explained_when_there_are_enough(services):
+    services = Services(services.settings, services.verifier, services.resolver, services.store, services.real_images,
+                        services.real_labels, services.real_probabilities)  # an empty explanation cache
+    answers = services.real_probabilities.argmax(1)
+    for i in range(12):
+        services.explanations.put(services.real_images[i], answers[i], np.zeros((28, 28), np.float32))
+    real = services.real_sample(minimum=12)
+    assert len(real["real_images"]) == 12 and np.array_equal(real["real_images"], services.real_images[:12])
+    assert np.array_equal(real["real_probabilities"], services.real_probabilities[:12]) and real["real_ids"] == \
+        list(range(12)) and np.array_equal(real["real_labels"], services.real_labels[:12])
+    wanted = [int(answers[0])]
+    only = services.real_sample(minimum=1, tissues=wanted)  # a weak-tissue quiz: only tiles of those tissues
+    assert set(only["real_probabilities"].argmax(1)) == set(wanted) and 0 in only["real_ids"]
+    whole = services.real_sample(minimum=13)  # too few ready: the whole sample
+    assert whole["real_images"] is services.real_images and "real_ids" not in whole
+
+
+def test_cached_images_are_never_rewritten_in_place(tmp_path):
+    """Two sessions showing the same picture: the second save must not truncate the file the first is serving."""
+    from PIL import Image
+    from gradio import processing_utils
+
+    from pathsynth.app.common import install_atomic_image_cache, save_pil_to_cache_atomically
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28, 3), dtype=np.uint8))
+    first = save_pil_to_cache_atomically(image, str(tmp_path), format="png")
+    inode, content = os.stat(first).st_ino, Path(first).read_bytes()
+    again = save_pil_to_cache_atomically(image, str(tmp_path), format="png")
+    assert again == first and os.stat(again).st_ino == inode  # the same complete file, not a rewrite
+    assert Path(again).read_bytes() == content == processing_utils.encode_pil_to_bytes(image, "png")
+    assert not [p for p in Path(first).parent.iterdir() if p.name.startswith(".")]  # no staging files left
+    install_atomic_image_cache()
+    assert processing_utils.save_img_array_to_cache(np.asarray(image), str(tmp_path), format="png") == first

@@ -5,7 +5,7 @@ import pytest
 
 from pathsynth import quiz as Q
 from pathsynth.data import load_bundled_sample
-from pathsynth.pool import VerifiedPool, verify_batch
+from pathsynth.pool import ExplanationCache, VerifiedPool, verify_batch
 from pathsynth.tissues import NUM_TISSUES
 from pathsynth.verify import VerifiedImage, Verifier
 from tiny_models import tiny_classifier, tiny_generator
@@ -58,9 +58,35 @@ def test_unseeded_requests_come_from_stock_with_their_heatmaps():
     assert [r.tissue for r in served] == [0, 0, 5] and all(r.verified for r in served)
     assert all(r.heatmap is not None and r.heatmap.shape == (28, 28) for r in served)
     assert "heatmap" not in served[0].to_dict()  # the app's JSON details stay small
+    assert all(r.from_pool for r in served)  # the app says "taken ready from the pool"
     assert pool.stock()[0] == 0 and pool.stock()[5] == 1  # each image is handed out once
     on_the_spot = pool.generate([0])  # stock ran out: generated now, still explained
     assert verifier.calls[-1] == ([0], None) and on_the_spot[0].heatmap is not None
+    assert not on_the_spot[0].from_pool
+
+
+def test_the_filler_renders_one_image_per_generator_call():
+    """Batch-mates shift pixels by float rounding: a pooled image must be exactly what its seed gives alone."""
+    verifier = StubVerifier()
+    VerifiedPool(verifier, per_tissue=1, fill_batch=9).fill_once()
+    assert len(verifier.calls) == 9 and all(len(tissues) == 1 for tissues, _ in verifier.calls)
+
+
+class AcceptingVerifier(Verifier):
+    """The real attempt loop and generator; every image passes (random tiny models rarely verify anything)."""
+
+    def judge(self, images, tissues):
+        probabilities = np.eye(NUM_TISSUES)[list(tissues)]
+        return probabilities, np.ones(len(images)), np.ones(len(images), bool)
+
+
+def test_a_pooled_images_seed_reproduces_it_exactly():
+    verifier = AcceptingVerifier(tiny_generator(steps=2), tiny_classifier(), max_attempts=1)
+    pool = filled_pool(verifier, 1)
+    for tissue in (0, 4, 8):
+        pooled = pool.generate([tissue])[0]
+        again = verifier.generate([tissue], seed=pooled.seed)[0]  # the seed shown, typed back in
+        assert pooled.from_pool and again.attempts == 1 and np.array_equal(again.image, pooled.image)
 
 
 def test_seeded_requests_bypass_the_stock():
@@ -118,6 +144,34 @@ def test_gallery_quizzes_and_retries_keep_precomputed_heatmaps():
         Q.answer(session, 0)  # all wrong
     retry = Q.retry_missed(session)
     assert all(r.heatmap is q.heatmap for r, q in zip(retry.questions, session.questions)) and explainer.calls == 3
+
+
+def test_explanations_are_computed_once_per_image_and_tissue():
+    explainer = CountingExplainer()
+    cache = ExplanationCache(explainer, max_items=2)
+    a, b = np.zeros((28, 28, 3), np.uint8), np.full((28, 28, 3), 9, np.uint8)
+    first = cache(a, 1)
+    assert cache(a.copy(), 1) is first and explainer.calls == 1  # same pixels: same key
+    cache(a, 2), cache(b, 1)
+    assert explainer.calls == 3 and len(cache) == 2  # bounded: the least recently used went
+    assert cache.get(a, 1) is None and cache.get(b, 1) is not None
+    given = np.ones((28, 28), np.float32)
+    cache.put(a, 5, given)
+    assert cache(a, 5) is given and explainer.calls == 3
+
+
+def test_the_filler_explains_queued_tiles_once_stocked():
+    explainer = CountingExplainer()
+    cache = ExplanationCache(explainer)
+    tiles = [(np.full((28, 28, 3), 250 - i, np.uint8), i % NUM_TISSUES) for i in range(3)]  # unlike the stock
+    pool = VerifiedPool(StubVerifier(), cache, per_tissue=1, fill_batch=9, ahead=tiles).start()
+    try:
+        assert pool.wait_full(timeout=30, ahead=True) and pool.ready
+    finally:
+        pool.stop(timeout=10)
+    assert all(cache.get(image, tissue) is not None for image, tissue in tiles)
+    assert explainer.calls == NUM_TISSUES + len(tiles)  # the stock's heatmaps and the queued ones, once each
+    assert pool.explain_ahead() == 0
 
 
 def test_verify_batch_gives_each_request_what_it_gets_alone():

@@ -169,3 +169,35 @@ def test_bad_settings_are_refused():
         Verifier(StubGenerator(), StubClassifier(lambda s: True), batch_size=0)
     with pytest.raises(KeyError):
         Verifier(StubGenerator(), StubClassifier(lambda s: True)).generate([42])
+
+
+def test_per_request_seeds_give_each_image_what_it_gets_alone():
+    """``seeds=``: several requests share each generator batch (the pool's and batched requests' path, the same
+    attempt loop), and each result, rejected tries included, is the one its seed gives alone."""
+    accept = lambda seed: seed % 3 != 0  # noqa: E731 - some requests need a second attempt, some never pass
+    generator = StubGenerator()
+    verifier = Verifier(generator, StubClassifier(accept), max_attempts=3)
+    tissues, seeds = [0, 4, 4, 8], [3, 5, 6, 9]
+    shared = verifier.generate(tissues, seeds=seeds)
+    assert len(generator.calls[0]) == 4  # one generator batch for the four requests' first attempts
+    for tissue, seed, result in zip(tissues, seeds, shared):
+        alone = Verifier(StubGenerator(), StubClassifier(accept), max_attempts=3).generate([tissue], seed=seed)[0]
+        assert (result.tissue, result.seed, result.attempts, result.verified) == \
+            (alone.tissue, alone.seed, alone.attempts, alone.verified)
+        assert result.history == alone.history and np.array_equal(result.image, alone.image)
+    assert shared[0].history[0]["seed"] == 3  # the request's own seed is its first attempt
+    drawn = verifier.generate([1, 2], seeds=[None, 7])
+    assert (drawn[1].seed, drawn[1].attempts) == (7, 1) and drawn[0].tissue == 1  # None: a seed is drawn
+    with pytest.raises(ValueError, match="one seed"):
+        verifier.generate([0, 1], seeds=[1])
+    with pytest.raises(ValueError, match="either seed"):
+        verifier.generate([0], seed=1, seeds=[1])
+
+
+def test_the_record_leaves_out_the_heatmap():
+    result = Verifier(StubGenerator(), StubClassifier(lambda seed: True)).generate([2], seed=4)[0]
+    assert result.heatmap is None and result.from_pool is False
+    result.heatmap = np.ones((28, 28), np.float32)
+    record = result.to_dict()
+    assert "heatmap" not in record and "image" not in record and record["seed"] == 4
+    assert "heatmap" not in result.to_dict(with_image=True) and result.heatmap is not None  # the object keeps it

@@ -19,7 +19,8 @@ import gradio as gr  # noqa: E402
 from ..errors import DataUnavailableError, ModelFileError
 from ..services import Services
 from ..settings import Settings
-from . import about, galleries, generate, quiz
+from . import about, assignments, challenge, galleries, generate, progress, quiz
+from .common import install_atomic_image_cache
 
 QUEUE_MAX_SIZE = 128
 DEFAULT_CONCURRENCY = 8  # events outside the "model" group (reading galleries, answering, resolving)
@@ -36,6 +37,7 @@ CSS = """
 
 def build_demo(services: Services) -> gr.Blocks:
     """The whole app (queue configured, not launched)."""
+    install_atomic_image_cache()
     with gr.Blocks(title="PathSynth", delete_cache=(3600, 3600), analytics_enabled=False) as demo:
         gr.Markdown(INTRO)
         with gr.Tabs() as tabs:
@@ -43,8 +45,14 @@ def build_demo(services: Services) -> gr.Blocks:
                 generate.build(services)
             with gr.Tab("Quiz", id="quiz"):
                 quiz_view = quiz.build(services)
+            with gr.Tab("My progress", id="progress"):
+                progress.build(services)
+            with gr.Tab("Real or synthetic?", id="challenge"):
+                challenge.build(services)
             with gr.Tab("Galleries", id="galleries"):
                 galleries.build(services, demo, quiz_view, tabs)
+            with gr.Tab("Assignments", id="assignments"):
+                assignments.build(services)
             with gr.Tab("About", id="about"):
                 about.build(services)
     return demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=QUEUE_MAX_SIZE)

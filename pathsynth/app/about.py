@@ -13,7 +13,8 @@ from pathlib import Path
 import gradio as gr
 
 from ..settings import ASSETS_DIR
-from ..tissues import TISSUES
+from ..tissues import DISPLAY_NAMES, TISSUES
+from .common import logger
 
 MODEL_CARDS = {"Classifier (ResNet-18)": ASSETS_DIR / "models" / "classifier" / "README.md",
                "Generator (class-conditional diffusion)": ASSETS_DIR / "models" / "generator" / "README.md"}
@@ -135,6 +136,41 @@ def trainee_page(reports: dict[str, dict], verifier=None, storage_persistent: bo
     return "\n\n".join(parts)
 
 
+def _share(share) -> str:
+    if share.value is None:
+        return "—"
+    low, high = share.interval
+    return f"{share.value:.0%} ({low:.0%}–{high:.0%}, n = {share.shown})"
+
+
+def trainee_votes(report) -> str:
+    """The "Real or synthetic?" section: how often trainees took synthetic tiles (and real ones) for real."""
+    title = "## What trainees think: real or synthetic?"
+    if report is None:
+        return f"{title}\n\n_The votes could not be read just now._"
+    if report.votes == 0:
+        return f"{title}\n\n_No votes yet: play the **Real or synthetic?** tab to add yours._"
+    overall = report.overall
+    lines = [f"{title}", f"From **{report.votes}** guesses: trainees took **{_share(overall.synthetic)}** of "
+             f"synthetic tiles for real, and **{_share(overall.real)}** of real tiles (the baseline; 95 % Wilson "
+             "intervals). Synthetic tiles judged real as often as real ones means trainees cannot tell them apart.",
+             "| Tissue | Synthetic judged real | Real judged real |", "|---|---|---|"]
+    lines += [f"| {DISPLAY_NAMES[row.tissue]} | {_share(row.synthetic)} | {_share(row.real)} |"
+              for row in report.per_tissue]
+    return "\n".join(lines[:2]) + "\n\n" + "\n".join(lines[2:])
+
+
+def votes_section(services) -> str:
+    """Read at each page load, so the section follows the votes; a database failure only hides the figures."""
+    try:
+        from ..learning.challenge import realism_report
+
+        return trainee_votes(realism_report(services.store.database))
+    except Exception:  # noqa: BLE001 - the About page must open even when the database does not answer
+        logger.exception("could not read the real-or-synthetic votes")
+        return trainee_votes(None)
+
+
 def report_images(directory: Path = REPORTS_DIR) -> list[tuple[str, str]]:
     if not directory.is_dir():
         return []
@@ -145,6 +181,8 @@ def build(services) -> None:
     settings = getattr(services, "settings", None)
     gr.Markdown(trainee_page(load_reports(), getattr(services, "verifier", None),
                              getattr(settings, "home_persistent", True)), elem_id="about-trainees")
+    if getattr(services, "store", None) is not None:
+        gr.Markdown(lambda: votes_section(services), elem_id="about-votes")
     with gr.Accordion("Technical details: model cards and evaluation plots", open=False):
         figures = []
         for title, path in MODEL_CARDS.items():

@@ -5,10 +5,14 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 from gradio.context import LocalContext
+from gradio import processing_utils
 from gradio.data_classes import GradioRootModel
 
 from ..errors import DataUnavailableError, ModelFileError
@@ -18,6 +22,33 @@ logger = logging.getLogger("pathsynth.app")
 
 MODEL_CONCURRENCY = 2  # generation is CPU-bound: more parallel runs only slow each other down
 MODEL_EVENTS = {"concurrency_id": "model", "concurrency_limit": MODEL_CONCURRENCY}  # one queue for model work
+
+
+def save_pil_to_cache_atomically(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+    """Gradio's ``save_pil_to_cache``, but never rewriting a cached file in place.
+
+    Gradio names cached images by their bytes and rewrites the file on every request; when two sessions show the
+    same picture at once (a real quiz tile), one download can read the file while the other has just truncated it
+    ("peer closed connection ... received 0 bytes", seen with 20 simultaneous learners). Here an existing copy is
+    complete by construction, and a new one appears by an atomic rename, as ``save_file_to_cache`` already does.
+    """
+    data = processing_utils.encode_pil_to_bytes(img, format)
+    folder = Path(cache_dir) / processing_utils.hash_bytes(data)
+    folder.mkdir(exist_ok=True, parents=True)
+    path = (folder / f"{name}.{format}").resolve()
+    if path.exists():
+        os.utime(path)  # Gradio's delete_cache ages files by time: a copy handed out again is fresh
+        return str(path)
+    fd, staging = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.replace(staging, path)
+    return str(path)
+
+
+def install_atomic_image_cache() -> None:
+    """Route every image Gradio caches (``gr.Image``, ``gr.Gallery``) through :func:`save_pil_to_cache_atomically`."""
+    processing_utils.save_pil_to_cache = save_pil_to_cache_atomically
 
 
 class Refusal(Exception):

@@ -1,14 +1,23 @@
-"""The Galleries tab: everyone browses and quizzes; instructors generate, caption, save and edit galleries.
+"""The Galleries tab: everyone browses, quizzes and downloads (ZIP, Anki, handout); instructors generate, caption,
+save, edit, import galleries and upload their own slides.
 
 Every write handler re-checks the instructor's credentials on the server (``require_instructor``).
 """
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import tempfile
+import time
+
 import gradio as gr
 
+from .. import exports
 from .. import quiz as Q
 from .. import ui_helpers as ui
+from .. import uploads
 from ..gallery import items_from_verified
 from ..images import upscale
 from ..tissues import DISPLAY_NAMES
@@ -18,6 +27,8 @@ from .quiz import VIEW_OUTPUTS, question_view
 BATCH_HEADERS = ["Keep", "#", "Tissue", "Verified", "Caption"]
 MAX_BATCH_PER_TISSUE = 8
 MAX_BATCH_IMAGES = 24
+# uploads decode large images and run stain normalisation: one at a time, beside the model queue
+UPLOAD_EVENTS = {"concurrency_id": "uploads", "concurrency_limit": 1}
 _LIMITER = ui.PasswordBackoff()  # wrong passwords per account and address, for this process
 PASSWORD_ACCOUNT = "instructor"  # the one account the shared instructor password opens
 
@@ -67,6 +78,55 @@ def gallery_quiz(services, gallery):
     session = Q.quiz_from_gallery(record)  # shuffled; each question keeps its item's caption
     status = f"Quiz on {ui.escape_md(record.name)}: {session.total} question{'s' if session.total != 1 else ''}."
     return (*question_view(session, status), gr.Tabs(selected="quiz"), "")
+
+
+EXPORTS_KEPT_S = 3600  # Gradio copies a download into its cache at once; our copy only needs to outlive that
+
+
+def _download_path(name: str, suffix: str, data: bytes | str) -> str:
+    """A fresh temporary file for Gradio to serve (named after the gallery, made filename-safe); exports older
+    than ``EXPORTS_KEPT_S`` are removed first, so the folder never grows without bound."""
+    root = os.path.join(tempfile.gettempdir(), "pathsynth-exports")
+    os.makedirs(root, exist_ok=True)
+    for entry in os.scandir(root):
+        if entry.is_dir(follow_symlinks=False) and time.time() - entry.stat().st_mtime > EXPORTS_KEPT_S:
+            shutil.rmtree(entry.path, ignore_errors=True)
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")[:60] or "gallery"
+    path = os.path.join(tempfile.mkdtemp(prefix="export-", dir=root), stem + suffix)
+    with open(path, "wb") as handle:
+        handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+    return path
+
+
+DOWNLOADS = {"zip": (".zip", exports.export_zip, "ZIP (PNGs, gallery.json, metadata.csv)"),
+             "anki": (".apkg", exports.export_anki, "Anki deck"),
+             "handout": (".html", exports.export_handout, "printable handout (open it, then print)")}
+
+
+def gallery_download(services, gallery, kind: str):
+    """The chosen gallery as a file to download (anyone who can see the gallery): ``kind`` in ``DOWNLOADS``."""
+    suffix, export, what = DOWNLOADS[kind]
+    record = services.store.get_gallery(ui.parse_gallery_key(gallery))
+    path = _download_path(record.name, suffix, export(record))
+    return path, f"⬇️ {ui.escape_md(record.name)}: {what}, {len(record.items)} image(s)."
+
+
+@user_errors(outputs=2, status=1, clear=(0,))
+def gallery_download_zip(services, gallery):
+    """The chosen gallery as a ZIP: full-resolution PNGs, gallery.json and metadata.csv (imports back losslessly)."""
+    return gallery_download(services, gallery, "zip")
+
+
+@user_errors(outputs=2, status=1, clear=(0,))
+def gallery_download_anki(services, gallery):
+    """The chosen gallery as an Anki deck (.apkg): image on the front, tissue and key features on the back."""
+    return gallery_download(services, gallery, "anki")
+
+
+@user_errors(outputs=2, status=1, clear=(0,))
+def gallery_download_handout(services, gallery):
+    """The chosen gallery as a printable one-page HTML handout."""
+    return gallery_download(services, gallery, "handout")
 
 
 def selected_number(event: gr.SelectData):
@@ -229,6 +289,48 @@ def gallery_delete(services, password, gallery, confirm, profile: gr.OAuthProfil
                                                                 value=None), None, "", None, False)
 
 
+def _paths(files) -> list:
+    if files is None:
+        return []
+    return list(files) if isinstance(files, (list, tuple)) else [files]
+
+
+@user_errors(outputs=2, status=0)
+def gallery_import(services, password, upload, new_name, profile: gr.OAuthProfile | None = None,
+                   request: gr.Request = None):
+    """A new gallery from a PathSynth gallery ZIP (instructors only); ``new_name`` replaces the exported name."""
+    require_instructor(services, password, profile, request)
+    files = uploads.read_paths(_paths(upload))
+    if len(files) != 1:
+        raise Refusal("Choose one PathSynth gallery ZIP to import.")
+    name = new_name.strip() if isinstance(new_name, str) and new_name.strip() else None
+    gallery_id = exports.import_zip(services.store, files[0].data, name=name, file_name=files[0].name)
+    record = services.store.get_gallery(gallery_id, with_images=False)
+    return (f"✅ Imported **{ui.escape_md(record.name)}** ({len(record.items)} images).",
+            gr.update(choices=_choices(services.store.list_galleries()), value=gallery_id))
+
+
+def _upload_message(report) -> str:
+    lines = [f"✅ Added {len(report.tiles)} tile(s) as instructor-validated (your label is the answer key)."]
+    if report.disagreements:
+        lines[0] += f" ⚠️ The classifier disagrees on {report.disagreements}: check those tiles."
+    if report.skipped:
+        lines.append(f"Skipped {len(report.skipped)} file(s) in the ZIP that are not PNG, JPEG or TIFF.")
+    return "\n".join([lines[0], *lines[1:], "", *(f"- {ui.escape_md(line)}" for line in report.lines())])
+
+
+@user_errors(outputs=2, status=0)
+def gallery_upload(services, password, gallery, files, tissue, microns_per_pixel,
+                   profile: gr.OAuthProfile | None = None, request: gr.Request = None):
+    """Add the instructor's own tiles (PNG/JPEG/TIFF or a ZIP) to the chosen gallery with their tissue label
+    (instructors only); the classifier's opinion is reported beside the label."""
+    instructor = require_instructor(services, password, profile, request)
+    key = ui.parse_gallery_key(gallery)
+    report = uploads.upload_tiles(services.store, key, services.classifier, uploads.read_paths(_paths(files)),
+                                  tissue, microns_per_pixel, instructor)
+    return _upload_message(report), gr.update(choices=_choices(services.store.list_galleries()))
+
+
 # ------------------------------------------------------------------------------------------------- layout
 
 def build(services, demo, quiz_view, tabs) -> None:
@@ -252,6 +354,7 @@ def build(services, demo, quiz_view, tabs) -> None:
     choice.change(bind(gallery_get, services), choice, shown, api_name="gallery_get")
     quiz_button.click(bind(gallery_quiz, services), choice, [*quiz_view.outputs, tabs, message],
                       api_name="gallery_quiz")
+    _download_section(services, choice)
     with gr.Accordion("Instructor tools", open=False):
         # after a save or a delete the list, its counts and its "no galleries yet" line are refreshed too
         refresh_list = {"fn": bind(gallery_list, services), "inputs": None, "outputs": list_outputs,
@@ -274,6 +377,7 @@ def _instructor_tools(services, demo, choice, shown, refresh_list) -> None:
         table = _batch_section(services, password, batch_state)
         _save_section(services, password, choice, shown, table, batch_state, refresh_list)
         _edit_section(services, password, choice, shown, refresh_list)
+        _import_section(services, password, choice, shown, refresh_list)
     sign_in_outputs = [signed_in, tools]
     sign_in.click(bind(instructor_sign_in, services), password, sign_in_outputs, api_name="instructor_sign_in")
     password.submit(bind(instructor_sign_in, services), password, sign_in_outputs, api_visibility="private")
@@ -344,3 +448,38 @@ def _edit_section(services, password, choice, shown, refresh_list) -> None:
                  api_name="gallery_rename").then(**refresh_view)  # the header shows the new name
     delete.click(bind(gallery_delete, services), [password, choice, confirm], [message, choice, *shown, confirm],
                  api_name="gallery_delete").then(**refresh_list)
+
+
+def _download_section(services, choice) -> None:
+    with gr.Row():
+        buttons = {"zip": gr.Button("Download ZIP", size="sm"), "anki": gr.Button("Download Anki deck", size="sm"),
+                   "handout": gr.Button("Download handout", size="sm")}
+    with gr.Row():
+        file = gr.File(label="Download", interactive=False, elem_id="gallery-download")
+        message = gr.Markdown(elem_id="gallery-download-status")
+    handlers = {"zip": gallery_download_zip, "anki": gallery_download_anki, "handout": gallery_download_handout}
+    for kind, button in buttons.items():
+        button.click(bind(handlers[kind], services), choice, [file, message], api_name=f"gallery_download_{kind}")
+
+
+def _import_section(services, password, choice, shown, refresh_list) -> None:
+    gr.Markdown("#### Import a gallery ZIP (exported from any PathSynth)")
+    with gr.Row():
+        archive = gr.File(label="Gallery ZIP", file_types=[".zip"], type="filepath")
+        new_name = gr.Textbox(label="Name (optional: keeps the exported name)", max_length=100)
+        import_button = gr.Button("Import ZIP", scale=0)
+    import_message = gr.Markdown()
+    import_button.click(bind(gallery_import, services), [password, archive, new_name], [import_message, choice],
+                        api_name="gallery_import").then(**refresh_list)
+    gr.Markdown("#### Upload my slides into the chosen gallery\nPNG, JPEG or TIFF tiles, or a ZIP of them. They are "
+                "stain-normalised and scaled like PathMNIST; your label is the answer key.")
+    with gr.Row():
+        files = gr.File(label="Tiles or a ZIP", file_count="multiple", type="filepath",
+                        file_types=[*uploads.IMAGE_SUFFIXES, ".zip"])
+        tissue = gr.Dropdown(list(DISPLAY_NAMES), value=None, label="Tissue these tiles show")
+        scale = gr.Number(None, label="Microns per pixel (optional)", minimum=0)
+        upload_button = gr.Button("Upload my slides", scale=0)
+    upload_message = gr.Markdown()
+    upload_button.click(bind(gallery_upload, services), [password, choice, files, tissue, scale],
+                        [upload_message, choice], api_name="gallery_upload", **UPLOAD_EVENTS).then(
+        bind(gallery_get, services), choice, shown, api_visibility="private")

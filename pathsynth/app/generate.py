@@ -42,9 +42,17 @@ def resolve_description(services, description):
     return message, candidates, tissue, details
 
 
-def overlay(services, image, target: int):
-    """The classifier's occlusion map for ``target`` blended over ``image``, enlarged for display."""
-    return upscale(gradcam_overlay(image, services.classifier.gradcam(image, target=target)))
+def overlay(services, image, target: int, heatmap=None):
+    """The classifier's occlusion map for ``target`` (``heatmap`` when given, else computed once per image:
+    ``services.explainer`` caches) blended over ``image``, enlarged for display."""
+    return upscale(gradcam_overlay(image, services.explainer(image, target) if heatmap is None else heatmap))
+
+
+def origin_line(result) -> str:
+    """Where the image came from: ready-made (the pool) or generated for this request."""
+    if result.from_pool:
+        return "⚡ Taken ready from the pool of verified images made ahead (no wait)."
+    return f"🧪 Freshly generated for this request ({result.attempts} attempt{'s' if result.attempts != 1 else ''})."
 
 
 GENERATE_OUTPUTS = 11  # image, cam, probabilities, summary, card, download, details, candidates, tissue,
@@ -80,11 +88,15 @@ def generate(services, tissue, description, seed, show_gradcam, progress=gr.Prog
     elif index is None:
         raise Refusal("Choose a tissue from the list or describe one.")
     progress(0.0, desc="generating")
-    result = services.verifier.generate([index], seed=seed_value, progress=progress_callback(progress))[0]
-    cam = overlay(services, result.image, result.predicted) if show_gradcam else None
+    # unseeded: a ready image when the pool has one; a typed seed is generated as asked, so it reproduces its image
+    source = services.images if seed_value is None else services.verifier
+    result = source.generate([index], seed=seed_value, progress=progress_callback(progress))[0]
+    cam = overlay(services, result.image, result.predicted, result.heatmap) if show_gradcam else None
     download = ui.save_png(result.image, f"pathsynth_{ABBREVIATIONS[result.tissue]}_seed{result.seed}")
     if not result.verified:
         status = f"⚠️ No image passed verification in {result.attempts} attempts; showing the closest one."
+    elif not status:
+        status = origin_line(result)
     details = result.to_dict()
     details.update(tissue_name=DISPLAY_NAMES[result.tissue], predicted_name=DISPLAY_NAMES[result.predicted])
     return (upscale(result.image), cam, ui.probability_label(result.probabilities), ui.verified_summary(result),

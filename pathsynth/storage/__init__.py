@@ -8,7 +8,9 @@ modules that use this package, e.g. ``pathsynth.gallery``.
 
 from .database import (BASELINE_REVISION, Database, StorageError, alembic_config, normalise_url, open_database,
                        remove_legacy_images, sqlite_url, upgrade)
-from .models import Base, GalleryRow, ItemRow
+from .models import (AnswerRow, AssignmentQuestionRow, AssignmentRow, Base, ChallengeVoteRow, FlagRow, GalleryRow,
+                     ItemRow, LearnerRow)
 
-__all__ = ["BASELINE_REVISION", "Base", "Database", "GalleryRow", "ItemRow", "StorageError", "alembic_config",
+__all__ = ["AnswerRow", "AssignmentQuestionRow", "AssignmentRow", "BASELINE_REVISION", "Base", "ChallengeVoteRow",
+           "Database", "FlagRow", "GalleryRow", "ItemRow", "LearnerRow", "StorageError", "alembic_config",
            "normalise_url", "open_database", "remove_legacy_images", "sqlite_url", "upgrade"]

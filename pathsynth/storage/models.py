@@ -7,7 +7,8 @@ on PostgreSQL; both fold ASCII letters only, and lookups use ``lower()`` on both
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, LargeBinary, Text
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Float, ForeignKey, Index, Integer, LargeBinary, Text,
+                        UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..tissues import NUM_TISSUES
@@ -46,3 +47,122 @@ class ItemRow(Base):
     # written in one transaction, so neither can exist without the other (revision 0002 moved the files here).
     image_png: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     created_at: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class LearnerRow(Base):
+    """Someone practising: ``key`` is ``local:<name>`` (a name typed in the app, no password) or ``hf:<username>``
+    (a Hugging Face login on Spaces), case-folded so "Ana" and "ana" are one learner."""
+
+    __tablename__ = "learners"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    display_name: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class AnswerRow(Base):
+    """One answered quiz question: what was shown (provenance), the key, the choice and how long it took."""
+
+    __tablename__ = "answers"
+    __table_args__ = (CheckConstraint(f"tissue BETWEEN 0 AND {NUM_TISSUES - 1}", name="answers_tissue"),
+                      CheckConstraint(f"chosen BETWEEN 0 AND {NUM_TISSUES - 1}", name="answers_chosen"),
+                      Index("answers_by_learner", "learner_id", "answered_at"),
+                      Index("answers_by_assignment", "assignment_id"),
+                      Index("answers_one_per_assignment_question", "learner_id", "assignment_question_id", unique=True),
+                      {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    learner_id: Mapped[int] = mapped_column(Integer, ForeignKey("learners.id", ondelete="CASCADE"), nullable=False)
+    answered_at: Mapped[str] = mapped_column(Text, nullable=False)
+    tissue: Mapped[int] = mapped_column(Integer, nullable=False)  # the answer key
+    chosen: Mapped[int] = mapped_column(Integer, nullable=False)
+    correct: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    seconds: Mapped[float | None] = mapped_column(Float)  # time taken; None when unknown
+    mode: Mapped[str] = mapped_column(Text, nullable=False)  # practice, weak, gallery, retry
+    quiz_id: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    source: Mapped[str] = mapped_column(Text, nullable=False)  # real, generated, uploaded
+    seed: Mapped[int | None] = mapped_column(BigInteger)  # regenerates a generated tile
+    real_index: Mapped[int | None] = mapped_column(Integer)  # index in the bundled real sample
+    # no foreign key: the answer stays in the learner's history when an instructor deletes the gallery item
+    gallery_item_id: Mapped[int | None] = mapped_column(Integer)
+    # revision 0005: set for answers to an assignment (no foreign keys, as above); one per learner and question
+    assignment_id: Mapped[int | None] = mapped_column(Integer)
+    assignment_question_id: Mapped[int | None] = mapped_column(Integer)
+    late: Mapped[bool | None] = mapped_column(Boolean)  # answered after the assignment's due date
+
+
+class AssignmentRow(Base):
+    """An instructor's assignment: a title, practice or exam, an optional due date and the code learners type."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (CheckConstraint("mode IN ('practice', 'exam')", name="assignments_mode"),
+                      {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    title: Mapped[str] = mapped_column(Text, nullable=False)
+    mode: Mapped[str] = mapped_column(Text, nullable=False)
+    due_at: Mapped[str | None] = mapped_column(Text)  # ISO-8601 UTC; None: no due date
+    created_by: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    created_at: Mapped[str] = mapped_column(Text, nullable=False)
+    gallery_id: Mapped[int | None] = mapped_column(Integer)  # where the questions came from (provenance only)
+
+
+class AssignmentQuestionRow(Base):
+    """One fixed question of an assignment: its image (PNG, copied in, so every learner gets the same one) and key."""
+
+    __tablename__ = "assignment_questions"
+    __table_args__ = (CheckConstraint(f"tissue BETWEEN 0 AND {NUM_TISSUES - 1}", name="assignment_questions_tissue"),
+                      UniqueConstraint("assignment_id", "position", name="assignment_questions_position"),
+                      {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    assignment_id: Mapped[int] = mapped_column(Integer, ForeignKey("assignments.id", ondelete="CASCADE"),
+                                               nullable=False)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)
+    tissue: Mapped[int] = mapped_column(Integer, nullable=False)
+    caption: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    source: Mapped[str] = mapped_column(Text, nullable=False)
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    gallery_item_id: Mapped[int | None] = mapped_column(Integer)
+    meta_json: Mapped[str] = mapped_column(Text, nullable=False, server_default="{}")
+    image_png: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+
+class ChallengeVoteRow(Base):
+    """One "real or synthetic?" guess: which tile it was (provenance), its tissue, the truth and the guess."""
+
+    __tablename__ = "challenge_votes"
+    __table_args__ = (CheckConstraint(f"tissue BETWEEN 0 AND {NUM_TISSUES - 1}", name="challenge_votes_tissue"),
+                      Index("challenge_votes_by_tissue", "tissue"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    learner_id: Mapped[int] = mapped_column(Integer, ForeignKey("learners.id", ondelete="CASCADE"), nullable=False)
+    voted_at: Mapped[str] = mapped_column(Text, nullable=False)
+    source: Mapped[str] = mapped_column(Text, nullable=False)  # real, generated
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    real_index: Mapped[int | None] = mapped_column(Integer)
+    tissue: Mapped[int] = mapped_column(Integer, nullable=False)
+    truly_synthetic: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    guessed_synthetic: Mapped[bool] = mapped_column(Boolean, nullable=False)
+
+
+class FlagRow(Base):
+    """An image a learner flagged as wrong or odd, with their note (stored verbatim, escaped when shown)."""
+
+    __tablename__ = "flags"
+    __table_args__ = (CheckConstraint(f"tissue BETWEEN 0 AND {NUM_TISSUES - 1}", name="flags_tissue"),
+                      Index("flags_by_time", "flagged_at"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    learner_id: Mapped[int] = mapped_column(Integer, ForeignKey("learners.id", ondelete="CASCADE"), nullable=False)
+    flagged_at: Mapped[str] = mapped_column(Text, nullable=False)
+    context: Mapped[str] = mapped_column(Text, nullable=False)  # where it was flagged: quiz, challenge
+    source: Mapped[str] = mapped_column(Text, nullable=False)  # real, generated, uploaded
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    real_index: Mapped[int | None] = mapped_column(Integer)
+    gallery_item_id: Mapped[int | None] = mapped_column(Integer)  # no foreign key, as answers.gallery_item_id
+    tissue: Mapped[int] = mapped_column(Integer, nullable=False)  # the tile's answer key when it was flagged
+    note: Mapped[str] = mapped_column(Text, nullable=False, server_default="")

@@ -1,0 +1,355 @@
+"""The Assignments tab: learners take an instructor's assignment by its code; instructors create assignments and
+see the class's results (who took it, scores, accuracy per tissue, confusions, most-missed images, CSV).
+
+The learner is who the Quiz tab saves answers for (the login on Spaces, else the typed name) and sees only their
+own answers. Every instructor handler re-checks the credentials on the server (``require_instructor``), exactly as
+the galleries' write actions do.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+
+import gradio as gr
+import numpy as np
+
+from .. import assignments as A
+from .. import quiz as Q
+from .. import ui_helpers as ui
+from ..images import DISPLAY_SIZE, upscale
+from ..learning import accuracy_per_tissue, confusion
+from ..learning.progress import Learner
+from ..tissues import DISPLAY_NAMES
+from .common import MODEL_EVENTS, Refusal, bind, checked_inputs, progress_callback, user_errors
+from .galleries import _download_path, require_instructor
+from .progress import learner_for, on_spaces
+
+MAX_PER_TISSUE = 10
+MAX_GENERATED = 30  # generated questions per assignment: generation is the slow part
+VIEW_OUTPUTS = 10  # see ``build``: state, header, image, choice, submit, next, feedback, summary, table, message
+MESSAGE = VIEW_OUTPUTS - 1
+RESULT_HEADERS = ["Question", "Right answer", "Your answer", "Correct", "Late"]
+
+
+@dataclass
+class Attempt:
+    """One learner taking one assignment in this browser session (held in ``gr.State``, never sent out)."""
+
+    assignment: A.Assignment
+    learner: Learner
+    session: Q.QuizSession
+    database: object  # the app's one database (``services.store.database``), for this learner's own results
+
+
+# ------------------------------------------------------------------------------------------------ learners
+
+def _learner(services, name, profile) -> Learner:
+    if on_spaces(services) and profile is None:
+        raise Refusal("Sign in with Hugging Face to take an assignment: your instructor sees your answers under "
+                      "your login.")
+    if not on_spaces(services) and (name is None or (isinstance(name, str) and not name.strip())):
+        raise Refusal("Type your name to take an assignment: your instructor sees your answers under it.")
+    return learner_for(services, name, profile)
+
+
+def _due_note(assignment: A.Assignment) -> str:
+    if assignment.due_at is None:
+        return ""
+    late = assignment.is_late(A._now())
+    return f" Due {assignment.due_at[:16].replace('T', ' ')} UTC" + (": answers now are marked late." if late else ".")
+
+
+def question_view(attempt: Attempt, feedback: str = "", message: str = "") -> tuple:
+    """Outputs showing the attempt's current question (or the learner's own results when it is finished)."""
+    session = attempt.session
+    if session.finished:
+        return results_view(attempt, message)
+    index = session.current
+    Q.mark_shown(session)  # time taken runs from here to the answer
+    mode = "exam: your results appear at the end" if attempt.assignment.mode == "exam" else "practice"
+    header = (f"### {ui.escape_md(attempt.assignment.title)}: question {index + 1} of {session.total}\n"
+              f"_{mode}._{ui.escape_md(_due_note(attempt.assignment))}")
+    return (attempt, header, upscale(session.questions[index].image), gr.update(value=None, interactive=True),
+            gr.update(interactive=True, visible=True), gr.update(visible=False), feedback, "", None, message)
+
+
+def results_view(attempt: Attempt, message: str = "") -> tuple:
+    """The learner's own results: score, and per question the right answer beside theirs."""
+    assignment, session = attempt.assignment, attempt.session
+    mine = A.learner_answers(attempt.database, assignment, attempt.learner)
+    rows = [[q.position + 1, DISPLAY_NAMES[q.tissue],
+             DISPLAY_NAMES[mine[q.position].chosen] if q.position in mine else "",
+             "yes" if q.position in mine and mine[q.position].correct else "no",
+             "yes" if q.position in mine and mine[q.position].late else ""] for q in assignment.questions]
+    correct = sum(a.correct for a in mine.values())
+    late = sum(a.late for a in mine.values())
+    text = (f"## {ui.escape_md(assignment.title)}: {correct} / {session.total} "
+            f"({correct / session.total:.0%})\n\nYour answers are with your instructor."
+            + (f" {late} of them came after the due date." if late else ""))
+    return (attempt, "", None, gr.update(value=None, interactive=False), gr.update(visible=False),
+            gr.update(visible=False), "", text, rows, message)
+
+
+@user_errors(outputs=VIEW_OUTPUTS, status=MESSAGE)
+def assignment_open(services, code, learner_name=None, profile: gr.OAuthProfile | None = None):
+    """Open an assignment by its code and resume where this learner left off (answers are saved under the login
+    on Spaces, else the typed name)."""
+    learner = _learner(services, learner_name, profile)
+    database = services.store.database
+    assignment = A.open_assignment(database, code)
+    session = A.learner_quiz(assignment, A.learner_answers(database, assignment, learner))
+    attempt = Attempt(assignment, learner, session, database)
+    answered = sum(a is not None for a in session.answers)
+    resumed = f" You had answered {answered}; carrying on." if answered and not session.finished else ""
+    return question_view(attempt, message=f"Opened {ui.escape_md(assignment.title)} "
+                                          f"({session.total} questions).{resumed}")
+
+
+def _require(attempt) -> Attempt:
+    if attempt is None:
+        raise Refusal("Open an assignment with its code first.")
+    return attempt
+
+
+@user_errors(outputs=VIEW_OUTPUTS, status=MESSAGE)
+def assignment_answer(attempt, choice):
+    """Answer the current question. Practice: the right answer and why, at once; exam: saved, and the next
+    question follows (results at the end)."""
+    attempt = _require(attempt)
+    if choice is None or (isinstance(choice, str) and not choice.strip()):
+        raise Refusal("Pick a tissue first.")
+    session = attempt.session
+    if session.finished:
+        raise Refusal("You have answered every question of this assignment.")
+    chosen = Q._check_choice(choice)  # bad input is refused before anything is stored
+    index = session.current
+    try:
+        late = A.record_answer(attempt.database, attempt.assignment, attempt.learner, index, chosen,
+                               seconds=_seconds(session.questions[index]))
+    except A.AlreadyAnsweredError as error:  # answered in another tab: carry on from what is stored
+        mine = A.learner_answers(attempt.database, attempt.assignment, attempt.learner)
+        attempt.session = A.learner_quiz(attempt.assignment, mine)
+        return question_view(attempt, message=ui.escape_md(str(error)))
+    feedback = Q.answer(session, chosen)  # stored first: a refused store leaves the question open
+    saved = " (after the due date: marked late)" if late else ""
+    if attempt.assignment.mode == "exam":
+        return question_view(attempt, message=f"Answer to question {index + 1} saved{saved}.")
+    item = session.questions[index]
+    verdict = "✅ **Correct!**" if feedback.correct else "❌ **Not quite.**"
+    note = f"\n\n**Instructor's note:** {ui.escape_md(item.caption)}" if item.caption else ""
+    text = (f"{verdict} The answer is **{DISPLAY_NAMES[feedback.answer]}**.{note}\n\n"
+            f"{ui.escape_md(feedback.explanation)}")
+    next_label = "See my results" if feedback.finished else "Next question"
+    return (attempt, gr.skip(), gr.skip(), gr.update(interactive=False), gr.update(interactive=False),
+            gr.update(visible=True, value=next_label), text, gr.skip(), gr.skip(), f"Saved{saved}.")
+
+
+def _seconds(question) -> float | None:
+    return None if question.shown_at is None else max(0.0, time.monotonic() - question.shown_at)
+
+
+@user_errors(outputs=VIEW_OUTPUTS, status=MESSAGE)
+def assignment_next(attempt):
+    """The next unanswered question, or this learner's results when every question is answered."""
+    return question_view(_require(attempt))
+
+
+# ------------------------------------------------------------------------------------------------ instructors
+
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _questions_source(services, gallery, tissues, per_tissue, seed, progress) -> dict:
+    """Where the questions come from: a gallery (by name or id), else tissues x N freshly verified images."""
+    if not _blank(gallery):
+        return {"gallery": services.store.get_gallery(ui.parse_gallery_key(gallery))}
+    wanted = ui.parse_tissues(tissues)
+    count = ui.parse_int(per_tissue, field="Images per tissue", minimum=1, maximum=MAX_PER_TISSUE, default=2)
+    if len(wanted) * count > MAX_GENERATED:
+        raise ValueError(f"At most {MAX_GENERATED} generated questions ({len(wanted)} tissues × {count} = "
+                         f"{len(wanted) * count}); choose fewer tissues or fewer images per tissue.")
+    progress(0.0, desc="generating")
+    results = services.images.generate([t for t in wanted for _ in range(count)], seed=ui.parse_seed(seed),
+                                       progress=progress_callback(progress))
+    return {"results": results}
+
+
+@user_errors(outputs=2, status=0)
+def assignment_create(services, password, title, mode, due, gallery, tissues, per_tissue, seed,
+                      profile: gr.OAuthProfile | None = None, request: gr.Request = None, progress=gr.Progress()):
+    """Create an assignment from a gallery (name or id) or from tissues × N verified images (instructors only);
+    answers with its share code."""
+    instructor = require_instructor(services, password, profile, request)
+    options = {"mode": A.clean_mode(mode or "practice"), "due": A.parse_due(due), "created_by": instructor}
+    if not _blank(title):
+        A.clean_title(title)  # a bad title is refused before the slow generation, not after it
+    elif _blank(gallery):
+        raise Refusal("Give the assignment a title (a gallery's assignment may take the gallery's name).")
+    source = _questions_source(services, gallery, tissues, per_tissue, seed, progress)
+    database = services.store.database
+    if "gallery" in source:
+        assignment = A.create_from_gallery(database, source["gallery"], title, **options)
+    else:
+        assignment = A.create_from_verified(database, source["results"], title, **options)
+    dropped = "" if "gallery" in source else (
+        f" ({len(source['results']) - len(assignment.questions)} unverified image(s) left out)"
+        if len(source["results"]) > len(assignment.questions) else "")
+    return (f"✅ Created **{ui.escape_md(assignment.title)}** ({assignment.mode}, {len(assignment.questions)} "
+            f"questions{dropped}). Share code: **{assignment.code}**", _record(assignment))
+
+
+def _record(assignment: A.Assignment) -> dict:
+    return {"code": assignment.code, "id": assignment.id, "title": assignment.title, "mode": assignment.mode,
+            "due_at": assignment.due_at, "questions": len(assignment.questions)}
+
+
+@user_errors(outputs=2, status=1)
+def assignment_list(services, password, profile: gr.OAuthProfile | None = None, request: gr.Request = None):
+    """Every assignment with its code (instructors only: the codes open them)."""
+    require_instructor(services, password, profile, request)
+    rows = [[a.code, a.title, a.mode, a.due_at or "", a.created_by, a.created_at[:16].replace("T", " ")]
+            for a in A.list_assignments(services.store.database)]
+    return rows or None, "" if rows else "No assignments yet."
+
+
+DASHBOARD_OUTPUTS = 6  # summary, learners, tissues, confusion image, most-missed images, message
+
+
+@user_errors(outputs=DASHBOARD_OUTPUTS, status=DASHBOARD_OUTPUTS - 1, clear=(0, 1, 2, 3, 4))
+def assignment_dashboard(services, password, code, profile: gr.OAuthProfile | None = None,
+                         request: gr.Request = None):
+    """The class's results for one assignment (instructors only): who took it and their scores, accuracy per
+    tissue, the class's confusion matrix and the most-missed images."""
+    require_instructor(services, password, profile, request)
+    database = services.store.database
+    assignment = A.open_assignment(database, code)
+    answers = A.results(database, assignment)
+    scores = A.learner_scores(assignment, answers)
+    learners = [[s["learner"], s["key"], s["correct"], s["answered"], s["total"],
+                 f"{s['correct'] / s['total']:.0%}", s["late"]] for s in scores]
+    tissues = [[DISPLAY_NAMES[t], c, n, f"{c / n:.0%}"] for t, (c, n) in accuracy_per_tissue(answers).items()]
+    missed = [(upscale(assignment.questions[p].image),
+               f"Q{p + 1}: {DISPLAY_NAMES[assignment.questions[p].tissue]}, missed by {m} of {n}")
+              for p, m, n in A.most_missed(assignment, answers)]
+    correct = sum(a.correct for a in answers)
+    due = f" · due {assignment.due_at[:16].replace('T', ' ')} UTC" if assignment.due_at else ""
+    text = (f"### {ui.escape_md(assignment.title)} ({assignment.code}, {assignment.mode}{due})\n"
+            f"{len(scores)} learner(s) · {len(answers)} answer(s)"
+            + (f" · class accuracy {correct / len(answers):.0%}" if answers else " · nobody has answered yet"))
+    image = _png_image(A.confusion_png(confusion(answers))) if answers else None
+    return text, learners or None, tissues or None, image, missed or None, ""
+
+
+def _png_image(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+@user_errors(outputs=2, status=1, clear=(0,))
+def assignment_export(services, password, code, profile: gr.OAuthProfile | None = None, request: gr.Request = None):
+    """The assignment's results as CSV, one row per learner × question (instructors only)."""
+    require_instructor(services, password, profile, request)
+    database = services.store.database
+    assignment = A.open_assignment(database, code, with_images=False)
+    answers = A.results(database, assignment)
+    path = _download_path(f"{assignment.title}-{assignment.code}", ".csv", A.results_csv(assignment, answers))
+    learners = len({a.learner_key for a in answers})
+    return path, f"⬇️ Results of {ui.escape_md(assignment.title)}: {learners} learner(s)."
+
+
+# ------------------------------------------------------------------------------------------------- layout
+
+def build(services) -> None:
+    """The tab's components and events: taking an assignment, then the instructor's tools."""
+    gr.Markdown("Open an assignment with the code your instructor gave you. Every learner gets the same questions; "
+                "your answers go to your instructor.")
+    _learner_section(services)
+    with gr.Accordion("Instructors: create assignments and see class results", open=False):
+        config = services.settings.instructors
+        if not config.enabled:
+            gr.Markdown(f"🔒 {config.disabled_message}")
+        if config.on_spaces:
+            gr.LoginButton()
+        password = gr.Textbox(label="Instructor password", type="password", visible=bool(config.password))
+        _create_section(services, password)
+        _results_section(services, password)
+
+
+def _learner_section(services) -> None:
+    state = gr.State(None)  # this browser session's Attempt
+    with gr.Row():
+        code = gr.Textbox(label="Assignment code", max_length=20, scale=2, elem_id="assignment-code")
+        if on_spaces(services):
+            gr.LoginButton()
+        name = gr.Textbox(label="Your name", max_length=40, visible=not on_spaces(services), scale=2)
+        open_button = gr.Button("Open assignment", variant="primary", scale=0)
+    message = gr.Markdown(elem_id="assignment-status")
+    header = gr.Markdown()
+    with gr.Row():
+        image = gr.Image(label="Which tissue is this?", format="png", interactive=False, height=DISPLAY_SIZE,
+                         buttons=[], elem_classes="pixelated", elem_id="assignment-question")
+        with gr.Column():
+            choice = gr.Radio(list(DISPLAY_NAMES), label="Your answer", interactive=False)
+            submit = gr.Button("Submit answer", variant="primary", interactive=False, visible=False)
+            next_button = gr.Button("Next question", visible=False)
+            feedback = gr.Markdown(elem_id="assignment-feedback")
+    summary = gr.Markdown(elem_id="assignment-summary")
+    table = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, label="My answers")
+    view = [state, header, image, choice, submit, next_button, feedback, summary, table, message]
+    open_button.click(bind(assignment_open, services), [code, name], view, api_name="assignment_open")
+    code.submit(bind(assignment_open, services), [code, name], view, api_visibility="private")
+    submit.click(assignment_answer, [state, choice], view, api_name="assignment_answer")
+    next_button.click(assignment_next, state, view, api_name="assignment_next")
+
+
+def _create_section(services, password) -> None:
+    gr.Markdown("#### Create an assignment\nFrom a gallery (its images, shuffled once), or from new verified images "
+                "of the tissues you tick.")
+    with gr.Row():
+        title = gr.Textbox(label="Title (blank: the gallery's name)", max_length=100)
+        mode = gr.Radio(["practice", "exam"], value="practice", label="Mode",
+                        info="practice: feedback after each answer; exam: only at the end")
+        due = gr.Textbox(label="Due (optional, UTC)", placeholder="2026-12-24 or 2026-12-24 17:00", max_length=40)
+    with gr.Row():
+        gallery = gr.Textbox(label="From gallery (name or id; blank: generate)", max_length=100)
+        tissues = gr.CheckboxGroup(list(DISPLAY_NAMES), label="Or generate: tissues (none = all nine)")
+    with gr.Row():
+        per_tissue = gr.Slider(1, MAX_PER_TISSUE, value=2, step=1, label="Images per tissue")
+        seed = gr.Textbox(label="Seed (optional)", placeholder="blank = random", max_length=12)
+        create = gr.Button("Create assignment", variant="primary", scale=0)
+    message = gr.Markdown(elem_id="assignment-created")
+    created = gr.JSON(visible=False)
+    inputs = [password, title, mode, due, gallery, tissues, per_tissue, seed]
+    create.click(checked_inputs(bind(assignment_create, services), inputs, {per_tissue: "a number"}), inputs,
+                 [message, created], api_name="assignment_create", preprocess=False, **MODEL_EVENTS)
+
+
+def _results_section(services, password) -> None:
+    gr.Markdown("#### Class results")
+    with gr.Row():
+        code = gr.Textbox(label="Assignment code", max_length=20, scale=2)
+        show = gr.Button("Show results", variant="primary", scale=0)
+        export = gr.Button("Download CSV", scale=0)
+        listing = gr.Button("List my assignments", scale=0)
+    message = gr.Markdown(elem_id="assignment-dashboard-status")
+    summary = gr.Markdown(elem_id="assignment-dashboard")
+    learners = gr.Dataframe(headers=["Learner", "Login", "Correct", "Answered", "Questions", "Score", "Late"],
+                            interactive=False, label="Who took it")
+    with gr.Row():
+        tissues = gr.Dataframe(headers=["Tissue", "Correct", "Answered", "Accuracy"], interactive=False,
+                               label="Class accuracy per tissue")
+        matrix = gr.Image(label="Class confusion matrix", format="png", interactive=False, buttons=["download"])
+    missed = gr.Gallery(label="Most-missed images", columns=6, height="auto", format="png", interactive=False,
+                        elem_classes="pixelated")
+    file = gr.File(label="Results CSV", interactive=False)
+    table = gr.Dataframe(headers=["Code", "Title", "Mode", "Due", "Created by", "Created"], interactive=False,
+                         label="Assignments", visible=True)
+    show.click(bind(assignment_dashboard, services), [password, code],
+               [summary, learners, tissues, matrix, missed, message], api_name="assignment_dashboard")
+    export.click(bind(assignment_export, services), [password, code], [file, message], api_name="assignment_export")
+    listing.click(bind(assignment_list, services), password, [table, message], api_name="assignment_list")

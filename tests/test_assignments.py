@@ -1,0 +1,246 @@
+"""Assignments (pathsynth.assignments + migration 0005) and the Assignments tab's handlers.
+
+Every store test runs on SQLite and on PostgreSQL (``storage_url`` in tests/conftest.py)."""
+
+import csv
+import io
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+import gradio as gr
+import numpy as np
+import pytest
+from alembic import command
+from sqlalchemy import inspect, text
+
+from pathsynth import assignments as A
+from pathsynth import storage
+from pathsynth.app import assignments as tab
+from pathsynth.gallery import DB_NAME, GalleryItemInput, GalleryStore
+from pathsynth.learning import ProgressStore, local_learner
+from pathsynth.settings import Settings
+from pathsynth.tissues import DISPLAY_NAMES, TISSUE_INDICES, tissue_index
+
+PASSWORD = "correct horse battery staple"
+KEYS = ["ADI", "LYM", "STR", "MUS"]  # the gallery's tissues, in gallery order
+
+
+def services_for(home, storage_url=None, spaces=False):
+    env = {"PATHSYNTH_HOME": str(home), "PATHSYNTH_INSTRUCTOR_PASSWORD": PASSWORD,
+           **({"SPACE_ID": "someone/pathsynth", "PATHSYNTH_INSTRUCTORS": "prof"} if spaces else {})}
+    return SimpleNamespace(settings=Settings.from_env(env), store=GalleryStore(home, database_url=storage_url))
+
+
+def make_gallery(store) -> int:
+    items = [GalleryItemInput(np.full((28, 28, 3), 30 * n, np.uint8), caption=f"note <b>{n}</b>", tissue=key)
+             for n, key in enumerate(KEYS)]
+    return store.create_gallery("Week 1", items=items)
+
+
+def create(services, mode="practice", due="", title="Colon =1+1") -> str:
+    message, record = tab.assignment_create(services, PASSWORD, title, mode, due, "Week 1", None, 2, "")
+    assert message.startswith("✅"), message
+    assert record["code"] in message and record["questions"] == len(KEYS)
+    return record["code"]
+
+
+def take(services, code, name, choices) -> list[tuple]:
+    """An assignment taken through the tab's handlers as the browser would; ``choices``: tissue per question in
+    the assignment's order (a callable of the right answer), stopping when they run out."""
+    view = tab.assignment_open(services, code, name)
+    attempt, shown = view[0], [view]
+    for choose in choices:
+        right = attempt.session.questions[attempt.session.current].answer
+        shown.append(tab.assignment_answer(attempt, DISPLAY_NAMES[tissue_index(choose(right))]))
+        if attempt.assignment.mode == "practice":
+            shown.append(tab.assignment_next(attempt))
+    return shown
+
+
+def test_create_take_dashboard_and_csv_agree_with_the_stored_answers(tmp_path, storage_url):
+    services = services_for(tmp_path, storage_url)
+    make_gallery(services.store)
+    code = create(services)
+    assignment = A.open_assignment(services.store.database, code)
+    assert sorted(q.tissue for q in assignment.questions) == sorted(tissue_index(k) for k in KEYS)
+    ana = take(services, code, "Ana", [lambda right: right] * 3 + [lambda right: (right + 1) % len(TISSUE_INDICES)])
+    assert "✅ **Correct!**" in ana[1][6] and "&lt;b&gt;" in ana[1][6] and "<b>" not in ana[1][6]  # caption escaped
+    assert "4 questions" in ana[0][-1] and "3 / 4" in ana[-1][7]  # own results at the end
+    take(services, code.lower(), "Ben", [lambda right: right] * 2)  # codes are case-insensitive; Ben stops early
+
+    summary, learners, tissues, matrix, missed, status = tab.assignment_dashboard(services, PASSWORD, code)
+    assert status == "" and "2 learner(s)" in summary and "6 answer(s)" in summary and "83%" in summary
+    assert {row[0]: row[2:5] for row in learners} == {"Ana": [3, 4, 4], "Ben": [2, 2, 4]}
+    assert sum(row[2] for row in tissues) == 6 and isinstance(matrix, np.ndarray) and len(missed) == 1
+
+    path, status = tab.assignment_export(services, PASSWORD, code)
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 * len(KEYS)  # one row per learner x question, unanswered ones included
+    stored = A.results(services.store.database, assignment)
+    answered = [r for r in rows if r["chosen"]]
+    assert [(r["learner"], int(r["question"]) - 1, r["answer_key"], r["chosen"], r["correct"]) for r in answered] == \
+        [(a.learner, a.position, DISPLAY_NAMES[a.tissue], DISPLAY_NAMES[a.chosen], "yes" if a.correct else "no")
+         for a in stored]
+    assert {r["title"] for r in rows} == {"Colon =1+1"}  # not a formula: it does not start with =
+    assert len(ProgressStore(services.store.database).history(local_learner("ana"))) == 4  # counts as progress
+    services.store.close()
+
+
+def test_formula_like_titles_and_names_are_inert_in_the_csv(tmp_path):
+    services = services_for(tmp_path)
+    make_gallery(services.store)
+    code = create(services, title="=HYPERLINK(\"http://x\")")
+    take(services, code, "@ana", [lambda right: right])
+    path, _ = tab.assignment_export(services, PASSWORD, code)
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["title"] for r in rows} == {"'=HYPERLINK(\"http://x\")"} and {r["learner"] for r in rows} == {"'@ana"}
+    services.store.close()
+
+
+def test_exam_mode_gives_feedback_only_at_the_end_and_marks_late_answers(tmp_path):
+    services = services_for(tmp_path)
+    make_gallery(services.store)
+    code = create(services, mode="exam", due="2020-01-31")
+    shown = take(services, code, "Ana", [lambda right: right] * len(KEYS))
+    assert "late" in shown[0][1]  # the header warns before the first answer
+    for view in shown[1:-1]:  # each answer: saved, the next question, nothing about right or wrong
+        assert "saved" in view[-1] and view[6] == "" and "Correct" not in str(view) and view[2] is not None
+    assert "4 / 4" in shown[-1][7] and "came after the due date" in shown[-1][7]
+    answers = A.results(services.store.database, A.open_assignment(services.store.database, code))
+    assert all(a.late for a in answers)
+    again = tab.assignment_open(services, code, "ana")  # reopening: straight to the results, nothing to redo
+    assert "4 / 4" in again[7] and again[4]["visible"] is False
+    services.store.close()
+
+
+def test_a_question_is_answered_once_and_reopening_resumes(tmp_path):
+    services = services_for(tmp_path)
+    make_gallery(services.store)
+    code = create(services)
+    take(services, code, "Ana", [lambda right: right])
+    view = tab.assignment_open(services, code, "Ana")
+    assert view[0].session.current == 1 and "You had answered 1" in view[-1]
+    assignment = view[0].assignment
+    with pytest.raises(ValueError, match="already answered question 1"):
+        A.record_answer(services.store.database, assignment, local_learner("ana"), 0, "ADI")
+    other_tab = tab.assignment_open(services, code, "Ana")[0]  # the same learner in a second browser tab
+    tab.assignment_answer(view[0], "Adipose tissue")
+    resumed = tab.assignment_answer(other_tab, "Lymphocytes")  # question 2 again: refused, and carried on
+    assert "already answered question 2" in resumed[-1] and other_tab.session.current == 2
+    services.store.close()
+
+
+def test_learners_are_refused_the_dashboard_export_list_and_create(tmp_path):
+    services = services_for(tmp_path)
+    make_gallery(services.store)
+    code = create(services)
+    take(services, code, "Ana", [lambda right: right])
+    for password in ("", None):
+        dashboard = tab.assignment_dashboard(services, password, code)
+        assert dashboard[-1].startswith("⚠️") and "password" in dashboard[-1]
+        assert dashboard[:5] == (None,) * 5  # nothing of the class's results
+        export = tab.assignment_export(services, password, code)
+        assert export[0] is None and export[1].startswith("⚠️")
+        assert tab.assignment_list(services, password)[1].startswith("⚠️")
+        assert tab.assignment_create(services, password, "x", "exam", "", "Week 1", None, 1, "")[0].startswith("⚠️")
+    assert len(A.list_assignments(services.store.database)) == 1
+    services.store.close()
+
+
+def test_on_spaces_only_listed_logins_see_results(tmp_path):
+    services = services_for(tmp_path, spaces=True)
+    make_gallery(services.store)
+    code = create(services)  # the password still works
+    student, prof = SimpleNamespace(username="student"), SimpleNamespace(username="prof")
+    view = tab.assignment_open(services, code, "prof", student)  # the name box is ignored on Spaces
+    assert view[0].learner.key == "hf:student"
+    assert "not an instructor" in tab.assignment_dashboard(services, "", code, student)[-1]
+    assert "not an instructor" in tab.assignment_export(services, "", code, student)[1]
+    assert tab.assignment_dashboard(services, "", code, prof)[-1] == ""
+    assert "Sign in" in tab.assignment_open(services, code, "ana", None)[-1]
+    services.store.close()
+
+
+@pytest.mark.parametrize("code, message", [("", "Type the assignment code"), ("ZZ", "No assignment has the code"),
+                                           ("ABCDEF", "No assignment has the code 'ABCDEF'"),
+                                           ("<script>", "No assignment has the code")])
+def test_unknown_codes_get_a_clear_one_line_message(tmp_path, code, message):
+    services = services_for(tmp_path)
+    status = tab.assignment_open(services, code, "Ana")[-1]
+    assert status.startswith("⚠️") and message.replace("'", "") in status.replace("'", "") and "\n" not in status
+    assert "<script>" not in status  # shown escaped
+    assert message.split("'")[0] in tab.assignment_dashboard(services, PASSWORD, code)[-1]
+    services.store.close()
+
+
+@pytest.mark.parametrize("args, message", [(("", "practice", "", "", None, 1, ""), "title"),
+                                           (("T", "quiz", "", "Week 1", None, 1, ""), "practice or exam"),
+                                           (("T", "exam", "soon", "Week 1", None, 1, ""), "Due date"),
+                                           (("T", "exam", "", "Week 9", None, 1, ""), "no gallery")])
+def test_bad_creation_input_gets_a_message_beside_the_button(tmp_path, args, message):
+    services = services_for(tmp_path)
+    make_gallery(services.store)
+    status = tab.assignment_create(services, PASSWORD, *args)[0]
+    assert status.startswith("⚠️") and message in status and "\n" not in status
+    services.store.close()
+
+
+def test_an_assignment_of_generated_images_keeps_only_the_verified_ones(tmp_path):
+    services = services_for(tmp_path)
+    results = [SimpleNamespace(image=np.zeros((28, 28, 3), np.uint8), tissue=t, seed=7 + t, verified=t != 2,
+                               attempts=1, predicted=t, confidence=0.9, realism=0.5, probabilities=[0.1] * 9)
+               for t in (0, 1, 2)]
+    services.images = SimpleNamespace(generate=lambda tissues, seed=None, progress=None: results)
+    message, record = tab.assignment_create(services, PASSWORD, "Generated", "practice", "2030-01-01 09:00",
+                                            "", ["Adipose tissue"], 3, "5")
+    assert record["questions"] == 2 and "1 unverified" in message and record["due_at"].startswith("2030-01-01T09:00")
+    services.store.close()
+
+
+def test_due_dates():
+    assert A.parse_due("2026-12-24") == "2026-12-24T23:59:59.999+00:00"
+    assert A.parse_due("2026-12-24 17:00+01:00") == "2026-12-24T16:00:00.000+00:00"
+    assert A.parse_due("  ") is None
+    assignment = A.Assignment(1, "ABCDEF", "t", "exam", A.parse_due("2026-12-24"), "", "", None)
+    assert not assignment.is_late(datetime(2026, 12, 24, 23, 0, tzinfo=timezone.utc))
+    assert assignment.is_late(datetime(2026, 12, 25, 0, 0, tzinfo=timezone.utc))
+
+
+def test_a_database_at_revision_0004_is_upgraded_keeping_its_answers(tmp_path, storage_url):
+    url = storage_url or storage.sqlite_url(tmp_path / DB_NAME)
+    database = storage.Database(url)
+    with database.write() as connection:  # the schema and an answer as the 0004 release left them
+        command.upgrade(storage.alembic_config(connection), "0004")
+        connection.execute(text("INSERT INTO learners (key, display_name, created_at) "
+                                "VALUES ('local:ana', 'Ana', '2026-11-30T08:00:00.000+00:00')"))
+        connection.execute(text("INSERT INTO answers (learner_id, answered_at, tissue, chosen, correct, mode, source) "
+                                "SELECT id, '2026-11-30T08:01:00.000+00:00', 3, 3, true, 'practice', 'real' "
+                                "FROM learners"))
+    database.dispose()
+    with GalleryStore(tmp_path, database_url=storage_url) as store:  # opening upgrades to head
+        with store.database.read() as connection:
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+            assert {"assignments", "assignment_questions"} <= set(inspect(connection).get_table_names())
+            assert connection.execute(text("SELECT assignment_id FROM answers")).scalar() is None
+        assert len(ProgressStore(store.database).history(local_learner("ana"))) == 1
+        make_gallery(store)
+        assignment = A.create_from_gallery(store.database, store.get_gallery("Week 1"))
+        A.record_answer(store.database, assignment, local_learner("ana"), 0, assignment.questions[0].tissue)
+        assert [a.correct for a in A.results(store.database, assignment)] == [True]
+        with store.database.write() as connection:  # and back down cleanly, keeping the learner's answers
+            command.downgrade(storage.alembic_config(connection), "0004")
+            assert not {"assignments", "assignment_questions"} & set(inspect(connection).get_table_names())
+            assert "assignment_id" not in {c["name"] for c in inspect(connection).get_columns("answers")}
+            assert connection.execute(text("SELECT count(*) FROM answers")).scalar() == 2
+
+
+def test_the_tab_registers_its_api_endpoints(tmp_path):
+    services = services_for(tmp_path)
+    with gr.Blocks() as demo:
+        tab.build(services)
+    names = {fn.api_name for fn in demo.fns.values() if fn.api_name}
+    assert {"assignment_open", "assignment_answer", "assignment_next", "assignment_create", "assignment_list",
+            "assignment_dashboard", "assignment_export"} <= names
+    services.store.close()

@@ -1,0 +1,129 @@
+"""Gallery exports: ZIP round trips into another store (SQLite and PostgreSQL), the Anki deck and the handout."""
+
+import csv
+import io
+import json
+import sqlite3
+import zipfile
+
+import numpy as np
+import pytest
+
+from pathsynth import exports as E
+from pathsynth.gallery import GalleryItemInput, GalleryStore
+from pathsynth.tissues import DISPLAY_NAMES, TISSUES
+from pathsynth.uploads import UploadError
+from test_gallery import items, tile
+
+EVIL = '<script>alert("x")</script> & =1+1'
+
+
+def mixed_items() -> list[GalleryItemInput]:
+    """Generated, real and instructor-uploaded tiles, one larger than 28 px, odd text and odd meta."""
+    generated = items(3)
+    real = GalleryItemInput(image=tile(50), caption="=SUM(A1:A9)", tissue="Mucus", seed=None, source="real",
+                            meta={"real_index": 7})
+    uploaded = GalleryItemInput(image=tile(51, size=56), caption=EVIL + "\nline two", tissue=8, source="uploaded",
+                                meta={"provenance": "instructor-validated", "classifier": {"predicted": 2,
+                                      "confidence": 0.61, "agrees": False}, "unicode": "µm ✓ 𝔘"})
+    return [*generated, real, uploaded]
+
+
+def comparable(gallery) -> dict:
+    return {"name": gallery.name, "description": gallery.description, "created_by": gallery.created_by,
+            "created_at": gallery.created_at, "updated_at": gallery.updated_at,
+            "items": [(i.caption, i.tissue, i.seed, i.source, i.meta, i.created_at, i.image.shape, i.image.tobytes())
+                      for i in gallery.items]}
+
+
+def test_zip_round_trip_is_lossless(tmp_path, storage_url):
+    with GalleryStore(tmp_path / "a", database_url=storage_url) as source, GalleryStore(tmp_path / "b") as target:
+        gallery_id = source.create_gallery("Week 2 <b>", EVIL, "dr-who", mixed_items())
+        source.remove_item(source.get_gallery(gallery_id).items[1].id)  # a gap in the positions
+        original = source.get_gallery(gallery_id)
+        data = E.export_zip(original)
+        imported = target.get_gallery(E.import_zip(target, data))
+        assert comparable(imported) == comparable(original)
+        again = E.export_zip(imported)  # the PNGs are byte-identical; only the export time may differ
+        first, second = zipfile.ZipFile(io.BytesIO(data)), zipfile.ZipFile(io.BytesIO(again))
+        pngs = [n for n in first.namelist() if n.endswith(".png")]
+        assert pngs == [n for n in second.namelist() if n.endswith(".png")] and len(pngs) == 4
+        assert all(first.read(n) == second.read(n) for n in pngs)
+        # and back into a store of the other kind (PostgreSQL <- SQLite when the source was PostgreSQL)
+        source.delete_gallery(gallery_id)
+        assert comparable(source.get_gallery(E.import_zip(source, again))) == comparable(original)
+
+
+def test_zip_contents_describe_every_item(tmp_path):
+    with GalleryStore(tmp_path) as store:
+        gallery = store.get_gallery(store.create_gallery("Contents", "", "me", mixed_items()))
+    archive = zipfile.ZipFile(io.BytesIO(E.export_zip(gallery)))
+    record = json.loads(archive.read("gallery.json"))
+    assert record["format"] == E.FORMAT and record["gallery"]["name"] == "Contents"
+    assert [i["provenance"] for i in record["items"]] == ["generated"] * 3 + ["real", "instructor-uploaded"]
+    assert record["items"][0]["verification"] == {"confidence": 0.9}
+    assert record["items"][4]["verification"]["predicted"] == 2
+    assert record["items"][0]["seed"] == 0 and record["items"][3]["tissue"] == "mucus"
+    rows = list(csv.DictReader(io.StringIO(archive.read("metadata.csv").decode("utf-8"))))
+    assert [r["file"] for r in rows] == [i["file"] for i in record["items"]]
+    assert rows[3]["caption"] == "'=SUM(A1:A9)"  # no formula runs when opened in a spreadsheet
+    assert rows[4]["predicted"] == "debris" and rows[4]["provenance"] == "instructor-uploaded"
+    with archive.open(record["items"][4]["file"]) as png:
+        assert png.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_import_refuses_damaged_or_foreign_archives(tmp_path):
+    with GalleryStore(tmp_path) as store:
+        gallery = store.get_gallery(store.create_gallery("Src", "", "", items(2)))
+        data = E.export_zip(gallery)
+        with pytest.raises(UploadError, match="already exists"):
+            E.import_zip(store, data)
+        assert store.get_gallery(E.import_zip(store, data, name="Copy")).name == "Copy"
+        members = {n: zipfile.ZipFile(io.BytesIO(data)).read(n) for n in zipfile.ZipFile(io.BytesIO(data)).namelist()}
+        png = next(n for n in members if n.endswith(".png"))
+        cases = {"checksum": {**members, png: members[png][:-20]},
+                 "missing": {k: v for k, v in members.items() if k != png},
+                 "gallery export": {**members, "gallery.json": b'{"format": "other"}'},
+                 "valid JSON": {**members, "gallery.json": b"{nope"},
+                 "time zone": {**members, "gallery.json": members["gallery.json"].replace(
+                     gallery.created_at.encode(), b"yesterday")}}
+        for message, contents in cases.items():
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w") as archive:
+                for name, content in contents.items():
+                    archive.writestr(name, content)
+            with pytest.raises(UploadError, match=message):
+                E.import_zip(store, buffer.getvalue(), name="Never")
+        with pytest.raises(UploadError, match="not a readable ZIP"):
+            E.import_zip(store, b"plain text", name="Never")
+        assert [g.name for g in store.list_galleries()] == ["Src", "Copy"]
+
+
+def test_anki_deck(tmp_path):
+    with GalleryStore(tmp_path) as store:
+        gallery = store.get_gallery(store.create_gallery("Anki <deck>", "", "", mixed_items()))
+    data = E.export_anki(gallery)
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    media = json.loads(archive.read("media"))
+    assert len(media) == 5 and all(archive.read(i)[:4] == b"\x89PNG" for i in media)
+    (tmp_path / "c.anki2").write_bytes(archive.read("collection.anki2"))
+    with sqlite3.connect(tmp_path / "c.anki2") as db:
+        notes = [row[0].split("\x1f") for row in db.execute("SELECT flds FROM notes ORDER BY id")]
+        decks = json.loads(db.execute("SELECT decks FROM col").fetchone()[0])
+    assert len(notes) == 5 and notes[0][1] == DISPLAY_NAMES[0] and notes[0][2] == TISSUES[0].description
+    assert notes[0][0] == f'<img src="{media["0"]}">'
+    assert "<script>" not in notes[4][3] and "&lt;script&gt;" in notes[4][3]
+    assert str(E.anki_deck_id("Anki <deck>")) in decks  # stable ids: the same deck on every export
+    assert E.anki_deck_id("Anki <deck>") == E.anki_deck_id("ANKI <deck>") != E.anki_deck_id("Other")
+
+
+def test_handout_is_self_contained_and_escaped(tmp_path):
+    with GalleryStore(tmp_path) as store:
+        gallery = store.get_gallery(store.create_gallery("Hand<i>out</i>", EVIL, "", mixed_items()))
+    page = E.export_handout(gallery)
+    assert page.count('<img src="data:image/png;base64,') == 5 and "http" not in page.replace("http-equiv", "")
+    assert "<script>" not in page and "&lt;script&gt;" in page and "Hand&lt;i&gt;out" in page
+    for tissue in {item.tissue for item in gallery.items}:
+        assert TISSUES[tissue].description in page
+    assert TISSUES[5].description not in page  # only the tissues shown
+    assert np.all([f"<b>{n}.</b>" in page for n in range(1, 6)])
