@@ -123,3 +123,24 @@ def test_about_tab(page, artifacts_dir):
         page.get_by_text("Evaluation plots").first.wait_for()
         assert page.locator("img[src*='confusion']").count() >= 1
     page.screenshot(path=str(artifacts_dir / "tab_about.png"), full_page=True)
+
+
+def test_learner_tabs_challenge_then_progress(page, artifacts_dir):
+    """Real or synthetic? counts a named learner's guess; My progress shows that learner's quiz answers."""
+    open_tab(page, "Real or synthetic?")
+    page.locator("#challenge-learner textarea, #challenge-learner input").first.fill("Browser Trainee")
+    page.get_by_role("button", name="Show a tile").click()
+    page.locator("#challenge-tile img").first.wait_for()
+    real = page.locator("#challenge-real")
+    page.wait_for_function("() => !document.querySelector('#challenge-real').disabled")
+    real.click()
+    page.locator("#challenge-feedback").get_by_text(re.compile(r"Right!|Not this time")).first.wait_for()
+    assert "Score: 0 / 1" in page.locator("#challenge-score").inner_text() or \
+        "Score: 1 / 1" in page.locator("#challenge-score").inner_text()
+    page.screenshot(path=str(artifacts_dir / "tab_challenge.png"), full_page=True)
+    open_tab(page, "My progress")
+    page.locator("#progress-name textarea, #progress-name input").first.fill("Nobody Yet")
+    page.get_by_role("button", name="Show my progress").click()
+    page.get_by_text("No saved answers yet for Nobody Yet").first.wait_for()
+    page.screenshot(path=str(artifacts_dir / "tab_progress.png"), full_page=True)
+    assert page.dialogs == []
