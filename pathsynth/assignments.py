@@ -9,7 +9,13 @@ assignment and the question, and whether it came after the due date. One answer 
 **Authorisation is the caller's job**, as for galleries: creating, listing, ``results`` and ``results_csv`` are
 for instructors (the app checks ``require_instructor`` first); learners only reach ``open_assignment``,
 ``record_answer`` and ``learner_answers`` with their own ``Learner``. Bad input raises ``ValueError`` worded for
-the UI; an unknown code raises ``AssignmentNotFoundError`` (also a ``ValueError``).
+the UI; an unknown code raises ``AssignmentNotFoundError`` (also a ``ValueError``). Creating one adds a row to the
+audit log under ``created_by`` (``pathsynth.instructors``), in the same transaction.
+
+**Private galleries.** The caller opens the gallery as its instructor (``GalleryStore.get_gallery(..., viewer=)``),
+so only a private gallery's owner can make an assignment of it. The assignment is a copy: learners with its code
+take it whatever the gallery's visibility (it is the instructor's choice to hand the code out), and it lists for
+every instructor like any other assignment.
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from . import quiz as Q
-from .exports import _csv_cell  # the galleries' CSV rule: no cell runs as a formula
-from .gallery import GalleryItemInput, _decode_png, _prepare, items_from_verified
+from .exports import csv_cell  # the galleries' CSV rule: no cell runs as a formula
+from .gallery import GalleryItemInput, decode_png, items_from_verified, prepare_item
+from .instructors import record
 from .learning.progress import AnswerRecord, Learner, ProgressStore, _check
 from .storage import AnswerRow, AssignmentQuestionRow, AssignmentRow, Database, LearnerRow
 from .text import clean_text
@@ -145,7 +152,7 @@ def new_code() -> str:
     return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
 
 
-def _now() -> datetime:
+def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
@@ -172,15 +179,16 @@ def create_assignment(database: Database, title, items: Sequence[GalleryItemInpu
         order = np.random.default_rng(seed).permutation(len(items))
         items, item_ids = [items[i] for i in order], [item_ids[i] for i in order]
     values = {"title": clean_title(title), "mode": clean_mode(mode), "due_at": parse_due(due),
-              "created_by": clean_text(created_by, field="Creator", max_chars=100), "created_at": _stamp(_now()),
+              "created_by": clean_text(created_by, field="Creator", max_chars=100), "created_at": _stamp(utc_now()),
               "gallery_id": gallery_id}
-    prepared = [_prepare(item) for item in items]  # validated and PNG-encoded before the transaction
+    prepared = [prepare_item(item) for item in items]  # validated and PNG-encoded before the transaction
     with database.write() as db:
         assignment_id, code = _insert_assignment(db, values)
         db.execute(insert(AssignmentQuestionRow), [
             dict(assignment_id=assignment_id, position=n, tissue=p.tissue, caption=p.caption, source=p.source,
                  seed=p.seed, gallery_item_id=item_id, meta_json=p.meta_json, image_png=p.png)
             for n, (p, item_id) in enumerate(zip(prepared, item_ids))])
+        record(db, values["created_by"], "create", "assignment", assignment_id, f"{code}: {values['title']}")
     return open_assignment(database, code)
 
 
@@ -237,7 +245,7 @@ def _question(row, with_images: bool) -> AssignmentQuestion:
     fields = row._asdict()
     png, meta_json = fields.pop("image_png", None), fields.pop("meta_json")
     fields.pop("assignment_id")
-    image = _decode_png(png, row.id) if with_images else np.zeros((0, 0, 3), np.uint8)
+    image = decode_png(png, row.id) if with_images else np.zeros((0, 0, 3), np.uint8)
     return AssignmentQuestion(**fields, meta=json.loads(meta_json), image=image)
 
 
@@ -273,7 +281,7 @@ def record_answer(database: Database, assignment: Assignment, learner: Learner, 
     if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position < len(assignment.questions):
         raise ValueError(f"This assignment has no question {position!r}.")
     question = assignment.questions[position]
-    moment = now or _now()
+    moment = now or utc_now()
     values = _check(AnswerRecord(  # the learner's ordinary answer record, checked as every other one is
         tissue=question.tissue, chosen=Q._check_choice(chosen), answered_at=moment, seconds=seconds,
         mode="assignment", quiz_id=assignment.code, source=question.source, seed=question.seed,
@@ -383,7 +391,7 @@ def results_csv(assignment: Assignment, answers: list[ClassAnswer]) -> str:
     for key, given in by_learner.items():
         name = next(iter(given.values())).learner
         for q in assignment.questions:
-            writer.writerow([_csv_cell(v) for v in _csv_row(assignment, name, key, q, given.get(q.position))])
+            writer.writerow([csv_cell(v) for v in _csv_row(assignment, name, key, q, given.get(q.position))])
     return buffer.getvalue()
 
 

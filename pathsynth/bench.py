@@ -241,6 +241,62 @@ def time_throughput(verifier, classifier, batch_repeats: int, classifier_batch: 
             "classifier_tta_images_per_s": classifier_batch / tta_s}
 
 
+QUIZ_QUESTIONS = 10
+QUIZ_POOL_PER_TISSUE = 3  # verified images ready per tissue (the app keeps 8; a 10-question quiz takes about 5)
+
+
+def _warm_quiz_services(verifier, classifier, questions: int, per_tissue: int, seed: int):
+    """What a warm app holds for quizzes: the real sample with its probabilities, a stocked pool of verified,
+    explained images, and the real tiles explained ahead (enough for ``services.real_sample``'s fast path)."""
+    from .pool import ExplanationCache, VerifiedPool, gradcam_explainer
+    from .services import Services, quiz_tiles_ahead
+
+    try:
+        from .data import load_bundled_sample
+
+        images, labels = load_bundled_sample()
+    except Exception:  # no bundled sample: random tiles, labels spread over the tissues
+        images = np.random.default_rng(seed).integers(0, 256, (20 * NUM_TISSUES, 28, 28, 3), dtype=np.uint8)
+        labels = np.arange(len(images)) % NUM_TISSUES
+    labels = np.asarray(labels).reshape(-1)
+    probabilities = classifier.predict_proba(images)
+    explanations = ExplanationCache(gradcam_explainer(classifier))
+    ahead = quiz_tiles_ahead(labels, probabilities, per_tissue=-(-2 * questions // NUM_TISSUES), seed=seed)
+    pool = VerifiedPool(verifier, explanations, per_tissue,
+                        ahead=[(images[i], int(probabilities[i].argmax())) for i in ahead])
+    while pool.fill_once() or pool.explain_ahead():  # what the background filler does, here in this thread
+        pass
+    return Services(None, verifier, None, None, images, labels, probabilities, pool, explanations)
+
+
+def time_quiz_start(verifier, classifier=None, repeats: int = 10, questions: int = QUIZ_QUESTIONS,
+                    generated_share: float = 0.5, per_tissue: int = QUIZ_POOL_PER_TISSUE, seed: int = 0,
+                    progress: bool = True) -> dict:
+    """Seconds to start a ``questions``-question quiz once the app is warm, the way the Quiz tab does: real tiles
+    already explained (``Services.real_sample``), ``generated_share`` of the tiles drawn from a stocked pool of
+    verified images, every heatmap in the cache, the first question rendered with its scale bar. The pool is
+    refilled between starts (not timed), as the app's background filler does between learners."""
+    from . import quiz as Q
+    from .images import display_image
+
+    classifier = classifier if classifier is not None else verifier.classifier
+    services = _warm_quiz_services(verifier, classifier, questions, per_tissue, seed)
+    times = []
+    for _ in tqdm(range(max(1, repeats)), desc="quiz start (warm)", unit="quiz", disable=not progress):
+        while services.pool.fill_once():
+            pass
+        start = time.perf_counter()
+        real = services.real_sample(minimum=2 * questions)
+        session = Q.build_quiz(questions, classifier=classifier, verifier=services.images,
+                               generated_share=generated_share, explainer=services.explainer, **real)
+        for question in session.questions:
+            services.explanations.put(question.image, question.answer, question.heatmap)
+        display_image(session.questions[0].image)
+        times.append(time.perf_counter() - start)
+    return {"quiz_start_p50_s": float(np.percentile(times, 50)), "quiz_start_p95_s": float(np.percentile(times, 95)),
+            "quiz_start_questions": questions, "quiz_start_repeats": len(times)}
+
+
 def write_reports(result: dict, out_dir: str | Path) -> dict:
     """``bench.json`` and ``bench.md`` in ``out_dir``; returns ``result`` with their paths."""
     out_dir = Path(out_dir)
@@ -255,7 +311,8 @@ def run_benchmark(verifier, classifier=None, repeats: int = 20, sd_steps_timed: 
                   sd_config: dict | None = None, sd_resolution: int = 224, sd_total_steps: int = 30,
                   sd_warmup: bool = True, batch_repeats: int = 3, classifier_batch: int = 256,
                   cold_start: bool = True, cold_start_code: str = COLD_START_CODE, seed: int = 0,
-                  resolver=None, measure_resolver: bool = True, out_dir: str | Path | None = None, progress: bool = True) -> dict:
+                  resolver=None, measure_resolver: bool = True, out_dir: str | Path | None = None,
+                  progress: bool = True, measure_quiz: bool = True, quiz_repeats: int = 10) -> dict:
     """Latency/throughput of verified generation, the raw generator and the classifier, cold start, and the
     SD v1.5 UNet's cost measured in the same run.
 
@@ -265,6 +322,8 @@ def run_benchmark(verifier, classifier=None, repeats: int = 20, sd_steps_timed: 
     * ``generator_images_per_s``: raw ``generator.generate`` on a batch of 9.
     * ``classifier_images_per_s`` / ``classifier_tta_images_per_s``: a batch of ``classifier_batch`` tiles.
     * ``resolver_p50_ms``/``resolver_p95_ms``: free text -> tissue, warm (:func:`time_resolver`).
+    * ``quiz_start_p50_s``/``quiz_start_p95_s``: starting a 10-question quiz once the app is warm, ``quiz_repeats``
+      times (:func:`time_quiz_start`; after the other timings, so its pool filling slows none of them).
     * ``cold_start_s``: a fresh process running ``cold_start_code`` (default: import and load both shipped
       models through ``default_verifier()``).
     * ``sd15_*``: see :func:`time_sd15_unet`; ``speedup_vs_sd15`` = SD v1.5 image time / verified p50.
@@ -299,6 +358,10 @@ def run_benchmark(verifier, classifier=None, repeats: int = 20, sd_steps_timed: 
     else:
         result.update(resolver_p50_ms=None, resolver_p95_ms=None, resolver_semantic=None)
 
+    result.update(time_quiz_start(verifier, classifier, quiz_repeats, seed=seed, progress=progress) if measure_quiz
+                  else dict(quiz_start_p50_s=None, quiz_start_p95_s=None, quiz_start_questions=QUIZ_QUESTIONS,
+                            quiz_start_repeats=0))
+
     if cold_start:
         result.update(measure_cold_start(cold_start_code))
     else:
@@ -312,10 +375,17 @@ def run_benchmark(verifier, classifier=None, repeats: int = 20, sd_steps_timed: 
         f"one verified image: p50 {result['verified_p50_s']:.3f} s (p95 {result['verified_p95_s']:.3f} s); "
         f"SD v1.5 UNet alone at {sd_resolution} px, {sd_total_steps} steps with guidance: "
         f"~{result['sd15_image_s_extrapolated']:.1f} s per image (lower bound) -> PathSynth is "
-        f"{result['speedup_vs_sd15']:.0f}x faster per verified image on this machine"
+        f"{result['speedup_vs_sd15']:.0f}x faster per verified image on this machine{_quiz_summary(result)}"
     )
     result = jsonable(result)
     return write_reports(result, out_dir) if out_dir is not None else result
+
+
+def _quiz_summary(result: dict) -> str:
+    if result.get("quiz_start_p50_s") is None:
+        return ""
+    return (f"; a {result['quiz_start_questions']}-question quiz starts in p50 {result['quiz_start_p50_s']:.3f} s "
+            f"(p95 {result['quiz_start_p95_s']:.3f} s) once warm")
 
 
 def bench_markdown(result: dict) -> str:
@@ -339,6 +409,8 @@ def bench_markdown(result: dict) -> str:
         f"| classifier with 8x TTA | {fmt(r['classifier_tta_images_per_s'], ' images/s')} |",
         f"| free text -> tissue (resolver), p50 / p95 | {fmt(r['resolver_p50_ms'], ' ms')} / "
         f"{fmt(r['resolver_p95_ms'], ' ms')} |",
+        f"| start a {r.get('quiz_start_questions', QUIZ_QUESTIONS)}-question quiz, app warm, p50 / p95 | "
+        f"{fmt(r.get('quiz_start_p50_s'), ' s')} / {fmt(r.get('quiz_start_p95_s'), ' s')} |",
         f"| cold start (fresh process, both models) | {fmt(r['cold_start_s'], ' s')} |",
         f"| SD v1.5 UNet step ({r['sd15_resolution']} px, CFG batch {r['sd15_guidance_batch']}) | "
         f"{fmt(r['sd15_unet_step_s'], ' s')} |",

@@ -22,6 +22,7 @@ MAX_EPOCHS = 1_000
 MAX_REPEATS = 1_000
 MAX_SD_STEPS = 50
 GENERATE_BATCH = 64  # images verified and written per step of `generate`
+MAX_AUDIT_ROWS = 100_000
 
 
 class Parser(argparse.ArgumentParser):
@@ -323,6 +324,84 @@ def cmd_bench(args) -> dict:
     return result, human
 
 
+def _store(settings):
+    """The app's database (galleries, learners, accounts), upgraded to this PathSynth's schema if older."""
+    from .gallery import GalleryStore
+
+    return GalleryStore(settings.home, database_url=settings.database_url)
+
+
+def _read_password(args) -> str:
+    """A new password: the first line of stdin (``--password-stdin``) or typed twice at a prompt (not echoed)."""
+    import getpass
+
+    from .instructors import check_password
+
+    if args.password_stdin:
+        return check_password(sys.stdin.readline().rstrip("\r\n"))
+    try:
+        password = check_password(getpass.getpass(f"New password for {args.name}: "))
+        again = getpass.getpass("Type it again: ")
+    except EOFError:
+        raise UsageError("no password given (use --password-stdin in scripts)") from None
+    if again != password:
+        raise UsageError("the two passwords differ; nothing was changed")
+    return password
+
+
+def cmd_instructors_add(args) -> dict:
+    from .instructors import clean_username, create_account
+
+    name = clean_username(args.name)  # a bad name is refused before the password is asked
+    password = _read_password(args)
+    with _store(args.settings) as store:
+        account = create_account(store.database, name, password)
+    return {"username": account.username, "created_at": account.created_at}, f"added instructor account {name}"
+
+
+def cmd_instructors_passwd(args) -> dict:
+    from .instructors import get_account, set_password
+
+    with _store(args.settings) as store:
+        name = get_account(store.database, args.name).username  # an unknown name is refused before the prompt
+        set_password(store.database, name, _read_password(args))
+    return {"username": name}, f"changed the password of {name}"
+
+
+def cmd_instructors_disable(args) -> dict:
+    from .instructors import get_account, set_disabled
+
+    disable = args.action == "disable"
+    with _store(args.settings) as store:
+        name = get_account(store.database, args.name).username
+        set_disabled(store.database, name, disable)
+    return {"username": name, "disabled": disable}, f"{'disabled' if disable else 'enabled'} {name}"
+
+
+def cmd_instructors_list(args) -> dict:
+    from .instructors import list_accounts
+
+    with _store(args.settings) as store:
+        accounts = list_accounts(store.database)
+    rows = [{"username": a.username, "disabled": a.disabled, "created_at": a.created_at} for a in accounts]
+    human = "\n".join(f"{a.username:<40} {'disabled' if a.disabled else 'active  '} created {a.created_at[:16]}"
+                      for a in accounts) or "no instructor accounts yet (add one: pathsynth instructors add NAME)"
+    return {"accounts": rows}, human
+
+
+def cmd_instructors_audit(args) -> dict:
+    from dataclasses import asdict
+
+    from .instructors import audit_log
+
+    with _store(args.settings) as store:
+        entries = audit_log(store.database, limit=args.limit, actor=args.actor)
+    human = "\n".join(f"{e.at[:19]}  {e.actor or '-':<20} {e.action} {e.target_kind}"
+                      f"{'' if e.target_id is None else f' {e.target_id}'}{f': {e.detail}' if e.detail else ''}"
+                      for e in entries) or "no instructor writes recorded yet"
+    return {"entries": [asdict(e) for e in entries]}, human
+
+
 def cmd_app(args) -> dict:
     from .app import main as serve
 
@@ -331,6 +410,29 @@ def cmd_app(args) -> dict:
 
 
 # --------------------------------------------------------------------------------------------- parser
+
+def _instructors_parser(sub, add) -> None:
+    """``pathsynth instructors add|passwd|disable|enable|list|audit`` (``add`` makes a subcommand, as in
+    ``build_parser``)."""
+    instructors = sub.add_parser("instructors", help="instructor accounts (name + password) and the audit log",
+                                 description="Instructor accounts in the app's database ($PATHSYNTH_HOME or "
+                                             "$PATHSYNTH_DATABASE_URL) and the log of their writes.")
+    isub = instructors.add_subparsers(dest="action", required=True)
+    stdin_help = "read the password from the first line of standard input (for scripts) instead of a prompt"
+    p = add("add", cmd_instructors_add, "add an instructor account (password asked twice)", isub)
+    p.add_argument("name", help="1 to 40 letters, digits, '.', '_' or '-' (stored in lower case)")
+    p.add_argument("--password-stdin", action="store_true", help=stdin_help)
+    p = add("passwd", cmd_instructors_passwd, "change an instructor account's password", isub)
+    p.add_argument("name")
+    p.add_argument("--password-stdin", action="store_true", help=stdin_help)
+    for action, text in (("disable", "stop an account signing in (what it made stays)"),
+                         ("enable", "let a disabled account sign in again")):
+        add(action, cmd_instructors_disable, text, isub).add_argument("name")
+    add("list", cmd_instructors_list, "list the instructor accounts", isub)
+    p = add("audit", cmd_instructors_audit, "the newest instructor writes: who, what, on what, when", isub)
+    p.add_argument("--limit", type=whole_number(1, MAX_AUDIT_ROWS), default=50, help=f"rows (1 to {MAX_AUDIT_ROWS:,})")
+    p.add_argument("--actor", default=None, help="only this instructor's writes")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="pathsynth", description="Verified synthetic colorectal histopathology.")
@@ -400,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline-guidance", type=decimal(0.0, 50.0), default=2.0, help="the baseline's guidance scale (first model: 2)")
     p.add_argument("--baseline-interval", type=decimal(0.0, 1.0), nargs=2, default=[0.0, 1.0], metavar=("LO", "HI"),
                    help="the baseline's guidance interval in t/T (first model: 0 1, i.e. every step)")
+
+    _instructors_parser(sub, add)
 
     p = add("app", cmd_app, "launch the Gradio app")
     p.add_argument("--port", type=whole_number(1, 65535, "a port"), default=None, help="default: $PORT, $GRADIO_SERVER_PORT or 7860")

@@ -73,7 +73,7 @@ def gallery_record(gallery: Gallery, pngs: list[bytes]) -> dict:
             "items": items}
 
 
-def _csv_cell(value) -> str:
+def csv_cell(value) -> str:
     """A spreadsheet cell that never runs as a formula (a leading ' for =, +, -, @, tab, CR)."""
     text = "" if value is None else str(value)
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
@@ -90,7 +90,7 @@ def metadata_csv(record: dict) -> str:
                "predicted": LABELS[predicted] if isinstance(predicted, int) and 0 <= predicted < len(LABELS) else "",
                "confidence": figures.get("confidence"), "realism": figures.get("realism"),
                "attempts": figures.get("attempts")}
-        writer.writerow([_csv_cell(row.get(column)) for column in CSV_COLUMNS])
+        writer.writerow([csv_cell(row.get(column)) for column in CSV_COLUMNS])
     return buffer.getvalue()
 
 
@@ -151,16 +151,18 @@ def _import_item(number: int, item, members: dict[str, bytes]) -> GalleryItemInp
 
 
 def import_zip(store, data: bytes, name: str | None = None, created_by: str | None = None,
-               file_name: str = "the ZIP") -> int:
+               file_name: str = "the ZIP", *, actor: str | None = None, visibility: str = "shared") -> int:
     """A new gallery from an exported ZIP (all or nothing); returns its id. ``name``/``created_by`` replace the
-    exported ones when given (e.g. the name is taken in this store). The caller authorises."""
+    exported ones when given (e.g. the name is taken in this store). The caller authorises; the audit log names
+    ``actor`` (default: the gallery's creator) as the importer."""
     record, members = read_archive(data, file_name)
     items = [_import_item(number, item, members) for number, item in enumerate(record["items"], start=1)]
     info = record["gallery"]
     try:
         return store.create_gallery(name or info.get("name"), info.get("description", ""),
                                     created_by if created_by is not None else info.get("created_by", ""), items,
-                                    created_at=info.get("created_at"), updated_at=info.get("updated_at"))
+                                    created_at=info.get("created_at"), updated_at=info.get("updated_at"),
+                                    visibility=visibility, actor=actor, action="import")
     except UploadError:
         raise
     except ValueError as error:  # the store's validation, e.g. a name already taken: say which file
@@ -273,5 +275,5 @@ def export_handout(gallery: Gallery) -> str:
             f"<footer>{len(gallery.items)} tiles · PathSynth · colorectal H&amp;E tiles</footer>\n</body></html>\n")
 
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "anki_deck_id", "export_anki", "export_handout", "export_zip",
+__all__ = ["FORMAT", "FORMAT_VERSION", "anki_deck_id", "csv_cell", "export_anki", "export_handout", "export_zip",
            "gallery_record", "import_zip", "metadata_csv", "read_archive"]

@@ -15,11 +15,18 @@ the files move into the rows in the upgrade transaction and are deleted after it
 ``BEGIN IMMEDIATE``); PNGs are encoded before it begins. A writer killed at any point leaves the whole change
 or none of it.
 
-**Authorisation is the caller's job.** The store has no notion of users: anything holding a
-``GalleryStore`` can write. The app must check the instructor (``ui_helpers.authorize``) before calling a
-write method (``create_gallery``, ``add_items``, ``update_caption``, ``set_description``,
-``rename_gallery``, ``remove_item``, ``delete_gallery``) and passes the authorised name as ``created_by``.
+**Authorisation is the caller's job.** The store does not check passwords: anything holding a
+``GalleryStore`` can write. The app checks the instructor (``ui_helpers.authorize``) before calling a write
+method (``create_gallery``, ``add_items``, ``update_caption``, ``set_description``, ``rename_gallery``,
+``set_visibility``, ``remove_item``, ``delete_gallery``) and passes the signed-in name as ``created_by`` /
+``actor``; every write adds a row to the audit log (``pathsynth.instructors.record``) in its own transaction.
 Students only ever reach ``list_galleries`` and ``get_gallery``.
+
+**Visibility.** A gallery is ``"shared"`` (the default) or ``"private"``: a private gallery is listed, opened
+and written only when the ``viewer``/``actor`` is its ``created_by`` (any case); to anyone else it does not
+exist ("no gallery named ..."). Reads without a ``viewer`` (learners) see shared galleries only. Names stay
+unique across all galleries, private ones included. An assignment made from a private gallery copies its
+images, so learners with the code can still take it (``pathsynth.assignments``).
 
 Bad input raises ``ValueError`` with a message fit for the UI; an unknown gallery or item raises
 ``GalleryNotFoundError`` (also a ``ValueError``).
@@ -36,10 +43,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import storage
+from .instructors import record
 from .storage import GalleryRow, ItemRow
 from .images import MAX_SEED, SOURCES
 from .text import clean_text
@@ -54,6 +62,7 @@ MAX_CREATOR_CHARS = 100
 MAX_META_CHARS = 20_000
 MAX_ITEMS_PER_GALLERY = 500
 MAX_IMAGE_SIDE = 1024
+VISIBILITIES = ("shared", "private")  # shared: everyone sees it; private: only its created_by
 
 # C0/C1 controls (newline and tab allowed only in multi-line fields), bidi overrides that can disguise text,
 # lone surrogates (not encodable), BOM.
@@ -100,6 +109,7 @@ class GallerySummary:
     n_items: int
     created_at: str
     updated_at: str
+    visibility: str = "shared"
 
 
 @dataclass
@@ -110,6 +120,7 @@ class Gallery:
     created_by: str
     created_at: str
     updated_at: str
+    visibility: str = "shared"
     items: list[GalleryItem] = field(default_factory=list)
 
 
@@ -121,6 +132,21 @@ def clean_name(name) -> str:
 
 def clean_caption(caption) -> str:
     return clean_text(caption, field="Caption", max_chars=MAX_CAPTION_CHARS, multiline=True)
+
+
+def clean_visibility(value) -> str:
+    visibility = value.strip().lower() if isinstance(value, str) else value
+    if visibility not in VISIBILITIES:
+        raise ValueError(f"Visibility must be shared or private, got {str(value)[:40]!r}.")
+    return visibility
+
+
+def visible_to(viewer: str | None):
+    """The SQL condition for galleries ``viewer`` may see: shared ones and their own private ones."""
+    shared = GalleryRow.visibility == "shared"
+    if not isinstance(viewer, str) or not viewer.strip():
+        return shared
+    return or_(shared, func.lower(GalleryRow.created_by) == viewer.strip().lower())
 
 
 def _check_image(image) -> np.ndarray:
@@ -156,7 +182,7 @@ def _json_default(value):
 
 
 @dataclass
-class _PreparedItem:
+class PreparedItem:
     png: bytes
     caption: str
     tissue: int
@@ -166,7 +192,7 @@ class _PreparedItem:
     created_at: str | None = None
 
 
-def _prepare(item: GalleryItemInput) -> _PreparedItem:
+def prepare_item(item: GalleryItemInput) -> PreparedItem:
     """Validate one item and encode its PNG (outside any lock: this is the slow part)."""
     from PIL import Image
 
@@ -195,7 +221,7 @@ def _prepare(item: GalleryItemInput) -> _PreparedItem:
         raise ValueError(f"meta is too large ({len(meta_json)} characters; at most {MAX_META_CHARS})")
     buffer = io.BytesIO()
     Image.fromarray(_check_image(item.image)).save(buffer, format="PNG")
-    return _PreparedItem(buffer.getvalue(), clean_caption(item.caption), tissue, seed, item.source, meta_json,
+    return PreparedItem(buffer.getvalue(), clean_caption(item.caption), tissue, seed, item.source, meta_json,
                          clean_timestamp(item.created_at))
 
 
@@ -263,7 +289,7 @@ class GalleryStore:
             raise ValueError(f"a gallery named {create['name']!r} already exists") from None
         return int(result.inserted_primary_key[0])
 
-    def _insert_items(self, db: Connection, gallery_id: int, prepared: Sequence[_PreparedItem], now: str) -> list[int]:
+    def _insert_items(self, db: Connection, gallery_id: int, prepared: Sequence[PreparedItem], now: str) -> list[int]:
         start = db.scalar(select(func.coalesce(func.max(ItemRow.position) + 1, 0))
                           .where(ItemRow.gallery_id == gallery_id))
         ids = []
@@ -275,9 +301,10 @@ class GalleryStore:
             ids.append(int(result.inserted_primary_key[0]))
         return ids
 
-    def _gallery_id(self, db: Connection, key, lock: bool = False) -> int:
-        """The id of a gallery by id or (case-insensitive) name; ``lock`` holds its row until the commit, so
-        concurrent writers to one gallery take turns (PostgreSQL; SQLite writers are serialised anyway)."""
+    def _gallery_id(self, db: Connection, key, lock: bool = False, viewer: str | None = None) -> int:
+        """The id of a gallery ``viewer`` may see, by id or (case-insensitive) name; ``lock`` holds its row until
+        the commit, so concurrent writers to one gallery take turns (PostgreSQL; SQLite writers are serialised
+        anyway)."""
         if isinstance(key, bool) or key is None:
             raise GalleryNotFoundError(f"no gallery {key!r}")
         if isinstance(key, (int, np.integer)):
@@ -290,114 +317,150 @@ class GalleryStore:
                 f"no gallery named {name[:MAX_NAME_CHARS]!r}"
         else:
             raise GalleryNotFoundError(f"galleries are looked up by id or name, got {type(key).__name__}")
-        query = select(GalleryRow.id).where(condition)
+        query = select(GalleryRow.id).where(condition, visible_to(viewer))
         gallery_id = db.scalar(query.with_for_update() if lock else query)
         if gallery_id is None:
             raise GalleryNotFoundError(missing)
         return int(gallery_id)
 
-    def _item_gallery(self, db: Connection, item_id) -> int:
-        """The gallery of an item, its row locked (see ``_gallery_id``)."""
+    def _item_gallery(self, db: Connection, item_id, viewer: str | None) -> int:
+        """The gallery of an item ``viewer`` may see, its row locked (see ``_gallery_id``)."""
+        missing = GalleryNotFoundError(f"no gallery item with id {item_id!r}")
         gallery_id = db.scalar(select(ItemRow.gallery_id).where(ItemRow.id == _item_id(item_id)))
         if gallery_id is None:
-            raise GalleryNotFoundError(f"no gallery item with id {item_id!r}")
-        return self._gallery_id(db, int(gallery_id), lock=True)
+            raise missing
+        try:
+            return self._gallery_id(db, int(gallery_id), lock=True, viewer=viewer)
+        except GalleryNotFoundError:  # another instructor's private gallery: the item does not exist for them
+            raise missing from None
 
     def _touch(self, db: Connection, gallery_id: int, **values) -> None:
         db.execute(update(GalleryRow).where(GalleryRow.id == gallery_id).values(**values, updated_at=_now()))
 
-    def _add(self, gallery, prepared: list[_PreparedItem], create: dict | None) -> tuple[int, list[int]]:
+    def _add(self, gallery, prepared: list[PreparedItem], create: dict | None, actor: str,
+             action: str) -> tuple[int, list[int]]:
         now = _now()
         with self.database.write() as db:
             if create is not None:
                 gallery_id = self._insert_gallery(db, create, now)
+                detail = create["name"]
             else:
-                gallery_id = self._gallery_id(db, gallery, lock=True)
+                gallery_id = self._gallery_id(db, gallery, lock=True, viewer=actor)
                 count = db.scalar(select(func.count()).where(ItemRow.gallery_id == gallery_id))
                 if count + len(prepared) > MAX_ITEMS_PER_GALLERY:
                     raise ValueError(f"a gallery holds at most {MAX_ITEMS_PER_GALLERY} images "
                                      f"(it has {count}, adding {len(prepared)})")
                 self._touch(db, gallery_id)
+                detail = f"{len(prepared)} image(s)"
             ids = self._insert_items(db, gallery_id, prepared, now)
+            record(db, actor, action, "gallery", gallery_id, detail)
         return gallery_id, ids
 
     # ----------------------------------------------------------------------------------- writes
     def create_gallery(self, name: str, description: str = "", created_by: str = "",
                        items: Sequence[GalleryItemInput] = (), *, created_at: str | None = None,
-                       updated_at: str | None = None) -> int:
+                       updated_at: str | None = None, visibility: str = "shared", actor: str | None = None,
+                       action: str = "create") -> int:
         """A new gallery with ``items`` (all or nothing); returns its id. Duplicate names -> ``ValueError``.
 
-        ``created_at``/``updated_at`` (ISO-8601 with a time zone) restore an exported gallery's times."""
+        ``created_at``/``updated_at`` (ISO-8601 with a time zone) restore an exported gallery's times. The audit
+        log names ``actor`` (default: ``created_by``) and ``action`` (``import`` for imports)."""
         items = list(items)
         if len(items) > MAX_ITEMS_PER_GALLERY:
             raise ValueError(f"a gallery holds at most {MAX_ITEMS_PER_GALLERY} images, got {len(items)}")
         create = {"name": clean_name(name),
                   "description": clean_text(description, field="Description", max_chars=MAX_DESCRIPTION_CHARS,
                                             multiline=True),
-                  "created_by": clean_text(created_by, field="Creator", max_chars=MAX_CREATOR_CHARS)}
+                  "created_by": clean_text(created_by, field="Creator", max_chars=MAX_CREATOR_CHARS),
+                  "visibility": clean_visibility(visibility)}
+        if create["visibility"] == "private" and not create["created_by"]:
+            raise ValueError("A private gallery needs its owner (created_by).")
         for key, value in (("created_at", created_at), ("updated_at", updated_at)):
             if value is not None:
                 create[key] = clean_timestamp(value, key)
-        prepared = [_prepare(item) for item in items]
-        gallery_id, _ = self._add(None, prepared, create)
+        prepared = [prepare_item(item) for item in items]
+        gallery_id, _ = self._add(None, prepared, create, create["created_by"] if actor is None else actor, action)
         return gallery_id
 
-    def add_items(self, gallery, items: Sequence[GalleryItemInput]) -> list[int]:
-        """Append ``items`` to a gallery (all or nothing); returns the new item ids."""
-        prepared = [_prepare(item) for item in items]
+    def add_items(self, gallery, items: Sequence[GalleryItemInput], *, actor: str = "",
+                  action: str = "add_items") -> list[int]:
+        """Append ``items`` to a gallery ``actor`` may see (all or nothing); returns the new item ids."""
+        prepared = [prepare_item(item) for item in items]
         if not prepared:
             return []
-        return self._add(gallery, prepared, None)[1]
+        return self._add(gallery, prepared, None, actor, action)[1]
 
-    def update_caption(self, item_id: int, caption: str) -> None:
+    def update_caption(self, item_id: int, caption: str, *, actor: str = "") -> None:
         caption = clean_caption(caption)
         with self.database.write() as db:
-            gallery_id = self._item_gallery(db, item_id)
+            gallery_id = self._item_gallery(db, item_id, actor)
             db.execute(update(ItemRow).where(ItemRow.id == int(item_id)).values(caption=caption))
             self._touch(db, gallery_id)
+            record(db, actor, "caption", "item", int(item_id), f"gallery {gallery_id}")
 
-    def set_description(self, gallery, description: str) -> None:
+    def set_description(self, gallery, description: str, *, actor: str = "") -> None:
         description = clean_text(description, field="Description", max_chars=MAX_DESCRIPTION_CHARS, multiline=True)
         with self.database.write() as db:
-            self._touch(db, self._gallery_id(db, gallery, lock=True), description=description)
+            gallery_id = self._gallery_id(db, gallery, lock=True, viewer=actor)
+            self._touch(db, gallery_id, description=description)
+            record(db, actor, "describe", "gallery", gallery_id)
 
-    def rename_gallery(self, gallery, new_name: str) -> None:
+    def rename_gallery(self, gallery, new_name: str, *, actor: str = "") -> None:
         new_name = clean_name(new_name)
         with self.database.write() as db:
-            gallery_id = self._gallery_id(db, gallery, lock=True)
+            gallery_id = self._gallery_id(db, gallery, lock=True, viewer=actor)
+            old_name = db.scalar(select(GalleryRow.name).where(GalleryRow.id == gallery_id))
             try:
                 with db.begin_nested():
                     self._touch(db, gallery_id, name=new_name)
             except IntegrityError:
                 raise ValueError(f"a gallery named {new_name!r} already exists") from None
+            record(db, actor, "rename", "gallery", gallery_id, f"{old_name} -> {new_name}")
 
-    def remove_item(self, item_id: int) -> None:
+    def set_visibility(self, gallery, visibility: str, *, actor: str) -> None:
+        """Make a gallery ``"shared"`` or ``"private"``; only its owner (``created_by``, any case) may."""
+        visibility = clean_visibility(visibility)
         with self.database.write() as db:
-            gallery_id = self._item_gallery(db, item_id)
+            gallery_id = self._gallery_id(db, gallery, lock=True, viewer=actor)
+            row = db.execute(select(GalleryRow.name, GalleryRow.created_by).where(GalleryRow.id == gallery_id)).one()
+            if not actor or row.created_by.lower() != actor.strip().lower():
+                raise PermissionError(f"Only its owner ({row.created_by or 'nobody'}) can make {row.name!r} "
+                                      "private or shared.")
+            self._touch(db, gallery_id, visibility=visibility)
+            record(db, actor, "visibility", "gallery", gallery_id, visibility)
+
+    def remove_item(self, item_id: int, *, actor: str = "") -> None:
+        with self.database.write() as db:
+            gallery_id = self._item_gallery(db, item_id, actor)
             db.execute(delete(ItemRow).where(ItemRow.id == int(item_id)))
             self._touch(db, gallery_id)
+            record(db, actor, "remove_item", "item", int(item_id), f"gallery {gallery_id}")
 
-    def delete_gallery(self, gallery) -> None:
+    def delete_gallery(self, gallery, *, actor: str = "") -> None:
         with self.database.write() as db:
-            gallery_id = self._gallery_id(db, gallery, lock=True)
+            gallery_id = self._gallery_id(db, gallery, lock=True, viewer=actor)
+            name = db.scalar(select(GalleryRow.name).where(GalleryRow.id == gallery_id))
             db.execute(delete(GalleryRow).where(GalleryRow.id == gallery_id))  # items go by ON DELETE CASCADE
+            record(db, actor, "delete", "gallery", gallery_id, name)
 
     # ------------------------------------------------------------------------------------ reads
-    def list_galleries(self) -> list[GallerySummary]:
+    def list_galleries(self, viewer: str | None = None) -> list[GallerySummary]:
+        """The galleries ``viewer`` may see (None: shared ones only), oldest first."""
         n_items = func.count(ItemRow.id).label("n_items")
         query = (select(GalleryRow.id, GalleryRow.name, GalleryRow.description, GalleryRow.created_by,
-                        GalleryRow.created_at, GalleryRow.updated_at, n_items)
-                 .outerjoin(ItemRow, ItemRow.gallery_id == GalleryRow.id)
+                        GalleryRow.created_at, GalleryRow.updated_at, GalleryRow.visibility, n_items)
+                 .outerjoin(ItemRow, ItemRow.gallery_id == GalleryRow.id).where(visible_to(viewer))
                  .group_by(GalleryRow.id).order_by(GalleryRow.created_at, GalleryRow.id))
         with self.database.read() as db:
             return [GallerySummary(**row._asdict()) for row in db.execute(query)]
 
-    def get_gallery(self, gallery, with_images: bool = True) -> Gallery:
-        """A gallery by id (int) or name (str, case-insensitive), items in order, images as uint8 arrays."""
+    def get_gallery(self, gallery, with_images: bool = True, *, viewer: str | None = None) -> Gallery:
+        """A gallery ``viewer`` may see by id (int) or name (str, case-insensitive), items in order, images as
+        uint8 arrays."""
         columns = [ItemRow.id, ItemRow.gallery_id, ItemRow.position, ItemRow.caption, ItemRow.tissue, ItemRow.seed,
                    ItemRow.source, ItemRow.meta_json, ItemRow.created_at]
         with self.database.read() as db:  # one snapshot: the gallery and its items as of one moment
-            gallery_id = self._gallery_id(db, gallery)
+            gallery_id = self._gallery_id(db, gallery, viewer=viewer)
             row = db.execute(select(*GalleryRow.__table__.c).where(GalleryRow.id == gallery_id)).one()
             if with_images:  # the PNGs are most of the bytes: fetched only when asked for
                 columns.append(ItemRow.image_png)
@@ -407,7 +470,7 @@ class GalleryStore:
         for r in item_rows:
             fields = r._asdict()
             png, meta_json = fields.pop("image_png", None), fields.pop("meta_json")
-            image = _decode_png(png, r.id) if with_images else np.zeros((0, 0, 3), np.uint8)
+            image = decode_png(png, r.id) if with_images else np.zeros((0, 0, 3), np.uint8)
             items.append(GalleryItem(**fields, meta=json.loads(meta_json), image=image))
         return Gallery(**row._asdict(), items=items)
 
@@ -415,7 +478,8 @@ class GalleryStore:
         return self.database.integrity_check()
 
 
-def _decode_png(png: bytes, item_id: int) -> np.ndarray:
+def decode_png(png: bytes, item_id: int) -> np.ndarray:
+    """A stored PNG as uint8 RGB; ``GalleryStoreError`` naming the item when it is damaged."""
     from PIL import Image
 
     try:
@@ -446,4 +510,5 @@ def items_from_verified(results, captions: Sequence[str] | None = None) -> list[
 
 
 __all__ = ["Gallery", "GalleryItem", "GalleryItemInput", "GalleryNotFoundError", "GalleryStore", "GalleryStoreError",
-           "GallerySummary", "clean_caption", "clean_name", "clean_timestamp", "default_home", "items_from_verified"]
+           "GallerySummary", "PreparedItem", "VISIBILITIES", "clean_caption", "clean_name", "clean_timestamp",
+           "clean_visibility", "decode_png", "default_home", "items_from_verified", "prepare_item", "visible_to"]

@@ -1,5 +1,5 @@
 """Small image jobs shared by the library: RGB uint8 conversion, reading files, PNG codec, enlarging a tile
-and undoing a pixel-exact enlargement.
+(pixel-exact or smooth, zoomed, with a scale bar) and undoing a pixel-exact enlargement.
 
 Conventions: an *image* is a uint8 ``(H, W, 3)`` array; a *batch* is uint8 ``(N, H, W, 3)``; model tensors are
 float ``(N, 3, H, W)`` in [0, 1].
@@ -14,6 +14,11 @@ import numpy as np
 MAX_SEED = 2**31 - 1  # seeds people type, derive and store (torch.Generator takes any of them)
 SOURCES = ("generated", "real", "uploaded")  # where an image came from (quiz questions, gallery items)
 DISPLAY_SIZE = 336  # 28 px x 12: crisp pixel blocks with NEAREST
+UM_PER_PIXEL = 4.0  # PathMNIST: 224 px at 0.5 um/px shrunk to 28 px, so a tile is 112 um across
+ZOOMS = (1, 2, 4)  # 1: the whole tile; 2 and 4: its centre half and quarter, enlarged to the same size
+INTERPOLATIONS = ("pixel-exact", "smooth")  # NEAREST (every pixel a sharp block) or LANCZOS
+SCALE_BAR_UM = (1, 2, 5, 10, 20, 25, 50, 100, 200)  # bar lengths to choose from (the longest that fits)
+SCALE_BAR_STRIP = 24  # px added under the image for the bar: under 28, so height // 28 is still the enlargement
 
 
 def to_rgb_uint8(image) -> np.ndarray:
@@ -131,6 +136,112 @@ def upscale(image, size: int = DISPLAY_SIZE) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(Image.fromarray(to_rgb_uint8(image)).resize((size, size), Image.NEAREST))
+
+
+def zoom_crop(tile, zoom: int = 1) -> np.ndarray:
+    """The centre ``1/zoom`` of a tile (each side), e.g. the middle 14 x 14 px of a 28 px tile at zoom 2."""
+    if isinstance(zoom, bool) or zoom not in ZOOMS:
+        raise ValueError(f"zoom must be one of {', '.join(f'{z}x' for z in ZOOMS)}, got {zoom!r}")
+    array = to_rgb_uint8(tile)
+    height, width = array.shape[:2]
+    side_y, side_x = max(1, round(height / zoom)), max(1, round(width / zoom))
+    top, left = (height - side_y) // 2, (width - side_x) // 2
+    return np.ascontiguousarray(array[top:top + side_y, left:left + side_x])
+
+
+def enlarge(tile, size: int = DISPLAY_SIZE, smooth: bool = False) -> np.ndarray:
+    """``tile`` resized to ``size`` x ``size``: NEAREST (pixel-exact blocks) or, with ``smooth``, LANCZOS."""
+    from PIL import Image
+
+    method = Image.LANCZOS if smooth else Image.NEAREST
+    return np.asarray(Image.fromarray(to_rgb_uint8(tile)).resize((size, size), method))
+
+
+def scale_bar_um(um_per_display_px: float, width: int, max_fraction: float = 0.45) -> float:
+    """The longest of :data:`SCALE_BAR_UM` whose bar takes at most ``max_fraction`` of ``width`` px."""
+    fitting = [um for um in SCALE_BAR_UM if um / um_per_display_px <= max_fraction * width]
+    return float(fitting[-1] if fitting else SCALE_BAR_UM[0])
+
+
+def add_scale_bar(image, um_per_display_px: float, strip: int = SCALE_BAR_STRIP) -> np.ndarray:
+    """``image`` with a white strip of ``strip`` px below it holding a black scale bar and its length ("50 µm").
+
+    The bar is ``round(length / um_per_display_px)`` px long; the image itself is not drawn on, so a
+    pixel-exact enlargement still reads back as its tile."""
+    from PIL import Image, ImageDraw
+
+    array = to_rgb_uint8(image)
+    height, width = array.shape[:2]
+    um = scale_bar_um(um_per_display_px, width)
+    length = int(round(um / um_per_display_px))
+    canvas = Image.new("RGB", (width, height + strip), "white")
+    canvas.paste(Image.fromarray(array), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    left, top = 8, height + strip // 2 - 3
+    draw.rectangle([left, top, left + length - 1, top + 5], fill="black")
+    font = _label_font(strip - 9)
+    label = f"{um:g} µm" if font is not None and font.getmask("µ").getbbox() else f"{um:g} um"
+    draw.text((left + length + 6, height + strip // 2), label, fill="black", font=font,
+              anchor="lm" if font is not None else None)
+    return np.asarray(canvas)
+
+
+def _label_font(size: int):
+    """DejaVu Sans (shipped with matplotlib; it has "µ") at ``size`` px, else Pillow's bundled font (None: only the
+    bitmap font is available)."""
+    from PIL import ImageFont
+
+    try:
+        from matplotlib import get_data_path
+
+        return ImageFont.truetype(f"{get_data_path()}/fonts/ttf/DejaVuSans.ttf", size)
+    except (ImportError, OSError):
+        pass
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):
+        return None
+
+
+def display_image(tile, zoom: int = 1, smooth: bool = False, scale_bar: bool = True, size: int = DISPLAY_SIZE,
+                  um_per_pixel: float = UM_PER_PIXEL) -> np.ndarray:
+    """A tile as the app shows it: its centre ``1/zoom`` enlarged to ``size`` px (pixel-exact or ``smooth``), with
+    a scale bar under it (``um_per_pixel``: the tile's own pixel size, 4 µm in PathMNIST)."""
+    crop = zoom_crop(tile, zoom)
+    shown = enlarge(crop, size, smooth)
+    return add_scale_bar(shown, um_per_pixel * crop.shape[1] / size) if scale_bar else shown
+
+
+def side_by_side(images, labels, gap: int = 8, header: int = 18) -> np.ndarray:
+    """Images of one height in a row on white, each with its label above it (a review panel)."""
+    from PIL import Image, ImageDraw
+
+    arrays = [to_rgb_uint8(image) for image in images]
+    if not arrays or len(labels) != len(arrays) or len({a.shape[0] for a in arrays}) != 1:
+        raise ValueError("side_by_side needs images of one height, one label each")
+    width = sum(a.shape[1] for a in arrays) + gap * (len(arrays) - 1)
+    canvas = Image.new("RGB", (width, arrays[0].shape[0] + header), "white")
+    draw, font, left = ImageDraw.Draw(canvas), _label_font(header - 5), 0
+    for array, label in zip(arrays, labels):
+        canvas.paste(Image.fromarray(array), (left, header))
+        draw.text((left + 2, header // 2), label, fill="black", font=font, anchor="lm" if font is not None else None)
+        left += array.shape[1] + gap
+    return np.asarray(canvas)
+
+
+def stacked(images, gap: int = 8) -> np.ndarray:
+    """Images one above the other on white, each centred (e.g. rows made with :func:`side_by_side`)."""
+    arrays = [to_rgb_uint8(image) for image in images]
+    if not arrays:
+        raise ValueError("stacked needs at least one image")
+    width = max(a.shape[1] for a in arrays)
+    canvas = np.full((sum(a.shape[0] for a in arrays) + gap * (len(arrays) - 1), width, 3), 255, np.uint8)
+    top = 0
+    for array in arrays:
+        left = (width - array.shape[1]) // 2
+        canvas[top:top + array.shape[0], left:left + array.shape[1]] = array
+        top += array.shape[0] + gap
+    return canvas
 
 
 def _torch():

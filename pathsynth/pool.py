@@ -36,6 +36,8 @@ FILL_BATCH = 9  # images per background round (one generator call each): the fil
 LOWEST_PRIORITY = 19
 EXPLANATION_CACHE_SIZE = 4096  # heatmaps kept (28x28 float32: ~3 KB each): every question of 20 quizzes and more
 
+PREFERENCES = (None, "confident", "borderline")  # which stocked image a request takes (None: the oldest)
+
 Explain = Callable[[np.ndarray, int], np.ndarray]  # (image, tissue) -> heatmap in [0, 1] at the image's size
 
 
@@ -116,13 +118,18 @@ class VerifiedPool:
         self._ahead = deque(ahead if explainer is not None else ())
 
     # ------------------------------------------------------------------------------------ serving
-    def generate(self, tissues: Sequence[int | str], seed: int | None = None, progress=None) -> list[VerifiedImage]:
-        """``Verifier.generate``'s contract: from stock when unseeded, generated now otherwise."""
+    def generate(self, tissues: Sequence[int | str], seed: int | None = None, progress=None,
+                 prefer: str | None = None) -> list[VerifiedImage]:
+        """``Verifier.generate``'s contract: from stock when unseeded, generated now otherwise. ``prefer``
+        (quiz difficulty) takes the stocked image of each tissue the classifier is most sure of (``"confident"``)
+        or least sure of (``"borderline"``) instead of the oldest."""
         tissues = [tissue_index(t) for t in tissues]
+        if prefer not in PREFERENCES:
+            raise ValueError(f"prefer must be one of {PREFERENCES}, got {prefer!r}")
         if seed is not None:
             return self.make(tissues, seed, progress)
         with self._lock:
-            taken = [replace(self._stock[t].popleft(), from_pool=True) if self._stock[t] else None
+            taken = [replace(_take(self._stock[t], prefer), from_pool=True) if self._stock[t] else None
                      for t in tissues]
         self._wake.set()
         missing = [i for i, item in enumerate(taken) if item is None]
@@ -220,6 +227,17 @@ class VerifiedPool:
             if not added:  # full: wait for takers; nothing passed verification: try again much later
                 self._wake.wait(5.0 if self.full else 30.0)
                 self._wake.clear()
+
+
+def _take(stock: deque, prefer: str | None) -> VerifiedImage:
+    """Remove and return the oldest stocked image, or the one with the highest / lowest confidence."""
+    if prefer is None:
+        return stock.popleft()
+    pick = max if prefer == "confident" else min
+    index = pick(range(len(stock)), key=lambda i: (stock[i].confidence, stock[i].realism))
+    item = stock[index]
+    del stock[index]
+    return item
 
 
 def _lower_thread_priority() -> None:

@@ -7,6 +7,12 @@ The answer key is always the ResNet-18's label, so students are graded against t
 verified the generated images: for a generated tile it is the verified tissue; for a real tile it is the
 classifier's prediction. Real tiles where the classifier agrees with the dataset label are preferred, so
 the key and the ground truth match whenever the sample allows it.
+
+A quiz is *practice* (feedback after each answer: the app's choice) or an *exam* (:func:`start_exam`: feedback at
+the end, optionally within a time limit). The limit is enforced here, from the start time stored in the session
+and the session's ``clock`` (``time.monotonic``; tests inject their own): an answer after it is refused with
+:class:`TimeUp`, the quiz closes and its unanswered questions count as missed. ``difficulty`` (easy, mixed,
+hard; see :mod:`pathsynth.learning.difficulty`) chooses prototypical or borderline tiles.
 """
 
 from __future__ import annotations
@@ -15,16 +21,22 @@ import dataclasses
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from .errors import UnknownTissueError
 from .generators.base import MAX_SEED
 from .images import SOURCES, to_rgb_uint8
+from .learning.difficulty import POOL_PREFERENCE, check_difficulty, fits, rank_real, tissue_plan
 from .tissues import DISPLAY_NAMES, NUM_TISSUES, TISSUE_INDICES, TISSUES, confusable_pair, tissue_index
 
 MAX_QUESTIONS = 100
+MAX_MINUTES = 180  # an exam's time limit at most
+
+
+class TimeUp(ValueError):
+    """An answer after the exam's time limit: the quiz is closed, unanswered questions count as missed."""
 
 
 @dataclass
@@ -42,6 +54,10 @@ class Question:
     shown_at: float | None = None  # time.monotonic() when it was first shown (see mark_shown): time taken
 
 
+def _monotonic() -> float:
+    return time.monotonic()  # looked up at each call: a test may replace time.monotonic
+
+
 @dataclass
 class QuizSession:
     questions: list[Question]
@@ -49,6 +65,12 @@ class QuizSession:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     title: str = ""
     mode: str = "practice"  # how the quiz was made ("practice", "weak", "gallery", "retry"), stored with answers
+    difficulty: str = "mixed"  # easy, mixed or hard (see build_quiz)
+    exam: bool = False  # feedback only at the end (start_exam)
+    time_limit: float | None = None  # seconds from started_at; None: no limit
+    started_at: float | None = None  # clock() when the exam started
+    closed: bool = False  # the time limit passed with questions unanswered: they count as missed
+    clock: Callable[[], float] = field(default=_monotonic, repr=False, compare=False)  # injectable for tests
 
     @property
     def total(self) -> int:
@@ -56,7 +78,9 @@ class QuizSession:
 
     @property
     def current(self) -> int | None:
-        """Index of the next unanswered question (questions are taken in order); None when finished."""
+        """Index of the next unanswered question (questions are taken in order); None when finished or closed."""
+        if self.closed:
+            return None
         return next((i for i, a in enumerate(self.answers) if a is None), None)
 
     @property
@@ -96,7 +120,7 @@ class Summary:
 
 # ------------------------------------------------------------------------------------------ building
 
-def _check_choice(choice) -> int:
+def check_choice(choice) -> int:
     """A student's choice (tissue index, label, abbreviation or display name) -> index; ValueError otherwise."""
     if isinstance(choice, (bool, np.bool_)) or choice is None:
         raise ValueError(f"choose one of the {NUM_TISSUES} tissues, got {choice!r}")
@@ -113,12 +137,15 @@ def _check_choice(choice) -> int:
         raise ValueError(f"{shown} is not a tissue; choose one of: {', '.join(DISPLAY_NAMES)}") from None
 
 
+_check_choice = check_choice  # the old private name, still imported by pathsynth.assignments
+
+
 def _tissue_list(tissues) -> list[int]:
     if tissues is None or (isinstance(tissues, (list, tuple)) and not tissues):
         return list(TISSUE_INDICES)
     if isinstance(tissues, (str, int, np.integer)):
         tissues = [tissues]
-    indices = sorted({_check_choice(t) for t in tissues})
+    indices = sorted({check_choice(t) for t in tissues})
     return indices
 
 
@@ -126,7 +153,7 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
                generated_share: float = 0.5, tissues: Sequence[int | str] | None = None,
                seed: int | None = None, rng: np.random.Generator | None = None, progress=None,
                real_probabilities: np.ndarray | None = None, title: str = "", explainer=None,
-               real_ids: Sequence[int] | None = None) -> QuizSession:
+               real_ids: Sequence[int] | None = None, difficulty: str = "mixed") -> QuizSession:
     """A quiz of ``n`` tiles: about ``generated_share`` verified generated ones, the rest real.
 
     ``verifier.generate(tissues, seed=...)`` supplies the generated tiles; any it could not verify are
@@ -140,19 +167,54 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
     question's heatmap is computed now, so answering needs no model call; pooled images bring theirs.
     ``real_ids``: each real image's index in the whole real sample when ``real_images`` is a subset of it (kept
     as ``Question.real_index``, the tile's provenance in a learner's stored answers); default: its position.
+
+    ``difficulty``: ``"mixed"`` (any verified tile, tissues spread evenly), ``"easy"`` (prototypical tiles: high
+    classifier confidence and realism) or ``"hard"`` (borderline but still verified tiles, tissues asked in
+    confusable pairs); generated tiles that do not suit it are replaced by real ones, as unverified ones are.
     """
+    n, share, wanted = _check_request(n, generated_share, tissues)
+    difficulty = check_difficulty(difficulty)
+    reproducible = seed is not None or rng is not None  # else a pool may hand out ready images
+    rng = rng if rng is not None else np.random.default_rng(seed)
+    real_images, real_labels = _check_real(real_images, real_labels, real_probabilities, real_ids)
+    plan = None if difficulty == "mixed" else tissue_plan(n, wanted, difficulty, rng)
+    n_generated = int(round(n * share)) if verifier is not None else 0
+    questions, missing = [], []  # missing: tissues whose generated tile was not verified (or did not suit)
+    if n_generated:
+        requested = ([wanted[i] for i in rng.integers(len(wanted), size=n_generated)] if plan is None
+                     else plan[:n_generated])
+        generation_seed = int(rng.integers(MAX_SEED + 1))
+        questions, missing = _generated(verifier, requested, generation_seed if reproducible else None, difficulty,
+                                        progress)
+    n_real = n - len(questions)
+    if n_real:
+        if plan is None:
+            picked = _pick_real(n_real, classifier, real_images, real_labels, wanted, rng, real_probabilities)
+        else:  # the plan's other tissues, and those a generated tile could not be asked for
+            picked = _pick_real_for(plan[n_generated:] + missing, classifier, real_images, real_labels, wanted, rng,
+                                    real_probabilities, difficulty)
+        for question in picked if real_ids is not None else ():
+            question.real_index = int(real_ids[question.real_index])
+        questions.extend(picked)
+    order = rng.permutation(len(questions))
+    questions = [questions[i] for i in order]
+    _explain_all(questions, explainer)
+    return QuizSession(questions, [None] * len(questions), title=title, difficulty=difficulty)
+
+
+def _check_request(n, generated_share, tissues) -> tuple[int, float, list[int]]:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_QUESTIONS:
         raise ValueError(f"number of questions must be a whole number from 1 to {MAX_QUESTIONS}, got {n!r}")
-    n = int(n)
     try:
         share = float(generated_share)
     except (TypeError, ValueError):
         share = float("nan")
     if not 0.0 <= share <= 1.0:  # also rejects NaN
         raise ValueError(f"generated_share must lie in [0, 1], got {generated_share!r}")
-    wanted = _tissue_list(tissues)
-    reproducible = seed is not None or rng is not None  # else a pool may hand out ready images
-    rng = rng if rng is not None else np.random.default_rng(seed)
+    return int(n), share, _tissue_list(tissues)
+
+
+def _check_real(real_images, real_labels, real_probabilities, real_ids) -> tuple[np.ndarray, np.ndarray]:
     real_images = np.asarray(real_images)
     real_labels = np.asarray(real_labels).reshape(-1).astype(np.int64)
     if real_images.ndim != 4 or len(real_images) != len(real_labels):
@@ -161,31 +223,26 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
         raise ValueError(f"real_probabilities must have shape ({len(real_labels)}, {NUM_TISSUES})")
     if real_ids is not None and len(real_ids) != len(real_labels):
         raise ValueError("real_ids must give one index per real image")
+    return real_images, real_labels
 
-    questions: list[Question] = []
-    n_generated = int(round(n * share)) if verifier is not None else 0
-    if n_generated:
-        requested = [wanted[i] for i in rng.integers(len(wanted), size=n_generated)]
-        generation_seed = int(rng.integers(MAX_SEED + 1))
-        results = verifier.generate(requested, seed=generation_seed if reproducible else None, progress=progress)
-        for result in results:
-            if result.verified:
-                questions.append(Question(
-                    image=to_rgb_uint8(result.image), answer=int(result.tissue), source="generated",
-                    true_label=None, seed=int(result.seed),
-                    probabilities=[float(p) for p in result.probabilities],
-                    heatmap=getattr(result, "heatmap", None)))
 
-    n_real = n - len(questions)
-    if n_real:
-        picked = _pick_real(n_real, classifier, real_images, real_labels, wanted, rng, real_probabilities)
-        for question in picked if real_ids is not None else ():
-            question.real_index = int(real_ids[question.real_index])
-        questions.extend(picked)
-    order = rng.permutation(len(questions))
-    questions = [questions[i] for i in order]
-    _explain_all(questions, explainer)
-    return QuizSession(questions, [None] * len(questions), title=title)
+def _generated(verifier, requested: list[int], seed: int | None, difficulty: str,
+               progress) -> tuple[list[Question], list[int]]:
+    """(questions of the verified generated tiles that suit ``difficulty``, the tissues of the others)."""
+    from .pool import VerifiedPool
+
+    prefer = POOL_PREFERENCE[difficulty]
+    extra = {"prefer": prefer} if prefer and isinstance(verifier, VerifiedPool) else {}
+    questions, missing = [], []
+    for tissue, result in zip(requested, verifier.generate(requested, seed=seed, progress=progress, **extra)):
+        if result.verified and fits(difficulty, float(result.confidence), getattr(result, "realism", None)):
+            questions.append(Question(
+                image=to_rgb_uint8(result.image), answer=int(result.tissue), source="generated",
+                true_label=None, seed=int(result.seed), probabilities=[float(p) for p in result.probabilities],
+                heatmap=getattr(result, "heatmap", None)))
+        else:
+            missing.append(int(tissue))
+    return questions, missing
 
 
 def _explain_all(questions: list[Question], explainer) -> None:
@@ -225,9 +282,7 @@ def _pick_real(count: int, classifier, images: np.ndarray, labels: np.ndarray, w
         if usable.sum() >= count:
             break
     else:
-        names = ", ".join(DISPLAY_NAMES[t] for t in wanted)
-        raise ValueError(f"only {int(usable.sum())} real images are classified as {names}; "
-                         f"ask for fewer questions or more tissues")
+        raise _too_few(int(usable.sum()), wanted)
     agrees = usable & (predicted == labels[candidates])
     chosen: list[int] = []
     for group in (np.flatnonzero(agrees), np.flatnonzero(usable & ~agrees)):
@@ -236,9 +291,48 @@ def _pick_real(count: int, classifier, images: np.ndarray, labels: np.ndarray, w
             for tissue in rng.permutation(wanted):  # round-robin: a balanced mix of tissues
                 if by_tissue[int(tissue)] and len(chosen) < count:
                     chosen.append(int(by_tissue[int(tissue)].pop()))
-    return [Question(image=to_rgb_uint8(images[candidates[j]]), answer=int(predicted[j]), source="real",
+    return _real_questions(images, labels, candidates, probs, chosen)
+
+
+def _real_questions(images, labels, candidates, probs, chosen) -> list[Question]:
+    """Questions of the real tiles ``candidates[j]`` for ``j`` in ``chosen`` (answer key: the classifier's label)."""
+    return [Question(image=to_rgb_uint8(images[candidates[j]]), answer=int(probs[j].argmax()), source="real",
                      true_label=int(labels[candidates[j]]), seed=None,
                      probabilities=[float(p) for p in probs[j]], real_index=int(candidates[j])) for j in chosen]
+
+
+def _too_few(usable: int, wanted: list[int]) -> ValueError:
+    names = ", ".join(DISPLAY_NAMES[t] for t in wanted)
+    return ValueError(f"only {usable} real images are classified as {names}; ask for fewer questions or more tissues")
+
+
+def _pick_real_for(plan: list[int], classifier, images: np.ndarray, labels: np.ndarray, wanted: list[int],
+                   rng: np.random.Generator, probabilities: np.ndarray | None, difficulty: str) -> list[Question]:
+    """Distinct real tiles, one per tissue in ``plan`` (answer key: the classifier's label), each the best for
+    ``difficulty`` (``learning.difficulty.rank_real``); a tissue short of tiles is made up with other ``wanted``
+    ones. Every candidate is classified when ``probabilities`` are not given."""
+    candidates = np.flatnonzero(np.isin(labels, wanted))
+    if len(candidates) == 0:
+        candidates = np.arange(len(labels))
+    probs = (np.asarray(probabilities, np.float64)[candidates] if probabilities is not None
+             else classifier.predict_proba(images[candidates]))
+    predicted = probs.argmax(1)
+    confidence, agrees = probs.max(1), predicted == labels[candidates]
+    taken = np.zeros(len(candidates), bool)
+
+    def best(mask: np.ndarray, count: int) -> list[int]:
+        found = np.flatnonzero(mask & ~taken)
+        picked = found[rank_real(confidence[found], agrees[found], difficulty, rng)][:count]
+        taken[picked] = True
+        return [int(j) for j in picked]
+
+    chosen: list[int] = []
+    for tissue in sorted(set(plan)):
+        chosen += best(predicted == tissue, plan.count(tissue))
+    chosen += best(np.isin(predicted, wanted), len(plan) - len(chosen))
+    if len(chosen) < len(plan):
+        raise _too_few(int(np.isin(predicted, wanted).sum()), wanted)
+    return _real_questions(images, labels, candidates, probs, chosen)
 
 
 def quiz_from_images(images: Sequence[np.ndarray], answers: Sequence[int | str], *,
@@ -264,7 +358,7 @@ def quiz_from_images(images: Sequence[np.ndarray], answers: Sequence[int | str],
     sources = list(sources) if sources is not None else ["generated"] * count
     if any(s not in SOURCES for s in sources):
         raise ValueError(f"source must be one of {SOURCES}")
-    questions = [Question(image=to_rgb_uint8(images[i]), answer=_check_choice(answers[i]), source=sources[i],
+    questions = [Question(image=to_rgb_uint8(images[i]), answer=check_choice(answers[i]), source=sources[i],
                           true_label=None if true_labels is None or true_labels[i] is None else int(true_labels[i]),
                           seed=None if seeds is None or seeds[i] is None else int(seeds[i]),
                           probabilities=[] if probabilities is None else [float(p) for p in probabilities[i]],
@@ -280,12 +374,19 @@ def quiz_from_images(images: Sequence[np.ndarray], answers: Sequence[int | str],
 
 # ------------------------------------------------------------------------------------------ playing
 
-def answer(session: QuizSession, choice, question: int | None = None) -> Feedback:
+def answer(session: QuizSession, choice, question: int | None = None, now: float | None = None) -> Feedback:
     """Record ``choice`` for ``question`` (default: the current one) and explain the right answer.
 
     ``choice`` is a tissue index, label, abbreviation or display name. Bad input (unknown tissue, a question
     out of range or already answered, a finished quiz) raises ``ValueError`` and leaves ``session`` as it was.
+    An answer after an exam's time limit (``now``: the session's clock by default) raises :class:`TimeUp` and
+    closes the quiz.
     """
+    if session.time_limit is not None:
+        now = session.clock() if now is None else now
+    if close_if_time_is_up(session, now):
+        raise TimeUp("Time is up: this exam's time limit has passed, so the answer was not counted; "
+                     "questions left unanswered count as missed.")
     if session.finished:
         raise ValueError("this quiz is finished; start a new one or retry the missed questions")
     if question is None:
@@ -298,19 +399,65 @@ def answer(session: QuizSession, choice, question: int | None = None) -> Feedbac
             raise ValueError(f"question {index + 1} does not exist; this quiz has {session.total} questions")
         if session.answers[index] is not None:
             raise ValueError(f"question {index + 1} has already been answered")
-    chosen = _check_choice(choice)
+    chosen = check_choice(choice)
     item = session.questions[index]
     session.answers[index] = chosen  # the only mutation, after every check passed
-    seconds = None if item.shown_at is None else max(0.0, time.monotonic() - item.shown_at)
+    if item.shown_at is not None and now is None:
+        now = session.clock()
+    seconds = None if item.shown_at is None else max(0.0, now - item.shown_at)
     return Feedback(question=index, correct=chosen == item.answer, chosen=chosen, answer=item.answer,
                     description=TISSUES[item.answer].description, explanation=explain(item, chosen),
                     finished=session.finished, seconds=seconds)
 
 
-def mark_shown(session: QuizSession) -> None:
+def mark_shown(session: QuizSession, now: float | None = None) -> None:
     """Start the clock on the current question (the first time it is shown; showing it again keeps the time)."""
     if not session.finished and session.questions[session.current].shown_at is None:
-        session.questions[session.current].shown_at = time.monotonic()
+        session.questions[session.current].shown_at = session.clock() if now is None else now
+
+
+# ------------------------------------------------------------------------------------------ exams
+
+def check_minutes(value) -> float | None:
+    """An exam's time limit in minutes: None (or blank, or 0) for none, else a number up to :data:`MAX_MINUTES`;
+    ``ValueError`` worded for the UI otherwise."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        minutes = float(value) if not isinstance(value, bool) else float("nan")
+    except (TypeError, ValueError):
+        minutes = float("nan")
+    if minutes == 0:
+        return None
+    if not 0 < minutes <= MAX_MINUTES:  # also rejects NaN
+        raise ValueError(f"Time limit must be a number of minutes from 0 (none) to {MAX_MINUTES}, "
+                         f"got {str(value)[:40]!r}.")
+    return minutes
+
+
+def start_exam(session: QuizSession, minutes=None, now: float | None = None) -> QuizSession:
+    """Make ``session`` an exam (feedback at the end) with an optional time limit in ``minutes``, timed from
+    ``now`` (the session's clock by default): the start time is kept in the session, where answers check it."""
+    limit = check_minutes(minutes)
+    session.exam = True
+    session.time_limit = None if limit is None else 60.0 * limit
+    session.started_at = session.clock() if now is None else now
+    return session
+
+
+def remaining(session: QuizSession, now: float | None = None) -> float | None:
+    """Seconds left before the exam's time limit (0 when it has passed); None without a limit."""
+    if session.time_limit is None or session.started_at is None:
+        return None
+    now = session.clock() if now is None else now
+    return max(0.0, session.started_at + session.time_limit - now)
+
+
+def close_if_time_is_up(session: QuizSession, now: float | None = None) -> bool:
+    """Close the quiz when its time limit has passed with questions unanswered; returns whether it is closed."""
+    if not session.closed and remaining(session, now) == 0.0 and any(a is None for a in session.answers):
+        session.closed = True
+    return session.closed
 
 
 def explain(item: Question, chosen: int) -> str:
@@ -342,12 +489,15 @@ def contrast(answer: int, chosen: int) -> str:
 
 
 def summary(session: QuizSession) -> Summary:
+    """Score, per-tissue results and the missed questions; in a quiz closed by its time limit the unanswered
+    questions count as missed (asked, not right), otherwise they are only listed as unanswered."""
     per_tissue: dict[int, tuple[int, int]] = {}
     missed, unanswered = [], []
     for index, (item, chosen) in enumerate(zip(session.questions, session.answers)):
         if chosen is None:
             unanswered.append(index)
-            continue
+            if not session.closed:
+                continue
         correct, asked = per_tissue.get(item.answer, (0, 0))
         per_tissue[item.answer] = (correct + (chosen == item.answer), asked + 1)
         if chosen != item.answer:
@@ -365,7 +515,7 @@ def retry_missed(session: QuizSession) -> QuizSession:
                                      probabilities=list(session.questions[i].probabilities), shown_at=None)
                  for i in missed]
     title = f"{session.title} (retry)" if session.title else "Retry"
-    return QuizSession(questions, [None] * len(questions), title=title, mode="retry")
+    return QuizSession(questions, [None] * len(questions), title=title, mode="retry", clock=session.clock)
 
 
 def quiz_from_gallery(gallery, shuffle: bool = True, seed: int | None = None, explainer=None) -> QuizSession:

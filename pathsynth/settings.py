@@ -49,6 +49,7 @@ DEFAULT_EVALUATOR_DIR = ASSETS_DIR / "models" / "evaluator"
 DEFAULT_SD_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 PASSWORD_ENV = "PATHSYNTH_INSTRUCTOR_PASSWORD"
 INSTRUCTORS_ENV = "PATHSYNTH_INSTRUCTORS"
+SHARED_PASSWORD_ACCOUNT = "instructor"  # who the shared password signs in as (galleries' created_by, audit log)
 DATA_ENV = "PATHSYNTH_DATA"
 POOL_ENV = "PATHSYNTH_POOL_PER_TISSUE"
 DEFAULT_POOL_PER_TISSUE = 8  # verified images kept ready per tissue: a class of 20 starting at once draws ~3 each
@@ -80,22 +81,26 @@ def server_name(env: Mapping[str, str]) -> str:
 
 @dataclass(frozen=True)
 class InstructorConfig:
-    """Who may write galleries: a password (local) and/or Hugging Face usernames (on Spaces)."""
+    """Who may write galleries: instructor accounts (in the database, ``pathsynth instructors add``), a shared
+    password (local) and/or Hugging Face usernames (on Spaces)."""
 
-    password: str  # "" = no password login
+    password: str  # "" = no shared-password login
     on_spaces: bool
     usernames: frozenset[str]  # Hugging Face accounts allowed on Spaces
+    accounts: bool = False  # the database has an enabled instructor account (set by the app, not the environment)
 
     @property
     def enabled(self) -> bool:
-        return bool(self.password) or (self.on_spaces and bool(self.usernames))
+        return bool(self.password) or self.accounts or (self.on_spaces and bool(self.usernames))
 
     @property
     def disabled_message(self) -> str:
+        accounts = "add an instructor account (pathsynth instructors add NAME) and restart the app"
         if self.on_spaces:
-            return (f"Instructor features are disabled: set the Space secret {PASSWORD_ENV} or list instructor "
-                    f"Hugging Face usernames in {INSTRUCTORS_ENV}.")
-        return f"Instructor features are disabled: start the app with the environment variable {PASSWORD_ENV} set."
+            return (f"Instructor features are disabled: set the Space secret {PASSWORD_ENV}, list instructor "
+                    f"Hugging Face usernames in {INSTRUCTORS_ENV} or {accounts}.")
+        return (f"Instructor features are disabled: {accounts}, or start it with the environment variable "
+                f"{PASSWORD_ENV} set.")
 
 
 @dataclass(frozen=True)

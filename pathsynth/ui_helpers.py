@@ -21,7 +21,7 @@ from .errors import UnknownTissueError
 from .generators.base import MAX_SEED
 from .images import DISPLAY_SIZE, to_rgb_uint8, upscale
 from .resolver import MAX_CHARS as MAX_DESCRIPTION_CHARS  # longer descriptions are rejected, not truncated
-from .settings import InstructorConfig, Settings
+from .settings import SHARED_PASSWORD_ACCOUNT, InstructorConfig, Settings
 from .text import clean_text
 from .tissues import DISPLAY_NAMES, TISSUE_INDICES, TISSUES, tissue_index
 
@@ -190,17 +190,33 @@ def password_matches(given, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8"))
 
 
-def authorize(config: InstructorConfig, password=None, username: str | None = None) -> str:
-    """The instructor's name when ``password`` or the signed-in ``username`` is allowed; ``PermissionError`` else."""
+def authorize(config: InstructorConfig, password=None, username: str | None = None, account=None,
+              sign_in=None) -> str:
+    """The instructor's name when allowed; ``PermissionError`` else.
+
+    A typed ``account`` name signs in with that instructor account: ``sign_in(account, password)`` checks it (the
+    app passes ``instructors.authenticate`` on its database) and returns the account's name. Without one, the
+    shared ``config.password`` signs in as ``"instructor"`` and, on Spaces, a listed Hugging Face ``username``
+    (the OAuth login) as itself."""
+    if account is not None and not isinstance(account, str):
+        raise PermissionError("The instructor account name must be text.")
+    if account and account.strip():
+        if sign_in is None:
+            raise PermissionError("Instructor accounts cannot sign in here.")
+        if not isinstance(password, str) or not password:
+            raise PermissionError("Type the password of your instructor account.")
+        return sign_in(account, password)
     if not config.enabled:
         raise PermissionError(config.disabled_message)
     if config.on_spaces and username and username.lower() in config.usernames:
         return username
     if password_matches(password, config.password):
-        return "instructor"
+        return SHARED_PASSWORD_ACCOUNT
     if config.on_spaces and username:
         raise PermissionError(f"{username} is not an instructor for this Space.")
-    raise PermissionError("Instructor password missing or wrong." if config.password else
+    if config.password:
+        raise PermissionError("Instructor password missing or wrong.")
+    raise PermissionError("Type your instructor account name and password." if config.accounts else
                           "Sign in with an instructor Hugging Face account.")
 
 

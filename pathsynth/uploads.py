@@ -276,7 +276,8 @@ def gallery_item(tile: ConvertedTile, instructor: str, microns_per_pixel: float 
 
 def upload_tiles(store, gallery, classifier, files: Sequence[UploadedFile], tissue,
                  microns_per_pixel=None, instructor: str = "") -> UploadReport:
-    """Check, convert and add instructor tiles to ``gallery`` (all or nothing). The caller authorises."""
+    """Check, convert and add instructor tiles to ``gallery`` (all or nothing). The caller authorises; the audit
+    log records the upload under ``instructor``, who must be able to see the gallery (a private one: its owner)."""
     try:
         label = tissue_index(tissue)
     except (KeyError, ValueError):
@@ -289,7 +290,8 @@ def upload_tiles(store, gallery, classifier, files: Sequence[UploadedFile], tiss
         raise UploadError("no PNG, JPEG or TIFF images found in the upload")
     # every file is checked and converted before any is kept; one full-size image in memory at a time
     tiles = [convert(classifier, file.name, decode_image(file), label, scale) for file in images]
-    ids = store.add_items(gallery, [gallery_item(tile, instructor, scale) for tile in tiles])
+    ids = store.add_items(gallery, [gallery_item(tile, instructor, scale) for tile in tiles], actor=instructor,
+                          action="upload")
     return UploadReport(ids, tiles, skipped)
 
 

@@ -68,7 +68,7 @@ def test_run_benchmark_returns_every_measure(tmp_path):
             "print(json.dumps({'load_s': time.perf_counter() - t}))")
     result = B.run_benchmark(verifier, None, repeats=3, sd_steps_timed=1, sd_config=TINY_SD_CONFIG,
                              batch_repeats=1, classifier_batch=16, cold_start_code=code, out_dir=tmp_path,
-                             resolver=TissueResolver(use_encoder=False), progress=False)
+                             resolver=TissueResolver(use_encoder=False), progress=False, measure_quiz=False)
     for key in ("verified_p50_s", "verified_p95_s", "batch9_s", "generator_images_per_s", "classifier_images_per_s",
                 "classifier_tta_images_per_s", "cold_start_s", "sd15_unet_step_s", "sd15_image_s_extrapolated",
                 "speedup_vs_sd15", "resolver_p50_ms", "resolver_p95_ms"):
@@ -106,3 +106,27 @@ def test_latency_summary_percentiles():
     summary = B.latency_summary([0.1] * 19 + [2.0])
     assert summary == {"n": 20, "p50_s": 0.1, "p95_s": pytest.approx(0.195, abs=1e-3), "max_s": 2.0}
     assert B.latency_summary([]) == {"n": 0}
+
+
+def test_quiz_start_is_timed_warm_with_the_pool_stocked_and_heatmaps_cached(tmp_path):
+    import numpy as np
+
+    from pathsynth.verify import Verifier
+
+    classifier = tiny_classifier()
+    classifier.gradcam = lambda image, target=None: np.zeros(np.shape(image)[:2], np.float32)  # cheap heatmaps
+    verifier = Verifier(tiny_generator(steps=2), classifier, max_attempts=1)
+    result = B.time_quiz_start(verifier, repeats=3, questions=4, per_tissue=1, progress=False)
+    assert result["quiz_start_repeats"] == 3 and result["quiz_start_questions"] == 4
+    assert 0 < result["quiz_start_p50_s"] <= result["quiz_start_p95_s"]
+    markdown = B.bench_markdown({**FAKE_RESULT, **result})
+    assert f"| start a 4-question quiz, app warm, p50 / p95 | {result['quiz_start_p50_s']:.4g} s" in markdown
+
+
+FAKE_RESULT = {"machine": {"platform": "p", "python": "3", "torch": "2", "torch_threads": 1, "cpu_count": 2},
+               "generator": "g", "repeats": 1, "verified_p50_s": 1.0, "verified_p95_s": 1.0,
+               "verified_mean_attempts": 1.0, "batch9_s": 1.0, "generator_images_per_s": 1.0,
+               "classifier_images_per_s": 1.0, "classifier_tta_images_per_s": 1.0, "resolver_p50_ms": 1.0,
+               "resolver_p95_ms": 1.0, "cold_start_s": 1.0, "sd15_resolution": 224, "sd15_guidance_batch": 2,
+               "sd15_unet_step_s": 1.0, "sd15_total_steps": 30, "sd15_image_s_extrapolated": 30.0,
+               "speedup_vs_sd15": 30.0, "sd15_note": "note"}

@@ -1,5 +1,6 @@
 """pathsynth.learning.scheduler and the teaching around it: FSRS on scripted answer histories, confusable pairs
-in the catalogue, pairwise feedback and time taken in quizzes. Pure logic: no database, no models."""
+in the catalogue, pairwise feedback and time taken in quizzes, difficulty, real examples beside feedback, exams
+against the clock in the Quiz tab, the learner the browser remembers. No database, no models (a stub services)."""
 
 from datetime import datetime, timedelta, timezone
 
@@ -8,6 +9,7 @@ import pytest
 from fsrs import Rating
 
 from pathsynth import quiz as Q
+from pathsynth.ui_helpers import escape_md
 from pathsynth.learning import (SLOW_SECONDS, AnswerRecord, due_tissues, practice_tissues, rating_for, streak_days,
                                 tissue_cards)
 from pathsynth.learning.progress import accuracy_per_tissue, confusion, confused_pairs
@@ -146,3 +148,226 @@ def _all_wrong(session):
     for question in session.questions:
         Q.answer(session, (question.answer + 1) % NUM_TISSUES)
     return session
+
+
+# ------------------------------------------------------------------------------------------ difficulty
+
+def test_hard_plans_confusable_pairs_and_easy_spreads_the_tissues():
+    from pathsynth.learning.difficulty import tissue_plan
+
+    rng = np.random.default_rng(0)
+    hard = tissue_plan(10, list(TISSUE_INDICES), "hard", rng)
+    pairs = [(p.first, p.second) for p in CONFUSABLE_PAIRS]
+    assert sorted(hard) == sorted(t for pair in pairs for t in pair)  # ten questions: each of the five pairs, both
+    assert sorted(tissue_plan(4, [STROMA, MUSCLE, ADIPOSE], "hard", rng)) == [MUSCLE, MUSCLE, STROMA, STROMA]
+    assert sorted(tissue_plan(3, [ADIPOSE, MUSCLE, 8], "hard", rng)) == [ADIPOSE, MUSCLE, 8]  # no pair: even spread
+    assert sorted(tissue_plan(18, list(TISSUE_INDICES), "easy", rng)) == sorted(list(TISSUE_INDICES) * 2)
+
+
+def test_rank_real_puts_suitable_tiles_first_on_scripted_confidences():
+    from pathsynth.learning.difficulty import check_difficulty, rank_real
+
+    confidence = np.array([0.99, 0.95, 0.75, 0.6, 0.4, 0.97, 0.7])
+    agrees = np.array([True, True, True, True, True, False, False])
+    rng = np.random.default_rng(0)
+    easy = list(rank_real(confidence, agrees, "easy", rng))
+    hard = list(rank_real(confidence, agrees, "hard", rng))
+    assert set(easy[:2]) == {0, 1} and easy[2:5] == [2, 3, 4] and easy[5:] == [5, 6]  # then the unsound keys
+    assert set(hard[:2]) == {2, 3} and hard[2:5] == [1, 0, 4] and hard[5:] == [5, 6]
+    assert check_difficulty(" Hard ") == "hard" and check_difficulty(None) == "mixed"
+
+
+# ------------------------------------------------------------------------------------------ real examples
+
+def scripted_real_sample():
+    """Four real tiles per tissue; tile k of a tissue has confidence 0.6 + 0.1 k; the last one's label disagrees."""
+    labels = np.repeat(np.arange(NUM_TISSUES), 4)
+    probabilities = np.full((len(labels), NUM_TISSUES), 0.01)
+    for i, tissue in enumerate(labels):
+        k = i % 4
+        probabilities[i, tissue if k < 3 else (tissue + 1) % NUM_TISSUES] = 0.6 + 0.1 * k
+    images = np.stack([np.full((28, 28, 3), i, np.uint8) for i in range(len(labels))])
+    return images, labels, probabilities
+
+
+def test_real_examples_are_prototypical_and_never_the_question_itself():
+    from pathsynth.learning import example_index, pair_examples
+
+    _, labels, probabilities = scripted_real_sample()
+    first = 4 * STROMA
+    assert example_index(labels, probabilities, STROMA) == first + 2  # the most confident agreeing tile
+    assert example_index(labels, probabilities, STROMA, rank=1) == first + 1
+    assert example_index(labels, probabilities, STROMA, exclude=[first + 2]) == first + 1
+    assert example_index(labels, probabilities, STROMA, rank=3) == first + 3  # the disagreeing one comes last
+    assert pair_examples(STROMA, MUSCLE, labels, probabilities) == (first + 2, 4 * MUSCLE + 2)
+    assert example_index(labels[:4], probabilities[:4], MUSCLE) is None
+
+
+def stub_services(spaces=False):
+    from types import SimpleNamespace
+
+    images, labels, probabilities = scripted_real_sample()
+    return SimpleNamespace(settings=SimpleNamespace(instructors=SimpleNamespace(on_spaces=spaces)),
+                           explainer=lambda image, tissue: np.zeros(image.shape[:2], np.float32),
+                           real_images=images, real_labels=labels, real_probabilities=probabilities)
+
+
+def quiz_tab_session(answers, exam=False, minutes=None, clock=None):
+    from pathsynth.app import quiz as tab
+
+    session = Q.quiz_from_images([np.full((28, 28, 3), 200, np.uint8)] * len(answers), list(answers))
+    if clock is not None:
+        session.clock = clock
+    if exam:
+        Q.start_exam(session, minutes)
+    tab.question_view(session)
+    return session
+
+
+def test_a_wrong_practice_answer_shows_a_real_example_of_both_tissues_at_the_questions_scale():
+    from pathsynth.app import quiz as tab
+    from pathsynth.images import display_image
+
+    services = stub_services()
+    session = quiz_tab_session(["STR", "ADI"])
+    answered = tab.answer(services, session, "Smooth muscle", None, None, None, "2×", "smooth", True)
+    assert escape_md(confusable_pair("STR", "MUS").text) in answered[5]
+    box, right, chosen = tab.pair_view(services, session, "2×", "smooth", True)
+    assert box["visible"] is True
+    assert right["label"] == "real Cancer-associated stroma (the right answer)"
+    assert chosen["label"] == "real Smooth muscle (your answer)"
+    look = dict(zoom=2, smooth=True, scale_bar=True)
+    assert np.array_equal(right["value"], display_image(services.real_images[4 * STROMA + 2], **look))
+    assert np.array_equal(chosen["value"], display_image(services.real_images[4 * MUSCLE + 2], **look))
+    assert right["value"].shape == answered[1].shape  # the question's own rendering: same size, zoom, scale bar
+    tab.next_question(session)
+    tab.answer(services, session, "Adipose tissue")
+    assert tab.pair_view(services, session)[0]["visible"] is False  # right answer: nothing to compare
+
+
+def test_the_review_lists_every_miss_with_its_real_examples():
+    from pathsynth.app import quiz as tab
+    from pathsynth.images import SCALE_BAR_STRIP, display_image
+
+    services = stub_services()
+    session = quiz_tab_session(["STR", "DEB", "ADI"])
+    for choice in ("MUS", "MUC", "ADI"):
+        tab.answer(services, session, choice)
+        view = tab.next_question(session, services=services)
+    summary, misses = view[11], view[13]
+    assert "Quiz finished: 1 / 3" in summary
+    assert all(escape_md(confusable_pair(a, b).text) in summary for a, b in (("STR", "MUS"), ("DEB", "MUC")))
+    assert [caption for _, caption in misses] == ["Q1: it is Cancer-associated stroma (you said Smooth muscle)",
+                                                  "Q2: it is Debris (you said Mucus)"]
+    panel, size, header, gap = misses[0][0], tab.REVIEW_SIZE, 18, 8
+    row = header + size + SCALE_BAR_STRIP
+    assert panel.shape == (2 * row + gap, 2 * size + gap, 3)  # the question above real STR beside real MUS
+    left = (size + gap) // 2  # the question's row is centred
+    assert np.array_equal(panel[header:row, left:left + size], display_image(session.questions[0].image, size=size))
+    examples = panel[row + gap + header:]  # one scale, one scale bar for all three
+    assert np.array_equal(examples[:, :size], display_image(services.real_images[4 * STROMA + 2], size=size))
+    assert np.array_equal(examples[:, size + gap:], display_image(services.real_images[4 * MUSCLE + 2], size=size))
+
+
+# ------------------------------------------------------------------------------------------ exams in the tab
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_an_exam_hides_the_verdict_until_the_end():
+    from pathsynth.app import quiz as tab
+
+    services = stub_services()
+    session = quiz_tab_session(["STR", "ADI"], exam=True)
+    answered = tab.answer(services, session, "Smooth muscle")
+    feedback, cam, status = answered[5], answered[6], answered[-1]
+    assert "Answer saved" in feedback and "Stroma" not in feedback and cam is None
+    assert "correct" not in status and "answer" not in status and "score" not in status and status["mode"] == "exam"
+    assert tab.pair_view(services, session)[0]["visible"] is False
+    tab.next_question(session)
+    tab.answer(services, session, "Adipose tissue")
+    done = tab.next_question(session, services=services)
+    assert "Quiz finished: 1 / 2" in done[11] and done[9]["score"] == 1  # revealed at the end
+
+
+def test_the_tab_closes_a_timed_exam_on_the_server_clock():
+    from pathsynth.app import quiz as tab
+
+    services, clock = stub_services(), Clock()
+    session = quiz_tab_session(["STR", "ADI", "DEB"], exam=True, minutes=2, clock=clock)
+    shown = tab.question_view(session)
+    assert shown[17] == "⏱ **2:00** left" and shown[18].active is True
+    clock.now = 75.0
+    assert tab.tick(services, session)[17] == "⏱ **0:45** left"
+    tab.answer(services, session, "STR")
+    tab.next_question(session)
+    clock.now = 121.0  # the browser's timer may lag or be stopped: the answer itself is checked (and "Next")
+    late = tab.answer(services, session, "ADI")
+    assert "Time is up" in late[5] and late[4]["value"] == "See results" and session.answers == [7, None, None]
+    view = tab.next_question(session, services=services)
+    assert "Time ran out: 2 unanswered question(s) count as missed" in view[11] and view[18].active is False
+    assert [caption for _, caption in view[13]] == ["Q2: it is Adipose tissue (not answered in time)",
+                                                    "Q3: it is Debris (not answered in time)"]
+
+
+def test_the_exam_timer_opens_the_results_when_time_runs_out():
+    from pathsynth.app import quiz as tab
+
+    services, clock = stub_services(), Clock()
+    session = quiz_tab_session(["STR", "ADI"], exam=True, minutes=1, clock=clock)
+    clock.now = 60.0
+    view = tab.tick(services, session)
+    assert session.closed and "Quiz finished: 0 / 2" in view[11] and "Time is up" in view[16]
+
+
+# ------------------------------------------------------------------------------------------ who is learning
+
+def test_the_browser_remembers_a_name_and_an_anonymous_id():
+    from pathsynth.app import progress as tab
+    from pathsynth.learning import browser_learner
+
+    stored, anon, quiz_name, progress_name = tab.restore_identity(None)  # a first visit
+    assert len(anon) == 32 and stored == {"name": "", "anon": anon} and quiz_name == progress_name == ""
+    assert tab.restore_identity(stored)[1] == anon  # a reload keeps it
+    assert tab.restore_identity({"anon": "not-an-id", "name": 3})[1] != "not-an-id"
+    stored = tab.remember_name("Ana", stored)
+    assert stored == {"name": "Ana", "anon": anon}
+    assert tab.restore_identity(stored)[2:] == ("Ana", "Ana")
+    services = stub_services()
+    assert tab.optional_learner(services, "", None, anon) == browser_learner(anon)  # no name: this browser
+    assert tab.optional_learner(services, "Ana", None, anon).key == "local:ana"  # a typed name wins
+    assert tab.optional_learner(services, "", None, None) is None
+    assert tab.optional_learner(stub_services(spaces=True), "", None, anon) is None  # Spaces: the login only
+    assert "…" in browser_learner(anon).display_name and anon not in browser_learner(anon).display_name
+    with pytest.raises(ValueError, match="anonymous id"):
+        browser_learner("../../etc")
+
+
+def test_the_secret_that_encrypts_the_browsers_memory_survives_restarts(tmp_path):
+    from pathsynth.app.progress import browser_secret
+
+    first = browser_secret(tmp_path / "home")
+    assert first and browser_secret(tmp_path / "home") == first and browser_secret(tmp_path / "other") != first
+    assert oct((tmp_path / "home" / "browser_state.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_public_names_for_what_assignments_import():
+    from pathsynth.learning.progress import ProgressStore, _check, check_record
+
+    assert _check is check_record and ProgressStore._learner_id is ProgressStore.learner_id
+
+
+def test_next_after_the_time_limit_opens_the_results():
+    from pathsynth.app import quiz as tab
+
+    clock = Clock()
+    session = quiz_tab_session(["STR", "ADI"], exam=True, minutes=1, clock=clock)
+    tab.answer(stub_services(), session, "STR")
+    clock.now = 61.0
+    view = tab.next_question(session)
+    assert session.closed and "Quiz finished: 1 / 2" in view[11] and "Score: 1 / 2" in view[8]

@@ -196,7 +196,8 @@ def test_the_app_has_the_progress_tab_and_the_quiz_sends_the_learner(tmp_path):
                         classifier.predict_proba(images))
     demo = build_demo(services)
     events = {fn.api_name: fn for fn in demo.fns.values() if fn.api_name}
-    assert [getattr(c, "label", None) for c in events["my_progress"].inputs] == ["Your name"]
+    # the name box, then the per-session anonymous browser id (a gr.State: no label, not part of the API)
+    assert [getattr(c, "label", None) for c in events["my_progress"].inputs] == ["Your name", None]
     assert "Your name (saves your progress)" in [getattr(c, "label", None) for c in events["quiz_answer"].inputs]
     assert "Practice my weak tissues" in [getattr(c, "label", None) for c in events["quiz_start"].inputs]
     services.store.close()

@@ -13,7 +13,7 @@ from torch import nn
 from pathsynth import quiz as Q
 from pathsynth.classifier import TissueClassifier
 from pathsynth.data import load_bundled_sample
-from pathsynth.tissues import DISPLAY_NAMES, NUM_TISSUES, TISSUES
+from pathsynth.tissues import CONFUSABLE_PAIRS, DISPLAY_NAMES, NUM_TISSUES, TISSUES
 from pathsynth.verify import VerifiedImage
 
 
@@ -310,3 +310,146 @@ def test_quiz_from_gallery_keeps_sources_seeds_and_probabilities():
     assert Q.quiz_from_gallery(gallery).questions[0].probabilities == []  # all or none
     with pytest.raises(ValueError, match="no images"):
         Q.quiz_from_gallery(SimpleNamespace(name="empty", items=[]))
+
+
+# ------------------------------------------------------------------------------------------ difficulty
+
+def scripted_sample(confidences_per_tile: list[float], agree_every: int = 1):
+    """Real tiles 0..N-1, tile i of tissue i % 9 (dataset label), the classifier ``confidences_per_tile[i]`` sure of
+    it (the rest spread over the other tissues); every ``agree_every``-th tile agrees, the others are predicted as
+    the next tissue."""
+    n = len(confidences_per_tile)
+    images = np.stack([np.full((28, 28, 3), i % 256, np.uint8) for i in range(n)])
+    labels = np.arange(n) % NUM_TISSUES
+    predicted = np.where(np.arange(n) % agree_every == 0, labels, (labels + 1) % NUM_TISSUES)
+    probabilities = np.zeros((n, NUM_TISSUES))
+    for i, confidence in enumerate(confidences_per_tile):
+        probabilities[i] = (1 - confidence) / (NUM_TISSUES - 1)
+        probabilities[i, predicted[i]] = confidence
+    return images, labels, probabilities
+
+
+def confidence_of(question) -> float:
+    return question.probabilities[question.answer]
+
+
+def test_easy_asks_prototypical_real_tiles_and_hard_borderline_ones():
+    confidences = [0.99, 0.95, 0.75, 0.6, 0.4] * 36  # 180 tiles, 20 per tissue, five confidence levels
+    images, labels, probabilities = scripted_sample([confidences[i // 9 % 5] for i in range(180)])
+    common = dict(classifier=None, real_images=images, real_labels=labels, real_probabilities=probabilities)
+    easy = Q.build_quiz(18, difficulty="easy", seed=0, **common)
+    hard = Q.build_quiz(18, difficulty="hard", seed=0, **common)
+    mixed = Q.build_quiz(18, seed=0, **common)
+    assert easy.difficulty == "easy" and hard.difficulty == "hard" and mixed.difficulty == "mixed"
+    assert all(confidence_of(q) >= 0.9 for q in easy.questions)
+    assert all(0.5 <= confidence_of(q) < 0.9 for q in hard.questions)  # borderline, never below the sound key
+    assert all(q.answer == q.true_label for q in easy.questions + hard.questions)  # the answer keys are sound
+    assert {round(confidence_of(q), 2) for q in mixed.questions} > {0.99, 0.95}  # mixed: any agreeing tile
+
+
+def test_hard_draws_confusable_pairs_together():
+    images, labels, probabilities = scripted_sample([0.7] * 180)
+    session = Q.build_quiz(10, classifier=None, real_images=images, real_labels=labels,
+                           real_probabilities=probabilities, difficulty="hard", seed=1)
+    asked = [q.answer for q in session.questions]
+    pairs = {frozenset((p.first, p.second)) for p in CONFUSABLE_PAIRS}
+    for tissue in asked:  # every tissue asked comes with a confusable partner in the same quiz
+        assert any(frozenset((tissue, other)) in pairs for other in asked if other != tissue), asked
+    only = Q.build_quiz(6, classifier=None, real_images=images, real_labels=labels, real_probabilities=probabilities,
+                        difficulty="hard", tissues=["STR", "MUS", "ADI"], seed=2)
+    assert sorted(q.answer for q in only.questions) == [5, 5, 5, 7, 7, 7]  # the one pair among the tissues asked
+
+
+def test_difficulty_filters_generated_tiles_and_replaces_them_with_real_ones(sample, classifier):
+    # FakeVerifier's tiles are 92 % sure and realism 0.5: prototypical, so easy keeps them and hard does not
+    easy = build(sample, classifier, verifier=FakeVerifier(), generated_share=1.0, n=6, difficulty="easy")
+    hard = build(sample, classifier, verifier=FakeVerifier(), generated_share=1.0, n=6, difficulty="hard")
+    assert [q.source for q in easy.questions] == ["generated"] * 6
+    assert [q.source for q in hard.questions] == ["real"] * 6
+    with pytest.raises(ValueError, match="Difficulty must be easy, mixed or hard"):
+        build(sample, classifier, difficulty="brutal")
+
+
+def test_the_pool_hands_out_its_most_or_least_certain_image_when_asked():
+    from pathsynth.pool import VerifiedPool
+
+    pool = VerifiedPool(FakeVerifier(), per_tissue=3)
+    for confidence in (0.7, 0.99, 0.8):
+        image = VerifiedImage(image=np.zeros((28, 28, 3), np.uint8), tissue=2, verified=True, attempts=1, seed=1,
+                              probabilities=[0.0] * 9, predicted=2, confidence=confidence, realism=0.5)
+        pool._stock[2].append(image)
+    assert pool.generate([2], prefer="confident")[0].confidence == 0.99
+    assert pool.generate([2], prefer="borderline")[0].confidence == 0.7
+    assert pool.generate([2])[0].confidence == 0.8 and pool.stock()[2] == 0
+    with pytest.raises(ValueError, match="prefer"):
+        pool.generate([2], prefer="sharpest")
+
+
+# ------------------------------------------------------------------------------------------ exams
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def timed_exam(minutes=1.0, answers=(0, 1, 2, 3)):
+    session = make_session(answers)
+    session.clock = FakeClock()
+    return Q.start_exam(session, minutes)
+
+
+def test_the_exam_time_limit_is_enforced_from_the_stored_start_time():
+    session = timed_exam(minutes=1.0)
+    assert session.exam and session.time_limit == 60.0 and session.started_at == 1000.0
+    session.clock.now += 30
+    assert Q.remaining(session) == 30.0
+    Q.answer(session, 0)  # in time
+    session.clock.now += 31  # 61 s after the start: nothing the browser says can reopen it
+    assert Q.remaining(session) == 0.0
+    with pytest.raises(Q.TimeUp, match="Time is up"):
+        Q.answer(session, 1)
+    assert session.closed and session.finished and session.current is None and session.answers == [0, None, None, None]
+    with pytest.raises(Q.TimeUp):
+        Q.answer(session, 1, question=2)
+    result = Q.summary(session)
+    assert result.score == 1 and result.missed == [1, 2, 3] and result.unanswered == [1, 2, 3]  # count as missed
+    assert result.per_tissue == {0: (1, 1), 1: (0, 1), 2: (0, 1), 3: (0, 1)} and result.percent == 25.0
+    assert [q.answer for q in Q.retry_missed(session).questions] == [1, 2, 3]
+
+
+def test_an_exam_answered_in_time_is_not_closed_and_no_limit_never_closes():
+    session = timed_exam(minutes=1.0, answers=(0, 1))
+    Q.answer(session, 0)
+    Q.answer(session, 5)
+    session.clock.now += 3600
+    assert not Q.close_if_time_is_up(session)
+    assert Q.summary(session).missed == [1] and Q.summary(session).unanswered == []
+    untimed = timed_exam(minutes=None)
+    untimed.clock.now += 10**6
+    assert Q.remaining(untimed) is None and Q.answer(untimed, 0).correct
+
+
+@pytest.mark.parametrize("minutes,expected", [(None, None), ("", None), (0, None), (2.5, 2.5), ("10", 10.0)])
+def test_time_limits_in_minutes(minutes, expected):
+    assert Q.check_minutes(minutes) == expected
+
+
+@pytest.mark.parametrize("minutes", [-1, 181, "soon", float("nan"), True])
+def test_bad_time_limits_are_refused(minutes):
+    with pytest.raises(ValueError, match="Time limit must be a number of minutes"):
+        Q.check_minutes(minutes)
+
+
+def test_time_taken_uses_the_sessions_clock():
+    session = make_session((0, 1))
+    session.clock = FakeClock(50.0)
+    Q.mark_shown(session)
+    session.clock.now = 54.25
+    assert Q.answer(session, 0).seconds == pytest.approx(4.25)
+
+
+def test_public_choice_check_keeps_its_old_private_name():
+    assert Q.check_choice("Mucus") == 4 and Q._check_choice is Q.check_choice

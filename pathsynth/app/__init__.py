@@ -32,7 +32,8 @@ _For education only — not for diagnosis._"""
 CSS = """
 .pixelated img { image-rendering: pixelated; }
 #quiz-misses .caption-label { white-space: normal; max-width: calc(100% - 8px); }
-"""  # review captions wrap: the right answer must never be cut off
+@media (max-width: 600px) { #quiz-misses .grid-container { grid-template-columns: 1fr !important; } }
+"""  # review captions wrap: the right answer must never be cut off; on phones one review image per row
 
 
 def build_demo(services: Services) -> gr.Blocks:
@@ -40,13 +41,14 @@ def build_demo(services: Services) -> gr.Blocks:
     install_atomic_image_cache()
     with gr.Blocks(title="PathSynth", delete_cache=(3600, 3600), analytics_enabled=False) as demo:
         gr.Markdown(INTRO)
+        identity, anon = progress.identity_components(services)  # the learner, remembered by the browser
         with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate"):
                 generate.build(services)
             with gr.Tab("Quiz", id="quiz"):
-                quiz_view = quiz.build(services)
+                quiz_view = quiz.build(services, anon)
             with gr.Tab("My progress", id="progress"):
-                progress.build(services)
+                progress_name = progress.build(services, anon)
             with gr.Tab("Real or synthetic?", id="challenge"):
                 challenge.build(services)
             with gr.Tab("Galleries", id="galleries"):
@@ -55,6 +57,7 @@ def build_demo(services: Services) -> gr.Blocks:
                 assignments.build(services)
             with gr.Tab("About", id="about"):
                 about.build(services)
+        progress.wire_identity(demo, identity, anon, quiz_view.learner, progress_name)
     return demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
 
 

@@ -3,7 +3,9 @@ see the class's results (who took it, scores, accuracy per tissue, confusions, m
 
 The learner is who the Quiz tab saves answers for (the login on Spaces, else the typed name) and sees only their
 own answers. Every instructor handler re-checks the credentials on the server (``require_instructor``), exactly as
-the galleries' write actions do.
+the galleries' write actions do (the account name is the last input, after Gradio's own arguments). An assignment
+from a gallery needs the gallery to be visible to the instructor (a private one: its owner's); learners with the
+code can take it whatever the gallery's visibility, since its questions are a copy.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ..learning import accuracy_per_tissue, confusion
 from ..learning.progress import Learner
 from ..tissues import DISPLAY_NAMES
 from .common import MODEL_EVENTS, Refusal, bind, checked_inputs, progress_callback, user_errors
-from .galleries import _download_path, require_instructor
+from .galleries import download_path, instructor_config, require_instructor
 from .progress import learner_for, on_spaces
 
 MAX_PER_TISSUE = 10
@@ -57,7 +59,7 @@ def _learner(services, name, profile) -> Learner:
 def _due_note(assignment: A.Assignment) -> str:
     if assignment.due_at is None:
         return ""
-    late = assignment.is_late(A._now())
+    late = assignment.is_late(A.utc_now())
     return f" Due {assignment.due_at[:16].replace('T', ' ')} UTC" + (": answers now are marked late." if late else ".")
 
 
@@ -162,10 +164,11 @@ def _blank(value) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def _questions_source(services, gallery, tissues, per_tissue, seed, progress) -> dict:
-    """Where the questions come from: a gallery (by name or id), else tissues x N freshly verified images."""
+def _questions_source(services, gallery, tissues, per_tissue, seed, progress, instructor: str) -> dict:
+    """Where the questions come from: a gallery ``instructor`` may see (by name or id), else tissues x N freshly
+    verified images."""
     if not _blank(gallery):
-        return {"gallery": services.store.get_gallery(ui.parse_gallery_key(gallery))}
+        return {"gallery": services.store.get_gallery(ui.parse_gallery_key(gallery), viewer=instructor)}
     wanted = ui.parse_tissues(tissues)
     count = ui.parse_int(per_tissue, field="Images per tissue", minimum=1, maximum=MAX_PER_TISSUE, default=2)
     if len(wanted) * count > MAX_GENERATED:
@@ -179,16 +182,17 @@ def _questions_source(services, gallery, tissues, per_tissue, seed, progress) ->
 
 @user_errors(outputs=2, status=0)
 def assignment_create(services, password, title, mode, due, gallery, tissues, per_tissue, seed,
-                      profile: gr.OAuthProfile | None = None, request: gr.Request = None, progress=gr.Progress()):
+                      profile: gr.OAuthProfile | None = None, request: gr.Request = None, progress=gr.Progress(),
+                      account=None):
     """Create an assignment from a gallery (name or id) or from tissues × N verified images (instructors only);
     answers with its share code."""
-    instructor = require_instructor(services, password, profile, request)
+    instructor = require_instructor(services, password, profile, request, account)
     options = {"mode": A.clean_mode(mode or "practice"), "due": A.parse_due(due), "created_by": instructor}
     if not _blank(title):
         A.clean_title(title)  # a bad title is refused before the slow generation, not after it
     elif _blank(gallery):
         raise Refusal("Give the assignment a title (a gallery's assignment may take the gallery's name).")
-    source = _questions_source(services, gallery, tissues, per_tissue, seed, progress)
+    source = _questions_source(services, gallery, tissues, per_tissue, seed, progress, instructor)
     database = services.store.database
     if "gallery" in source:
         assignment = A.create_from_gallery(database, source["gallery"], title, **options)
@@ -207,9 +211,10 @@ def _record(assignment: A.Assignment) -> dict:
 
 
 @user_errors(outputs=2, status=1)
-def assignment_list(services, password, profile: gr.OAuthProfile | None = None, request: gr.Request = None):
+def assignment_list(services, password, profile: gr.OAuthProfile | None = None, request: gr.Request = None,
+                    account=None):
     """Every assignment with its code (instructors only: the codes open them)."""
-    require_instructor(services, password, profile, request)
+    require_instructor(services, password, profile, request, account)
     rows = [[a.code, a.title, a.mode, a.due_at or "", a.created_by, a.created_at[:16].replace("T", " ")]
             for a in A.list_assignments(services.store.database)]
     return rows or None, "" if rows else "No assignments yet."
@@ -220,10 +225,10 @@ DASHBOARD_OUTPUTS = 6  # summary, learners, tissues, confusion image, most-misse
 
 @user_errors(outputs=DASHBOARD_OUTPUTS, status=DASHBOARD_OUTPUTS - 1, clear=(0, 1, 2, 3, 4))
 def assignment_dashboard(services, password, code, profile: gr.OAuthProfile | None = None,
-                         request: gr.Request = None):
+                         request: gr.Request = None, account=None):
     """The class's results for one assignment (instructors only): who took it and their scores, accuracy per
     tissue, the class's confusion matrix and the most-missed images."""
-    require_instructor(services, password, profile, request)
+    require_instructor(services, password, profile, request, account)
     database = services.store.database
     assignment = A.open_assignment(database, code)
     answers = A.results(database, assignment)
@@ -251,13 +256,14 @@ def _png_image(png: bytes) -> np.ndarray:
 
 
 @user_errors(outputs=2, status=1, clear=(0,))
-def assignment_export(services, password, code, profile: gr.OAuthProfile | None = None, request: gr.Request = None):
+def assignment_export(services, password, code, profile: gr.OAuthProfile | None = None, request: gr.Request = None,
+                      account=None):
     """The assignment's results as CSV, one row per learner × question (instructors only)."""
-    require_instructor(services, password, profile, request)
+    require_instructor(services, password, profile, request, account)
     database = services.store.database
     assignment = A.open_assignment(database, code, with_images=False)
     answers = A.results(database, assignment)
-    path = _download_path(f"{assignment.title}-{assignment.code}", ".csv", A.results_csv(assignment, answers))
+    path = download_path(f"{assignment.title}-{assignment.code}", ".csv", A.results_csv(assignment, answers))
     learners = len({a.learner_key for a in answers})
     return path, f"⬇️ Results of {ui.escape_md(assignment.title)}: {learners} learner(s)."
 
@@ -270,14 +276,18 @@ def build(services) -> None:
                 "your answers go to your instructor.")
     _learner_section(services)
     with gr.Accordion("Instructors: create assignments and see class results", open=False):
-        config = services.settings.instructors
+        config = instructor_config(services)
         if not config.enabled:
             gr.Markdown(f"🔒 {config.disabled_message}")
         if config.on_spaces:
             gr.LoginButton()
-        password = gr.Textbox(label="Instructor password", type="password", visible=bool(config.password))
-        _create_section(services, password)
-        _results_section(services, password)
+        with gr.Row():
+            account = gr.Textbox(label="Instructor account", max_length=40, visible=config.accounts,
+                                 placeholder="blank: the shared password" if config.password else "")
+            password = gr.Textbox(label="Instructor password", type="password",
+                                  visible=bool(config.password) or config.accounts)
+        _create_section(services, password, account)
+        _results_section(services, password, account)
 
 
 def _learner_section(services) -> None:
@@ -307,7 +317,7 @@ def _learner_section(services) -> None:
     next_button.click(assignment_next, state, view, api_name="assignment_next")
 
 
-def _create_section(services, password) -> None:
+def _create_section(services, password, account) -> None:
     gr.Markdown("#### Create an assignment\nFrom a gallery (its images, shuffled once), or from new verified images "
                 "of the tissues you tick.")
     with gr.Row():
@@ -324,12 +334,13 @@ def _create_section(services, password) -> None:
         create = gr.Button("Create assignment", variant="primary", scale=0)
     message = gr.Markdown(elem_id="assignment-created")
     created = gr.JSON(visible=False)
-    inputs = [password, title, mode, due, gallery, tissues, per_tissue, seed]
-    create.click(checked_inputs(bind(assignment_create, services), inputs, {per_tissue: "a number"}), inputs,
-                 [message, created], api_name="assignment_create", preprocess=False, **MODEL_EVENTS)
+    inputs = [password, title, mode, due, gallery, tissues, per_tissue, seed]  # the account follows Gradio's args
+    create.click(checked_inputs(bind(assignment_create, services), inputs, {per_tissue: "a number"}),
+                 [*inputs, account], [message, created], api_name="assignment_create", preprocess=False,
+                 **MODEL_EVENTS)
 
 
-def _results_section(services, password) -> None:
+def _results_section(services, password, account) -> None:
     gr.Markdown("#### Class results")
     with gr.Row():
         code = gr.Textbox(label="Assignment code", max_length=20, scale=2)
@@ -349,7 +360,8 @@ def _results_section(services, password) -> None:
     file = gr.File(label="Results CSV", interactive=False)
     table = gr.Dataframe(headers=["Code", "Title", "Mode", "Due", "Created by", "Created"], interactive=False,
                          label="Assignments", visible=True)
-    show.click(bind(assignment_dashboard, services), [password, code],
+    show.click(bind(assignment_dashboard, services), [password, code, account],
                [summary, learners, tissues, matrix, missed, message], api_name="assignment_dashboard")
-    export.click(bind(assignment_export, services), [password, code], [file, message], api_name="assignment_export")
-    listing.click(bind(assignment_list, services), password, [table, message], api_name="assignment_list")
+    export.click(bind(assignment_export, services), [password, code, account], [file, message],
+                 api_name="assignment_export")
+    listing.click(bind(assignment_list, services), [password, account], [table, message], api_name="assignment_list")

@@ -1,11 +1,17 @@
 """The Galleries tab: everyone browses, quizzes and downloads (ZIP, Anki, handout); instructors generate, caption,
 save, edit, import galleries and upload their own slides.
 
-Every write handler re-checks the instructor's credentials on the server (``require_instructor``).
+Every write handler re-checks the instructor's credentials on the server (``require_instructor``): an instructor
+account (name + password), the shared password, or a listed Hugging Face login on Spaces. The account name is
+each handler's last input (``account``, after Gradio's own arguments), so API clients that send only the password
+keep working. Reads take the same credentials, optionally: a signed-in instructor also sees their own private
+galleries; everyone else sees the shared ones.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import re
 import shutil
@@ -14,12 +20,14 @@ import time
 
 import gradio as gr
 
-from .. import exports
+from .. import exports, instructors
 from .. import quiz as Q
 from .. import ui_helpers as ui
 from .. import uploads
 from ..gallery import items_from_verified
 from ..images import upscale
+from ..settings import SHARED_PASSWORD_ACCOUNT, InstructorConfig
+from ..text import clip_text
 from ..tissues import DISPLAY_NAMES
 from .common import MODEL_EVENTS, Refusal, bind, checked_in_handler, checked_inputs, progress_callback, user_errors
 from .quiz import VIEW_OUTPUTS, question_view
@@ -30,21 +38,36 @@ MAX_BATCH_IMAGES = 24
 # uploads decode large images and run stain normalisation: one at a time, beside the model queue
 UPLOAD_EVENTS = {"concurrency_id": "uploads", "concurrency_limit": 1}
 _LIMITER = ui.PasswordBackoff()  # wrong passwords per account and address, for this process
-PASSWORD_ACCOUNT = "instructor"  # the one account the shared instructor password opens
+PASSWORD_ACCOUNT = SHARED_PASSWORD_ACCOUNT  # the account the shared instructor password opens
+VISIBILITY_CHOICES = [("Shared: every instructor and learner sees it", "shared"), ("Private: only I see it", "private")]
 
 
 # ------------------------------------------------------------------------------------------------ reading
 
 def _choices(summaries) -> list[tuple[str, int]]:
-    return [(f"{g.name} ({g.n_items} image{'s' if g.n_items != 1 else ''})", g.id) for g in summaries]
+    return [(f"{g.name} ({g.n_items} image{'s' if g.n_items != 1 else ''}"
+             f"{', private' if g.visibility == 'private' else ''})", g.id) for g in summaries]
+
+
+def viewer(services, password=None, profile=None, request=None, account=None) -> str | None:
+    """Who is looking: the signed-in instructor (their private galleries show too), else None (shared ones only).
+    Wrong credentials are not an error here, just a learner's view (the sign-in line says what is wrong)."""
+    if not password and profile is None:
+        return None
+    try:
+        return require_instructor(services, password, profile, request, account)
+    except PermissionError:
+        return None
 
 
 @user_errors(outputs=3, status=2)
-def gallery_list(services):
-    """All galleries: a dropdown of names and a JSON list (id, name, description, creator, image count)."""
-    summaries = services.store.list_galleries()
+def gallery_list(services, password=None, profile: gr.OAuthProfile | None = None, request: gr.Request = None,
+                 account=None):
+    """The galleries you may see: a dropdown of names and a JSON list (id, name, description, creator, image
+    count, visibility). Learners see shared galleries; a signed-in instructor also their own private ones."""
+    summaries = services.store.list_galleries(viewer(services, password, profile, request, account))
     listing = [{"id": g.id, "name": g.name, "description": g.description, "created_by": g.created_by,
-                "n_items": g.n_items, "updated_at": g.updated_at} for g in summaries]
+                "n_items": g.n_items, "updated_at": g.updated_at, "visibility": g.visibility} for g in summaries]
     message = "" if summaries else "_No galleries yet. Instructors can create them below._"
     return gr.update(choices=_choices(summaries)), listing, message
 
@@ -55,16 +78,19 @@ def _item_caption(item) -> str:
 
 
 @user_errors(outputs=3, status=1, clear=(0, 2))
-def gallery_get(services, gallery):
+def gallery_get(services, gallery, password=None, profile: gr.OAuthProfile | None = None,
+                request: gr.Request = None, account=None):
     """One gallery: its images with captions, a description and a JSON record of the items."""
     if gallery is None or (isinstance(gallery, str) and not gallery.strip()):
         return None, "", None  # nothing chosen (e.g. just deleted): an empty view, not a complaint
-    record = services.store.get_gallery(ui.parse_gallery_key(gallery))
+    who = viewer(services, password, profile, request, account)
+    record = services.store.get_gallery(ui.parse_gallery_key(gallery), viewer=who)
     images = [(upscale(item.image), _item_caption(item)) for item in record.items]
+    private = " · 🔒 private: only you see it" if record.visibility == "private" else ""
     info = (f"### {ui.escape_md(record.name)}\n{ui.escape_md(record.description)}\n\n"
-            f"{len(record.items)} image(s) · created by {ui.escape_md(record.created_by or 'an instructor')}")
+            f"{len(record.items)} image(s) · created by {ui.escape_md(record.created_by or 'an instructor')}{private}")
     details = {"id": record.id, "name": record.name, "description": record.description,
-               "created_by": record.created_by, "updated_at": record.updated_at,
+               "created_by": record.created_by, "updated_at": record.updated_at, "visibility": record.visibility,
                "items": [{"number": n + 1, "id": item.id, "caption": item.caption, "tissue": DISPLAY_NAMES[item.tissue],
                           "seed": item.seed, "source": item.source, "verified": item.meta.get("verified")}
                          for n, item in enumerate(record.items)]}
@@ -72,9 +98,11 @@ def gallery_get(services, gallery):
 
 
 @user_errors(outputs=VIEW_OUTPUTS + 2, status=VIEW_OUTPUTS + 1)
-def gallery_quiz(services, gallery):
+def gallery_quiz(services, gallery, password=None, profile: gr.OAuthProfile | None = None,
+                 request: gr.Request = None, account=None):
     """Start a quiz made of one gallery's images (answers: the items' tissues)."""
-    record = services.store.get_gallery(ui.parse_gallery_key(gallery))
+    who = viewer(services, password, profile, request, account)
+    record = services.store.get_gallery(ui.parse_gallery_key(gallery), viewer=who)
     session = Q.quiz_from_gallery(record)  # shuffled; each question keeps its item's caption
     status = f"Quiz on {ui.escape_md(record.name)}: {session.total} question{'s' if session.total != 1 else ''}."
     return (*question_view(session, status), gr.Tabs(selected="quiz"), "")
@@ -83,7 +111,7 @@ def gallery_quiz(services, gallery):
 EXPORTS_KEPT_S = 3600  # Gradio copies a download into its cache at once; our copy only needs to outlive that
 
 
-def _download_path(name: str, suffix: str, data: bytes | str) -> str:
+def download_path(name: str, suffix: str, data: bytes | str) -> str:
     """A fresh temporary file for Gradio to serve (named after the gallery, made filename-safe); exports older
     than ``EXPORTS_KEPT_S`` are removed first, so the folder never grows without bound."""
     root = os.path.join(tempfile.gettempdir(), "pathsynth-exports")
@@ -103,30 +131,33 @@ DOWNLOADS = {"zip": (".zip", exports.export_zip, "ZIP (PNGs, gallery.json, metad
              "handout": (".html", exports.export_handout, "printable handout (open it, then print)")}
 
 
-def gallery_download(services, gallery, kind: str):
+def gallery_download(services, gallery, kind: str, who: str | None = None):
     """The chosen gallery as a file to download (anyone who can see the gallery): ``kind`` in ``DOWNLOADS``."""
     suffix, export, what = DOWNLOADS[kind]
-    record = services.store.get_gallery(ui.parse_gallery_key(gallery))
-    path = _download_path(record.name, suffix, export(record))
+    record = services.store.get_gallery(ui.parse_gallery_key(gallery), viewer=who)
+    path = download_path(record.name, suffix, export(record))
     return path, f"⬇️ {ui.escape_md(record.name)}: {what}, {len(record.items)} image(s)."
 
 
 @user_errors(outputs=2, status=1, clear=(0,))
-def gallery_download_zip(services, gallery):
+def gallery_download_zip(services, gallery, password=None, profile: gr.OAuthProfile | None = None,
+                         request: gr.Request = None, account=None):
     """The chosen gallery as a ZIP: full-resolution PNGs, gallery.json and metadata.csv (imports back losslessly)."""
-    return gallery_download(services, gallery, "zip")
+    return gallery_download(services, gallery, "zip", viewer(services, password, profile, request, account))
 
 
 @user_errors(outputs=2, status=1, clear=(0,))
-def gallery_download_anki(services, gallery):
+def gallery_download_anki(services, gallery, password=None, profile: gr.OAuthProfile | None = None,
+                          request: gr.Request = None, account=None):
     """The chosen gallery as an Anki deck (.apkg): image on the front, tissue and key features on the back."""
-    return gallery_download(services, gallery, "anki")
+    return gallery_download(services, gallery, "anki", viewer(services, password, profile, request, account))
 
 
 @user_errors(outputs=2, status=1, clear=(0,))
-def gallery_download_handout(services, gallery):
+def gallery_download_handout(services, gallery, password=None, profile: gr.OAuthProfile | None = None,
+                             request: gr.Request = None, account=None):
     """The chosen gallery as a printable one-page HTML handout."""
-    return gallery_download(services, gallery, "handout")
+    return gallery_download(services, gallery, "handout", viewer(services, password, profile, request, account))
 
 
 def selected_number(event: gr.SelectData):
@@ -136,16 +167,28 @@ def selected_number(event: gr.SelectData):
 
 # ------------------------------------------------------------------------------------------------ writing
 
-def require_instructor(services, password, profile, request) -> str:
-    """The instructor's name, or ``PermissionError``: every write handler calls this on the server."""
+def instructor_config(services) -> InstructorConfig:
+    """The settings' instructor configuration, with whether the database has an enabled instructor account
+    (asked each time: an account added with the CLI can sign in at once)."""
+    return dataclasses.replace(services.settings.instructors,
+                               accounts=instructors.accounts_exist(services.store.database))
+
+
+def require_instructor(services, password, profile, request, account=None) -> str:
+    """The instructor's name (the account's, ``"instructor"`` for the shared password, or the Hugging Face login),
+    or ``PermissionError``: every write handler calls this on the server. Wrong passwords slow down per account
+    name and address (``PasswordBackoff``)."""
     address = getattr(getattr(request, "client", None), "host", None) or "unknown"
     username = getattr(profile, "username", None) if profile is not None else None
+    config = instructor_config(services)
+    sign_in = functools.partial(instructors.authenticate, services.store.database)
     if not password:  # no guess to rate-limit: an OAuth login, or nothing entered
-        return ui.authorize(services.settings.instructors, password, username)
-    key = (PASSWORD_ACCOUNT, address)
+        return ui.authorize(config, password, username, account, sign_in)
+    named = isinstance(account, str) and account.strip()
+    key = (clip_text(account, 40).lower() if named else PASSWORD_ACCOUNT, address)
     _LIMITER.check(key)
     try:
-        name = ui.authorize(services.settings.instructors, password, username)
+        name = ui.authorize(config, password, username, account, sign_in)
     except PermissionError:
         _LIMITER.failed(key)
         raise
@@ -154,14 +197,16 @@ def require_instructor(services, password, profile, request) -> str:
 
 
 @user_errors(outputs=2, status=0)
-def instructor_sign_in(services, password, profile: gr.OAuthProfile | None = None, request: gr.Request = None):
+def instructor_sign_in(services, password, profile: gr.OAuthProfile | None = None, request: gr.Request = None,
+                       account=None):
     """Check instructor credentials and reveal the instructor tools (the tools re-check on every write)."""
-    config = services.settings.instructors
+    config = instructor_config(services)
     if not config.enabled:
         return f"🔒 {config.disabled_message}", gr.update(visible=False)
     if not password and profile is None:
-        return "Enter the instructor password to create or edit galleries.", gr.update(visible=False)
-    name = require_instructor(services, password, profile, request)
+        what = "your instructor account name and password" if config.accounts else "the instructor password"
+        return f"Enter {what} to create or edit galleries.", gr.update(visible=False)
+    name = require_instructor(services, password, profile, request, account)
     return f"✅ Signed in as **{ui.escape_md(name)}**.", gr.update(visible=True)
 
 
@@ -172,9 +217,9 @@ def _batch_rows(batch) -> list[list]:
 
 @user_errors(outputs=4, status=3)
 def instructor_generate(services, password, tissues, per_tissue, seed, profile: gr.OAuthProfile | None = None,
-                        request: gr.Request = None, progress=gr.Progress()):
+                        request: gr.Request = None, progress=gr.Progress(), account=None):
     """Generate a batch of verified candidates for a gallery (instructors only)."""
-    require_instructor(services, password, profile, request)
+    require_instructor(services, password, profile, request, account)
     wanted = ui.parse_tissues(tissues)
     count = ui.parse_int(per_tissue, field="Images per tissue", minimum=1, maximum=MAX_BATCH_PER_TISSUE, default=2)
     if len(wanted) * count > MAX_BATCH_IMAGES:
@@ -227,66 +272,83 @@ def selected_items(table, batch):
 
 @user_errors(outputs=3, status=0)
 def gallery_save(services, password, name, description, table, batch, profile: gr.OAuthProfile | None = None,
-                 request: gr.Request = None):
-    """Save the ticked batch images as a new named gallery (instructors only)."""
-    instructor = require_instructor(services, password, profile, request)
+                 request: gr.Request = None, account=None, visibility="shared"):
+    """Save the ticked batch images as a new named gallery, shared or private to you (instructors only)."""
+    instructor = require_instructor(services, password, profile, request, account)
     items = selected_items(table, batch)
     store = services.store
-    gallery_id = store.create_gallery(name, description, created_by=instructor, items=items)
-    record = store.get_gallery(gallery_id, with_images=False)
-    return (f"✅ Saved **{ui.escape_md(record.name)}** ({len(items)} images).",
-            gr.update(choices=_choices(store.list_galleries()), value=gallery_id),
-            {"id": gallery_id, "name": record.name, "n_items": len(items)})
+    gallery_id = store.create_gallery(name, description, created_by=instructor, items=items,
+                                      visibility=visibility or "shared")
+    record = store.get_gallery(gallery_id, with_images=False, viewer=instructor)
+    private = ", private" if record.visibility == "private" else ""
+    return (f"✅ Saved **{ui.escape_md(record.name)}** ({len(items)} images{private}).",
+            gr.update(choices=_choices(store.list_galleries(instructor)), value=gallery_id),
+            {"id": gallery_id, "name": record.name, "n_items": len(items), "visibility": record.visibility})
 
 
 @user_errors(outputs=2, status=0)
 def gallery_add(services, password, gallery, table, batch, profile: gr.OAuthProfile | None = None,
-                request: gr.Request = None):
+                request: gr.Request = None, account=None):
     """Append the ticked batch images to the chosen gallery (instructors only)."""
-    require_instructor(services, password, profile, request)
+    instructor = require_instructor(services, password, profile, request, account)
     key = ui.parse_gallery_key(gallery)
     items = selected_items(table, batch)
-    services.store.add_items(key, items)
-    return f"✅ Added {len(items)} image(s).", gr.update(choices=_choices(services.store.list_galleries()))
+    services.store.add_items(key, items, actor=instructor)
+    return f"✅ Added {len(items)} image(s).", gr.update(choices=_choices(services.store.list_galleries(instructor)))
 
 
 @user_errors(outputs=1, status=0)
 def gallery_caption(services, password, gallery, number, caption, profile: gr.OAuthProfile | None = None,
-                    request: gr.Request = None):
+                    request: gr.Request = None, account=None):
     """Change the caption of image ``number`` (1-based) of the chosen gallery (instructors only)."""
-    require_instructor(services, password, profile, request)
-    record = services.store.get_gallery(ui.parse_gallery_key(gallery), with_images=False)
+    instructor = require_instructor(services, password, profile, request, account)
+    record = services.store.get_gallery(ui.parse_gallery_key(gallery), with_images=False, viewer=instructor)
     index = ui.parse_int(number, field="Image number", minimum=1, maximum=max(1, len(record.items)))
     if index is None or not record.items:
         raise ValueError("Choose an image number (click an image in the gallery).")
-    services.store.update_caption(record.items[index - 1].id, caption)
+    services.store.update_caption(record.items[index - 1].id, caption, actor=instructor)
     return f"✅ Caption of image {index} updated."
 
 
 @user_errors(outputs=2, status=0)
 def gallery_rename(services, password, gallery, new_name, profile: gr.OAuthProfile | None = None,
-                   request: gr.Request = None):
+                   request: gr.Request = None, account=None):
     """Rename the chosen gallery (instructors only)."""
-    require_instructor(services, password, profile, request)
+    instructor = require_instructor(services, password, profile, request, account)
     key = ui.parse_gallery_key(gallery)
-    services.store.rename_gallery(key, new_name)
-    record = services.store.get_gallery(key if isinstance(key, int) else new_name, with_images=False)
+    services.store.rename_gallery(key, new_name, actor=instructor)
+    record = services.store.get_gallery(key if isinstance(key, int) else new_name, with_images=False,
+                                        viewer=instructor)
     return (f"✅ Renamed to **{ui.escape_md(record.name)}**.",
-            gr.update(choices=_choices(services.store.list_galleries()), value=record.id))
+            gr.update(choices=_choices(services.store.list_galleries(instructor)), value=record.id))
+
+
+@user_errors(outputs=2, status=0)
+def gallery_visibility(services, password, gallery, visibility, profile: gr.OAuthProfile | None = None,
+                       request: gr.Request = None, account=None):
+    """Make the chosen gallery shared or private (its owner only: the instructor who made it)."""
+    instructor = require_instructor(services, password, profile, request, account)
+    key = ui.parse_gallery_key(gallery)
+    services.store.set_visibility(key, visibility, actor=instructor)
+    record = services.store.get_gallery(key, with_images=False, viewer=instructor)
+    what = "private: only you see it" if record.visibility == "private" else "shared with everyone"
+    return (f"✅ **{ui.escape_md(record.name)}** is now {what}.",
+            gr.update(choices=_choices(services.store.list_galleries(instructor)), value=record.id))
 
 
 @user_errors(outputs=6, status=0)
 def gallery_delete(services, password, gallery, confirm, profile: gr.OAuthProfile | None = None,
-                   request: gr.Request = None):
+                   request: gr.Request = None, account=None):
     """Delete the chosen gallery and its images (instructors only; needs the confirmation tick)."""
-    require_instructor(services, password, profile, request)
+    instructor = require_instructor(services, password, profile, request, account)
     key = ui.parse_gallery_key(gallery)
     if confirm is not True:
         raise Refusal("Tick 'Yes, delete this gallery' to confirm.")
-    name = services.store.get_gallery(key, with_images=False).name
-    services.store.delete_gallery(key)
-    return (f"🗑️ Deleted **{ui.escape_md(name)}**.", gr.update(choices=_choices(services.store.list_galleries()),
-                                                                value=None), None, "", None, False)
+    name = services.store.get_gallery(key, with_images=False, viewer=instructor).name
+    services.store.delete_gallery(key, actor=instructor)
+    return (f"🗑️ Deleted **{ui.escape_md(name)}**.",
+            gr.update(choices=_choices(services.store.list_galleries(instructor)), value=None), None, "", None,
+            False)
 
 
 def _paths(files) -> list:
@@ -297,17 +359,19 @@ def _paths(files) -> list:
 
 @user_errors(outputs=2, status=0)
 def gallery_import(services, password, upload, new_name, profile: gr.OAuthProfile | None = None,
-                   request: gr.Request = None):
-    """A new gallery from a PathSynth gallery ZIP (instructors only); ``new_name`` replaces the exported name."""
-    require_instructor(services, password, profile, request)
+                   request: gr.Request = None, account=None):
+    """A new (shared) gallery from a PathSynth gallery ZIP (instructors only); ``new_name`` replaces the exported
+    name. The importing instructor owns the copy (its ``created_by``)."""
+    instructor = require_instructor(services, password, profile, request, account)
     files = uploads.read_paths(_paths(upload))
     if len(files) != 1:
         raise Refusal("Choose one PathSynth gallery ZIP to import.")
     name = new_name.strip() if isinstance(new_name, str) and new_name.strip() else None
-    gallery_id = exports.import_zip(services.store, files[0].data, name=name, file_name=files[0].name)
-    record = services.store.get_gallery(gallery_id, with_images=False)
+    gallery_id = exports.import_zip(services.store, files[0].data, name=name, created_by=instructor,
+                                    file_name=files[0].name, actor=instructor)
+    record = services.store.get_gallery(gallery_id, with_images=False, viewer=instructor)
     return (f"✅ Imported **{ui.escape_md(record.name)}** ({len(record.items)} images).",
-            gr.update(choices=_choices(services.store.list_galleries()), value=gallery_id))
+            gr.update(choices=_choices(services.store.list_galleries(instructor)), value=gallery_id))
 
 
 def _upload_message(report) -> str:
@@ -321,14 +385,14 @@ def _upload_message(report) -> str:
 
 @user_errors(outputs=2, status=0)
 def gallery_upload(services, password, gallery, files, tissue, microns_per_pixel,
-                   profile: gr.OAuthProfile | None = None, request: gr.Request = None):
+                   profile: gr.OAuthProfile | None = None, request: gr.Request = None, account=None):
     """Add the instructor's own tiles (PNG/JPEG/TIFF or a ZIP) to the chosen gallery with their tissue label
     (instructors only); the classifier's opinion is reported beside the label."""
-    instructor = require_instructor(services, password, profile, request)
+    instructor = require_instructor(services, password, profile, request, account)
     key = ui.parse_gallery_key(gallery)
     report = uploads.upload_tiles(services.store, key, services.classifier, uploads.read_paths(_paths(files)),
                                   tissue, microns_per_pixel, instructor)
-    return _upload_message(report), gr.update(choices=_choices(services.store.list_galleries()))
+    return _upload_message(report), gr.update(choices=_choices(services.store.list_galleries(instructor)))
 
 
 # ------------------------------------------------------------------------------------------------- layout
@@ -347,45 +411,56 @@ def build(services, demo, quiz_view, tabs) -> None:
     listing = gr.JSON(visible=False)
     details = gr.JSON(visible=False)
     shown = [view, info, details]
-
     list_outputs = [choice, listing, message]
-    refresh.click(bind(gallery_list, services), None, list_outputs, api_name="gallery_list")
-    demo.load(bind(gallery_list, services), None, list_outputs, api_visibility="private")
-    choice.change(bind(gallery_get, services), choice, shown, api_name="gallery_get")
-    quiz_button.click(bind(gallery_quiz, services), choice, [*quiz_view.outputs, tabs, message],
+    config = instructor_config(services)
+    # made here, shown in the instructor tools below: reads send them too (optional), so a signed-in instructor
+    # also sees their own private galleries
+    credentials = [gr.Textbox(label="Instructor password", type="password", scale=3, render=False),
+                   gr.Textbox(label="Instructor account", max_length=40, scale=2, visible=config.accounts,
+                              placeholder="blank: the shared password" if config.password else "", render=False)]
+    refresh.click(bind(gallery_list, services), credentials, list_outputs, api_name="gallery_list")
+    demo.load(bind(gallery_list, services), credentials, list_outputs, api_visibility="private")
+    choice.change(bind(gallery_get, services), [choice, *credentials], shown, api_name="gallery_get")
+    quiz_button.click(bind(gallery_quiz, services), [choice, *credentials], [*quiz_view.outputs, tabs, message],
                       api_name="gallery_quiz")
-    _download_section(services, choice)
+    _download_section(services, choice, credentials)
     with gr.Accordion("Instructor tools", open=False):
         # after a save or a delete the list, its counts and its "no galleries yet" line are refreshed too
-        refresh_list = {"fn": bind(gallery_list, services), "inputs": None, "outputs": list_outputs,
-                        "api_visibility": "private"}
-        _instructor_tools(services, demo, choice, shown, refresh_list)
+        _instructor_tools(services, demo, config, credentials, choice, shown, list_outputs)
 
 
-def _instructor_tools(services, demo, choice, shown, refresh_list) -> None:
-    config = services.settings.instructors
+def _instructor_tools(services, demo, config, credentials, choice, shown, list_outputs) -> None:
     if not config.enabled:
         gr.Markdown(f"🔒 {config.disabled_message}")
     if config.on_spaces:
         gr.LoginButton()
-    with gr.Row(visible=bool(config.password)):
-        password = gr.Textbox(label="Instructor password", type="password", scale=3)
+    password, account = credentials
+    with gr.Row(visible=bool(config.password) or config.accounts):
+        account.render()
+        password.render()
         sign_in = gr.Button("Sign in", scale=0)
     signed_in = gr.Markdown()
+    refresh_list = {"fn": bind(gallery_list, services), "inputs": credentials, "outputs": list_outputs,
+                    "api_visibility": "private"}
+    refresh_view = {"fn": bind(gallery_get, services), "inputs": [choice, *credentials], "outputs": shown,
+                    "api_visibility": "private"}
     with gr.Column(visible=False) as tools:
         batch_state = gr.State(None)  # this instructor's candidate batch (list of VerifiedImage)
-        table = _batch_section(services, password, batch_state)
-        _save_section(services, password, choice, shown, table, batch_state, refresh_list)
-        _edit_section(services, password, choice, shown, refresh_list)
-        _import_section(services, password, choice, shown, refresh_list)
+        table = _batch_section(services, credentials, batch_state)
+        _save_section(services, credentials, choice, table, batch_state, refresh_list, refresh_view)
+        _edit_section(services, credentials, choice, shown, refresh_list, refresh_view)
+        _import_section(services, credentials, choice, refresh_list, refresh_view)
     sign_in_outputs = [signed_in, tools]
-    sign_in.click(bind(instructor_sign_in, services), password, sign_in_outputs, api_name="instructor_sign_in")
-    password.submit(bind(instructor_sign_in, services), password, sign_in_outputs, api_visibility="private")
+    sign_in.click(bind(instructor_sign_in, services), credentials, sign_in_outputs,
+                  api_name="instructor_sign_in").then(**refresh_list)  # the instructor's private galleries too
+    for box in credentials:
+        box.submit(bind(instructor_sign_in, services), credentials, sign_in_outputs,
+                   api_visibility="private").then(**refresh_list)
     if config.on_spaces:
-        demo.load(bind(instructor_sign_in, services), password, sign_in_outputs, api_visibility="private")
+        demo.load(bind(instructor_sign_in, services), credentials, sign_in_outputs, api_visibility="private")
 
 
-def _batch_section(services, password, batch_state):
+def _batch_section(services, credentials, batch_state):
     gr.Markdown("#### 1. Generate candidates")
     with gr.Row():
         tissues = gr.CheckboxGroup(list(DISPLAY_NAMES), label="Tissues (none = all nine)", elem_id="batch-tissues")
@@ -400,33 +475,36 @@ def _batch_section(services, password, batch_state):
     table = checked_in_handler(gr.Dataframe(
         headers=BATCH_HEADERS, datatype=["bool", "number", "str", "str", "str"], type="array", interactive=True,
         static_columns=[1, 2, 3], label="Tick the images to keep; edit the captions"))
-    inputs = [password, tissues, count, seed]
-    button.click(checked_inputs(bind(instructor_generate, services), inputs, {count: "a number"}), inputs,
+    password, account = credentials
+    inputs = [password, tissues, count, seed]  # checked here; the account name follows Gradio's own arguments
+    button.click(checked_inputs(bind(instructor_generate, services), inputs, {count: "a number"}), [*inputs, account],
                  [batch_state, view, table, message], api_name="instructor_generate", preprocess=False,
                  **MODEL_EVENTS)
     return table
 
 
-def _save_section(services, password, choice, shown, table, batch_state, refresh_list) -> None:
+def _save_section(services, credentials, choice, table, batch_state, refresh_list, refresh_view) -> None:
     gr.Markdown("#### 3. Save")
     with gr.Row():
         name = gr.Textbox(label="New gallery name", max_length=100)
         description = gr.Textbox(label="Description (optional)", max_length=2000)
+        visibility = gr.Radio(VISIBILITY_CHOICES, value="shared", label="Who sees the new gallery")
+    with gr.Row():
         save = gr.Button("Save as new gallery", variant="primary", scale=0)
         add = gr.Button("Add to the chosen gallery", scale=0)
     message = gr.Markdown()
     saved = gr.JSON(visible=False)
     expected = {table: "a table with the columns " + ", ".join(BATCH_HEADERS)}
+    password, account = credentials
     inputs = [password, name, description, table, batch_state]
-    save.click(checked_inputs(bind(gallery_save, services), inputs, expected), inputs, [message, choice, saved],
-               api_name="gallery_save", preprocess=False).then(**refresh_list)
+    save.click(checked_inputs(bind(gallery_save, services), inputs, expected), [*inputs, account, visibility],
+               [message, choice, saved], api_name="gallery_save", preprocess=False).then(**refresh_list)
     inputs = [password, choice, table, batch_state]
-    add.click(checked_inputs(bind(gallery_add, services), inputs, expected), inputs, [message, choice],
-              api_name="gallery_add_items", preprocess=False).then(
-        bind(gallery_get, services), choice, shown, api_visibility="private")  # new count and images
+    add.click(checked_inputs(bind(gallery_add, services), inputs, expected), [*inputs, account], [message, choice],
+              api_name="gallery_add_items", preprocess=False).then(**refresh_view)  # new count and images
 
 
-def _edit_section(services, password, choice, shown, refresh_list) -> None:
+def _edit_section(services, credentials, choice, shown, refresh_list, refresh_view) -> None:
     gr.Markdown("#### Edit the chosen gallery")
     with gr.Row():
         number = gr.Number(None, label="Image number (click an image)")  # range checked in the handler
@@ -436,21 +514,27 @@ def _edit_section(services, password, choice, shown, refresh_list) -> None:
         new_name = gr.Textbox(label="New name", max_length=100, scale=3)
         rename = gr.Button("Rename", scale=0)
     with gr.Row():
+        visibility = gr.Radio(VISIBILITY_CHOICES, value="shared", label="Who sees it (its owner decides)", scale=3)
+        set_visibility = gr.Button("Set visibility", scale=0)
+    with gr.Row():
         confirm = gr.Checkbox(False, label="Yes, delete this gallery")
         delete = gr.Button("Delete gallery", variant="stop", scale=0)
     message = gr.Markdown()
     shown[0].select(selected_number, None, number, api_visibility="private")
+    password, account = credentials
     inputs = [password, choice, number, caption]
-    refresh_view = {"fn": bind(gallery_get, services), "inputs": choice, "outputs": shown, "api_visibility": "private"}
-    caption_button.click(checked_inputs(bind(gallery_caption, services), inputs, {number: "a number"}), inputs,
-                         message, api_name="gallery_update_caption", preprocess=False).then(**refresh_view)
-    rename.click(bind(gallery_rename, services), [password, choice, new_name], [message, choice],
+    caption_button.click(checked_inputs(bind(gallery_caption, services), inputs, {number: "a number"}),
+                         [*inputs, account], message, api_name="gallery_update_caption",
+                         preprocess=False).then(**refresh_view)
+    rename.click(bind(gallery_rename, services), [password, choice, new_name, account], [message, choice],
                  api_name="gallery_rename").then(**refresh_view)  # the header shows the new name
-    delete.click(bind(gallery_delete, services), [password, choice, confirm], [message, choice, *shown, confirm],
-                 api_name="gallery_delete").then(**refresh_list)
+    set_visibility.click(bind(gallery_visibility, services), [password, choice, visibility, account],
+                         [message, choice], api_name="gallery_set_visibility").then(**refresh_view)
+    delete.click(bind(gallery_delete, services), [password, choice, confirm, account],
+                 [message, choice, *shown, confirm], api_name="gallery_delete").then(**refresh_list)
 
 
-def _download_section(services, choice) -> None:
+def _download_section(services, choice, credentials) -> None:
     with gr.Row():
         buttons = {"zip": gr.Button("Download ZIP", size="sm"), "anki": gr.Button("Download Anki deck", size="sm"),
                    "handout": gr.Button("Download handout", size="sm")}
@@ -459,18 +543,20 @@ def _download_section(services, choice) -> None:
         message = gr.Markdown(elem_id="gallery-download-status")
     handlers = {"zip": gallery_download_zip, "anki": gallery_download_anki, "handout": gallery_download_handout}
     for kind, button in buttons.items():
-        button.click(bind(handlers[kind], services), choice, [file, message], api_name=f"gallery_download_{kind}")
+        button.click(bind(handlers[kind], services), [choice, *credentials], [file, message],
+                     api_name=f"gallery_download_{kind}")
 
 
-def _import_section(services, password, choice, shown, refresh_list) -> None:
+def _import_section(services, credentials, choice, refresh_list, refresh_view) -> None:
+    password, account = credentials
     gr.Markdown("#### Import a gallery ZIP (exported from any PathSynth)")
     with gr.Row():
         archive = gr.File(label="Gallery ZIP", file_types=[".zip"], type="filepath")
         new_name = gr.Textbox(label="Name (optional: keeps the exported name)", max_length=100)
         import_button = gr.Button("Import ZIP", scale=0)
     import_message = gr.Markdown()
-    import_button.click(bind(gallery_import, services), [password, archive, new_name], [import_message, choice],
-                        api_name="gallery_import").then(**refresh_list)
+    import_button.click(bind(gallery_import, services), [password, archive, new_name, account],
+                        [import_message, choice], api_name="gallery_import").then(**refresh_list)
     gr.Markdown("#### Upload my slides into the chosen gallery\nPNG, JPEG or TIFF tiles, or a ZIP of them. They are "
                 "stain-normalised and scaled like PathMNIST; your label is the answer key.")
     with gr.Row():
@@ -480,6 +566,5 @@ def _import_section(services, password, choice, shown, refresh_list) -> None:
         scale = gr.Number(None, label="Microns per pixel (optional)", minimum=0)
         upload_button = gr.Button("Upload my slides", scale=0)
     upload_message = gr.Markdown()
-    upload_button.click(bind(gallery_upload, services), [password, choice, files, tissue, scale],
-                        [upload_message, choice], api_name="gallery_upload", **UPLOAD_EVENTS).then(
-        bind(gallery_get, services), choice, shown, api_visibility="private")
+    upload_button.click(bind(gallery_upload, services), [password, choice, files, tissue, scale, account],
+                        [upload_message, choice], api_name="gallery_upload", **UPLOAD_EVENTS).then(**refresh_view)

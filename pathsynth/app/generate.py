@@ -6,7 +6,7 @@ import gradio as gr
 
 from .. import ui_helpers as ui
 from ..classifier import gradcam_overlay
-from ..images import DISPLAY_SIZE, upscale
+from ..images import DISPLAY_SIZE, INTERPOLATIONS, display_image, upscale
 from ..resolver import NOT_UNDERSTOOD_BELOW, tissue_from_text
 from ..tissues import ABBREVIATIONS, DISPLAY_NAMES, NUM_TISSUES
 from .common import MODEL_EVENTS, Refusal, bind, progress_callback, user_errors
@@ -73,9 +73,23 @@ def _resolve_for_generation(services, text):
     return None, message, candidates, tissue_update, status
 
 
+def _check_interpolation(interpolation) -> str:
+    if interpolation not in INTERPOLATIONS:
+        raise Refusal(f"Enlargement must be {' or '.join(INTERPOLATIONS)}, got {str(interpolation)[:20]!r}.")
+    return interpolation
+
+
+def shown(image, interpolation="pixel-exact", scale_bar=False):
+    """The generated tile as displayed: enlarged pixel-exact or smooth, with a scale bar when asked."""
+    return display_image(image, 1, _check_interpolation(interpolation) == "smooth", bool(scale_bar))
+
+
 @user_errors(outputs=GENERATE_OUTPUTS, status=10)
-def generate(services, tissue, description, seed, show_gradcam, progress=gr.Progress()):
-    """Generate one verified image of the chosen (or described) tissue."""
+def generate(services, tissue, description, seed, show_gradcam, interpolation="pixel-exact", scale_bar=False,
+             progress=gr.Progress()):
+    """Generate one verified image of the chosen (or described) tissue (shown pixel-exact or smooth, with a
+    scale bar when asked)."""
+    _check_interpolation(interpolation)  # a bad setting is refused before anything is made
     index = ui.parse_tissue(tissue)
     seed_value = ui.parse_seed(seed)
     text = _description(description)
@@ -99,8 +113,8 @@ def generate(services, tissue, description, seed, show_gradcam, progress=gr.Prog
         status = origin_line(result)
     details = result.to_dict()
     details.update(tissue_name=DISPLAY_NAMES[result.tissue], predicted_name=DISPLAY_NAMES[result.predicted])
-    return (upscale(result.image), cam, ui.probability_label(result.probabilities), ui.verified_summary(result),
-            ui.tissue_card(result.tissue), gr.update(value=download, visible=True), details,
+    return (shown(result.image, interpolation, scale_bar), cam, ui.probability_label(result.probabilities),
+            ui.verified_summary(result), ui.tissue_card(result.tissue), gr.update(value=download, visible=True), details,
             candidates, tissue_update, resolution_message, status)
 
 
@@ -130,10 +144,15 @@ def build(services) -> None:
         with gr.Column(scale=4):
             with gr.Row():
                 image = gr.Image(label="Generated image (28 px, enlarged)", format="png", interactive=False,
-                                 height=DISPLAY_SIZE, buttons=["download"], elem_classes="pixelated",
+                                 height=DISPLAY_SIZE, buttons=["download", "fullscreen"], elem_classes="pixelated",
                                  elem_id="gen-image")
                 cam = gr.Image(label="Occlusion map", format="png", interactive=False, height=DISPLAY_SIZE,
                                buttons=[], elem_classes="pixelated")
+            with gr.Row():
+                interpolation = gr.Radio(list(INTERPOLATIONS), value="pixel-exact", label="Enlarge (next image)",
+                                         min_width=160, elem_id="gen-interpolation")
+                scale_bar = gr.Checkbox(False, label="Scale bar (4 µm per pixel)", min_width=120,
+                                        elem_id="gen-scale-bar")
             download = gr.DownloadButton("Download original PNG (28 × 28)", visible=False)
             summary = gr.Markdown(elem_id="gen-summary")
         with gr.Column(scale=2, min_width=260):
@@ -157,6 +176,6 @@ def build(services) -> None:
     resolve_outputs = [resolution_md, candidates, tissue, resolution_json]
     resolve_button.click(bind(resolve_description, services), description, resolve_outputs, api_name="resolve")
     description.submit(bind(resolve_description, services), description, resolve_outputs, api_visibility="private")
-    button.click(bind(generate, services), [tissue, description, seed, show_gradcam],
+    button.click(bind(generate, services), [tissue, description, seed, show_gradcam, interpolation, scale_bar],
                  [*result_views, candidates, tissue, resolution_md, status],
                  api_name="generate", **MODEL_EVENTS)

@@ -1,23 +1,35 @@
-"""The Quiz tab: identify tiles (verified generated and real), graded by the classifier that verified them."""
+"""The Quiz tab: identify tiles (verified generated and real), graded by the classifier that verified them.
+
+Practice quizzes explain each answer at once (after a miss: what tells the right tissue from the one chosen, beside
+a real example of each at the question's scale); exams explain at the end, optionally within a time limit that the
+server enforces from the start time stored in the session (a ``gr.Timer`` only shows the time left and opens the
+results when it runs out). Difficulty picks prototypical or borderline tiles; the image can be zoomed, enlarged
+pixel-exact or smooth, and carries a scale bar. Nothing shown before an answer names the tissue.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import gradio as gr
+import numpy as np
 
 from .. import quiz as Q
 from .. import ui_helpers as ui
-from ..images import DISPLAY_SIZE, upscale
-from ..learning import practice_tissues, record_from
+from ..images import DISPLAY_SIZE, INTERPOLATIONS, SCALE_BAR_STRIP, display_image, side_by_side, stacked
+from ..learning import DIFFICULTIES, pair_examples, practice_tissues, record_from
 from ..learning.challenge import Tile
-from ..tissues import DISPLAY_NAMES
+from ..tissues import ABBREVIATIONS, DISPLAY_NAMES
 from .common import MODEL_EVENTS, Refusal, bind, checked_inputs, logger, progress_callback, user_errors
 from .challenge import flag_components, save_flag
 from .generate import overlay
 from .progress import LOCAL_NOTE, SPACES_NOTE, on_spaces, optional_learner, progress_store
 
 MAX_QUIZ_QUESTIONS = 30
+MODES = ("practice", "exam")
+ZOOMS = {"1×": 1, "2×": 2, "4×": 4}  # the whole tile (112 µm), its centre half, its centre quarter
+REVIEW_SIZE = DISPLAY_SIZE // 2  # each panel of a missed question in the review
+TICK_SECONDS = 1.0
 
 
 @dataclass
@@ -25,27 +37,73 @@ class QuizView:
     """The components that show a quiz; ``outputs`` is what every "show the quiz" handler returns to."""
 
     outputs: list
+    learner: object = None  # the name box (the browser remembers it)
+
+
+@dataclass(frozen=True)
+class Look:
+    """How tiles are shown: ``zoom`` (1, 2, 4), ``smooth`` enlargement instead of pixel-exact, a scale bar."""
+
+    zoom: int = 1
+    smooth: bool = False
+    scale_bar: bool = True
+
+    def render(self, tile, size: int = DISPLAY_SIZE) -> np.ndarray:
+        return display_image(tile, self.zoom, self.smooth, self.scale_bar, size)
+
+
+def look_from(zoom="1×", interpolation="pixel-exact", scale_bar=True) -> Look:
+    """The view settings from the tab's controls (API clients may send "2x" or 2); ``ValueError`` otherwise."""
+    if isinstance(zoom, bool):
+        factor = None
+    elif isinstance(zoom, (int, np.integer)):
+        factor = int(zoom) if int(zoom) in ZOOMS.values() else None
+    else:
+        factor = ZOOMS.get(str(zoom).strip().replace("x", "×"))
+    if factor is None:
+        raise ValueError(f"Zoom must be one of {', '.join(ZOOMS)}, got {str(zoom)[:20]!r}.")
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"Enlargement must be {' or '.join(INTERPOLATIONS)}, got {str(interpolation)[:20]!r}.")
+    return Look(factor, interpolation == "smooth", bool(scale_bar))
 
 
 def _score_line(session) -> str:
     answered = sum(a is not None for a in session.answers)
     position = (f"question {session.current + 1} of {session.total}" if not session.finished
-                else f"all {session.total} questions answered")
-    return f"### Score: {session.score} / {answered}  \n{position}"
+                else f"all {session.total} questions answered" if not session.closed
+                else f"time is up: {answered} of {session.total} answered")
+    if session.exam and not session.finished:
+        return f"### Exam: {answered} of {session.total} answered  \n{position}; results at the end"
+    return f"### Score: {session.score} / {session.total if session.closed else answered}  \n{position}"
 
 
 def _status(session, feedback=None) -> dict:
-    status = {"quiz_id": session.id, "title": session.title, "score": session.score, "total": session.total,
+    """The machine-readable state (hidden in the page): an exam's score and answers only once it is over."""
+    hidden = session.exam and not session.finished
+    status = {"quiz_id": session.id, "title": session.title, "total": session.total,
               "answered": sum(a is not None for a in session.answers), "finished": session.finished,
-              "current": session.current}
+              "current": session.current, "mode": "exam" if session.exam else "practice",
+              "difficulty": session.difficulty, "seconds_left": Q.remaining(session)}
+    if not hidden:
+        status["score"] = session.score
     if feedback is not None:
-        status.update(correct=feedback.correct, chosen=DISPLAY_NAMES[feedback.chosen],
-                      answer=DISPLAY_NAMES[feedback.answer], question=feedback.question)
+        status.update(question=feedback.question, chosen=DISPLAY_NAMES[feedback.chosen])
+        if not hidden:
+            status.update(correct=feedback.correct, answer=DISPLAY_NAMES[feedback.answer])
     return status
 
 
-VIEW_OUTPUTS = 17  # see ``build``: state ... retry button, question panel, status line
-STATUS = VIEW_OUTPUTS - 1
+def clock_text(session) -> str:
+    """"⏱ 4:32 left" for a timed exam, else nothing."""
+    left = Q.remaining(session)
+    if left is None or session.finished:
+        return ""
+    return f"⏱ **{int(left) // 60}:{int(left) % 60:02d}** left"
+
+
+VIEW_OUTPUTS = 22  # see ``build``: state ... question panel, status line, clock, timer, the pair of real examples
+STATUS = 16
+HIDDEN_PAIR = (gr.update(visible=False), None, None)
 
 
 def caption_of(question) -> str:
@@ -53,18 +111,20 @@ def caption_of(question) -> str:
     return question.caption
 
 
-def question_view(session, status: str = "") -> tuple:
-    """Outputs showing the session's current question (or its summary when it is finished)."""
+def question_view(session, status: str = "", look: Look = Look(), services=None) -> tuple:
+    """Outputs showing the session's current question (or its summary when it is finished or its time is up)."""
+    Q.close_if_time_is_up(session)
     if session.finished:
-        return summary_view(session, status)
+        return summary_view(session, status, look, services)
     index = session.current
     Q.mark_shown(session)  # time taken runs from here to the answer
     title = f" — {ui.escape_md(session.title)}" if session.title else ""
     header = f"### Question {index + 1} of {session.total}{title}\nWhich tissue is this?"
-    return (session, header, upscale(session.questions[index].image), gr.update(value=None, interactive=True),
+    return (session, header, look.render(session.questions[index].image), gr.update(value=None, interactive=True),
             gr.update(interactive=True, visible=True), gr.update(visible=False), "", None, _score_line(session),
             _status(session), gr.update(visible=False), "", None, None, gr.update(visible=False),
-            gr.update(visible=True), status)
+            gr.update(visible=True), status, clock_text(session),
+            gr.Timer(active=Q.remaining(session) is not None), *HIDDEN_PAIR)
 
 
 def review_line(session, index: int) -> str:
@@ -72,32 +132,78 @@ def review_line(session, index: int) -> str:
     question = session.questions[index]
     caption = caption_of(question)
     note = f" — {caption}" if caption else ""
-    return (f"Q{index + 1}: it is {DISPLAY_NAMES[question.answer]} "
-            f"(you said {DISPLAY_NAMES[session.answers[index]]}){note}")
+    chosen = session.answers[index]
+    said = "not answered in time" if chosen is None else f"you said {DISPLAY_NAMES[chosen]}"
+    return f"Q{index + 1}: it is {DISPLAY_NAMES[question.answer]} ({said}){note}"
 
 
-def summary_view(session, status: str = "") -> tuple:
+def review_text(session, index: int) -> str:
+    """A review line and, under it, how to tell the right tissue from the one chosen (Markdown)."""
+    question, chosen = session.questions[index], session.answers[index]
+    how = Q.contrast(question.answer, chosen) if chosen is not None else Q.TISSUES[question.answer].description
+    return f"\n- {ui.escape_md(review_line(session, index))}  \n  _{ui.escape_md(how)}_"
+
+
+def real_tiles(services, session, index: int) -> tuple:
+    """Real example tiles (right tissue, tissue chosen) for an answered question; None where there is none."""
+    if services is None:
+        return None, None
+    question, chosen = session.questions[index], session.answers[index]
+    exclude = [question.real_index] if question.source == "real" and question.real_index is not None else []
+    right, other = pair_examples(question.answer, question.answer if chosen is None else chosen,
+                                 services.real_labels, services.real_probabilities, exclude, rank=index)
+    tile = lambda i: None if i is None else services.real_images[i]  # noqa: E731
+    return tile(right), (None if chosen is None else tile(other))
+
+
+def review_panel(services, session, index: int, look: Look) -> np.ndarray:
+    """A missed question's tile above a real example of the right tissue and one of the tissue chosen, all at one
+    scale (whole tiles, each with its scale bar): about square, so it fills a gallery cell."""
+    question, chosen = session.questions[index], session.answers[index]
+    right, other = real_tiles(services, session, index)
+    examples = [(tile, f"real {ABBREVIATIONS[tissue]}") for tile, tissue in ((right, question.answer), (other, chosen))
+                if tile is not None]
+    shown = lambda tile: display_image(tile, 1, look.smooth, True, REVIEW_SIZE)  # noqa: E731
+    rows = [side_by_side([shown(question.image)], [f"Q{index + 1}"])]
+    if examples:
+        rows.append(side_by_side([shown(tile) for tile, _ in examples], [label for _, label in examples]))
+    return stacked(rows)
+
+
+def summary_view(session, status: str = "", look: Look = Look(), services=None) -> tuple:
     result = Q.summary(session)
     table = [[DISPLAY_NAMES[t], correct, asked, f"{correct / asked:.0%}"]
              for t, (correct, asked) in result.per_tissue.items()]
-    misses = [(upscale(session.questions[i].image), review_line(session, i)) for i in result.missed]
-    review = "".join(f"\n- {ui.escape_md(review_line(session, i))}" for i in result.missed)
-    text = (f"## Quiz finished: {result.score} / {result.total} ({result.percent:.0f}%)\n\n"
+    misses = [(review_panel(services, session, i, look), review_line(session, i)) for i in result.missed]
+    review = "".join(review_text(session, i) for i in result.missed)
+    timed_out = (f"⏰ Time ran out: {len(result.unanswered)} unanswered question(s) count as missed.\n\n"
+                 if session.closed else "")
+    text = (f"## Quiz finished: {result.score} / {result.total} ({result.percent:.0f}%)\n\n{timed_out}"
             + ("Perfect score — well done!" if not result.missed else
-               f"You missed {len(result.missed)} question(s); review them below or retry them.\n{review}"))
+               f"You missed {len(result.missed)} question(s); review them below (each with a real example of the "
+               f"right tissue and of your answer, at the same scale) or retry them.\n{review}"))
     # the question panel is hidden: an empty question above the summary only confuses
     return (session, "", None, gr.update(value=None, interactive=False),
             gr.update(interactive=False, visible=False), gr.update(visible=False), "", None,
             _score_line(session), _status(session), gr.update(visible=True), text,
-            table or None, misses or None, gr.update(visible=bool(result.missed)), gr.update(visible=False), status)
+            table or None, misses or None, gr.update(visible=bool(result.missed)), gr.update(visible=False), status,
+            "", gr.Timer(active=False), *HIDDEN_PAIR)
 
 
 @user_errors(outputs=VIEW_OUTPUTS, status=STATUS)
-def start(services, n, generated_share, learner_name=None, weak=False, profile: gr.OAuthProfile | None = None,
-          progress=gr.Progress()):
+def start(services, n, generated_share, learner_name=None, weak=False, difficulty="mixed", mode="practice",
+          minutes=None, anon=None, zoom="1×", interpolation="pixel-exact", scale_bar=True,
+          profile: gr.OAuthProfile | None = None, progress=gr.Progress()):
     """Start a new quiz: ``n`` tiles, about ``generated_share`` of them verified generated images; with ``weak``,
-    only the tissues the learner's spaced-repetition schedule says are due (and the ones they confuse them with)."""
-    tissues, note = weak_tissues(services, learner_name, weak, profile)
+    only the tissues the learner's spaced-repetition schedule says are due (and the ones they confuse them with).
+    ``difficulty``: easy, mixed or hard; ``mode``: practice (feedback after each answer) or exam (at the end,
+    within ``minutes`` when given). ``profile`` stays after every input: ``checked_inputs`` pairs inputs with
+    arguments in order."""
+    look = look_from(zoom, interpolation, scale_bar)
+    if mode not in MODES:
+        raise Refusal(f"Mode must be practice or exam, got {str(mode)[:20]!r}.")
+    limit = Q.check_minutes(minutes) if mode == "exam" else None
+    tissues, note = weak_tissues(services, learner_name, weak, profile, anon)
     count = ui.parse_int(n, field="Number of questions", minimum=1, maximum=MAX_QUIZ_QUESTIONS, default=10)
     share = ui.parse_fraction(generated_share, field="Share of generated images", default=0.5)
     progress(0.0, desc="building the quiz")
@@ -105,20 +211,26 @@ def start(services, n, generated_share, learner_name=None, weak=False, profile: 
     real = services.real_sample(minimum=2 * count, tissues=tissues)  # images, labels, probabilities (, ids)
     session = Q.build_quiz(count, classifier=services.classifier, verifier=services.images if share > 0 else None,
                            generated_share=share, progress=progress_callback(progress),
-                           explainer=services.explainer, tissues=tissues, **real)
+                           explainer=services.explainer, tissues=tissues, difficulty=difficulty, **real)
     session.mode = "weak" if tissues else "practice"
+    if mode == "exam":
+        Q.start_exam(session, limit)
     for question in session.questions:  # pooled heatmaps: the answer's overlay finds them in the cache
         services.explanations.put(question.image, question.answer, question.heatmap)
-    return question_view(session, f"Started a quiz of {session.total} question{'s' if session.total != 1 else ''}."
-                                  + note)
+    kind = f"{'an exam' if session.exam else 'a quiz'} of {session.total} question{'s' if session.total != 1 else ''}"
+    timing = f" You have {limit:g} minute{'s' if limit != 1 else ''}." if limit else ""
+    return question_view(session, f"Started {kind} ({session.difficulty}).{timing}" + note, look, services)
 
 
-def weak_tissues(services, learner_name, weak, profile) -> tuple[list[int] | None, str]:
+def weak_tissues(services, learner_name, weak, profile, anon=None) -> tuple[list[int] | None, str]:
     """(the tissues to practise, or None for all of them; a note for the status line). The learner is checked
     here too, so a bad name is reported when the quiz starts rather than at the first answer."""
-    learner = optional_learner(services, learner_name, profile)
+    learner = optional_learner(services, learner_name, profile, anon)
     if not weak:
-        return None, "" if learner else " Answers are not saved: " + (
+        if learner is not None:
+            return None, " Answers are saved for this browser; type your name to keep them under it." \
+                if learner.kind == "browser" else ""
+        return None, " Answers are not saved: " + (
             "sign in to keep them." if on_spaces(services) else "type your name to keep them.")
     if learner is None:
         raise Refusal("Sign in to practise your weak tissues." if on_spaces(services)
@@ -134,23 +246,35 @@ def _require(session):
 
 
 @user_errors(outputs=9, status=5)
-def answer(services, session, choice, learner_name=None, profile: gr.OAuthProfile | None = None):
+def answer(services, session, choice, learner_name=None, profile: gr.OAuthProfile | None = None, anon=None,
+           zoom="1×", interpolation="pixel-exact", scale_bar=True):
     """Answer the current question with a tissue (display name); the answer key is the ResNet-18's label. The
-    answer is saved to the learner's progress (the login on Spaces, else the typed name; nobody: not saved)."""
+    answer is saved to the learner's progress (the login on Spaces, else the typed name, else this browser's
+    anonymous id; nobody: not saved). In an exam the verdict waits for the end."""
     session = _require(session)
+    look = look_from(zoom, interpolation, scale_bar)
     if choice is None or (isinstance(choice, str) and not choice.strip()):
         raise Refusal("Pick a tissue first.")
-    learner = optional_learner(services, learner_name, profile)  # a bad name is refused before anything changes
-    feedback = Q.answer(session, choice)  # ValueError leaves the session unchanged
+    learner = optional_learner(services, learner_name, profile, anon)  # a bad name is refused before anything changes
+    try:
+        feedback = Q.answer(session, choice)  # ValueError leaves the session unchanged
+    except Q.TimeUp as error:
+        return (session, gr.skip(), gr.update(interactive=False), gr.update(interactive=False),
+                gr.update(visible=True, value="See results"), f"⏰ **{ui.escape_md(str(error))}**", None,
+                _score_line(session), _status(session))
     saved = _save(services, learner, session, feedback)
     item = session.questions[feedback.question]
+    next_label = "See results" if feedback.finished else "Next question"
+    if session.exam:
+        text = f"Answer saved: {DISPLAY_NAMES[feedback.chosen]}. Your results come at the end.{saved}"
+        return (session, look.render(item.image), gr.update(interactive=False), gr.update(interactive=False),
+                gr.update(visible=True, value=next_label), text, None, _score_line(session), _status(session, feedback))
     verdict = "✅ **Correct!**" if feedback.correct else "❌ **Not quite.**"
     caption = caption_of(item)
     note = f"\n\n**Instructor's note:** {ui.escape_md(caption)}" if caption else ""
     text = (f"{verdict} The answer is **{DISPLAY_NAMES[feedback.answer]}**.{note}\n\n"
             f"{ui.escape_md(feedback.explanation)}{saved}")
-    next_label = "See results" if feedback.finished else "Next question"
-    return (session, upscale(item.image), gr.update(interactive=False), gr.update(interactive=False),
+    return (session, look.render(item.image), gr.update(interactive=False), gr.update(interactive=False),
             gr.update(visible=True, value=next_label), text, overlay(services, item.image, feedback.answer),
             _score_line(session), _status(session, feedback))
 
@@ -167,16 +291,65 @@ def _save(services, learner, session, feedback) -> str:
     return ""
 
 
+def pair_view(services, session, zoom="1×", interpolation="pixel-exact", scale_bar=True) -> tuple:
+    """After a wrong practice answer: a real example of the right tissue and of the one chosen, rendered like the
+    question (same zoom and scale bar); hidden otherwise."""
+    index = _answered_on_screen(session)
+    if index is None or session.exam or session.answers[index] == session.questions[index].answer:
+        return HIDDEN_PAIR
+    try:
+        look = look_from(zoom, interpolation, scale_bar)
+    except ValueError:
+        look = Look()
+    right, other = real_tiles(services, session, index)
+    answer_name, chosen_name = DISPLAY_NAMES[session.questions[index].answer], DISPLAY_NAMES[session.answers[index]]
+    image = lambda tile, label: gr.update(value=None if tile is None else look.render(tile), label=label)  # noqa: E731
+    return (gr.update(visible=True), image(right, f"real {answer_name} (the right answer)"),
+            image(other, f"real {chosen_name} (your answer)"))
+
+
 @user_errors(outputs=VIEW_OUTPUTS, status=STATUS)
-def next_question(session):
+def next_question(session, zoom="1×", interpolation="pixel-exact", scale_bar=True, services=None):
     """Show the next unanswered question, or the summary when the quiz is finished."""
-    return question_view(_require(session))
+    return question_view(_require(session), look=look_from(zoom, interpolation, scale_bar), services=services)
 
 
 @user_errors(outputs=VIEW_OUTPUTS, status=STATUS)
-def retry(session):
+def retry(session, zoom="1×", interpolation="pixel-exact", scale_bar=True, services=None):
     """A new quiz made of the questions answered wrongly."""
-    return question_view(Q.retry_missed(_require(session)))
+    return question_view(Q.retry_missed(_require(session)), look=look_from(zoom, interpolation, scale_bar),
+                         services=services)
+
+
+@user_errors(outputs=VIEW_OUTPUTS, status=STATUS)
+def tick(services, session, zoom="1×", interpolation="pixel-exact", scale_bar=True) -> tuple:
+    """Every second of a timed exam: the time left; when it runs out, the quiz closes (server-side, from the start
+    time kept in the session) and the results replace the question."""
+    skipped = [gr.skip()] * VIEW_OUTPUTS
+    if session is None or Q.remaining(session) is None or session.finished:
+        skipped[18] = gr.Timer(active=False)
+        return tuple(skipped)
+    if Q.close_if_time_is_up(session):
+        try:
+            look = look_from(zoom, interpolation, scale_bar)
+        except ValueError:
+            look = Look()
+        return summary_view(session, "⏰ Time is up: the exam is closed.", look, services)
+    skipped[17] = clock_text(session)
+    return tuple(skipped)
+
+
+def restyle(session, zoom="1×", interpolation="pixel-exact", scale_bar=True):
+    """The question on screen shown again with new view settings (status line: a message for bad ones)."""
+    try:
+        look = look_from(zoom, interpolation, scale_bar)
+    except ValueError as error:
+        return gr.skip(), f"⚠️ {ui.escape_md(str(error))}"
+    index = _answered_on_screen(session)
+    index = session.current if index is None and session is not None else index
+    if index is None:
+        return gr.skip(), ""
+    return look.render(session.questions[index].image), ""
 
 
 def _answered_on_screen(session) -> int | None:
@@ -206,55 +379,140 @@ def _flag_row(session):
     return gr.update(visible=_answered_on_screen(session) is not None), "", ""
 
 
-def build(services) -> QuizView:
-    """The tab's components and events; returns the view other tabs start quizzes in."""
-    state = gr.State(None)  # this browser session's QuizSession
-    with gr.Row():
-        n = gr.Slider(1, MAX_QUIZ_QUESTIONS, value=10, step=1, label="Questions")
-        share = gr.Slider(0, 1, value=0.5, step=0.1, label="Share of generated images")
-        with gr.Column():
+def _settings_row(services):
+    """The controls above a quiz: size, mix, learner, difficulty, mode and time limit, the start button."""
+    with gr.Row(equal_height=False):
+        with gr.Column(min_width=260):
+            n = gr.Slider(1, MAX_QUIZ_QUESTIONS, value=10, step=1, label="Questions")
+            share = gr.Slider(0, 1, value=0.5, step=0.1, label="Share of generated images")
+        with gr.Column(min_width=260):
             if on_spaces(services):
                 gr.LoginButton()
             learner = gr.Textbox(label="Your name (saves your progress)", visible=not on_spaces(services),
                                  info=SPACES_NOTE if on_spaces(services) else LOCAL_NOTE, elem_id="quiz-learner")
             weak = gr.Checkbox(label="Practice my weak tissues", elem_id="quiz-weak")
+        with gr.Column(min_width=260):
+            difficulty = gr.Radio(list(DIFFICULTIES), value="mixed", label="Difficulty", elem_id="quiz-difficulty",
+                                  info="easy: textbook tiles; hard: borderline tiles and look-alike pairs")
+            mode = gr.Radio(list(MODES), value="practice", label="Mode", elem_id="quiz-mode",
+                            info="practice: feedback after each answer; exam: at the end")
+            minutes = gr.Number(None, label="Exam time limit (minutes; blank: none)", minimum=0,
+                                maximum=Q.MAX_MINUTES, visible=False, elem_id="quiz-minutes")
         with gr.Column(scale=0, min_width=220):
             start_button = gr.Button("Start a new quiz", variant="primary")
             message = gr.Markdown(elem_id="quiz-status")
-    score = gr.Markdown("Start a quiz to test yourself on the nine tissues.", elem_id="quiz-score")
-    with gr.Row(visible=False) as question_box:
-        with gr.Column(scale=3):
-            header = gr.Markdown()
-            image = gr.Image(label="Which tissue is this?", format="png", interactive=False, height=DISPLAY_SIZE,
-                             buttons=[], elem_classes="pixelated", elem_id="quiz-question")
-        with gr.Column(scale=3):
-            choice = gr.Radio(list(DISPLAY_NAMES), label="Your answer", interactive=False, elem_id="quiz-choice")
-            submit = gr.Button("Submit answer", variant="primary", interactive=False)
-            next_button = gr.Button("Next question", visible=False)
-            feedback = gr.Markdown(elem_id="quiz-feedback")
-            flag_box, flag_note, flag_button, flag_message = flag_components("quiz")
-        with gr.Column(scale=3):
-            cam = gr.Image(label="Classifier's occlusion map for the answer (rough)", format="png", interactive=False,
-                           height=DISPLAY_SIZE, buttons=[], elem_classes="pixelated")
+    mode.change(lambda chosen: gr.update(visible=chosen == "exam"), mode, minutes, queue=False,
+                api_visibility="private")
+    return [n, share, learner, weak, difficulty, mode, minutes], start_button, message
+
+
+def _view_controls():
+    """How the question is shown: zoom, pixel-exact or smooth enlargement, scale bar."""
+    with gr.Group(elem_id="quiz-look"):
+        with gr.Row():  # each in its own column: at phone width they wrap instead of squeezing
+            with gr.Column(min_width=190):
+                zoom = gr.Radio(list(ZOOMS), value="1×", label="Zoom (centre of the tile)", elem_id="quiz-zoom")
+            with gr.Column(min_width=230):
+                interpolation = gr.Radio(list(INTERPOLATIONS), value="pixel-exact", label="Enlarge",
+                                         elem_id="quiz-interpolation")
+        scale_bar = gr.Checkbox(True, label="Scale bar (PathMNIST: 4 µm per pixel, 112 µm per tile)",
+                                elem_id="quiz-scale-bar")
+    return [zoom, interpolation, scale_bar]
+
+
+def _question_panel():
+    """The question, the answer column, the occlusion map, and (after a miss) the real examples below them: one
+    panel, hidden as a whole when the results show."""
+    with gr.Column(visible=False) as question_box:
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=300):
+                header = gr.Markdown()
+                image = gr.Image(label="Which tissue is this?", format="png", interactive=False,
+                                 height=DISPLAY_SIZE + SCALE_BAR_STRIP, buttons=["fullscreen"],
+                                 elem_classes="pixelated", elem_id="quiz-question")
+                look = _view_controls()
+            with gr.Column(scale=3, min_width=300):
+                choice = gr.Radio(list(DISPLAY_NAMES), label="Your answer", interactive=False, elem_id="quiz-choice")
+                submit = gr.Button("Submit answer", variant="primary", interactive=False)
+                next_button = gr.Button("Next question", visible=False)
+                feedback = gr.Markdown(elem_id="quiz-feedback")
+                flags = flag_components("quiz")
+            with gr.Column(scale=3, min_width=300):
+                cam = gr.Image(label="Classifier's occlusion map for the answer (rough)", format="png",
+                               interactive=False, height=DISPLAY_SIZE, buttons=[], elem_classes="pixelated")
+        with gr.Column(visible=False, elem_id="quiz-pair") as pair_box:
+            gr.Markdown("**Compare with real tiles** of the right tissue and of your answer, at the question's zoom "
+                        "and scale:")
+            with gr.Row(equal_height=False):
+                pair = [gr.Image(label="real example", format="png", interactive=False, min_width=300,
+                                 height=DISPLAY_SIZE + SCALE_BAR_STRIP, buttons=[], elem_classes="pixelated",
+                                 elem_id=f"quiz-real-{which}") for which in ("right", "chosen")]
+    return question_box, header, image, look, choice, submit, next_button, feedback, flags, cam, pair_box, pair
+
+
+def _summary_panel():
     with gr.Column(visible=False) as summary_box:
         summary = gr.Markdown(elem_id="quiz-summary")
         table = gr.Dataframe(headers=["Tissue", "Correct", "Asked", "Score"], interactive=False, label="Per tissue")
-        misses = gr.Gallery(label="Review the ones you missed", columns=4, height="auto", format="png",
-                            interactive=False, elem_classes="pixelated", elem_id="quiz-misses")
+        misses = gr.Gallery(label="Your misses above real examples (click to enlarge)", columns=3, height="auto",
+                            fit_columns=False, format="png", interactive=False, elem_classes="pixelated", elem_id="quiz-misses",
+                            object_fit="contain")
         retry_button = gr.Button("Retry the ones I missed", variant="primary")
+    return summary_box, summary, table, misses, retry_button
+
+
+def build(services, anon=None) -> QuizView:
+    """The tab's components and events; returns the view other tabs start quizzes in. ``anon``: the session's
+    anonymous id (``gr.State``, see ``progress.identity_components``); a new one when not given."""
+    state = gr.State(None)  # this browser session's QuizSession
+    anon = anon if anon is not None else gr.State("")
+    settings, start_button, message = _settings_row(services)
+    with gr.Row():
+        score = gr.Markdown("Start a quiz to test yourself on the nine tissues.", elem_id="quiz-score")
+        clock = gr.Markdown(elem_id="quiz-clock")
+    timer = gr.Timer(TICK_SECONDS, active=False)
+    (question_box, header, image, look, choice, submit, next_button, feedback, flags, cam, pair_box,
+     (pair_right, pair_chosen)) = _question_panel()
+    summary_box, summary, table, misses, retry_button = _summary_panel()
     status = gr.JSON(visible=False)
 
     view = [state, header, image, choice, submit, next_button, feedback, cam, score, status, summary_box, summary,
-            table, misses, retry_button, question_box, message]
-    settings = [n, share, learner, weak]
+            table, misses, retry_button, question_box, message, clock, timer, pair_box, pair_right, pair_chosen]
+    assert len(view) == VIEW_OUTPUTS
+    _wire(services, view, settings, anon, look, start_button, flags)
+    return QuizView(view, learner=settings[2])
+
+
+def _wire(services, view, settings, anon, look, start_button, flags) -> None:
+    """The tab's events: start, answer, next, retry, the exam clock, view settings, flags."""
+    (state, _, image, choice, submit, next_button, feedback, cam, score, status, _, _, _, _, retry_button, _, message,
+     _, timer, pair_box, pair_right, pair_chosen) = view
+    flag_box, flag_note, flag_button, flag_message = flags
+    learner = settings[2]
     flag_sync = dict(fn=_flag_row, inputs=state, outputs=[flag_box, flag_note, flag_message], api_visibility="private")
-    start_button.click(checked_inputs(bind(start, services), settings, {n: "a number", share: "a number"}), settings,
-                       view, api_name="quiz_start", preprocess=False, **MODEL_EVENTS).then(**flag_sync)
-    submit.click(bind(answer, services), [state, choice, learner],
+    pair_sync = dict(fn=bind(pair_view, services), inputs=[state, *look], outputs=[pair_box, pair_right, pair_chosen],
+                     api_visibility="private")
+    inputs = [*settings, anon, *look]
+    start_button.click(checked_inputs(bind(start, services), inputs, {settings[0]: "a number", settings[1]: "a number",
+                                                                      settings[6]: "a number of minutes"}),
+                       inputs, view, api_name="quiz_start", preprocess=False, **MODEL_EVENTS).then(**flag_sync)
+    submit.click(bind(answer, services), [state, choice, learner, anon, *look],
                  [state, image, choice, submit, next_button, feedback, cam, score, status],
-                 api_name="quiz_answer").then(**flag_sync)
-    next_button.click(next_question, state, view, api_name="quiz_next").then(**flag_sync)
-    retry_button.click(retry, state, view, api_name="quiz_retry").then(**flag_sync)
+                 api_name="quiz_answer").then(**flag_sync).then(**pair_sync)
+
+    def shown_next(session, zoom="1×", interpolation="pixel-exact", scale_bar=True):
+        """Show the next unanswered question, or the summary when the quiz is finished."""
+        return next_question(session, zoom, interpolation, scale_bar, services=services)
+
+    def shown_retry(session, zoom="1×", interpolation="pixel-exact", scale_bar=True):
+        """A new quiz made of the questions answered wrongly."""
+        return retry(session, zoom, interpolation, scale_bar, services=services)
+
+    next_button.click(shown_next, [state, *look], view, api_name="quiz_next").then(**flag_sync)
+    retry_button.click(shown_retry, [state, *look], view, api_name="quiz_retry").then(**flag_sync)
+    timer.tick(bind(tick, services), [state, *look], view, api_visibility="private", show_progress="hidden")
+    for control in look:
+        control.change(restyle, [state, *look], [image, message], api_visibility="private", show_progress="hidden")
+        control.change(**pair_sync, show_progress="hidden")
     flag_button.click(bind(flag_question, services), [state, flag_note, learner], [flag_message, flag_note],
                       api_name="quiz_flag")
-    return QuizView(view)

@@ -95,7 +95,7 @@ class ChallengeStore(ProgressStore):
         values = dict(_check_tile(vote.tile, SOURCES), truly_synthetic=vote.tile.synthetic,
                       guessed_synthetic=bool(vote.guessed_synthetic), voted_at=_stamp(vote.voted_at))
         with self.database.write() as db:
-            db.execute(insert(ChallengeVoteRow).values(learner_id=self._learner_id(db, learner, create=True),
+            db.execute(insert(ChallengeVoteRow).values(learner_id=self.learner_id(db, learner, create=True),
                                                        **values))
 
     def flag(self, learner: Learner, tile: Tile, note, context: str, now: datetime | None = None) -> None:
@@ -104,7 +104,7 @@ class ChallengeStore(ProgressStore):
         values = dict(_check_tile(tile, FLAG_SOURCES), gallery_item_id=tile.gallery_item_id, note=check_note(note),
                       context=context, flagged_at=_stamp(now or _utcnow()))
         with self.database.write() as db:
-            db.execute(insert(FlagRow).values(learner_id=self._learner_id(db, learner, create=True), **values))
+            db.execute(insert(FlagRow).values(learner_id=self.learner_id(db, learner, create=True), **values))
 
     def votes(self) -> list[Vote]:
         """Every vote, oldest first (anonymous: the report needs no names)."""

@@ -1,8 +1,9 @@
 """Learners, their stored answers and what those answers say (accuracy, streak, confusions).
 
 Identity is the caller's job, as authorisation is for galleries: the app builds the ``Learner`` from the
-session (a Hugging Face login on Spaces, else the name typed in the Quiz tab) and every read takes that
-``Learner``, so no call can name another learner's id. A typed name has no password: it is for practice only.
+session (a Hugging Face login on Spaces, else the name typed in the Quiz tab, else the browser's own anonymous
+id kept in its local storage) and every read takes that ``Learner``, so no call can name another learner's id.
+A typed name has no password: it is for practice only.
 """
 
 from __future__ import annotations
@@ -24,14 +25,22 @@ _NAME = re.compile(r"[\w .'@-]+")  # letters, digits and a little punctuation: n
 MODES = ("practice", "weak", "gallery", "retry", "assignment")
 
 
+_BROWSER_ID = re.compile(r"[0-9a-f]{32}")  # secrets.token_hex(16): unguessable, so it needs no password
+
+
 @dataclass(frozen=True)
 class Learner:
-    kind: str  # "local": a typed name; "hf": a Hugging Face username from the login
+    kind: str  # "local": a typed name; "hf": a Hugging Face username from the login; "browser": an anonymous id
     name: str
 
     @property
     def key(self) -> str:
         return f"{self.kind}:{self.name.casefold()}"
+
+    @property
+    def display_name(self) -> str:
+        """How the learner is shown (an anonymous browser by the end of its id, never the whole id)."""
+        return f"Anonymous learner (this browser, …{self.name[-4:]})" if self.kind == "browser" else self.name
 
 
 def local_learner(name) -> Learner:
@@ -47,6 +56,19 @@ def hf_learner(username: str) -> Learner:
     if not isinstance(username, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}", username):
         raise ValueError("The Hugging Face login did not give a usable username.")
     return Learner("hf", username)
+
+
+def browser_learner(browser_id) -> Learner:
+    """The anonymous learner of one browser (its id: ``new_browser_id()``, kept in the browser's local storage)."""
+    if not isinstance(browser_id, str) or not _BROWSER_ID.fullmatch(browser_id):
+        raise ValueError("This browser's anonymous id is not usable; reload the page to get a new one.")
+    return Learner("browser", browser_id)
+
+
+def new_browser_id() -> str:
+    import secrets
+
+    return secrets.token_hex(16)
 
 
 @dataclass
@@ -86,7 +108,8 @@ def _stamp(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _check(record: AnswerRecord) -> dict:
+def check_record(record: AnswerRecord) -> dict:
+    """An answer record's column values, checked (``ValueError`` for a bad mode, time or tissue)."""
     if record.mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {record.mode!r}")
     seconds = None if record.seconds is None else float(record.seconds)
@@ -98,36 +121,42 @@ def _check(record: AnswerRecord) -> dict:
                 real_index=record.real_index, gallery_item_id=record.gallery_item_id)
 
 
+_check = check_record  # the old private name, still imported by pathsynth.assignments
+
+
 class ProgressStore:
     """Answers per learner in the app's database (the gallery store's: ``ProgressStore(store.database)``)."""
 
     def __init__(self, database: Database):
         self.database = database
 
-    def _learner_id(self, db, learner: Learner, create: bool) -> int | None:
+    def learner_id(self, db, learner: Learner, create: bool) -> int | None:
+        """The learner's row id inside the open session ``db`` (created when ``create``; else None if new)."""
         found = db.scalar(select(LearnerRow.id).where(LearnerRow.key == learner.key))
         if found is not None or not create:
             return found
         try:
             with db.begin_nested():  # a savepoint: another replica may add the same learner at the same moment
-                result = db.execute(insert(LearnerRow).values(key=learner.key, display_name=learner.name,
+                result = db.execute(insert(LearnerRow).values(key=learner.key, display_name=learner.display_name,
                                                               created_at=_stamp(_utcnow())))
             return int(result.inserted_primary_key[0])
         except IntegrityError:
             return db.scalar(select(LearnerRow.id).where(LearnerRow.key == learner.key))
 
+    _learner_id = learner_id  # the old private name, still used by pathsynth.assignments
+
     def record(self, learner: Learner, *records: AnswerRecord) -> None:
         """Store answers of ``learner`` (created on the first one), all in one transaction."""
-        values = [_check(record) for record in records]  # checked before the transaction begins
+        values = [check_record(record) for record in records]  # checked before the transaction begins
         with self.database.write() as db:
-            learner_id = self._learner_id(db, learner, create=True)
+            learner_id = self.learner_id(db, learner, create=True)
             if values:
                 db.execute(insert(AnswerRow), [dict(v, learner_id=learner_id) for v in values])
 
     def history(self, learner: Learner) -> list[AnswerRecord]:
         """Every answer of ``learner``, oldest first (empty for someone who never answered)."""
         with self.database.read() as db:
-            learner_id = self._learner_id(db, learner, create=False)
+            learner_id = self.learner_id(db, learner, create=False)
             if learner_id is None:
                 return []
             rows = db.execute(select(AnswerRow).where(AnswerRow.learner_id == learner_id)

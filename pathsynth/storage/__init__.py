@@ -8,9 +8,10 @@ modules that use this package, e.g. ``pathsynth.gallery``.
 
 from .database import (BASELINE_REVISION, Database, StorageError, alembic_config, normalise_url, open_database,
                        remove_legacy_images, sqlite_url, upgrade)
-from .models import (AnswerRow, AssignmentQuestionRow, AssignmentRow, Base, ChallengeVoteRow, FlagRow, GalleryRow,
-                     ItemRow, LearnerRow)
+from .models import (AnswerRow, AssignmentQuestionRow, AssignmentRow, AuditRow, Base, ChallengeVoteRow, FlagRow,
+                     GalleryRow, InstructorRow, ItemRow, LearnerRow)
 
-__all__ = ["AnswerRow", "AssignmentQuestionRow", "AssignmentRow", "BASELINE_REVISION", "Base", "ChallengeVoteRow",
-           "Database", "FlagRow", "GalleryRow", "ItemRow", "LearnerRow", "StorageError", "alembic_config",
-           "normalise_url", "open_database", "remove_legacy_images", "sqlite_url", "upgrade"]
+__all__ = ["AnswerRow", "AssignmentQuestionRow", "AssignmentRow", "AuditRow", "BASELINE_REVISION", "Base",
+           "ChallengeVoteRow", "Database", "FlagRow", "GalleryRow", "InstructorRow", "ItemRow", "LearnerRow",
+           "StorageError", "alembic_config", "normalise_url", "open_database", "remove_legacy_images", "sqlite_url",
+           "upgrade"]

@@ -8,7 +8,7 @@ on PostgreSQL; both fold ASCII letters only, and lookups use ``lower()`` on both
 from __future__ import annotations
 
 from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Float, ForeignKey, Index, Integer, LargeBinary, Text,
-                        UniqueConstraint)
+                        UniqueConstraint, false)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..tissues import NUM_TISSUES
@@ -20,7 +20,8 @@ class Base(DeclarativeBase):
 
 class GalleryRow(Base):
     __tablename__ = "galleries"
-    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused: links to a deleted gallery stay dead
+    __table_args__ = (CheckConstraint("visibility IN ('shared', 'private')", name="galleries_visibility"),
+                      {"sqlite_autoincrement": True})  # ids are never reused: links to a deleted gallery stay dead
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(Text, nullable=False)
@@ -28,6 +29,8 @@ class GalleryRow(Base):
     created_by: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
     created_at: Mapped[str] = mapped_column(Text, nullable=False)
     updated_at: Mapped[str] = mapped_column(Text, nullable=False)
+    # revision 0006: "shared" (everyone) or "private" (listed and opened by its ``created_by`` only)
+    visibility: Mapped[str] = mapped_column(Text, nullable=False, server_default="shared")
 
 
 class ItemRow(Base):
@@ -166,3 +169,32 @@ class FlagRow(Base):
     gallery_item_id: Mapped[int | None] = mapped_column(Integer)  # no foreign key, as answers.gallery_item_id
     tissue: Mapped[int] = mapped_column(Integer, nullable=False)  # the tile's answer key when it was flagged
     note: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+
+
+class InstructorRow(Base):
+    """A local instructor account (``pathsynth instructors add``): the name in lower case, an argon2 hash."""
+
+    __tablename__ = "instructors"
+    __table_args__ = (CheckConstraint("username = lower(username)", name="instructors_username_lower"),
+                      {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    password_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
+    created_at: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class AuditRow(Base):
+    """One instructor write: who (the signed-in name), what, on which gallery/item/assignment/account, when."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("audit_log_by_actor", "actor"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[str] = mapped_column(Text, nullable=False)
+    actor: Mapped[str] = mapped_column(Text, nullable=False)
+    action: Mapped[str] = mapped_column(Text, nullable=False)  # create, rename, delete, add_items, caption...
+    target_kind: Mapped[str] = mapped_column(Text, nullable=False)  # gallery, item, assignment, account
+    target_id: Mapped[int | None] = mapped_column(BigInteger)
+    detail: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
