@@ -38,7 +38,7 @@ from .gallery import GalleryItemInput, decode_png, items_from_verified, prepare_
 from .instructors import record
 from .learning.progress import AnswerRecord, Learner, ProgressStore, _check
 from .storage import AnswerRow, AssignmentQuestionRow, AssignmentRow, Database, LearnerRow
-from .text import clean_text
+from .text import clean_choice, clean_text
 from .tissues import ABBREVIATIONS, DISPLAY_NAMES, NUM_TISSUES, TISSUE_INDICES
 
 MODES = ("practice", "exam")  # practice: feedback after each answer; exam: only at the end
@@ -109,10 +109,7 @@ def clean_title(value) -> str:
 
 
 def clean_mode(value) -> str:
-    mode = value.strip().lower() if isinstance(value, str) else value
-    if mode not in MODES:
-        raise ValueError(f"Mode must be practice or exam, got {str(value)[:40]!r}.")
-    return mode
+    return clean_choice(value, MODES, field="Mode")
 
 
 def parse_due(value) -> str | None:

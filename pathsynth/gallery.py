@@ -50,7 +50,7 @@ from . import storage
 from .instructors import record
 from .storage import GalleryRow, ItemRow
 from .images import MAX_SEED, SOURCES
-from .text import clean_text
+from .text import clean_choice, clean_text
 from .tissues import tissue_index
 
 DB_NAME = "galleries.sqlite3"
@@ -135,10 +135,7 @@ def clean_caption(caption) -> str:
 
 
 def clean_visibility(value) -> str:
-    visibility = value.strip().lower() if isinstance(value, str) else value
-    if visibility not in VISIBILITIES:
-        raise ValueError(f"Visibility must be shared or private, got {str(value)[:40]!r}.")
-    return visibility
+    return clean_choice(value, VISIBILITIES, field="Visibility")
 
 
 def visible_to(viewer: str | None):

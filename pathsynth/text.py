@@ -30,6 +30,16 @@ def clean_text(value, *, field: str, max_chars: int, allow_empty: bool = True, m
     return text
 
 
+def clean_choice(value, choices, *, field: str) -> str:
+    """``value`` (any case, spaces around it ignored) as one of ``choices``; ``ValueError`` naming ``field`` and the
+    choices ("Mode must be practice or exam, got 'x'.") otherwise."""
+    choice = value.strip().lower() if isinstance(value, str) else value
+    if choice not in choices:
+        allowed = " or ".join([", ".join(choices[:-1]), choices[-1]] if len(choices) > 1 else choices)
+        raise ValueError(f"{field} must be {allowed}, got {str(value)[:40]!r}.")
+    return choice
+
+
 def clip_text(value, max_chars: int) -> str:
     """Any value as one line of at most ``max_chars`` characters (NFKC: full-width letters become ASCII); never
     raises, for inputs that are matched rather than stored."""

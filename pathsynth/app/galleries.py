@@ -49,6 +49,11 @@ def _choices(summaries) -> list[tuple[str, int]]:
              f"{', private' if g.visibility == 'private' else ''})", g.id) for g in summaries]
 
 
+def _dropdown(services, viewer: str | None, **value):
+    """The gallery dropdown's update after a write: the galleries ``viewer`` may see (and ``value=`` to select)."""
+    return gr.update(choices=_choices(services.store.list_galleries(viewer)), **value)
+
+
 def viewer(services, password=None, profile=None, request=None, account=None) -> str | None:
     """Who is looking: the signed-in instructor (their private galleries show too), else None (shared ones only).
     Wrong credentials are not an error here, just a learner's view (the sign-in line says what is wrong)."""
@@ -282,7 +287,7 @@ def gallery_save(services, password, name, description, table, batch, profile: g
     record = store.get_gallery(gallery_id, with_images=False, viewer=instructor)
     private = ", private" if record.visibility == "private" else ""
     return (f"✅ Saved **{ui.escape_md(record.name)}** ({len(items)} images{private}).",
-            gr.update(choices=_choices(store.list_galleries(instructor)), value=gallery_id),
+            _dropdown(services, instructor, value=gallery_id),
             {"id": gallery_id, "name": record.name, "n_items": len(items), "visibility": record.visibility})
 
 
@@ -294,7 +299,7 @@ def gallery_add(services, password, gallery, table, batch, profile: gr.OAuthProf
     key = ui.parse_gallery_key(gallery)
     items = selected_items(table, batch)
     services.store.add_items(key, items, actor=instructor)
-    return f"✅ Added {len(items)} image(s).", gr.update(choices=_choices(services.store.list_galleries(instructor)))
+    return f"✅ Added {len(items)} image(s).", _dropdown(services, instructor)
 
 
 @user_errors(outputs=1, status=0)
@@ -320,7 +325,7 @@ def gallery_rename(services, password, gallery, new_name, profile: gr.OAuthProfi
     record = services.store.get_gallery(key if isinstance(key, int) else new_name, with_images=False,
                                         viewer=instructor)
     return (f"✅ Renamed to **{ui.escape_md(record.name)}**.",
-            gr.update(choices=_choices(services.store.list_galleries(instructor)), value=record.id))
+            _dropdown(services, instructor, value=record.id))
 
 
 @user_errors(outputs=2, status=0)
@@ -333,7 +338,7 @@ def gallery_visibility(services, password, gallery, visibility, profile: gr.OAut
     record = services.store.get_gallery(key, with_images=False, viewer=instructor)
     what = "private: only you see it" if record.visibility == "private" else "shared with everyone"
     return (f"✅ **{ui.escape_md(record.name)}** is now {what}.",
-            gr.update(choices=_choices(services.store.list_galleries(instructor)), value=record.id))
+            _dropdown(services, instructor, value=record.id))
 
 
 @user_errors(outputs=6, status=0)
@@ -347,7 +352,7 @@ def gallery_delete(services, password, gallery, confirm, profile: gr.OAuthProfil
     name = services.store.get_gallery(key, with_images=False, viewer=instructor).name
     services.store.delete_gallery(key, actor=instructor)
     return (f"🗑️ Deleted **{ui.escape_md(name)}**.",
-            gr.update(choices=_choices(services.store.list_galleries(instructor)), value=None), None, "", None,
+            _dropdown(services, instructor, value=None), None, "", None,
             False)
 
 
@@ -371,7 +376,7 @@ def gallery_import(services, password, upload, new_name, profile: gr.OAuthProfil
                                     file_name=files[0].name, actor=instructor)
     record = services.store.get_gallery(gallery_id, with_images=False, viewer=instructor)
     return (f"✅ Imported **{ui.escape_md(record.name)}** ({len(record.items)} images).",
-            gr.update(choices=_choices(services.store.list_galleries(instructor)), value=gallery_id))
+            _dropdown(services, instructor, value=gallery_id))
 
 
 def _upload_message(report) -> str:
@@ -392,7 +397,7 @@ def gallery_upload(services, password, gallery, files, tissue, microns_per_pixel
     key = ui.parse_gallery_key(gallery)
     report = uploads.upload_tiles(services.store, key, services.classifier, uploads.read_paths(_paths(files)),
                                   tissue, microns_per_pixel, instructor)
-    return _upload_message(report), gr.update(choices=_choices(services.store.list_galleries(instructor)))
+    return _upload_message(report), _dropdown(services, instructor)
 
 
 # ------------------------------------------------------------------------------------------------- layout

@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import quiz as Q
 from .. import ui_helpers as ui
+from ..assignments import MODES  # practice or exam, as in assignments
 from ..images import DISPLAY_SIZE, INTERPOLATIONS, SCALE_BAR_STRIP, display_image, side_by_side, stacked
 from ..learning import DIFFICULTIES, pair_examples, practice_tissues, record_from
 from ..learning.challenge import Tile
@@ -26,7 +27,6 @@ from .generate import overlay
 from .progress import LOCAL_NOTE, SPACES_NOTE, on_spaces, optional_learner, progress_store
 
 MAX_QUIZ_QUESTIONS = 30
-MODES = ("practice", "exam")
 ZOOMS = {"1×": 1, "2×": 2, "4×": 4}  # the whole tile (112 µm), its centre half, its centre quarter
 REVIEW_SIZE = DISPLAY_SIZE // 2  # each panel of a missed question in the review
 TICK_SECONDS = 1.0

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..text import clean_choice
 from ..tissues import CONFUSABLE_PAIRS
 
 DIFFICULTIES = ("easy", "mixed", "hard")
@@ -29,10 +30,7 @@ def check_difficulty(value) -> str:
     """``value`` as one of :data:`DIFFICULTIES` (``None``: mixed); ``ValueError`` worded for the UI otherwise."""
     if value is None:
         return "mixed"
-    text = value.strip().lower() if isinstance(value, str) else value
-    if text not in DIFFICULTIES:
-        raise ValueError(f"Difficulty must be easy, mixed or hard, got {str(value)[:40]!r}.")
-    return text
+    return clean_choice(value, DIFFICULTIES, field="Difficulty")
 
 
 def tissue_plan(n: int, wanted: Sequence[int], difficulty: str, rng: np.random.Generator) -> list[int]:
