@@ -271,11 +271,12 @@ def _warm_quiz_services(verifier, classifier, questions: int, per_tissue: int, s
 
 def time_quiz_start(verifier, classifier=None, repeats: int = 10, questions: int = QUIZ_QUESTIONS,
                     generated_share: float = 0.5, per_tissue: int = QUIZ_POOL_PER_TISSUE, seed: int = 0,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, difficulty: str = "mixed") -> dict:
     """Seconds to start a ``questions``-question quiz once the app is warm, the way the Quiz tab does: real tiles
     already explained (``Services.real_sample``), ``generated_share`` of the tiles drawn from a stocked pool of
     verified images, every heatmap in the cache, the first question rendered with its scale bar. The pool is
-    refilled between starts (not timed), as the app's background filler does between learners."""
+    refilled between starts (not timed), as the app's background filler does between learners. ``difficulty``: the
+    quiz's (easy, mixed, hard), as the Quiz tab sends it."""
     from . import quiz as Q
     from .images import display_image
 
@@ -288,7 +289,8 @@ def time_quiz_start(verifier, classifier=None, repeats: int = 10, questions: int
         start = time.perf_counter()
         real = services.real_sample(minimum=2 * questions)
         session = Q.build_quiz(questions, classifier=classifier, verifier=services.images,
-                               generated_share=generated_share, explainer=services.explainer, **real)
+                               generated_share=generated_share, explainer=services.explainer,
+                               difficulty=difficulty, **real)
         for question in session.questions:
             services.explanations.put(question.image, question.answer, question.heatmap)
         display_image(session.questions[0].image)

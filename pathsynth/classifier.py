@@ -22,7 +22,8 @@ from .settings import DEFAULT_CLASSIFIER_DIR
 from .stain import PreparedImage, prepare_image
 from .tissues import NUM_TISSUES
 
-__all__ = ["ModelFileError", "TissueClassifier", "build_resnet18", "fit_temperature", "gradcam_overlay",
+__all__ = ["LogitEnsemble", "ModelFileError", "TissueClassifier", "build_network", "build_resnet18", "model_files",
+           "model_files_present", "fit_temperature", "gradcam_overlay",
            "images_to_tensor", "load_classifier", "probabilities_from_logits"]
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -48,6 +49,63 @@ def build_resnet18(num_classes: int = NUM_TISSUES, small_input: bool = True, kee
         if not keep_maxpool:
             model.maxpool = nn.Identity()
     return model
+
+
+class LogitEnsemble(nn.Module):
+    """Independently trained networks used as one: the mean of their logits (a classic, cheap accuracy gain)."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(x) for member in self.members]).mean(0)
+
+
+def build_network(config: dict) -> nn.Module:
+    """The network a ``config.json`` describes: one ResNet-18, or ``ensemble`` of them with averaged logits."""
+    def resnet() -> nn.Module:
+        return build_resnet18(config.get("num_classes", NUM_TISSUES), config.get("small_input", True),
+                              config.get("keep_maxpool", True))
+
+    count = int(config.get("ensemble", 1))
+    return resnet() if count == 1 else LogitEnsemble([resnet() for _ in range(count)])
+
+
+def weight_file_names(count: int) -> list[str]:
+    """``model.safetensors`` for one network; one file per member for an ensemble (each well under 100 MB)."""
+    return [WEIGHTS_NAME] if count == 1 else [f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
+
+
+def model_files(path: str | Path) -> list[Path]:
+    """The files a classifier directory consists of (``config.json`` first), read from its config when present."""
+    path = Path(path)
+    try:
+        count = int(json.loads((path / CONFIG_NAME).read_text()).get("ensemble", 1))
+    except (OSError, ValueError, AttributeError):
+        count = 1
+    return [path / CONFIG_NAME, *(path / name for name in weight_file_names(count))]
+
+
+def model_files_present(path: str | Path) -> bool:
+    return all(file.is_file() for file in model_files(path))
+
+
+def _load_weights(network: nn.Module, weights_file: Path) -> None:
+    from safetensors.torch import load_file
+
+    if not weights_file.is_file():
+        raise ModelFileError(f"classifier file missing: {weights_file}. Rebuild it with: {REBUILD_COMMAND}")
+    try:
+        state = load_file(str(weights_file))
+    except Exception as error:
+        raise ModelFileError(f"classifier file unreadable ({type(error).__name__}: {error}) in {weights_file.parent}. "
+                             f"Rebuild it with: {REBUILD_COMMAND}") from None
+    try:
+        network.load_state_dict({k: v.float() for k, v in state.items()})
+    except RuntimeError as error:
+        raise ModelFileError(f"classifier weights in {weights_file} do not match the ResNet-18 architecture "
+                             f"({str(error).splitlines()[0]}). Rebuild it with: {REBUILD_COMMAND}") from None
 
 
 def images_to_tensor(images, size: int) -> torch.Tensor:
@@ -79,27 +137,32 @@ class TissueClassifier:
     # --------------------------------------------------------------------------------------- I/O
     @classmethod
     def from_pretrained(cls, path: str | Path = DEFAULT_CLASSIFIER_DIR) -> "TissueClassifier":
-        from safetensors.torch import load_file
-
         path = Path(path)
-        config_file, weights_file = path / CONFIG_NAME, path / WEIGHTS_NAME
-        for file in (config_file, weights_file):
-            if not file.is_file():
-                raise ModelFileError(f"classifier file missing: {file}. Rebuild it with: {REBUILD_COMMAND}")
+        config_file = path / CONFIG_NAME
+        if not config_file.is_file():
+            raise ModelFileError(f"classifier file missing: {config_file}. Rebuild it with: {REBUILD_COMMAND}")
         try:
             config = json.loads(config_file.read_text())
-            state = load_file(str(weights_file))
         except Exception as error:
             raise ModelFileError(f"classifier file unreadable ({type(error).__name__}: {error}) in {path}. "
                                  f"Rebuild it with: {REBUILD_COMMAND}") from None
-        model = build_resnet18(config.get("num_classes", NUM_TISSUES), config.get("small_input", True),
-                               config.get("keep_maxpool", True))
-        try:
-            model.load_state_dict({k: v.float() for k, v in state.items()})
-        except RuntimeError as error:
-            raise ModelFileError(f"classifier weights in {weights_file} do not match the ResNet-18 architecture "
-                                 f"({str(error).splitlines()[0]}). Rebuild it with: {REBUILD_COMMAND}") from None
+        model = build_network(config)
+        networks = model.members if isinstance(model, LogitEnsemble) else [model]
+        for network, name in zip(networks, weight_file_names(len(networks))):
+            _load_weights(network, path / name)
         return cls(model, config)
+
+    @classmethod
+    def ensemble(cls, classifiers) -> "TissueClassifier":
+        """Classifiers trained on the same images as one model (logits averaged; refit the temperature after)."""
+        first = classifiers[0].config
+        for other in classifiers[1:]:
+            if any(not np.allclose(first[key], other.config[key]) for key in ("mean", "std")):
+                raise ValueError("ensemble members must share their input normalisation (same training images)")
+        networks = [member for c in classifiers
+                    for member in (c.model.members if isinstance(c.model, LogitEnsemble) else [c.model])]
+        config = {**first, "ensemble": len(networks), "temperature": 1.0}
+        return cls(LogitEnsemble(networks), config)
 
     def save_pretrained(self, path: str | Path, fp16: bool = True) -> None:
         from safetensors.torch import save_file
@@ -107,9 +170,14 @@ class TissueClassifier:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         dtype = torch.float16 if fp16 else torch.float32
-        # BatchNorm counters stay integer; everything else may be stored in half precision.
-        state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in self.model.state_dict().items()}
-        save_file(state, str(path / WEIGHTS_NAME))
+        networks = self.model.members if isinstance(self.model, LogitEnsemble) else [self.model]
+        for stale in path.glob("model*.safetensors"):  # a single model replacing an ensemble, or the reverse
+            stale.unlink()
+        for network, name in zip(networks, weight_file_names(len(networks))):
+            # BatchNorm counters stay integer; everything else may be stored in half precision.
+            state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous()
+                     for k, v in network.state_dict().items()}
+            save_file(state, str(path / name))
         (path / CONFIG_NAME).write_text(json.dumps(self.config, indent=2))
 
     # --------------------------------------------------------------------------------- inference
@@ -171,11 +239,12 @@ class TissueClassifier:
 
     @torch.no_grad()
     def features(self, images, batch_size: int = 256) -> np.ndarray:
-        """Penultimate-layer (global-average-pooled) features ``(N, 512)``."""
+        """Penultimate-layer (global-average-pooled) features ``(N, 512)``; an ensemble's members side by side."""
         x = images if isinstance(images, torch.Tensor) else images_to_tensor(images, self.input_size)
-        body = nn.Sequential(*list(self.model.children())[:-1])  # everything but the fc layer
-        out = [body(self._normalise(b)).flatten(1) for b in x.split(batch_size)]
-        return torch.cat(out).numpy() if out else np.zeros((0, 512), np.float32)
+        networks = self.model.members if isinstance(self.model, LogitEnsemble) else [self.model]
+        bodies = [nn.Sequential(*list(network.children())[:-1]) for network in networks]  # all but the fc layer
+        out = [torch.cat([body(self._normalise(b)).flatten(1) for body in bodies], 1) for b in x.split(batch_size)]
+        return torch.cat(out).numpy() if out else np.zeros((0, 512 * len(bodies)), np.float32)
 
     def gradcam(self, image, target: int | None = None) -> np.ndarray:
         """Where the model looked for ``target`` (default: the predicted tissue): an HxW map in [0, 1].

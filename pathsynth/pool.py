@@ -7,6 +7,12 @@ lowest CPU priority; once stocked, it explains the images queued ``ahead`` (the 
 (instantly, marked ``VerifiedImage.from_pool``; a tissue whose stock ran out is generated on the spot), seeded ones
 are generated as asked, so a typed seed still reproduces its image.
 
+Hard quizzes ask for *borderline* images (the classifier verified them, but less than ``EASY_CONFIDENCE`` sure), and
+the generator rarely makes one (about 1 verified image in 10, for some tissues almost never): a stock filled in
+order of arrival would seldom hold any. So once stocked, the filler also looks for up to ``borderline`` extra
+borderline images per tissue, spending at most ``HUNT_TRIES`` generator calls on a tissue until one of its borderline
+images is taken (a tissue that never yields one stops costing anything).
+
 :func:`verify_batch` serves concurrent *seeded* requests (e.g. Gradio's ``batch=True``) with one
 ``Verifier.generate(..., seeds=...)`` call: they share every generator batch, and each result is what
 ``verifier.generate([tissue], seed=seed)[0]`` gives alone (same seeds; pixels equal up to batch rounding).
@@ -25,6 +31,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from .learning.difficulty import fits
 from .settings import DEFAULT_POOL_PER_TISSUE
 from .tissues import TISSUE_INDICES, tissue_index
 from .verify import VerifiedImage
@@ -37,6 +44,8 @@ LOWEST_PRIORITY = 19
 EXPLANATION_CACHE_SIZE = 4096  # heatmaps kept (28x28 float32: ~3 KB each): every question of 20 quizzes and more
 
 PREFERENCES = (None, "confident", "borderline")  # which stocked image a request takes (None: the oldest)
+BORDERLINE_SHARE = 4  # default: a quarter of per_tissue extra borderline images per tissue (8 -> 2, under 4 -> 0)
+HUNT_TRIES = 12  # generator calls spent per tissue looking for a borderline image, renewed when one is taken
 
 Explain = Callable[[np.ndarray, int], np.ndarray]  # (image, tissue) -> heatmap in [0, 1] at the image's size
 
@@ -104,12 +113,15 @@ class VerifiedPool:
     """A stock of verified, explained images per tissue, refilled in the background (see the module docstring)."""
 
     def __init__(self, verifier, explainer: Explain | None = None, per_tissue: int = DEFAULT_PER_TISSUE,
-                 fill_batch: int = FILL_BATCH, ahead: Sequence[tuple[np.ndarray, int]] = ()):
-        if per_tissue < 0 or fill_batch < 1:
-            raise ValueError("per_tissue must be at least 0 and fill_batch at least 1")
+                 fill_batch: int = FILL_BATCH, ahead: Sequence[tuple[np.ndarray, int]] = (),
+                 borderline: int | None = None):
+        borderline = per_tissue // BORDERLINE_SHARE if borderline is None else borderline
+        if per_tissue < 0 or fill_batch < 1 or borderline < 0:
+            raise ValueError("per_tissue and borderline must be at least 0 and fill_batch at least 1")
         self.verifier, self.explainer = verifier, explainer
-        self.per_tissue, self.fill_batch = per_tissue, fill_batch
+        self.per_tissue, self.fill_batch, self.borderline = per_tissue, fill_batch, borderline
         self._stock: dict[int, deque] = {t: deque() for t in TISSUE_INDICES}
+        self._hunt_tries = {t: HUNT_TRIES for t in TISSUE_INDICES}  # left per tissue (see the module docstring)
         self._lock = threading.Lock()
         self._wake = threading.Event()  # set when stock was taken (or at stop): the filler looks again
         self._stopped = threading.Event()
@@ -131,6 +143,9 @@ class VerifiedPool:
         with self._lock:
             taken = [replace(_take(self._stock[t], prefer), from_pool=True) if self._stock[t] else None
                      for t in tissues]
+            for item in taken:
+                if item is not None and is_borderline(item):  # worth looking for another one
+                    self._hunt_tries[item.tissue] = HUNT_TRIES
         self._wake.set()
         missing = [i for i, item in enumerate(taken) if item is None]
         if missing:  # stock ran out (or the pool is off): the caller waits for these only
@@ -148,6 +163,11 @@ class VerifiedPool:
         """Images in stock per tissue."""
         with self._lock:
             return {t: len(items) for t, items in self._stock.items()}
+
+    def stocked_where(self, suits: Callable[[VerifiedImage], bool]) -> dict[int, int]:
+        """Images in stock per tissue that ``suits`` accepts (e.g. those that suit a quiz's difficulty)."""
+        with self._lock:
+            return {t: sum(1 for item in items if suits(item)) for t, items in self._stock.items()}
 
     @property
     def full(self) -> bool:
@@ -174,6 +194,22 @@ class VerifiedPool:
             if self._stopped.is_set():
                 break
         return added
+
+    def hunt_borderline(self) -> int:
+        """One generator call for the tissue shortest of borderline images (of those with tries left); a verified
+        borderline result is explained and stocked beyond ``per_tissue``, any other is dropped (the stock is full).
+        Returns the number of generator calls made (0: nothing left to look for)."""
+        counts = self.stocked_where(is_borderline)
+        wanted = [t for t in TISSUE_INDICES if counts[t] < self.borderline and self._hunt_tries[t] > 0]
+        if not wanted:
+            return 0
+        tissue = min(wanted, key=counts.get)
+        self._hunt_tries[tissue] -= 1
+        found = [r for r in self.verifier.generate([tissue]) if r.verified and is_borderline(r)]
+        found = explained(found, self.explainer)  # only the kept ones: an explanation costs more than a try
+        with self._lock:
+            self._stock[tissue].extend(found)
+        return 1
 
     def explain_ahead(self) -> int:
         """Explain the next queued (image, tissue) pair, if any; returns how many were explained (0 or 1)."""
@@ -219,7 +255,7 @@ class VerifiedPool:
         _lower_thread_priority()  # before the first model call: torch's worker threads inherit it
         while not self._stopped.is_set():
             try:
-                added = self.fill_once() or (self.explain_ahead() if self.full else 0)
+                added = self.fill_once() or ((self.explain_ahead() or self.hunt_borderline()) if self.full else 0)
             except Exception:  # the pool is an optimisation: requests fall back to generating on the spot
                 logger.exception("the verified-image pool could not refill; retrying in 30 s")
                 self._stopped.wait(30)
@@ -227,6 +263,11 @@ class VerifiedPool:
             if not added:  # full: wait for takers; nothing passed verification: try again much later
                 self._wake.wait(5.0 if self.full else 30.0)
                 self._wake.clear()
+
+
+def is_borderline(result: VerifiedImage) -> bool:
+    """Whether a verified image suits a hard quiz (``learning.difficulty``: sound, but not a textbook case)."""
+    return fits("hard", float(result.confidence), result.realism)
 
 
 def _take(stock: deque, prefer: str | None) -> VerifiedImage:

@@ -171,6 +171,7 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
     ``difficulty``: ``"mixed"`` (any verified tile, tissues spread evenly), ``"easy"`` (prototypical tiles: high
     classifier confidence and realism) or ``"hard"`` (borderline but still verified tiles, tissues asked in
     confusable pairs); generated tiles that do not suit it are replaced by real ones, as unverified ones are.
+    An unseeded easy or hard quiz asks a pool only for tissues it holds a suitable image for (:func:`split_plan`).
     """
     n, share, wanted = _check_request(n, generated_share, tissues)
     difficulty = check_difficulty(difficulty)
@@ -180,9 +181,12 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
     plan = None if difficulty == "mixed" else tissue_plan(n, wanted, difficulty, rng)
     n_generated = int(round(n * share)) if verifier is not None else 0
     questions, missing = [], []  # missing: tissues whose generated tile was not verified (or did not suit)
-    if n_generated:
-        requested = ([wanted[i] for i in rng.integers(len(wanted), size=n_generated)] if plan is None
-                     else plan[:n_generated])
+    if plan is None:  # mixed: any tissues (the real ones are picked by count)
+        requested = [wanted[i] for i in rng.integers(len(wanted), size=n_generated)] if n_generated else []
+        for_real = []
+    else:  # the tissues a suitable generated tile is likely for, the rest real
+        requested, for_real = split_plan(plan, n_generated, verifier, difficulty, pooled=not reproducible)
+    if requested:
         generation_seed = int(rng.integers(MAX_SEED + 1))
         questions, missing = _generated(verifier, requested, generation_seed if reproducible else None, difficulty,
                                         progress)
@@ -191,7 +195,7 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
         if plan is None:
             picked = _pick_real(n_real, classifier, real_images, real_labels, wanted, rng, real_probabilities)
         else:  # the plan's other tissues, and those a generated tile could not be asked for
-            picked = _pick_real_for(plan[n_generated:] + missing, classifier, real_images, real_labels, wanted, rng,
+            picked = _pick_real_for(for_real + missing, classifier, real_images, real_labels, wanted, rng,
                                     real_probabilities, difficulty)
         for question in picked if real_ids is not None else ():
             question.real_index = int(real_ids[question.real_index])
@@ -224,6 +228,29 @@ def _check_real(real_images, real_labels, real_probabilities, real_ids) -> tuple
     if real_ids is not None and len(real_ids) != len(real_labels):
         raise ValueError("real_ids must give one index per real image")
     return real_images, real_labels
+
+
+def split_plan(plan: list[int], n_generated: int, verifier, difficulty: str,
+               pooled: bool = True) -> tuple[list[int], list[int]]:
+    """(the plan's tissues to ask ``verifier`` for, the rest: real tiles), about ``n_generated`` asked for.
+
+    From a :class:`~pathsynth.pool.VerifiedPool` (``pooled``: an unseeded quiz) only the tissues it holds a stocked
+    image that suits ``difficulty`` for: a borderline generated image is rare, so asking for the plan's first
+    tissues blindly got mostly confident ones (rejected, replaced by real tiles) or, with a tissue's stock empty,
+    one generated on the spot (seconds) only to be rejected. Otherwise the plan's first ``n_generated``."""
+    from .pool import VerifiedPool
+
+    if not (pooled and isinstance(verifier, VerifiedPool)):
+        return plan[:n_generated], plan[n_generated:]
+    ready = verifier.stocked_where(lambda image: fits(difficulty, float(image.confidence), image.realism))
+    generated, real = [], []
+    for tissue in plan:  # the plan is in random order: no tissue is favoured
+        if len(generated) < n_generated and ready[tissue] > 0:
+            ready[tissue] -= 1
+            generated.append(tissue)
+        else:
+            real.append(tissue)
+    return generated, real
 
 
 def _generated(verifier, requested: list[int], seed: int | None, difficulty: str,

@@ -87,7 +87,7 @@ class Services:
         A pool of ``pool_per_tissue`` verified images per tissue (default: ``settings.pool_per_tissue``; 0: none)
         starts filling in the background, so unseeded requests (``services.images``) need not wait for the generator.
         """
-        from .classifier import WEIGHTS_NAME, load_classifier
+        from .classifier import load_classifier, model_files
         from .data import BUNDLED_SAMPLE, load_bundled_sample
         from .gallery import GalleryStore
         from .generators import get_generator
@@ -102,7 +102,7 @@ class Services:
         images, labels = load_bundled_sample()
         verifier = Verifier(generator, classifier, images, labels)
         probabilities = cached_probabilities(classifier, images, settings.home / CACHE_DIR,
-                                             settings.classifier_dir / WEIGHTS_NAME, BUNDLED_SAMPLE)
+                                             *model_files(settings.classifier_dir), BUNDLED_SAMPLE)
         resolver = TissueResolver()
         store = GalleryStore(settings.home, database_url=settings.database_url)
         explanations = ExplanationCache(gradcam_explainer(classifier))  # the pool's heatmaps land in it too
@@ -116,14 +116,27 @@ class Services:
 def quiz_tiles_ahead(labels: np.ndarray, probabilities: np.ndarray, per_tissue: int = REAL_AHEAD_PER_TISSUE,
                      seed: int = 0) -> list[int]:
     """Real tiles to explain ahead, ``per_tissue`` per answer key (the classifier's label), those where it agrees
-    with the dataset preferred (as quizzes prefer them), tissues interleaved so a partial warm-up covers all."""
+    with the dataset preferred (as quizzes prefer them), confident and borderline ones in turn (easy quizzes ask
+    the first, hard ones the second, and a quiz draws only tiles explained ahead once there are enough), tissues
+    interleaved so a partial warm-up covers all."""
+    from .learning.difficulty import fits
+
     answers, rng = probabilities.argmax(1), np.random.default_rng(seed)
     by_tissue = []
     for tissue in range(probabilities.shape[1]):
         candidates = rng.permutation(np.flatnonzero(answers == tissue))
         agreeing = candidates[labels.reshape(-1)[candidates] == tissue]
-        by_tissue.append([*agreeing, *candidates[~np.isin(candidates, agreeing)]][:per_tissue])
+        hard = np.array([fits("hard", probabilities[i, tissue]) for i in agreeing], bool)
+        alternating = _alternate(list(agreeing[~hard]), list(agreeing[hard]))
+        by_tissue.append([*alternating, *candidates[~np.isin(candidates, agreeing)]][:per_tissue])
     return [int(group[k]) for k in range(per_tissue) for group in by_tissue if k < len(group)]
+
+
+def _alternate(first: list, second: list) -> list:
+    """first[0], second[0], first[1], second[1], ... then what is left of the longer list."""
+    pairs = [item for pair in zip(first, second) for item in pair]
+    shorter = min(len(first), len(second))
+    return pairs + first[shorter:] + second[shorter:]
 
 
 def file_digest(*paths: Path) -> str:

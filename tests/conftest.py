@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from pathsynth.classifier import model_files_present
+
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_CLASSIFIER = ROOT / "assets" / "models" / "classifier"
 SHIPPED_GENERATOR = ROOT / "assets" / "models" / "generator"
@@ -29,7 +31,7 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 
 def shipped_models_present() -> bool:
-    return ((SHIPPED_CLASSIFIER / "model.safetensors").is_file() and (SHIPPED_CLASSIFIER / "config.json").is_file()
+    return (model_files_present(SHIPPED_CLASSIFIER)
             and (SHIPPED_GENERATOR / "model_index.json").is_file()
             and (SHIPPED_GENERATOR / "unet" / "diffusion_pytorch_model.safetensors").is_file())
 

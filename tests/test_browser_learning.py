@@ -1,6 +1,7 @@
 """Learning that sticks, in headless Chromium at phone (390 x 844) and desktop width: a quiz question with its
 zoom / enlargement / scale-bar controls, a miss shown beside real examples of both tissues, the review, an exam
-that the server closes when its time runs out, and the learner the browser remembers across reloads.
+that the server closes when its time runs out, and the learner the browser remembers across reloads (in the Quiz,
+My progress and Real or synthetic? tabs).
 
 Screenshots go to ``test-artifacts/`` (gitignored) for a human look: ``learning_{phone,desktop}_*.png``.
 """
@@ -90,6 +91,34 @@ def assert_fits_the_width(page, viewport: dict, *selectors: str) -> None:
         assert box is not None and box["x"] >= -1 and box["x"] + box["width"] <= viewport["width"] + 1, selector
 
 
+def overlap(a: dict, b: dict) -> bool:
+    """Whether two bounding boxes share more than a pixel's sliver."""
+    return (min(a["x"] + a["width"], b["x"] + b["width"]) - max(a["x"], b["x"]) > 1
+            and min(a["y"] + a["height"], b["y"] + b["height"]) - max(a["y"], b["y"]) > 1)
+
+
+def assert_review_is_readable(page, viewport: dict) -> None:
+    """Each missed question's caption lies below its picture, whole (no text clipped) and inside the screen, and no
+    picture or caption overlaps another, nor the gallery's label."""
+    page.wait_for_function("() => [...document.querySelectorAll('#quiz-misses .thumbnail-lg img')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
+    items = page.locator("#quiz-misses .thumbnail-lg")
+    boxes = [page.locator("#quiz-misses label").first.bounding_box()]
+    for k in range(items.count()):
+        picture = items.nth(k).locator("img").first.bounding_box()
+        caption = items.nth(k).locator(".caption-label")
+        text = caption.bounding_box()
+        assert text["y"] >= picture["y"] + picture["height"] - 1, (k, picture, text)  # below, not over, the picture
+        assert text["x"] >= -1 and text["x"] + text["width"] <= viewport["width"] + 1, (k, text)
+        assert caption.evaluate("c => c.scrollWidth <= c.clientWidth + 1 && c.scrollHeight <= c.clientHeight + 1"
+                                " && getComputedStyle(c).opacity === '1'"), k  # not cut off, not faded
+        assert picture["height"] > 100 and picture["width"] > 100, (k, picture)  # a picture, not a sliver
+        boxes += [picture, text]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not overlap(a, b), (a, b)
+
+
 def assert_names_nothing(page, grader_names) -> None:
     """Before an answer, the question image's file name and alt text name no tissue."""
     image = page.locator("#quiz-question img").first
@@ -144,6 +173,7 @@ def test_a_missed_question_beside_real_examples_at_phone_and_desktop_width(brows
     misses = page.locator("#quiz-misses .caption-label")
     assert misses.count() == 2 and "you said" in misses.first.inner_text()
     assert_fits_the_width(page, viewport, "#quiz-summary", "#quiz-misses")
+    assert_review_is_readable(page, viewport)
     page.screenshot(path=str(artifacts_dir / f"learning_{device}_review.png"), full_page=True)
     assert page.dialogs == []
     page.context.close()
@@ -197,4 +227,28 @@ def test_the_browser_remembers_the_learner_across_reloads(browser, running_app, 
     assert other.locator("#quiz-learner textarea, #quiz-learner input").first.input_value() == ""
     assert name_box.input_value() == "Reload Trainee"
     other.context.close()
+    guess_and_flag_under_the_remembered_name(page, artifacts_dir)
     context.close()
+
+
+def guess_and_flag_under_the_remembered_name(page, artifacts_dir) -> None:
+    """After the reload, Real or synthetic? has the remembered name filled in: the guess counts and the flag is
+    accepted without typing it again; the box stays editable, and a new name there reaches the Quiz tab."""
+    page.get_by_role("tab", name="Real or synthetic?").click()
+    box = page.locator("#challenge-learner textarea, #challenge-learner input").first
+    assert box.input_value() == "Reload Trainee" and box.is_editable()
+    page.get_by_role("button", name="Show a tile").click()
+    page.wait_for_function("() => !document.querySelector('#challenge-real').disabled")
+    page.locator("#challenge-real").click()
+    feedback = page.locator("#challenge-feedback")
+    feedback.get_by_text(re.compile(r"Right!|Not this time")).first.wait_for()
+    assert "not counted" not in feedback.inner_text()
+    page.locator("#challenge-flag-note textarea").fill("too blurry to tell")
+    page.locator("#challenge-flag").click()
+    page.locator("#challenge-flag-status").get_by_text("Flagged for the instructors").wait_for()
+    page.screenshot(path=str(artifacts_dir / "learning_desktop_challenge_remembered.png"), full_page=True)
+    box.fill("")
+    box.press_sequentially("Renamed Trainee")  # typed: Gradio's input event (what copies a name) ignores fill()
+    page.get_by_role("tab", name="Quiz").click()
+    page.wait_for_function("() => { const b = document.querySelector('#quiz-learner textarea, #quiz-learner input');"
+                           " return b && b.value === 'Renamed Trainee'; }")

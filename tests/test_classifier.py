@@ -8,12 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from pathsynth.classifier import DEFAULT_CLASSIFIER_DIR, ModelFileError, TissueClassifier, gradcam_overlay
+from pathsynth.classifier import (DEFAULT_CLASSIFIER_DIR, ModelFileError, TissueClassifier, gradcam_overlay,
+                                 model_files_present)
 from pathsynth.data import load_bundled_sample, train_val_split
 from tiny_models import tiny_classifier
 
 REPO = Path(__file__).resolve().parent.parent
-SHIPPED = (DEFAULT_CLASSIFIER_DIR / "model.safetensors").is_file()
+SHIPPED = model_files_present(DEFAULT_CLASSIFIER_DIR)
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,34 @@ def test_save_load_round_trip_gives_identical_predictions(tmp_path, sample):
     images, _ = sample
     assert np.array_equal(clf.predict_proba(images[:8]), again.predict_proba(images[:8]))
     assert clf.features(images[:3]).shape == (3, 512)
+
+
+def test_an_ensemble_averages_its_members_logits_and_round_trips(tmp_path, sample):
+    first, second = tiny_classifier(0), tiny_classifier(1)
+    ensemble = TissueClassifier.ensemble([first, second])
+    images, _ = sample
+    x = torch.from_numpy(images[:6]).permute(0, 3, 1, 2).float() / 255
+    expected = (first.view_logits(x, tta=True) + second.view_logits(x, tta=True)) / 2
+    assert not torch.allclose(first.view_logits(x), second.view_logits(x))
+    assert torch.allclose(ensemble.view_logits(x, tta=True), expected, atol=1e-5)
+    assert ensemble.features(images[:3]).shape == (3, 1024)
+    ensemble.save_pretrained(tmp_path, fp16=False)
+    again = TissueClassifier.from_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["ensemble"] == 2
+    assert sorted(f.name for f in tmp_path.glob("*.safetensors")) == [
+        "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]  # one file per member
+    assert np.array_equal(ensemble.predict_proba(images[:8]), again.predict_proba(images[:8]))
+    assert again.gradcam(images[0]).shape == (28, 28)
+    (tmp_path / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(ModelFileError, match="model-00002-of-00002"):
+        TissueClassifier.from_pretrained(tmp_path)
+
+
+def test_ensemble_members_must_share_their_normalisation():
+    first, second = tiny_classifier(), tiny_classifier()
+    second.config = {**second.config, "mean": [0.1, 0.2, 0.3]}
+    with pytest.raises(ValueError, match="normalisation"):
+        TissueClassifier.ensemble([first, second])
 
 
 def test_gradcam_has_image_size_and_is_not_constant(sample):

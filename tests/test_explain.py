@@ -12,12 +12,13 @@ from pathsynth.classifier import (
     TissueClassifier,
     build_resnet18,
     gradcam_overlay,
+    model_files_present,
 )
 from pathsynth.data import load_bundled_sample, train_val_split
 from pathsynth.explain import attribution_map
 from pathsynth.tissues import tissue_index
 
-SHIPPED = (DEFAULT_CLASSIFIER_DIR / "model.safetensors").is_file()
+SHIPPED = model_files_present(DEFAULT_CLASSIFIER_DIR)
 PATCH = slice(7, 21)  # a 14 px square in the middle: a quarter of the tile
 # (tile tissue, pasted tissue): backgrounds that differ from the patch in colour, texture or both
 PAIRS = [("ADI", "LYM"), ("BACK", "TUM"), ("MUC", "LYM"), ("STR", "TUM"), ("ADI", "DEB"), ("BACK", "NORM"),

@@ -177,6 +177,23 @@ def test_rank_real_puts_suitable_tiles_first_on_scripted_confidences():
     assert check_difficulty(" Hard ") == "hard" and check_difficulty(None) == "mixed"
 
 
+def test_the_real_tiles_explained_ahead_hold_confident_and_borderline_ones_in_turn():
+    from pathsynth.services import quiz_tiles_ahead
+
+    # per tissue: agreeing tiles 0.99, 0.95, 0.97 and 0.7, 0.6 sure, one disagreeing; the hard ones must not be crowded
+    # out (a quiz draws only tiles explained ahead once there are enough)
+    levels = [0.99, 0.95, 0.97, 0.7, 0.6, 0.8]
+    labels = np.repeat(np.arange(NUM_TISSUES), len(levels))
+    probabilities = np.full((len(labels), NUM_TISSUES), 0.001)
+    for i, tissue in enumerate(labels):
+        k = i % len(levels)
+        probabilities[i, tissue if k < 5 else (tissue + 1) % NUM_TISSUES] = levels[k]
+    ahead = quiz_tiles_ahead(labels, probabilities, per_tissue=4)
+    for tissue in TISSUE_INDICES:
+        chosen = [i for i in ahead if labels[i] == tissue and probabilities[i].argmax() == tissue]
+        assert [probabilities[i, tissue] >= 0.9 for i in chosen] == [True, False, True, False]
+
+
 # ------------------------------------------------------------------------------------------ real examples
 
 def scripted_real_sample():
@@ -338,6 +355,8 @@ def test_the_browser_remembers_a_name_and_an_anonymous_id():
     stored = tab.remember_name("Ana", stored)
     assert stored == {"name": "Ana", "anon": anon}
     assert tab.restore_identity(stored)[2:] == ("Ana", "Ana")
+    assert tab.restore_identity(stored, boxes=3)[2:] == ("Ana",) * 3  # Quiz, My progress, Real or synthetic?
+    assert tab.copy_name(1)("Ana") == "Ana" and tab.copy_name(2)("Ana") == ("Ana", "Ana")  # typed in one box
     services = stub_services()
     assert tab.optional_learner(services, "", None, anon) == browser_learner(anon)  # no name: this browser
     assert tab.optional_learner(services, "Ana", None, anon).key == "local:ana"  # a typed name wins

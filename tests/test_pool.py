@@ -174,6 +174,47 @@ def test_the_filler_explains_queued_tiles_once_stocked():
     assert pool.explain_ahead() == 0
 
 
+class ScriptedConfidenceVerifier(StubVerifier):
+    """StubVerifier whose n-th image of a tissue is ``confidences(tissue, n)`` sure of it."""
+
+    def __init__(self, confidences):
+        super().__init__()
+        self.confidences, self.made = confidences, {}
+
+    def generate(self, tissues, seed=None, progress=None):
+        out = super().generate(tissues, seed, progress)
+        for result in out:
+            n = self.made[result.tissue] = self.made.get(result.tissue, -1) + 1
+            result.confidence = self.confidences(result.tissue, n)
+            result.probabilities[result.tissue] = result.confidence
+        return out
+
+
+def test_once_stocked_the_filler_looks_for_borderline_images_within_a_budget():
+    from pathsynth.pool import HUNT_TRIES, is_borderline
+
+    # tissue 5 (MUS) is borderline every other image, tissue 0 (ADI) never, as with the real generator
+    verifier = ScriptedConfidenceVerifier(lambda tissue, n: 0.7 if tissue == 5 and n % 2 else 0.97)
+    explainer = CountingExplainer()
+    pool = VerifiedPool(verifier, explainer, per_tissue=2, fill_batch=9, borderline=1)
+    while pool.fill_once():
+        pass
+    assert pool.stocked_where(is_borderline) == {t: int(t == 5) for t in range(NUM_TISSUES)}  # one came by chance
+    explained = explainer.calls
+    tries = 0
+    while pool.hunt_borderline():
+        tries += 1
+    assert tries == (NUM_TISSUES - 1) * HUNT_TRIES  # every other tissue tried its budget, none found one
+    assert pool.stock() == {t: 2 for t in range(NUM_TISSUES)} and explainer.calls == explained  # misses dropped
+    assert pool.generate([5], prefer="borderline")[0].confidence == 0.7  # a hard quiz takes it ...
+    assert pool.stocked_where(is_borderline)[5] == 0 and pool.hunt_borderline() == 1  # ... renewing the budget
+    while pool.hunt_borderline():
+        pass
+    assert pool.stocked_where(is_borderline)[5] == 1 and pool.stock()[5] == 2  # found again, explained and stocked
+    assert pool.generate([5], prefer="borderline")[0].heatmap is not None
+    assert VerifiedPool(verifier, per_tissue=8).borderline == 2 and VerifiedPool(verifier, per_tissue=1).borderline == 0
+
+
 def test_verify_batch_gives_each_request_what_it_gets_alone():
     verifier = Verifier(tiny_generator(steps=2), tiny_classifier(), threshold=0.0, max_attempts=2)
     tissues, seeds = [0, 3, 8, 8, 5], [11, 12, 13, 14, 15]

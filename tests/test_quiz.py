@@ -385,6 +385,45 @@ def test_the_pool_hands_out_its_most_or_least_certain_image_when_asked():
         pool.generate([2], prefer="sharpest")
 
 
+def scripted_pool(borderline: dict[int, int], confident: dict[int, int]):
+    """A VerifiedPool (never started) stocked by hand: per tissue, ``borderline[t]`` images the classifier is 70 %
+    sure of and ``confident[t]`` it is 97 % sure of; its verifier (a FakeVerifier) records any on-the-spot call."""
+    from pathsynth.pool import VerifiedPool
+
+    pool = VerifiedPool(FakeVerifier(), per_tissue=4)
+    for tissue in range(NUM_TISSUES):
+        for confidence in [0.7] * borderline.get(tissue, 0) + [0.97] * confident.get(tissue, 0):
+            probabilities = [(1 - confidence) / (NUM_TISSUES - 1)] * NUM_TISSUES
+            probabilities[tissue] = confidence
+            pool._stock[tissue].append(VerifiedImage(
+                image=np.full((28, 28, 3), 200 + tissue, np.uint8), tissue=tissue, verified=True, attempts=1, seed=7,
+                probabilities=probabilities, predicted=tissue, confidence=confidence, realism=0.5))
+    return pool
+
+
+def test_hard_quizzes_mix_borderline_images_from_the_pool_with_borderline_real_tiles():
+    # as with the real generator: only some tissues have a borderline image in stock (DEB, MUS, STR, TUM), two have
+    # none at all (ADI, BACK: asking for them would generate on the spot, seconds, only to be rejected)
+    DEB, MUS, STR, TUM = 2, 5, 7, 8
+    pool = scripted_pool(borderline={DEB: 2, MUS: 1, STR: 1, TUM: 1}, confident={t: 2 for t in range(2, NUM_TISSUES)})
+    images, labels, probabilities = scripted_sample([(0.99, 0.7)[i // 9 % 2] for i in range(180)])
+    common = dict(classifier=None, real_images=images, real_labels=labels, real_probabilities=probabilities,
+                  verifier=pool, generated_share=0.5, difficulty="hard")
+    hard = Q.build_quiz(10, **common)  # unseeded: from the pool, as in the app
+    sources = [q.source for q in hard.questions]
+    assert sources.count("generated") == 5 and sources.count("real") == 5  # all five borderline stocked images
+    assert sorted(q.answer for q in hard.questions if q.source == "generated") == [DEB, DEB, MUS, STR, TUM]
+    assert all(0.5 <= confidence_of(q) < 0.9 for q in hard.questions)  # generated and real alike: borderline
+    assert pool.verifier.calls == []  # nothing generated on the spot
+    assert pool.stock() == {0: 0, 1: 0, **{t: 2 for t in range(2, NUM_TISSUES)}}  # the confident ones stay
+    again = Q.build_quiz(10, **common)  # the pool holds no borderline image now: borderline real tiles only
+    assert [q.source for q in again.questions] == ["real"] * 10 and pool.verifier.calls == []
+    assert all(0.5 <= confidence_of(q) < 0.9 for q in again.questions)
+    easy = Q.build_quiz(9, **{**common, "difficulty": "easy", "generated_share": 1.0})  # one of each tissue
+    assert [q.source == "generated" for q in easy.questions] == [q.answer > 1 for q in easy.questions]  # not ADI, BACK
+    assert all(confidence_of(q) >= 0.9 for q in easy.questions) and pool.verifier.calls == []
+
+
 # ------------------------------------------------------------------------------------------ exams
 
 class FakeClock:

@@ -69,6 +69,10 @@ class Config:
     seed: int = 0
     threads: int = 0
     fp16_export: bool = True
+    # Generated images as extra training data (the paper's future work): raw samples of this generator, labelled
+    # with the tissue asked for (not verified: the verifier is the model being trained). 0 = real images only.
+    synthetic_per_class: int = 0
+    generator: str = "assets/models/generator"
 
 
 def parse_config(argv: list[str] | None = None) -> Config:
@@ -83,6 +87,28 @@ def accuracy_and_f1(classifier: TissueClassifier, images: torch.Tensor, labels: 
     return {"accuracy": float((pred == labels).mean()), "macro_f1": float(f1_score(labels, pred, average="macro"))}
 
 
+def synthetic_training_set(cfg: Config, out_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """``synthetic_per_class`` generated images of every tissue, cached in out_dir (same seed, same images)."""
+    from pathsynth.generators.embedded import load_pipeline
+    from pathsynth.tissues import TISSUES
+
+    cache = out_dir / f"synthetic_{cfg.synthetic_per_class}_seed{cfg.seed}.npz"
+    if not cache.exists():
+        pipeline = load_pipeline(cfg.generator)
+        pipeline.set_progress_bar_config(disable=True)
+        images, labels = [], []
+        batches = [(t.index, start) for t in TISSUES for start in range(0, cfg.synthetic_per_class, 50)]
+        for index, start in tqdm(batches, desc="synthetic images"):
+            count = min(50, cfg.synthetic_per_class - start)
+            seeds = [cfg.seed * 1_000_000 + index * 10_000 + start + i for i in range(count)]
+            generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+            images.append(pipeline(index, num_images_per_prompt=count, generator=generators, output_type="uint8").images)
+            labels += [index] * count
+        np.savez_compressed(cache, images=np.concatenate(images), labels=np.array(labels, dtype=np.int64))
+    with np.load(cache) as archive:
+        return to_tensor(archive["images"]), torch.from_numpy(archive["labels"])
+
+
 def main(cfg: Config) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -95,7 +121,11 @@ def main(cfg: Config) -> None:
     train_x, train_y = to_tensor(splits["train"][0]), torch.from_numpy(splits["train"][1])
     val_x, val_y = to_tensor(splits["val"][0]), splits["val"][1]
     mean, std = train_x.mean(dim=(0, 2, 3)).tolist(), train_x.std(dim=(0, 2, 3)).tolist()
-    accelerator.print(f"train {len(train_x)} / val {len(val_x)} images of {cfg.size}px")
+    real_count = len(train_x)
+    if cfg.synthetic_per_class:
+        synthetic_x, synthetic_y = synthetic_training_set(cfg, out_dir)
+        train_x, train_y = torch.cat([train_x, synthetic_x]), torch.cat([train_y, synthetic_y])
+    accelerator.print(f"train {len(train_x)} ({real_count} real) / val {len(val_x)} images of {cfg.size}px")
 
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(train_x, train_y), batch_size=cfg.batch_size,
                                          shuffle=True, drop_last=True)
@@ -149,7 +179,8 @@ def main(cfg: Config) -> None:
     # The last epoch (or its EMA) is shipped: no picking the best epoch on the validation fold, which would flatter it.
     train_seconds = time.time() - started
     candidates = {"last": accelerator.unwrap_model(model), "ema": ema.module}
-    metrics = {"train_seconds": round(train_seconds, 1), "train_images": len(train_x), "val_images": len(val_x),
+    metrics = {"train_seconds": round(train_seconds, 1), "train_images": len(train_x), "real_train_images": real_count,
+               "val_images": len(val_x),
                "device": str(accelerator.device), "torch_threads": torch.get_num_threads()}
     for name, network in candidates.items():
         candidate = TissueClassifier(network.float().cpu().eval(), config)

@@ -31,9 +31,7 @@ Every generated image is checked by a ResNet-18 classifier and a realism test be
 _For education only — not for diagnosis._"""
 CSS = """
 .pixelated img { image-rendering: pixelated; }
-#quiz-misses .caption-label { white-space: normal; max-width: calc(100% - 8px); }
-@media (max-width: 600px) { #quiz-misses .grid-container { grid-template-columns: 1fr !important; } }
-"""  # review captions wrap: the right answer must never be cut off; on phones one review image per row
+""" + quiz.REVIEW_CSS + assignments.MISSED_CSS  # the reviews' captions below their pictures (see quiz.REVIEW_CSS)
 
 
 def build_demo(services: Services) -> gr.Blocks:
@@ -50,14 +48,14 @@ def build_demo(services: Services) -> gr.Blocks:
             with gr.Tab("My progress", id="progress"):
                 progress_name = progress.build(services, anon)
             with gr.Tab("Real or synthetic?", id="challenge"):
-                challenge.build(services)
+                challenge_name = challenge.build(services)
             with gr.Tab("Galleries", id="galleries"):
                 galleries.build(services, demo, quiz_view, tabs)
             with gr.Tab("Assignments", id="assignments"):
                 assignments.build(services)
             with gr.Tab("About", id="about"):
                 about.build(services)
-        progress.wire_identity(demo, identity, anon, quiz_view.learner, progress_name)
+        progress.wire_identity(demo, identity, anon, quiz_view.learner, progress_name, challenge_name)
     return demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
 
 

@@ -27,12 +27,15 @@ from ..tissues import DISPLAY_NAMES
 from .common import MODEL_EVENTS, Refusal, bind, checked_inputs, progress_callback, user_errors
 from .galleries import download_path, instructor_config, require_instructor
 from .progress import learner_for, on_spaces
+from .quiz import REVIEW_CSS
 
 MAX_PER_TISSUE = 10
 MAX_GENERATED = 30  # generated questions per assignment: generation is the slow part
 VIEW_OUTPUTS = 10  # see ``build``: state, header, image, choice, submit, next, feedback, summary, table, message
 MESSAGE = VIEW_OUTPUTS - 1
 RESULT_HEADERS = ["Question", "Right answer", "Your answer", "Correct", "Late"]
+# the most-missed images laid out as the quiz review's: captions below the pictures, never cut off
+MISSED_CSS = REVIEW_CSS.replace("#quiz-misses", "#assignment-missed")
 
 
 @dataclass
@@ -73,7 +76,8 @@ def question_view(attempt: Attempt, feedback: str = "", message: str = "") -> tu
     mode = "exam: your results appear at the end" if attempt.assignment.mode == "exam" else "practice"
     header = (f"### {ui.escape_md(attempt.assignment.title)}: question {index + 1} of {session.total}\n"
               f"_{mode}._{ui.escape_md(_due_note(attempt.assignment))}")
-    return (attempt, header, upscale(session.questions[index].image), gr.update(value=None, interactive=True),
+    return (attempt, header, gr.update(value=upscale(session.questions[index].image), visible=True),
+            gr.update(value=None, interactive=True, visible=True),
             gr.update(interactive=True, visible=True), gr.update(visible=False), feedback, "", None, message)
 
 
@@ -90,7 +94,8 @@ def results_view(attempt: Attempt, message: str = "") -> tuple:
     text = (f"## {ui.escape_md(assignment.title)}: {correct} / {session.total} "
             f"({correct / session.total:.0%})\n\nYour answers are with your instructor."
             + (f" {late} of them came after the due date." if late else ""))
-    return (attempt, "", None, gr.update(value=None, interactive=False), gr.update(visible=False),
+    return (attempt, "", gr.update(value=None, visible=False),  # no question left: no empty picture or choices
+            gr.update(value=None, interactive=False, visible=False), gr.update(visible=False),
             gr.update(visible=False), "", text, rows, message)
 
 
@@ -302,14 +307,15 @@ def _learner_section(services) -> None:
     header = gr.Markdown()
     with gr.Row():
         image = gr.Image(label="Which tissue is this?", format="png", interactive=False, height=DISPLAY_SIZE,
-                         buttons=[], elem_classes="pixelated", elem_id="assignment-question")
+                         buttons=[], elem_classes="pixelated", elem_id="assignment-question", visible=False)
         with gr.Column():
-            choice = gr.Radio(list(DISPLAY_NAMES), label="Your answer", interactive=False)
+            choice = gr.Radio(list(DISPLAY_NAMES), label="Your answer", interactive=False, visible=False,
+                              elem_id="assignment-choice")  # shown with a question
             submit = gr.Button("Submit answer", variant="primary", interactive=False, visible=False)
             next_button = gr.Button("Next question", visible=False)
             feedback = gr.Markdown(elem_id="assignment-feedback")
     summary = gr.Markdown(elem_id="assignment-summary")
-    table = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, label="My answers")
+    table = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, label="My answers", elem_id="assignment-answers")
     view = [state, header, image, choice, submit, next_button, feedback, summary, table, message]
     open_button.click(bind(assignment_open, services), [code, name], view, api_name="assignment_open")
     code.submit(bind(assignment_open, services), [code, name], view, api_visibility="private")
@@ -343,21 +349,23 @@ def _create_section(services, password, account) -> None:
 def _results_section(services, password, account) -> None:
     gr.Markdown("#### Class results")
     with gr.Row():
-        code = gr.Textbox(label="Assignment code", max_length=20, scale=2)
+        code = gr.Textbox(label="Assignment code", max_length=20, scale=2, elem_id="assignment-results-code")
         show = gr.Button("Show results", variant="primary", scale=0)
         export = gr.Button("Download CSV", scale=0)
         listing = gr.Button("List my assignments", scale=0)
     message = gr.Markdown(elem_id="assignment-dashboard-status")
     summary = gr.Markdown(elem_id="assignment-dashboard")
     learners = gr.Dataframe(headers=["Learner", "Login", "Correct", "Answered", "Questions", "Score", "Late"],
-                            interactive=False, label="Who took it")
+                            interactive=False, label="Who took it",
+                            elem_id="assignment-learners")
     with gr.Row():
         tissues = gr.Dataframe(headers=["Tissue", "Correct", "Answered", "Accuracy"], interactive=False,
                                label="Class accuracy per tissue")
-        matrix = gr.Image(label="Class confusion matrix", format="png", interactive=False, buttons=["download"])
-    missed = gr.Gallery(label="Most-missed images", columns=6, height="auto", format="png", interactive=False,
-                        elem_classes="pixelated")
-    file = gr.File(label="Results CSV", interactive=False)
+        matrix = gr.Image(label="Class confusion matrix", format="png", interactive=False, buttons=["download"],
+                          elem_id="assignment-confusion")
+    missed = gr.Gallery(label="Most-missed images", columns=6, height="auto", fit_columns=False, object_fit="contain",
+                        format="png", interactive=False, elem_classes="pixelated", elem_id="assignment-missed")
+    file = gr.File(label="Results CSV", interactive=False, elem_id="assignment-export")
     table = gr.Dataframe(headers=["Code", "Title", "Mode", "Due", "Created by", "Created"], interactive=False,
                          label="Assignments", visible=True)
     show.click(bind(assignment_dashboard, services), [password, code, account],

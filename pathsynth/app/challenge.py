@@ -3,7 +3,8 @@
 The answer key (real or generated, the tissue, the seed) stays on the server in ``gr.State``: the "next tile"
 response carries only the enlarged image (a PNG whose file name is its content hash) and labels that are the
 same for every tile. Votes of an identified learner (the quiz's identity: the login on Spaces, else the typed
-name) are stored for the human realism report in the About tab.
+name, filled in from the name the browser remembers and still editable) are stored for the human realism report
+in the About tab; flags need the same identity.
 """
 
 from __future__ import annotations
@@ -153,8 +154,9 @@ def flag_components(prefix: str):
     return box, note, button, message
 
 
-def build(services) -> None:
-    """The tab's components and events (``challenge_next``, ``challenge_guess``, ``challenge_flag``)."""
+def build(services):
+    """The tab's components and events (``challenge_next``, ``challenge_guess``, ``challenge_flag``); returns the
+    name box, which the browser fills with the learner it remembers (``progress.wire_identity``)."""
     state = gr.State(None)
     gr.Markdown("Can you tell the generator's tiles from real ones? Half of the tiles are real, half synthetic. "
                 f"_{SPACES_NOTE if on_spaces(services) else LOCAL_NOTE}_")
@@ -162,7 +164,7 @@ def build(services) -> None:
         if on_spaces(services):
             gr.LoginButton()
         learner = gr.Textbox(label="Your name (counts your guesses)", visible=not on_spaces(services),
-                             elem_id="challenge-learner")
+                             placeholder="the name you use in the Quiz tab", elem_id="challenge-learner")
         with gr.Column(scale=0, min_width=220):
             next_button = gr.Button("Show a tile", variant="primary")
             status = gr.Markdown(elem_id="challenge-status")
@@ -185,3 +187,4 @@ def build(services) -> None:
     real.click(bind(guess, services), [real, state, learner], guess_outputs, api_name="challenge_guess")
     synthetic.click(bind(guess, services), [synthetic, state, learner], guess_outputs, api_visibility="private")
     flag_button.click(bind(flag, services), [state, note, learner], [flag_message, note], api_name="challenge_flag")
+    return learner

@@ -84,9 +84,9 @@ def browser_secret(home) -> str | None:
         return None
 
 
-def restore_identity(stored):
-    """On page load: (what the browser keeps, this session's anonymous id, the name for each name box). A first
-    visit, or a value that cannot be read, gets a new anonymous id."""
+def restore_identity(stored, boxes: int = 2):
+    """On page load: (what the browser keeps, this session's anonymous id, the name for each of ``boxes`` name
+    boxes). A first visit, or a value that cannot be read, gets a new anonymous id."""
     stored = dict(stored) if isinstance(stored, dict) else {}
     anon = stored.get("anon")
     try:
@@ -94,7 +94,7 @@ def restore_identity(stored):
     except ValueError:
         anon = new_browser_id()
     name = stored.get("name") if isinstance(stored.get("name"), str) else ""
-    return {"name": name, "anon": anon}, anon, name, name
+    return ({"name": name, "anon": anon}, anon, *[name] * boxes)
 
 
 def remember_name(name, stored):
@@ -110,15 +110,23 @@ def identity_components(services):
                             secret=browser_secret(services.settings.home)), gr.State(""))
 
 
-def wire_identity(demo, identity, anon, quiz_name, progress_name) -> None:
-    """Fill the name boxes and the anonymous id from the browser on load; remember a name when it changes, and
-    copy what is typed in one box to the other (``input``: typing only, so the copy never types back)."""
-    demo.load(restore_identity, identity, [identity, anon, quiz_name, progress_name], api_visibility="private",
-              queue=False)
-    for box, other in ((quiz_name, progress_name), (progress_name, quiz_name)):
+def wire_identity(demo, identity, anon, *name_boxes) -> None:
+    """Fill the name boxes (the Quiz, My progress and Real or synthetic? tabs') and the anonymous id from the
+    browser on load; remember a name when it changes, and copy what is typed in one box to the others (``input``:
+    typing only, so a copy never types back)."""
+    demo.load(lambda stored: restore_identity(stored, len(name_boxes)), identity, [identity, anon, *name_boxes],
+              api_visibility="private", queue=False)
+    for box in name_boxes:
+        others = [other for other in name_boxes if other is not box]
         box.change(remember_name, [box, identity], identity, api_visibility="private", queue=False,
                    trigger_mode="always_last")
-        box.input(lambda name: name, box, other, api_visibility="private", queue=False, trigger_mode="always_last")
+        box.input(copy_name(len(others)), box, others, api_visibility="private", queue=False,
+                  trigger_mode="always_last")
+
+
+def copy_name(count: int):
+    """An event function handing the name typed in one box to ``count`` other boxes."""
+    return lambda name: name if count == 1 else (name,) * count
 
 
 def progress_store(services) -> ProgressStore:

@@ -30,6 +30,24 @@ MAX_QUIZ_QUESTIONS = 30
 ZOOMS = {"1×": 1, "2×": 2, "4×": 4}  # the whole tile (112 µm), its centre half, its centre quarter
 REVIEW_SIZE = DISPLAY_SIZE // 2  # each panel of a missed question in the review
 TICK_SECONDS = 1.0
+# The review gallery (#quiz-misses): Gradio lays each caption over the bottom of its picture, in square cells of a
+# fixed-height box, and its label over the first picture; here each caption sits below its picture and wraps (the
+# right answer must never be cut off), cells take the picture's own height, the box grows instead of scrolling, the
+# pictures start below the label, and on phones there is one per row. Only the grid's large thumbnails: the
+# enlarged view's thumbnail strip keeps Gradio's layout (its caption wraps too).
+REVIEW_CSS = """
+#quiz-misses .grid-wrap { max-height: none; min-height: 0; overflow: visible; }
+#quiz-misses .grid-container { padding-top: calc(var(--block-label-text-size) * 2 + 16px);
+  grid-template-rows: none; grid-auto-rows: auto; align-items: start; }
+#quiz-misses .thumbnail-lg { aspect-ratio: auto; height: auto; display: flex; flex-direction: column;
+  overflow: visible; }
+#quiz-misses .thumbnail-lg > img { width: 100%; height: auto; object-fit: contain; }
+#quiz-misses .thumbnail-lg .caption-label { position: static; max-width: none; white-space: normal;
+  overflow: visible; text-overflow: clip; border: 0; border-top: 1px solid var(--border-color-primary);
+  border-radius: 0; opacity: 1; }
+#quiz-misses .preview .caption { white-space: normal; overflow: visible; text-overflow: clip; }
+@media (max-width: 600px) { #quiz-misses .grid-container { grid-template-columns: 1fr !important; } }
+"""
 
 
 @dataclass

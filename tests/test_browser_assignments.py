@@ -1,0 +1,272 @@
+"""An assignment from start to finish in headless Chromium (issue 17): an instructor creates one and reads its
+share code; a learner in a fresh browser (no instructor session) takes it by that code, missing one question on
+purpose, and sees their own result; the instructor's dashboard shows the learner and that score; the CSV downloaded
+through the page has one row per learner x question with the answers given; a learner can reach neither the
+dashboard nor the export, in the page or through the API.
+
+Screenshots go to ``test-artifacts/`` (gitignored) for a human look: ``assignment_*.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+
+import pytest
+
+from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium")]
+
+VIEWPORT = {"width": 1400, "height": 1000}
+TITLE = "Browser assignment: <b>fat</b> & mucus"  # typed by a person: shown as text, never as markup
+TISSUES = ["Adipose tissue", "Mucus"]  # one verified image of each: two questions
+WRONG = "Debris"  # not among TISSUES: answering it is a sure miss, whatever the shuffled order
+LEARNER = "Ada Learner"
+SEED = "2024"
+GALLERY = "Browser assignment gallery"  # tiny models only: see save_gallery
+
+
+@pytest.fixture(scope="module")
+def browser(running_app):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def open_assignments(browser, url: str):
+    """A fresh browser context (its own session: nobody signed in) on the Assignments tab; returns the page and the
+    tab's panel (other tabs hold look-alike fields, so every lookup stays inside it)."""
+    page = browser.new_context(viewport=VIEWPORT, accept_downloads=True).new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.dialogs = []
+    page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(url)
+    page.get_by_role("button", name="Generate verified image").wait_for(state="attached")
+    page.get_by_role("tab", name="Assignments").click()
+    panel = page.locator(".tabitem:visible")
+    panel.get_by_role("button", name="Open assignment").wait_for()
+    return page, panel
+
+
+def open_instructor_tools(panel) -> None:
+    panel.get_by_text("Instructors: create assignments and see class results").click()
+    panel.get_by_role("button", name="Create assignment", exact=True).wait_for()
+
+
+def table_rows(locator) -> list[list[str]]:
+    """The cells of a Gradio dataframe's rows, as shown (its grid: the header row has no grid cells)."""
+    return locator.evaluate("el => [...el.querySelectorAll('[role=grid] [role=row]')]"
+                            ".map(row => [...row.querySelectorAll('[role=gridcell]')].map(c => c.innerText.trim()))"
+                            ".filter(cells => cells.length)")
+
+
+@pytest.fixture(scope="module")
+def instructor(browser, running_app):
+    """The instructor's page, with the instructor tools open and the password typed in."""
+    page, panel = open_assignments(browser, running_app.url)
+    open_instructor_tools(panel)
+    panel.get_by_label("Instructor password").fill(running_app.password)
+    yield page, panel
+    page.context.close()
+
+
+def set_images_per_tissue(panel, count: int) -> None:
+    box = panel.get_by_label("number input for Images per tissue")
+    box.fill(str(count))
+    box.press("Enter")
+
+
+def save_gallery(page, password: str) -> None:
+    """A gallery ``GALLERY`` of one image of each of ``TISSUES``, kept whatever the classifier says, made through
+    the Galleries tab: the tiny test models verify nothing, so no assignment can be generated with them."""
+    page.get_by_role("tab", name="Galleries").click()
+    panel = page.locator(".tabitem:visible")
+    panel.get_by_text("Instructor tools").click()
+    panel.get_by_label("Instructor password").fill(password)
+    panel.get_by_role("button", name="Sign in").click()
+    panel.get_by_text("Signed in as").wait_for()
+    for tissue in TISSUES:
+        page.locator("#batch-tissues").get_by_label(tissue, exact=True).check()
+    set_images_per_tissue(panel, 1)
+    panel.get_by_role("button", name="Generate batch").click()
+    panel.get_by_text(re.compile(fr"\d+ of {len(TISSUES)} images verified")).wait_for()
+    for box in panel.locator("table input[type=checkbox]").all():
+        box.check()
+    panel.get_by_label("New gallery name").fill(GALLERY)
+    panel.get_by_role("button", name="Save as new gallery").click()
+    page.locator("#gallery-info").get_by_text(GALLERY).wait_for()
+    page.get_by_role("tab", name="Assignments").click()
+
+
+@pytest.fixture(scope="module")
+def assignment(running_app, instructor, artifacts_dir) -> dict:
+    """Created through the page from one verified image of each of ``TISSUES`` (tiny models: from a gallery of
+    them); its share code read off the page."""
+    page, panel = instructor
+    if running_app.models == "tiny":
+        save_gallery(page, running_app.password)
+        panel.get_by_label("From gallery (name or id; blank: generate)").fill(GALLERY)
+    else:
+        for tissue in TISSUES:
+            panel.get_by_role("checkbox", name=tissue, exact=True).check()
+        set_images_per_tissue(panel, 1)
+        panel.get_by_label("Seed (optional)").fill(SEED)
+    panel.get_by_label("Title (blank: the gallery's name)").fill(TITLE)
+    panel.get_by_role("button", name="Create assignment", exact=True).click()
+    created = page.locator("#assignment-created")
+    created.get_by_text(re.compile(r"Share code|⚠")).first.wait_for()
+    text = created.inner_text()
+    page.screenshot(path=str(artifacts_dir / "assignment_instructor_create.png"), full_page=True)
+    found = re.search(r"\(practice, (\d+) questions.*\)\. Share code: ([A-Z0-9]{6})$", text.strip())
+    assert found, text
+    assert TITLE in text and created.locator("b", has_text="fat").count() == 0  # the title as text
+    return {"code": found.group(2), "questions": int(found.group(1))}
+
+
+def take_assignment(page, panel, code: str, artifacts_dir) -> list[dict]:
+    """Answer every question: the first with ``WRONG`` (a sure miss), then each with a tissue not yet revealed as
+    an earlier answer (with two tissues, the second is then sure to be right). Returns what was chosen and the
+    verdict shown for each."""
+    panel.locator("#assignment-code").get_by_role("textbox").fill(f" {code.lower()[:3]}-{code.lower()[3:]} ")
+    panel.get_by_label("Your name").fill(LEARNER)
+    question_area = page.locator("#assignment-question, #assignment-choice")
+    assert question_area.count() == 0 or not any(q.is_visible() for q in question_area.all())  # nothing to answer
+    panel.get_by_role("button", name="Open assignment").click()
+    page.locator("#assignment-status").get_by_text(re.compile(r"Opened .* \(\d+ questions\)")).wait_for()
+    remaining, given = list(TISSUES), []
+    while panel.get_by_role("heading", name=re.compile(r"question \d+ of \d+")).count():
+        heading = panel.get_by_role("heading", name=re.compile(r"question \d+ of \d+")).inner_text()
+        number, total = map(int, re.search(r"question (\d+) of (\d+)", heading).groups())
+        assert number == len(given) + 1
+        if number == 1:
+            assert TITLE in heading  # the title as typed
+            page.locator("#assignment-question img").first.wait_for()
+            page.screenshot(path=str(artifacts_dir / "assignment_learner_question.png"), full_page=True)
+        chosen = WRONG if number == 1 else remaining[0]
+        page.locator("#assignment-choice").get_by_text(chosen, exact=True).click()
+        panel.get_by_role("button", name="Submit answer").click()
+        feedback = page.locator("#assignment-feedback")
+        feedback.get_by_text(re.compile(r"Correct!|Not quite")).first.wait_for()
+        right = re.search(r"The answer is (.+?)\.\n", feedback.inner_text() + "\n").group(1)
+        given.append({"question": number, "chosen": chosen, "right": right, "correct": chosen == right})
+        assert ("Correct!" in feedback.inner_text()) == (chosen == right)
+        if right in remaining:
+            remaining.remove(right)
+        if number == 1:
+            page.screenshot(path=str(artifacts_dir / "assignment_learner_feedback.png"), full_page=True)
+        panel.get_by_role("button", name="See my results" if number == total else "Next question").click()
+        if number < total:
+            panel.get_by_role("heading", name=re.compile(fr"question {number + 1} of {total}")).wait_for()
+        else:
+            page.locator("#assignment-summary").get_by_text(re.compile(r"\d+ / \d+")).wait_for()
+    question_area.first.wait_for(state="hidden")  # the results, without an empty picture and answer choices
+    assert not any(q.is_visible() for q in question_area.all())
+    return given
+
+
+def test_the_whole_assignment_flow(browser, running_app, instructor, assignment, artifacts_dir, tmp_path):
+    code, total = assignment["code"], assignment["questions"]
+    assert total == len(TISSUES)  # one question per tissue: none left out as unverified
+
+    learner, panel = open_assignments(browser, running_app.url)  # no instructor session in this context
+    given = take_assignment(learner, panel, code, artifacts_dir)
+    correct = sum(answer["correct"] for answer in given)
+    assert len(given) == total and sorted(a["right"] for a in given) == sorted(TISSUES)
+    assert [a["correct"] for a in given] == [False, True]  # one missed on purpose, one right by elimination
+    summary = learner.locator("#assignment-summary").inner_text()
+    assert f"{correct} / {total} ({correct / total:.0%})" in summary and "<b>fat</b>" in summary
+    learner.locator("#assignment-answers [role=gridcell]").get_by_text(WRONG, exact=True).wait_for()
+    mine = table_rows(learner.locator("#assignment-answers"))
+    assert [row[:4] for row in mine] == [[str(a["question"]), a["right"], a["chosen"], "yes" if a["correct"] else "no"]
+                                         for a in given]
+    learner.screenshot(path=str(artifacts_dir / "assignment_learner_result.png"), full_page=True)
+    assert_refused(learner, panel, code, "Show results")  # the class's results are not the learner's to see
+    assert learner.dialogs == []
+    learner.context.close()
+
+    page, tools = instructor
+    learners = show_dashboard(page, tools, code)
+    assert learners == [[LEARNER, f"local:{LEARNER.lower()}", str(correct), str(total), str(total),
+                         f"{correct / total:.0%}", "0"]], learners
+    missed = page.locator("#assignment-missed")
+    caption = missed.get_by_text(f"Q1: {given[0]['right']}, missed by 1 of 1")  # the only miss, readable
+    caption.wait_for()
+    box, frame = caption.bounding_box(), missed.bounding_box()
+    assert box["width"] > 0 and frame["y"] <= box["y"] and box["y"] + box["height"] <= frame["y"] + frame["height"]
+    tile = missed.locator("img").first.bounding_box()
+    assert tile["width"] < frame["width"] / 3 and abs(tile["width"] - tile["height"]) < 2  # a whole tile, not a crop
+    page.screenshot(path=str(artifacts_dir / "assignment_dashboard.png"), full_page=True)
+
+    rows = download_csv(page, tools, code, tmp_path)
+    assert len(rows) == 1 * total  # one learner x every question
+    assert [(r["assignment"], r["title"], r["learner"], r["question"], r["answer_key"], r["chosen"], r["correct"],
+             r["late"]) for r in rows] == [
+        (code, TITLE, LEARNER, str(a["question"]), a["right"], a["chosen"], "yes" if a["correct"] else "no", "no")
+        for a in given]
+    assert page.dialogs == []
+
+
+def show_dashboard(page, panel, code: str) -> list[list[str]]:
+    """The instructor's class results for ``code``; returns the rows of the "Who took it" table."""
+    panel.locator("#assignment-results-code").get_by_role("textbox").fill(code)
+    panel.get_by_role("button", name="Show results").click()
+    dashboard = page.locator("#assignment-dashboard")
+    dashboard.get_by_text(re.compile(r"1 learner\(s\) · \d+ answer\(s\)")).wait_for()
+    assert code in dashboard.inner_text() and TITLE in dashboard.inner_text()
+    page.locator("#assignment-confusion img").wait_for()
+    page.locator("#assignment-learners [role=gridcell]").get_by_text(LEARNER, exact=True).wait_for()
+    return table_rows(page.locator("#assignment-learners"))
+
+
+def download_csv(page, panel, code: str, folder) -> list[dict]:
+    """Export through the page and download the file the way a person would: by clicking its link."""
+    panel.locator("#assignment-results-code").get_by_role("textbox").fill(code)
+    panel.get_by_role("button", name="Download CSV").click()
+    page.locator("#assignment-dashboard-status").get_by_text(re.compile(r"Results of .*: 1 learner")).wait_for()
+    link = page.locator("#assignment-export a[download]")
+    with page.expect_download() as info:
+        link.click()
+    path = folder / info.value.suggested_filename
+    info.value.save_as(path)
+    assert path.suffix == ".csv" and code in path.name
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def assert_refused(page, panel, code: str, button: str) -> None:
+    """A learner (no password typed) asks for the class's results of ``code``: refused beside the buttons, and
+    nothing about the class or a file to download appears."""
+    open_instructor_tools(panel)
+    panel.locator("#assignment-results-code").get_by_role("textbox").fill(code)
+    panel.get_by_role("button", name=button).click()
+    status = page.locator("#assignment-dashboard-status")
+    status.get_by_text("Instructor password missing or wrong").wait_for()
+    assert "Traceback" not in status.inner_text()
+    assert code not in page.locator("#assignment-dashboard").inner_text()
+    assert LEARNER not in page.locator("#assignment-learners").inner_text()
+    assert page.locator("#assignment-export a[download]").count() == 0
+
+
+def test_a_learner_reaches_neither_the_dashboard_nor_the_export(browser, running_app, assignment, artifacts_dir):
+    """The dashboard is refused to the learner in ``test_the_whole_assignment_flow``; here the export, in a fresh
+    browser, then every instructor endpoint through the API."""
+    from gradio_client.exceptions import AppError
+
+    code = assignment["code"]
+    page, panel = open_assignments(browser, running_app.url)  # a learner: no password typed
+    assert_refused(page, panel, code, "Download CSV")
+    page.screenshot(path=str(artifacts_dir / "assignment_learner_refused.png"), full_page=True)
+    page.context.close()
+
+    client = running_app.client()  # the same endpoints without the page: refused on the server too
+    for api_name, args in (("/assignment_dashboard", (code,)), ("/assignment_export", (code,)),
+                           ("/assignment_list", ())):
+        for password in ("", "a learner's guess"):  # 3 wrong guesses: under the password backoff's free 5
+            with pytest.raises(AppError) as caught:
+                client.predict(password, *args, "", api_name=api_name)
+            assert "password" in str(caught.value).lower(), (api_name, str(caught.value))
