@@ -101,7 +101,7 @@ class Services:
         generator = get_generator(settings=settings)
         images, labels = load_bundled_sample()
         verifier = Verifier(generator, classifier, images, labels)
-        probabilities = cached_probabilities(classifier, images, settings.home / CACHE_DIR,
+        probabilities = cached_probabilities(classifier, images, shared_cache_dir(settings),
                                              *model_files(settings.classifier_dir), BUNDLED_SAMPLE)
         resolver = TissueResolver()
         store = GalleryStore(settings.home, database_url=settings.database_url)
@@ -147,6 +147,18 @@ def file_digest(*paths: Path) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()[:20]
+
+
+def shared_cache_dir(settings: Settings) -> Path:
+    """Where results that depend only on model and data files go: one per-user cache shared by every PathSynth
+    home on the machine (file names carry the inputs' digest), so a second home or a test app starts fast too;
+    ``settings.home`` when no user cache folder can be found."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    try:
+        base = base or (Path.home() / ".cache" if Path.home().is_dir() else None)
+    except (KeyError, RuntimeError):  # no home directory known for this user
+        base = None
+    return Path(base) / "pathsynth" if base else settings.home / CACHE_DIR
 
 
 def cached_probabilities(classifier, images: np.ndarray, cache_dir: Path, *inputs: Path) -> np.ndarray:
