@@ -40,6 +40,17 @@ def page(running_app):
         browser.close()
 
 
+@pytest.fixture(scope="module")
+def browser(running_app):
+    """One Chromium per test module, for tests that open several pages or contexts."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
 def open_tab(page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
 

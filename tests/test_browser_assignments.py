@@ -14,7 +14,7 @@ import re
 
 import pytest
 
-from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
+from test_browser import CHROMIUM, TIMEOUT_MS, browser  # noqa: F401  (browser: the shared fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium")]
@@ -26,16 +26,6 @@ WRONG = "Debris"  # not among TISSUES: answering it is a sure miss, whatever the
 LEARNER = "Ada Learner"
 SEED = "2024"
 GALLERY = "Browser assignment gallery"  # tiny models only: see save_gallery
-
-
-@pytest.fixture(scope="module")
-def browser(running_app):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def open_assignments(browser, url: str):

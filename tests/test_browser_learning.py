@@ -16,22 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
+from test_browser import CHROMIUM, TIMEOUT_MS, browser  # noqa: F401  (browser: the shared fixture)
 
 VIEWPORTS = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1400, "height": 1000}}
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium")]
-
-
-@pytest.fixture(scope="module")
-def browser(running_app):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
