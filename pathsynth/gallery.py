@@ -24,9 +24,15 @@ Students only ever reach ``list_galleries`` and ``get_gallery``.
 
 **Visibility.** A gallery is ``"shared"`` (the default) or ``"private"``: a private gallery is listed, opened
 and written only when the ``viewer``/``actor`` is its ``created_by`` (any case); to anyone else it does not
-exist ("no gallery named ..."). Reads without a ``viewer`` (learners) see shared galleries only. Names stay
-unique across all galleries, private ones included. An assignment made from a private gallery copies its
-images, so learners with the code can still take it (``pathsynth.assignments``).
+exist ("no gallery named ..."). Reads without a ``viewer`` (learners) see shared galleries only. An assignment
+made from a private gallery copies its images, so learners with the code can still take it
+(``pathsynth.assignments``).
+
+**Names** (case-insensitive) are unique among shared galleries and among one owner's private galleries, and a
+write is refused a name only when a gallery its ``actor`` can see has it: another instructor's private gallery
+never blocks a name, so "already exists" reveals nothing private. A viewer can therefore see two galleries of one
+name (their private one and a shared one someone else named so): looking that name up raises
+``AmbiguousGalleryError``, which lists both with their ids; ids always pick one.
 
 Bad input raises ``ValueError`` with a message fit for the UI; an unknown gallery or item raises
 ``GalleryNotFoundError`` (also a ``ValueError``).
@@ -70,6 +76,10 @@ VISIBILITIES = ("shared", "private")  # shared: everyone sees it; private: only 
 
 class GalleryNotFoundError(ValueError):
     """No gallery (or item) with that id or name."""
+
+
+class AmbiguousGalleryError(ValueError):
+    """More than one gallery the viewer can see has that name: they choose by id."""
 
 
 GalleryStoreError = storage.StorageError  # the database is damaged or newer than this PathSynth
@@ -144,6 +154,33 @@ def visible_to(viewer: str | None):
     if not isinstance(viewer, str) or not viewer.strip():
         return shared
     return or_(shared, func.lower(GalleryRow.created_by) == viewer.strip().lower())
+
+
+def _same_person(actor, owner: str) -> bool:
+    return isinstance(actor, str) and bool(actor.strip()) and actor.strip().lower() == owner.strip().lower()
+
+
+def _check_name_free(db: Connection, name: str, actor, other_than: int | None = None) -> None:
+    """Refuse ``name`` when a gallery ``actor`` can see has it (their own, or a shared one). Galleries they cannot
+    see never block it: refusing would reveal that another instructor's private gallery exists."""
+    query = select(GalleryRow.visibility).where(func.lower(GalleryRow.name) == func.lower(name), visible_to(actor))
+    if other_than is not None:  # the gallery being renamed may change the case of its own name
+        query = query.where(GalleryRow.id != other_than)
+    clash = db.scalar(query.order_by(GalleryRow.visibility).limit(1))  # "private" first: the closer clash
+    if clash is not None:
+        mine = " (your private gallery)" if clash == "private" else ""
+        raise ValueError(f"a gallery named {name!r} already exists{mine}")
+
+
+def _ambiguity_message(name: str, found, viewer) -> str:
+    """Which galleries share the name, as the viewer may know them (theirs, or shared by someone)."""
+    def described(row) -> str:
+        whose = "yours" if _same_person(viewer, row.created_by) else f"by {row.created_by or 'an instructor'}"
+        return f"id {row.id} ({row.visibility}, {whose})"
+
+    return (f"{len(found)} galleries named {name.strip()[:MAX_NAME_CHARS]!r} are open to you: "
+            f"{', '.join(described(row) for row in found)}. Choose one by its id (the gallery list tells them "
+            "apart), or rename yours.")
 
 
 def _check_image(image) -> np.ndarray:
@@ -277,12 +314,13 @@ class GalleryStore:
         self.close()
 
     # ------------------------------------------------------------------------------- plumbing
-    def _insert_gallery(self, db: Connection, create: dict, now: str) -> int:
+    def _insert_gallery(self, db: Connection, create: dict, now: str, actor: str) -> int:
+        _check_name_free(db, create["name"], actor)
         try:
             with db.begin_nested():  # a savepoint: PostgreSQL aborts the whole transaction on a violation
                 # an import may bring its own times
                 result = db.execute(insert(GalleryRow).values(**{"created_at": now, "updated_at": now, **create}))
-        except IntegrityError:
+        except IntegrityError:  # a concurrent writer took the name after the check above
             raise ValueError(f"a gallery named {create['name']!r} already exists") from None
         return int(result.inserted_primary_key[0])
 
@@ -314,11 +352,14 @@ class GalleryStore:
                 f"no gallery named {name[:MAX_NAME_CHARS]!r}"
         else:
             raise GalleryNotFoundError(f"galleries are looked up by id or name, got {type(key).__name__}")
-        query = select(GalleryRow.id).where(condition, visible_to(viewer))
-        gallery_id = db.scalar(query.with_for_update() if lock else query)
-        if gallery_id is None:
+        query = (select(GalleryRow.id, GalleryRow.visibility, GalleryRow.created_by)
+                 .where(condition, visible_to(viewer)).order_by(GalleryRow.id))
+        found = db.execute(query.with_for_update() if lock else query).all()
+        if not found:
             raise GalleryNotFoundError(missing)
-        return int(gallery_id)
+        if len(found) > 1:  # only by name: the viewer's private gallery and a shared one
+            raise AmbiguousGalleryError(_ambiguity_message(key, found, viewer))
+        return int(found[0].id)
 
     def _item_gallery(self, db: Connection, item_id, viewer: str | None) -> int:
         """The gallery of an item ``viewer`` may see, its row locked (see ``_gallery_id``)."""
@@ -339,7 +380,7 @@ class GalleryStore:
         now = _now()
         with self.database.write() as db:
             if create is not None:
-                gallery_id = self._insert_gallery(db, create, now)
+                gallery_id = self._insert_gallery(db, create, now, actor)
                 detail = create["name"]
             else:
                 gallery_id = self._gallery_id(db, gallery, lock=True, viewer=actor)
@@ -370,13 +411,16 @@ class GalleryStore:
                                             multiline=True),
                   "created_by": clean_text(created_by, field="Creator", max_chars=MAX_CREATOR_CHARS),
                   "visibility": clean_visibility(visibility)}
+        actor = create["created_by"] if actor is None else actor
         if create["visibility"] == "private" and not create["created_by"]:
             raise ValueError("A private gallery needs its owner (created_by).")
+        if create["visibility"] == "private" and not _same_person(actor, create["created_by"]):
+            raise ValueError("Only its owner can create a private gallery (actor and created_by differ).")
         for key, value in (("created_at", created_at), ("updated_at", updated_at)):
             if value is not None:
                 create[key] = clean_timestamp(value, key)
         prepared = [prepare_item(item) for item in items]
-        gallery_id, _ = self._add(None, prepared, create, create["created_by"] if actor is None else actor, action)
+        gallery_id, _ = self._add(None, prepared, create, actor, action)
         return gallery_id
 
     def add_items(self, gallery, items: Sequence[GalleryItemInput], *, actor: str = "",
@@ -402,17 +446,20 @@ class GalleryStore:
             self._touch(db, gallery_id, description=description)
             record(db, actor, "describe", "gallery", gallery_id)
 
-    def rename_gallery(self, gallery, new_name: str, *, actor: str = "") -> None:
+    def rename_gallery(self, gallery, new_name: str, *, actor: str = "") -> int:
+        """Rename a gallery ``actor`` may see; returns its id (the new name may be ambiguous to someone else)."""
         new_name = clean_name(new_name)
         with self.database.write() as db:
             gallery_id = self._gallery_id(db, gallery, lock=True, viewer=actor)
             old_name = db.scalar(select(GalleryRow.name).where(GalleryRow.id == gallery_id))
+            _check_name_free(db, new_name, actor, other_than=gallery_id)
             try:
                 with db.begin_nested():
                     self._touch(db, gallery_id, name=new_name)
             except IntegrityError:
                 raise ValueError(f"a gallery named {new_name!r} already exists") from None
             record(db, actor, "rename", "gallery", gallery_id, f"{old_name} -> {new_name}")
+        return gallery_id
 
     def set_visibility(self, gallery, visibility: str, *, actor: str) -> None:
         """Make a gallery ``"shared"`` or ``"private"``; only its owner (``created_by``, any case) may."""
@@ -420,10 +467,15 @@ class GalleryStore:
         with self.database.write() as db:
             gallery_id = self._gallery_id(db, gallery, lock=True, viewer=actor)
             row = db.execute(select(GalleryRow.name, GalleryRow.created_by).where(GalleryRow.id == gallery_id)).one()
-            if not actor or row.created_by.lower() != actor.strip().lower():
+            if not _same_person(actor, row.created_by):
                 raise PermissionError(f"Only its owner ({row.created_by or 'nobody'}) can make {row.name!r} "
                                       "private or shared.")
-            self._touch(db, gallery_id, visibility=visibility)
+            _check_name_free(db, row.name, actor, other_than=gallery_id)
+            try:
+                with db.begin_nested():
+                    self._touch(db, gallery_id, visibility=visibility)
+            except IntegrityError:  # a racing writer took the name among the galleries it moves to
+                raise ValueError(f"a {visibility} gallery named {row.name!r} already exists") from None
             record(db, actor, "visibility", "gallery", gallery_id, visibility)
 
     def remove_item(self, item_id: int, *, actor: str = "") -> None:
@@ -506,6 +558,7 @@ def items_from_verified(results, captions: Sequence[str] | None = None) -> list[
     return items
 
 
-__all__ = ["Gallery", "GalleryItem", "GalleryItemInput", "GalleryNotFoundError", "GalleryStore", "GalleryStoreError",
-           "GallerySummary", "PreparedItem", "VISIBILITIES", "clean_caption", "clean_name", "clean_timestamp",
-           "clean_visibility", "decode_png", "default_home", "items_from_verified", "prepare_item", "visible_to"]
+__all__ = ["AmbiguousGalleryError", "Gallery", "GalleryItem", "GalleryItemInput", "GalleryNotFoundError",
+           "GalleryStore", "GalleryStoreError", "GallerySummary", "PreparedItem", "VISIBILITIES", "clean_caption",
+           "clean_name", "clean_timestamp", "clean_visibility", "decode_png", "default_home", "items_from_verified",
+           "prepare_item", "visible_to"]

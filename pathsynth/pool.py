@@ -2,10 +2,13 @@
 
 A :class:`VerifiedPool` keeps a stock of verified images per tissue, each with its explanation heatmap (the
 classifier's Grad-CAM for the verified tissue) already computed, and refills it in one background thread at the
-lowest CPU priority; once stocked, it explains the images queued ``ahead`` (the app's real quiz tiles).
+lowest CPU priority; once stocked, it explains the images queued ``ahead`` (the app's real quiz tiles), and when
+nothing else is left to do those queued ``later`` (the rest of the real sample). Pairs handed to
+:meth:`~VerifiedPool.explain_soon` (a quiz's tiles without a heatmap) come before everything, refills included.
 ``pool.generate(tissues)`` has the interface of ``Verifier.generate``: unseeded requests are served from stock
 (instantly, marked ``VerifiedImage.from_pool``; a tissue whose stock ran out is generated on the spot), seeded ones
-are generated as asked, so a typed seed still reproduces its image.
+are generated as asked, so a typed seed still reproduces its image. ``pool.take(tissues)`` never generates: a
+tissue out of stock gives ``None`` (quizzes then ask a real tile instead, and never wait for a model).
 
 Hard quizzes ask for *borderline* images (the classifier verified them, but less than ``EASY_CONFIDENCE`` sure), and
 the generator rarely makes one (about 1 verified image in 10, for some tissues almost never): a stock filled in
@@ -114,7 +117,7 @@ class VerifiedPool:
 
     def __init__(self, verifier, explainer: Explain | None = None, per_tissue: int = DEFAULT_PER_TISSUE,
                  fill_batch: int = FILL_BATCH, ahead: Sequence[tuple[np.ndarray, int]] = (),
-                 borderline: int | None = None):
+                 borderline: int | None = None, later: Sequence[tuple[np.ndarray, int]] = ()):
         borderline = per_tissue // BORDERLINE_SHARE if borderline is None else borderline
         if per_tissue < 0 or fill_batch < 1 or borderline < 0:
             raise ValueError("per_tissue and borderline must be at least 0 and fill_batch at least 1")
@@ -128,6 +131,8 @@ class VerifiedPool:
         self._thread: threading.Thread | None = None
         # other (image, tissue) pairs to explain once the stock is full: the real quiz tiles (the explainer caches)
         self._ahead = deque(ahead if explainer is not None else ())
+        self._later = deque(later if explainer is not None else ())  # the same, once nothing else is left to do
+        self._urgent: deque = deque()  # pairs to explain before anything else (explain_soon)
 
     # ------------------------------------------------------------------------------------ serving
     def generate(self, tissues: Sequence[int | str], seed: int | None = None, progress=None,
@@ -136,17 +141,10 @@ class VerifiedPool:
         (quiz difficulty) takes the stocked image of each tissue the classifier is most sure of (``"confident"``)
         or least sure of (``"borderline"``) instead of the oldest."""
         tissues = [tissue_index(t) for t in tissues]
-        if prefer not in PREFERENCES:
-            raise ValueError(f"prefer must be one of {PREFERENCES}, got {prefer!r}")
         if seed is not None:
+            _check_preference(prefer)
             return self.make(tissues, seed, progress)
-        with self._lock:
-            taken = [replace(_take(self._stock[t], prefer), from_pool=True) if self._stock[t] else None
-                     for t in tissues]
-            for item in taken:
-                if item is not None and is_borderline(item):  # worth looking for another one
-                    self._hunt_tries[item.tissue] = HUNT_TRIES
-        self._wake.set()
+        taken = self.take(tissues, prefer)
         missing = [i for i, item in enumerate(taken) if item is None]
         if missing:  # stock ran out (or the pool is off): the caller waits for these only
             for i, item in zip(missing, self.make([tissues[i] for i in missing], None, progress)):
@@ -154,6 +152,27 @@ class VerifiedPool:
         elif progress:
             progress(1.0, f"{len(taken)} verified image(s) from the pool")
         return taken
+
+    def take(self, tissues: Sequence[int | str], prefer: str | None = None) -> list[VerifiedImage | None]:
+        """Stocked images only, never the generator: ``None`` for each tissue whose stock ran out (a request that
+        can do without, e.g. a quiz that asks a real tile instead, never waits for a model). Wakes the filler."""
+        tissues = [tissue_index(t) for t in tissues]
+        _check_preference(prefer)
+        with self._lock:
+            taken = [replace(_take(self._stock[t], prefer), from_pool=True) if self._stock[t] else None
+                     for t in tissues]
+            for item in taken:
+                if item is not None and is_borderline(item):  # worth looking for another one
+                    self._hunt_tries[item.tissue] = HUNT_TRIES
+        self._wake.set()
+        return taken
+
+    def explain_soon(self, pairs: Sequence[tuple[np.ndarray, int]]) -> None:
+        """Have the filler explain these (image, tissue) pairs next, before any refill (a quiz's tiles that were
+        not explained ahead: its answers then find their heatmaps ready)."""
+        if self.explainer is not None and pairs:
+            self._urgent.extend(pairs)
+            self._wake.set()
 
     def make(self, tissues: Sequence[int], seed: int | None = None, progress=None) -> list[VerifiedImage]:
         """Generated and explained now (no stock involved)."""
@@ -191,7 +210,7 @@ class VerifiedPool:
             with self._lock:  # unverified tries are never stocked
                 self._stock[tissue].extend(verified)
             added += len(verified)
-            if self._stopped.is_set():
+            if self._stopped.is_set() or self._urgent:  # a quiz waits for explanations: those first
                 break
         return added
 
@@ -211,14 +230,22 @@ class VerifiedPool:
             self._stock[tissue].extend(found)
         return 1
 
-    def explain_ahead(self) -> int:
-        """Explain the next queued (image, tissue) pair, if any; returns how many were explained (0 or 1)."""
+    def explain_ahead(self, queue: deque | None = None) -> int:
+        """Explain the next queued (image, tissue) pair, if any (of ``queue``, by default the pairs given as
+        ``ahead``); returns how many were explained (0 or 1)."""
         try:
-            image, tissue = self._ahead.popleft()
+            image, tissue = (self._ahead if queue is None else queue).popleft()
         except IndexError:
             return 0
         self.explainer(image, tissue)
         return 1
+
+    def explain_urgent(self) -> int:
+        """Explain every pair handed to :meth:`explain_soon`; returns how many."""
+        done = 0
+        while self.explain_ahead(self._urgent):
+            done += 1
+        return done
 
     @property
     def ready(self) -> bool:
@@ -255,7 +282,9 @@ class VerifiedPool:
         _lower_thread_priority()  # before the first model call: torch's worker threads inherit it
         while not self._stopped.is_set():
             try:
-                added = self.fill_once() or ((self.explain_ahead() or self.hunt_borderline()) if self.full else 0)
+                added = (self.explain_urgent() or self.fill_once()
+                         or ((self.explain_ahead() or self.hunt_borderline() or self.explain_ahead(self._later))
+                             if self.full else 0))
             except Exception:  # the pool is an optimisation: requests fall back to generating on the spot
                 logger.exception("the verified-image pool could not refill; retrying in 30 s")
                 self._stopped.wait(30)
@@ -268,6 +297,11 @@ class VerifiedPool:
 def is_borderline(result: VerifiedImage) -> bool:
     """Whether a verified image suits a hard quiz (``learning.difficulty``: sound, but not a textbook case)."""
     return fits("hard", float(result.confidence), result.realism)
+
+
+def _check_preference(prefer: str | None) -> None:
+    if prefer not in PREFERENCES:
+        raise ValueError(f"prefer must be one of {PREFERENCES}, got {prefer!r}")
 
 
 def _take(stock: deque, prefer: str | None) -> VerifiedImage:

@@ -163,8 +163,10 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
     the caller) saves classifying them again. ``seed`` (or ``rng``) makes the quiz reproducible.
 
     ``verifier`` may be a :class:`~pathsynth.pool.VerifiedPool` (same ``generate`` interface): unseeded quizzes
-    then draw ready images instead of generating them. With ``explainer`` (``(image, tissue) -> heatmap``) every
-    question's heatmap is computed now, so answering needs no model call; pooled images bring theirs.
+    then only take ready images (``VerifiedPool.take``) and never wait for the generator: a tissue out of stock
+    is asked as a real tile instead. With ``explainer`` (``(image, tissue) -> heatmap``) every question's heatmap
+    is computed now, so answering needs no model call; pooled images bring theirs. An explainer that only looks
+    heatmaps up may return ``None``: that question's ``heatmap`` stays ``None``.
     ``real_ids``: each real image's index in the whole real sample when ``real_images`` is a subset of it (kept
     as ``Question.real_index``, the tile's provenance in a learner's stored answers); default: its position.
 
@@ -182,8 +184,7 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
     n_generated = int(round(n * share)) if verifier is not None else 0
     questions, missing = [], []  # missing: tissues whose generated tile was not verified (or did not suit)
     if plan is None:  # mixed: any tissues (the real ones are picked by count)
-        requested = [wanted[i] for i in rng.integers(len(wanted), size=n_generated)] if n_generated else []
-        for_real = []
+        requested, for_real = mixed_request(n_generated, wanted, rng, verifier, pooled=not reproducible), []
     else:  # the tissues a suitable generated tile is likely for, the rest real
         requested, for_real = split_plan(plan, n_generated, verifier, difficulty, pooled=not reproducible)
     if requested:
@@ -253,16 +254,43 @@ def split_plan(plan: list[int], n_generated: int, verifier, difficulty: str,
     return generated, real
 
 
+def mixed_request(n_generated: int, wanted: list[int], rng: np.random.Generator, verifier,
+                  pooled: bool = True) -> list[int]:
+    """The tissues a mixed quiz asks ``verifier`` for: ``n_generated`` drawn at random from ``wanted``; from a
+    :class:`~pathsynth.pool.VerifiedPool` (``pooled``: an unseeded quiz) only tissues it has stock of, so none is
+    generated on the spot (fewer when the whole stock runs short: real tiles make up the rest)."""
+    from .pool import VerifiedPool
+
+    if not n_generated:
+        return []
+    if not (pooled and isinstance(verifier, VerifiedPool)):
+        return [wanted[i] for i in rng.integers(len(wanted), size=n_generated)]
+    ready, requested = verifier.stock(), []
+    for _ in range(n_generated):
+        available = [tissue for tissue in wanted if ready[tissue] > 0]
+        if not available:
+            break
+        tissue = available[int(rng.integers(len(available)))]
+        ready[tissue] -= 1
+        requested.append(tissue)
+    return requested
+
+
 def _generated(verifier, requested: list[int], seed: int | None, difficulty: str,
                progress) -> tuple[list[Question], list[int]]:
     """(questions of the verified generated tiles that suit ``difficulty``, the tissues of the others)."""
     from .pool import VerifiedPool
 
     prefer = POOL_PREFERENCE[difficulty]
-    extra = {"prefer": prefer} if prefer and isinstance(verifier, VerifiedPool) else {}
+    if seed is None and isinstance(verifier, VerifiedPool):  # stocked images only: None where a tissue ran out
+        results = verifier.take(requested, prefer)
+    else:
+        extra = {"prefer": prefer} if prefer and isinstance(verifier, VerifiedPool) else {}
+        results = verifier.generate(requested, seed=seed, progress=progress, **extra)
     questions, missing = [], []
-    for tissue, result in zip(requested, verifier.generate(requested, seed=seed, progress=progress, **extra)):
-        if result.verified and fits(difficulty, float(result.confidence), getattr(result, "realism", None)):
+    for tissue, result in zip(requested, results):
+        if result is not None and result.verified and fits(difficulty, float(result.confidence),
+                                                           getattr(result, "realism", None)):
             questions.append(Question(
                 image=to_rgb_uint8(result.image), answer=int(result.tissue), source="generated",
                 true_label=None, seed=int(result.seed), probabilities=[float(p) for p in result.probabilities],
@@ -278,10 +306,12 @@ def _explain_all(questions: list[Question], explainer) -> None:
             heatmap(question, explainer)
 
 
-def heatmap(question: Question, explainer) -> np.ndarray:
-    """The question's heatmap for its answer, computed with ``explainer`` the first time and kept on it."""
+def heatmap(question: Question, explainer) -> np.ndarray | None:
+    """The question's heatmap for its answer, computed with ``explainer`` the first time and kept on it (``None``
+    while an explainer that only looks heatmaps up has none for it)."""
     if question.heatmap is None:
-        question.heatmap = np.asarray(explainer(question.image, question.answer), dtype=np.float32)
+        found = explainer(question.image, question.answer)
+        question.heatmap = None if found is None else np.asarray(found, dtype=np.float32)
     return question.heatmap
 
 

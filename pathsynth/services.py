@@ -2,7 +2,9 @@
 
 ``Services.build(settings)`` loads the classifier, ONE generator (inside the verifier), the free-text resolver,
 the gallery store and the bundled real sample with its classifier probabilities (the quiz's answer keys), and
-by default a pool of verified images made ahead (``pathsynth.pool``, ``$PATHSYNTH_POOL_PER_TISSUE``). The
+by default a pool of verified images made ahead (``pathsynth.pool``, ``$PATHSYNTH_POOL_PER_TISSUE``), whose
+filler also explains the real tiles ahead (a few per tissue first, then the whole sample), so quizzes and answers
+find every heatmap made. The
 probabilities take an 8x-TTA pass over 800 tiles, so they are cached on disk under ``$PATHSYNTH_HOME/cache``,
 keyed by the hashes of the classifier's weight file and of the sample: a restart reads them in milliseconds.
 
@@ -27,7 +29,7 @@ from .settings import Settings
 logger = logging.getLogger(__name__)
 
 CACHE_DIR = "cache"
-REAL_AHEAD_PER_TISSUE = 5  # real quiz tiles explained ahead per tissue (an explanation takes ~3 s on one core)
+REAL_AHEAD_PER_TISSUE = 5  # real quiz tiles explained first per tissue (an explanation takes ~3 s on one core)
 
 
 @dataclass
@@ -107,8 +109,13 @@ class Services:
         store = GalleryStore(settings.home, database_url=settings.database_url)
         explanations = ExplanationCache(gradcam_explainer(classifier))  # the pool's heatmaps land in it too
         per_tissue = settings.pool_per_tissue if pool_per_tissue is None else pool_per_tissue
-        ahead = [(images[i], int(probabilities[i].argmax())) for i in quiz_tiles_ahead(labels, probabilities)]
-        pool = VerifiedPool(verifier, explanations, per_tissue, ahead=ahead).start() if per_tissue else None
+        # real tiles to explain: enough for quizzes to draw explained ones only, first; the rest of the sample later
+        first = quiz_tiles_ahead(labels, probabilities)
+        every, done_first = quiz_tiles_ahead(labels, probabilities, per_tissue=len(labels)), set(first)
+        rest = [i for i in every if i not in done_first]  # each tile once, tissues interleaved
+        pairs = lambda indices: [(images[i], int(probabilities[i].argmax())) for i in indices]  # noqa: E731
+        pool = (VerifiedPool(verifier, explanations, per_tissue, ahead=pairs(first), later=pairs(rest)).start()
+                if per_tissue else None)
         logger.info("models ready after %.1f s (pool: %s per tissue)", time.perf_counter() - started, per_tissue)
         return cls(settings, verifier, resolver, store, images, labels, probabilities, pool, explanations)
 

@@ -16,7 +16,7 @@ from pathsynth.resolver import TissueResolver
 from pathsynth.services import Services, cached_probabilities
 from pathsynth.settings import Settings
 from pathsynth.tissues import DISPLAY_NAMES, NUM_TISSUES
-from pathsynth.pool import VerifiedPool
+from pathsynth.pool import ExplanationCache, VerifiedPool, gradcam_explainer
 from pathsynth.verify import Verifier
 from tiny_models import save_tiny_models, tiny_classifier, tiny_generator
 
@@ -109,6 +109,16 @@ def test_the_demo_builds_with_every_api_name(services):
     assert model_events == {"generate", "quiz_start", "instructor_generate", "challenge_next", "assignment_create"}
 
 
+def test_with_a_pool_no_learner_event_waits_in_the_model_queue(pooled):
+    """Served from the pool, starting a quiz and generating never queue behind generation; answering and moving
+    on never do, pool or not."""
+    queue_of = {fn.api_name: fn.concurrency_id for fn in build_demo(pooled).fns.values() if fn.api_name}
+    model_events = {name for name, queue in queue_of.items() if queue == "model"}
+    assert model_events == {"instructor_generate", "challenge_next", "assignment_create"}
+    learner_events = ("generate", "quiz_start", "quiz_answer", "quiz_next", "quiz_retry", "late_overlay")
+    assert len({queue_of[name] for name in learner_events}) == len(learner_events)  # each its own queue
+
+
 class AcceptingVerifier(Verifier):
     """The real loop and tiny generator; every image passes (random tiny models rarely verify anything)."""
 
@@ -139,6 +149,7 @@ def test_the_app_draws_from_a_pool_by_default(tmp_path):
         assert built.pool is not None and built.images is built.pool and built.pool.per_tissue == 8
         assert built.pool.explainer is built.explainer  # pooled heatmaps land in the answers' cache
         assert 0 < len(built.pool._ahead) <= 45  # real quiz tiles to explain once stocked (5 per answer key)
+        assert len(built.pool._ahead) + len(built.pool._later) == len(built.real_images)  # then every other one
     finally:
         built.pool.stop(timeout=60)
     assert Services.build(settings, pool_per_tissue=0).pool is None
@@ -169,6 +180,68 @@ def test_answering_needs_no_model_call(pooled, monkeypatch):
         assert answered[-1]["correct"] is True and answered[6].shape == (336, 336, 3)  # the overlay, from cache
         quiz.next_question(session)
     assert session.score == 4
+
+
+def forbid_model_calls(services, monkeypatch) -> None:
+    """Every model call (classifier, generator, explanation) raises from now on."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a model call on a request path that must not make one")
+
+    for name in ("gradcam", "predict_proba", "features", "explain"):
+        monkeypatch.setattr(services.classifier, name, forbidden)
+    monkeypatch.setattr(services.generator, "generate", forbidden)
+    monkeypatch.setattr(services.explanations, "explainer", forbidden)
+
+
+def with_real_tiles_explained_ahead(pooled, count: int = 20):
+    """``pooled`` with its own explanation cache, ``count`` real tiles in it (what the pool's filler does)."""
+    cache = ExplanationCache(gradcam_explainer(pooled.classifier))
+    for pair in ((item.image, item.predicted) for stock in pooled.pool._stock.values() for item in stock):
+        cache.put(*pair, pooled.explanations(*pair))
+    answers = pooled.real_probabilities.argmax(1)
+    for i in range(count):
+        cache.put(pooled.real_images[i], answers[i], np.full((28, 28), 0.5, np.float32))
+    return Services(pooled.settings, pooled.verifier, pooled.resolver, pooled.store, pooled.real_images,
+                    pooled.real_labels, pooled.real_probabilities, pooled.pool, cache)
+
+
+def test_from_a_stocked_pool_no_learner_action_calls_a_model(pooled, monkeypatch):
+    ready = with_real_tiles_explained_ahead(pooled)
+    forbid_model_calls(ready, monkeypatch)
+    image, cam, *_, details, _, _, _, status = generate.generate(ready, "Mucus", "", "", True)
+    assert details["from_pool"] is True and cam.shape == (336, 336, 3) and "pool" in status
+    session = quiz.start(ready, 4, 1.0)[0]  # the stock's other 8 tissues: the generated ones come from it
+    assert session.total == 4 and [q.source for q in session.questions].count("generated") == 4
+    for question in list(session.questions):
+        answered = quiz.answer(ready, session, DISPLAY_NAMES[question.answer])
+        assert answered[-1]["correct"] is True and answered[6].shape == (336, 336, 3)  # the overlay, ready
+        assert quiz.late_overlay(ready, session) == gr.skip()  # nothing left to make after the answer
+        quiz.next_question(session, services=ready)
+    ready.pool.take(range(NUM_TISSUES))  # the rest of the class drained the pool
+    mixed = quiz.start(ready, 4, 0.5)[0]  # real tiles (explained ahead) instead of generating on the spot
+    assert [q.source for q in mixed.questions] == ["real"] * 4 and all(q.heatmap is not None for q in mixed.questions)
+    assert "Quiz finished: 4 / 4" in quiz.next_question(session, services=ready)[11]
+
+
+def test_an_answer_without_a_ready_heatmap_shows_it_after_calling_no_model(pooled, monkeypatch):
+    """A gallery quiz's tiles come without heatmaps: the answer shows none rather than wait for the classifier;
+    the event after it (its own queue) makes the map, unless the learner has moved on."""
+    from pathsynth import quiz as Q
+
+    tiles = [np.full((28, 28, 3), 40 * i, np.uint8) for i in range(3)]
+    session = Q.quiz_from_images(tiles, [1, 2, 3], captions=["a", "b", "c"])
+    with monkeypatch.context() as patch:
+        forbid_model_calls(pooled, patch)
+        answered = quiz.answer(pooled, session, "Mucus")
+        assert answered[6] is None and "Not quite" in answered[5]
+    assert len(pooled.pool._urgent) == 0  # nothing queued yet: the answer only looked
+    late = quiz.late_overlay(pooled, session)
+    assert late.shape == (336, 336, 3) and session.questions[0].heatmap is not None
+    assert len(pooled.pool._urgent) == 2  # the quiz's other tiles: explained by the pool's filler next
+    quiz.next_question(session, services=pooled)
+    quiz.answer(pooled, session, "Mucus")
+    session.questions[2].shown_at = 0.0  # ... the learner moved on before the map was made
+    assert quiz.late_overlay(pooled, session) == gr.skip()
 
 
 def test_quizzes_use_real_tiles_already_explained_when_there_are_enough(services):

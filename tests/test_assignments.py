@@ -4,6 +4,7 @@ Every store test runs on SQLite and on PostgreSQL (``storage_url`` in tests/conf
 
 import csv
 import io
+import secrets
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
@@ -150,6 +151,46 @@ def test_learners_are_refused_the_dashboard_export_list_and_create(tmp_path):
     services.store.close()
 
 
+def request():
+    """A request from a fresh address: the password backoff is per account and address, for the whole process."""
+    return SimpleNamespace(client=SimpleNamespace(host=f"test-{secrets.token_hex(4)}"))
+
+
+def test_the_instructor_tools_show_only_after_an_instructor_signs_in(tmp_path):
+    services = services_for(tmp_path)
+    shown = lambda outputs: (outputs[1]["visible"], outputs[2]["visible"])  # noqa: E731 (tools, "Sign out")
+    for password, line in ((None, "Enter the instructor password to create assignments"),
+                           ("a learner's guess", "⚠️ Instructor password missing or wrong")):
+        outputs = tab.assignment_sign_in(services, password, None, request())
+        assert outputs[0].startswith(line) and shown(outputs) == (False, False)
+    outputs = tab.assignment_sign_in(services, PASSWORD, None, request())
+    assert outputs[0] == "✅ Signed in as **instructor**." and shown(outputs) == (True, True)
+    signed_out = tab.assignment_sign_out(3)
+    assert signed_out[0] == "Signed out." and (signed_out[1]["visible"], signed_out[2]["visible"]) == (False, False)
+    assert signed_out[3:] == ("", None, None, None)  # the password forgotten, the results emptied
+    services.store.close()
+
+
+def test_on_spaces_a_listed_login_signs_in_without_a_password(tmp_path, monkeypatch):
+    monkeypatch.setattr(gr, "LoginButton", lambda: None)  # the real one needs a Hugging Face login to build
+    services = services_for(tmp_path, spaces=True)
+    student, prof = SimpleNamespace(username="student"), SimpleNamespace(username="prof")
+    refused = tab.assignment_sign_in(services, "", student, request())
+    assert "not an instructor" in refused[0] and refused[1]["visible"] is False
+    assert tab.assignment_sign_in(services, "", prof, request())[1]["visible"] is True
+    assert sign_in_events(services) == {"click", "submit", "load"}  # a listed login is checked as the page opens
+    services.store.close()
+    assert sign_in_events(services_for(tmp_path / "local")) == {"click", "submit"}
+
+
+def sign_in_events(services) -> set[str]:
+    """The events that run the tab's instructor sign-in."""
+    with gr.Blocks() as demo:
+        tab.build(services)
+    return {event for fn in demo.fns.values() if getattr(fn.fn, "__name__", "") == "assignment_sign_in"
+            for _, event in fn.targets}
+
+
 def test_on_spaces_only_listed_logins_see_results(tmp_path):
     services = services_for(tmp_path, spaces=True)
     make_gallery(services.store)
@@ -231,7 +272,7 @@ def test_a_database_at_revision_0004_is_upgraded_keeping_its_answers(tmp_path, s
         assignment = A.create_from_gallery(store.database, store.get_gallery("Week 1"))
         A.record_answer(store.database, assignment, local_learner("ana"), 0, assignment.questions[0].tissue)
         assert [a.correct for a in A.results(store.database, assignment)] == [True]
-        with store.database.write() as connection:  # and back down cleanly, keeping the learner's answers
+        with storage.migrating(store.database) as connection:  # and back down cleanly, keeping the answers
             command.downgrade(storage.alembic_config(connection), "0004")
             assert not {"assignments", "assignment_questions"} & set(inspect(connection).get_table_names())
             assert "assignment_id" not in {c["name"] for c in inspect(connection).get_columns("answers")}

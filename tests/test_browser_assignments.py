@@ -1,8 +1,9 @@
-"""An assignment from start to finish in headless Chromium (issue 17): an instructor creates one and reads its
-share code; a learner in a fresh browser (no instructor session) takes it by that code, missing one question on
+"""An assignment from start to finish in headless Chromium (issue 17): an instructor signs in, creates one and reads
+its share code; a learner in a fresh browser (no instructor session) takes it by that code, missing one question on
 purpose, and sees their own result; the instructor's dashboard shows the learner and that score; the CSV downloaded
-through the page has one row per learner x question with the answers given; a learner can reach neither the
-dashboard nor the export, in the page or through the API.
+through the page has one row per learner x question with the answers given. A learner sees only the "open by code"
+part (the create form and the class's results show after an instructor signs in, and hide on sign-out) and can
+reach neither the dashboard nor the export through the API either.
 
 Screenshots go to ``test-artifacts/`` (gitignored) for a human look: ``assignment_*.png``.
 """
@@ -13,6 +14,7 @@ import csv
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from test_browser import CHROMIUM, TIMEOUT_MS, browser  # noqa: F401  (browser: the shared fixture)
 
@@ -43,9 +45,29 @@ def open_assignments(browser, url: str):
     return page, panel
 
 
-def open_instructor_tools(panel) -> None:
+INSTRUCTOR_CONTROLS = ("Create assignment", "Show results", "Download CSV", "List my assignments")
+
+
+def open_instructor_section(panel) -> None:
+    """Unfold the instructors' accordion: its sign-in row shows to everyone."""
     panel.get_by_text("Instructors: create assignments and see class results").click()
+    panel.get_by_role("button", name="Sign in", exact=True).wait_for()
+
+
+def sign_in(page, panel, password: str) -> None:
+    open_instructor_section(panel)
+    panel.get_by_label("Instructor password").fill(password)
+    panel.get_by_role("button", name="Sign in", exact=True).click()
+    page.locator("#assignment-sign-in-status").get_by_text("Signed in as").wait_for()
     panel.get_by_role("button", name="Create assignment", exact=True).wait_for()
+
+
+def expect_no_instructor_controls(panel) -> None:
+    """Neither the create form nor the class's results (their buttons and fields) are on the learner's screen."""
+    for name in INSTRUCTOR_CONTROLS:
+        expect(panel.get_by_role("button", name=name, exact=True)).to_be_hidden()
+    expect(panel.get_by_label("Title (blank: the gallery's name)")).to_be_hidden()
+    expect(panel.locator("#assignment-instructor-tools")).to_be_hidden()
 
 
 def table_rows(locator) -> list[list[str]]:
@@ -57,10 +79,9 @@ def table_rows(locator) -> list[list[str]]:
 
 @pytest.fixture(scope="module")
 def instructor(browser, running_app):
-    """The instructor's page, with the instructor tools open and the password typed in."""
+    """The instructor's page, signed in on the Assignments tab (its create form and class results showing)."""
     page, panel = open_assignments(browser, running_app.url)
-    open_instructor_tools(panel)
-    panel.get_by_label("Instructor password").fill(running_app.password)
+    sign_in(page, panel, running_app.password)
     yield page, panel
     page.context.close()
 
@@ -175,7 +196,8 @@ def test_the_whole_assignment_flow(browser, running_app, instructor, assignment,
     assert [row[:4] for row in mine] == [[str(a["question"]), a["right"], a["chosen"], "yes" if a["correct"] else "no"]
                                          for a in given]
     learner.screenshot(path=str(artifacts_dir / "assignment_learner_result.png"), full_page=True)
-    assert_refused(learner, panel, code, "Show results")  # the class's results are not the learner's to see
+    open_instructor_section(panel)
+    expect_no_instructor_controls(panel)  # the class's results are not the learner's to see
     assert learner.dialogs == []
     learner.context.close()
 
@@ -228,31 +250,47 @@ def download_csv(page, panel, code: str, folder) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def assert_refused(page, panel, code: str, button: str) -> None:
-    """A learner (no password typed) asks for the class's results of ``code``: refused beside the buttons, and
-    nothing about the class or a file to download appears."""
-    open_instructor_tools(panel)
-    panel.locator("#assignment-results-code").get_by_role("textbox").fill(code)
-    panel.get_by_role("button", name=button).click()
-    status = page.locator("#assignment-dashboard-status")
+def test_only_a_signed_in_instructor_sees_the_instructor_controls(browser, running_app, artifacts_dir):
+    """A learner sees the code form and the sign-in row, not the create form or the dashboard; a wrong password
+    keeps them hidden with the refusal beside the button; the right one shows them; signing out hides them again
+    and forgets the password."""
+    page, panel = open_assignments(browser, running_app.url)
+    expect(panel.locator("#assignment-code").get_by_role("textbox")).to_be_visible()
+    expect(panel.get_by_role("button", name="Open assignment")).to_be_visible()
+    expect(panel.locator("#assignment-answers")).to_be_hidden()  # their own answers come with their result
+    open_instructor_section(panel)
+    expect_no_instructor_controls(panel)
+    page.screenshot(path=str(artifacts_dir / "assignment_learner_view.png"), full_page=True)
+
+    panel.get_by_label("Instructor password").fill("a learner's guess")
+    panel.get_by_role("button", name="Sign in", exact=True).click()
+    status = page.locator("#assignment-sign-in-status")
     status.get_by_text("Instructor password missing or wrong").wait_for()
     assert "Traceback" not in status.inner_text()
-    assert code not in page.locator("#assignment-dashboard").inner_text()
-    assert LEARNER not in page.locator("#assignment-learners").inner_text()
-    assert page.locator("#assignment-export a[download]").count() == 0
+    expect_no_instructor_controls(panel)
+
+    panel.get_by_label("Instructor password").fill(running_app.password)
+    panel.get_by_label("Instructor password").press("Enter")  # Enter signs in as the button does
+    status.get_by_text("Signed in as").wait_for()
+    for name in INSTRUCTOR_CONTROLS:
+        expect(panel.get_by_role("button", name=name, exact=True)).to_be_visible()
+    expect(panel.get_by_role("button", name="Open assignment")).to_be_visible()  # an instructor can take one too
+    page.screenshot(path=str(artifacts_dir / "assignment_instructor_view.png"), full_page=True)
+
+    panel.get_by_role("button", name="Sign out").click()
+    status.get_by_text("Signed out").wait_for()
+    expect_no_instructor_controls(panel)
+    expect(panel.get_by_label("Instructor password")).to_have_value("")
+    assert page.dialogs == []
+    page.context.close()
 
 
 def test_a_learner_reaches_neither_the_dashboard_nor_the_export(browser, running_app, assignment, artifacts_dir):
-    """The dashboard is refused to the learner in ``test_the_whole_assignment_flow``; here the export, in a fresh
-    browser, then every instructor endpoint through the API."""
+    """The page shows a learner no instructor controls (``test_only_a_signed_in_instructor_sees_the_instructor_
+    controls``); the server refuses every instructor endpoint to a learner calling the API directly."""
     from gradio_client.exceptions import AppError
 
     code = assignment["code"]
-    page, panel = open_assignments(browser, running_app.url)  # a learner: no password typed
-    assert_refused(page, panel, code, "Download CSV")
-    page.screenshot(path=str(artifacts_dir / "assignment_learner_refused.png"), full_page=True)
-    page.context.close()
-
     client = running_app.client()  # the same endpoints without the page: refused on the server too
     for api_name, args in (("/assignment_dashboard", (code,)), ("/assignment_export", (code,)),
                            ("/assignment_list", ())):

@@ -121,6 +121,30 @@ def test_training_script_runs_end_to_end(tmp_path):
     assert (tmp_path / "run" / "log.csv").read_text().count("\n") == 2
 
 
+def test_distillation_runs_and_its_loss_is_zero_only_when_the_student_matches_the_teacher(tmp_path):
+    sys.path.insert(0, str(REPO))
+    from train.classifier import Config, distillation_loss, main
+
+    logits = torch.randn(4, 9)
+    assert float(distillation_loss(logits, logits, 2.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(distillation_loss(logits, logits.flip(0), 2.0)) > 0.01
+    images, labels = load_bundled_sample()
+    keep = np.concatenate([np.where(labels == t)[0][:10] for t in range(9)])
+    data = tmp_path / "tiny.npz"
+    np.savez(data, train_images=images[keep], train_labels=labels[keep, None])
+    main(Config(data=str(data), epochs=1, batch_size=16, out_dir=str(tmp_path / "teacher"), threads=1))
+    main(Config(data=str(data), epochs=1, batch_size=16, out_dir=str(tmp_path / "student"), threads=1,
+                teacher=str(tmp_path / "teacher" / "model")))
+    summary = json.loads((tmp_path / "student" / "model" / "training_summary.json").read_text())
+    assert summary["teacher"].endswith("model") and "val_tta" in summary
+    # A teacher trained on other images (another normalisation) is refused before any training.
+    other = tmp_path / "other"
+    tiny_classifier().save_pretrained(other)
+    with pytest.raises(SystemExit, match="other images"):
+        main(Config(data=str(data), epochs=1, batch_size=16, out_dir=str(tmp_path / "bad"), threads=1,
+                    teacher=str(other)))
+
+
 @pytest.mark.skipif(not SHIPPED, reason="shipped classifier not trained yet")
 def test_shipped_model_scores_well_above_chance_on_unseen_images(sample):
     clf = TissueClassifier.from_pretrained(DEFAULT_CLASSIFIER_DIR)

@@ -20,7 +20,8 @@ from pathsynth import assignments as A
 from pathsynth import cli, exports, instructors, storage
 from pathsynth.app import assignments as assignment_tab
 from pathsynth.app import galleries
-from pathsynth.gallery import DB_NAME, GalleryItemInput, GalleryNotFoundError, GalleryStore
+from pathsynth.gallery import (DB_NAME, AmbiguousGalleryError, GalleryItemInput, GalleryNotFoundError,
+                               GalleryStore)
 from pathsynth.settings import Settings
 from tiny_models import tiny_classifier
 
@@ -349,6 +350,71 @@ def test_learners_and_other_instructors_do_not_see_a_private_gallery_in_the_app(
     assert message.startswith("⚠️") and listed() == ["Open"]
 
 
+def test_another_instructors_private_gallery_never_blocks_a_name(store):
+    """Names clash only with galleries the writer can see, so "already exists" reveals nothing private."""
+    secret = store.create_gallery("Week 1", created_by="ana", items=items(1), visibility="private")
+    store.create_gallery("WEEK 1", created_by="bob", visibility="private")  # bob cannot see ana's
+    other = store.create_gallery("Other", created_by="carol")
+    assert store.rename_gallery(other, "week 1", actor="carol") == other  # a shared name, beside two private ones
+    for refused in (lambda: store.create_gallery("week 1", created_by="ana"),  # ana sees her own and carol's
+                    lambda: store.create_gallery("Week 1", created_by="dan"),  # everyone sees carol's
+                    lambda: store.set_visibility(secret, "shared", actor="ana")):  # shared names are unique
+        with pytest.raises(ValueError, match="already exists"):
+            refused()
+    with pytest.raises(ValueError, match=r"already exists \(your private gallery\)"):
+        store.create_gallery("week 1", created_by="bob", visibility="private")
+    assert [(g.id, g.visibility) for g in store.list_galleries()] == [(other, "shared")]
+    assert store.get_gallery("Week 1").id == other  # learners: the shared one, the only one they see
+
+
+def test_a_name_two_visible_galleries_share_is_ambiguous_and_ids_decide(store):
+    secret = store.create_gallery("Week 1", created_by="ana", items=items(1), visibility="private")
+    shared = store.create_gallery("Week 1", created_by="bob", items=items(2))  # bob cannot know ana's
+    with pytest.raises(AmbiguousGalleryError) as caught:
+        store.get_gallery("week 1", viewer="Ana")
+    assert str(caught.value) == (f"2 galleries named 'week 1' are open to you: id {secret} (private, yours), "
+                                 f"id {shared} (shared, by bob). Choose one by its id (the gallery list tells them "
+                                 "apart), or rename yours.")
+    for write in (lambda: store.add_items("Week 1", items(1), actor="ana"),
+                  lambda: store.delete_gallery("Week 1", actor="ana")):
+        with pytest.raises(AmbiguousGalleryError):
+            write()
+    assert len(store.get_gallery(secret, viewer="ana").items) == 1  # by id: no doubt, and nothing was written
+    assert store.get_gallery("Week 1", viewer="bob").id == shared == store.get_gallery("Week 1").id
+    store.rename_gallery(secret, "Week 1 (mine)", actor="ana")
+    assert store.get_gallery("week 1", viewer="ana").id == shared
+
+
+def test_only_the_owner_creates_a_private_gallery(store):
+    with pytest.raises(ValueError, match="Only its owner"):
+        store.create_gallery("Theirs", created_by="ana", visibility="private", actor="bob")
+    assert store.list_galleries("ana") == []
+
+
+def test_the_app_neither_leaks_nor_guesses_between_same_named_galleries(services, tmp_path):
+    galleries.gallery_save(services, ANA, "Week 1", "", None, batch(1), None, request(), "ana", "private")
+    saved = galleries.gallery_save(services, BOB, "week 1", "", None, batch(2), None, request(), "bob")
+    assert saved[0].startswith("✅ Saved")  # not "already exists": ana's gallery is hers alone
+    again = galleries.gallery_save(services, BOB, "Week 1", "", None, batch(1), None, request(), "bob")[0]
+    assert again.startswith("⚠️") and "already exists" in again  # bob's own gallery: his to know about
+    ana = (ANA, None, request(), "ana")
+    choices = galleries.gallery_list(services, *ana)[0]["choices"]
+    assert [label for label, _ in choices] == ["Week 1 (1 image, private)", "week 1 (2 images, by bob)"]
+    quiz = galleries.gallery_quiz(services, "week 1", *ana)[-1]
+    assert quiz.startswith("⚠️") and "2 galleries named" in quiz and "Choose one by its id" in quiz
+    assert galleries.gallery_quiz(services, choices[1][1], *ana)[0].total == 2  # the dropdown sends ids
+    created = assignment_tab.assignment_create(services, ANA, "T", "exam", "", "Week 1", None, 1, "", None,
+                                               request(), None, "ana")[0]
+    assert created.startswith("⚠️") and "Choose one by its id" in created
+    (tmp_path / "bob.zip").write_bytes(exports.export_zip(services.store.get_gallery("week 1")))
+    imported = galleries.gallery_import(services, ANA, str(tmp_path / "bob.zip"), "", None, request(), "ana")[0]
+    assert imported.startswith("⚠️") and "already exists" in imported  # a shared name: everyone sees it
+    renamed = galleries.gallery_import(services, BOB, str(tmp_path / "bob.zip"), "Week 2", None, request(), "bob")
+    assert renamed[0].startswith("✅ Imported")
+    moved = galleries.gallery_rename(services, BOB, renamed[1]["value"], "WEEK 1 ", None, request(), "bob")[0]
+    assert moved.startswith("⚠️") and "already exists" in moved
+
+
 # ------------------------------------------------------------------------------------------ migration 0006
 
 def test_a_database_at_revision_0005_is_upgraded_to_0006(tmp_path, storage_url):
@@ -362,13 +428,13 @@ def test_a_database_at_revision_0005_is_upgraded_to_0006(tmp_path, storage_url):
     database.dispose()
     with GalleryStore(tmp_path, database_url=storage_url) as store:  # opening upgrades to head
         with store.database.read() as connection:
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0006"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() >= "0006"
             assert {"instructors", "audit_log"} <= set(inspect(connection).get_table_names())
         assert [(g.name, g.visibility) for g in store.list_galleries()] == [("Week 1", "shared")]  # as before
         instructors.create_account(store.database, "ana", ANA)
         store.rename_gallery("Week 1", "Week one", actor="ana")
         assert actions(store.database) == [("cli", "create", "account"), ("ana", "rename", "gallery")]
-        with store.database.write() as connection:  # and back down cleanly, keeping the galleries
+        with storage.migrating(store.database) as connection:  # and back down cleanly, keeping the galleries
             command.downgrade(storage.alembic_config(connection), "0005")
             assert not {"instructors", "audit_log"} & set(inspect(connection).get_table_names())
             assert "visibility" not in {c["name"] for c in inspect(connection).get_columns("galleries")}

@@ -1,5 +1,7 @@
 """The pool of verified images and the batched verify loop (pathsynth.pool)."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -172,6 +174,52 @@ def test_the_filler_explains_queued_tiles_once_stocked():
     assert all(cache.get(image, tissue) is not None for image, tissue in tiles)
     assert explainer.calls == NUM_TISSUES + len(tiles)  # the stock's heatmaps and the queued ones, once each
     assert pool.explain_ahead() == 0
+
+
+def test_take_hands_out_stock_only_and_never_calls_a_model():
+    verifier, explainer = StubVerifier(), CountingExplainer()
+    pool = filled_pool(verifier, 1, explainer)
+    calls, explained = len(verifier.calls), explainer.calls
+    taken = pool.take([2, 2, 7])
+    assert taken[0].tissue == 2 and taken[0].from_pool and taken[0].heatmap is not None
+    assert taken[1] is None and taken[2].tissue == 7  # tissue 2 ran out: nothing made on the spot
+    assert len(verifier.calls) == calls and explainer.calls == explained
+    assert pool.stock()[2] == 0 and pool._wake.is_set()  # the filler is told to refill
+    with pytest.raises(ValueError, match="prefer"):
+        pool.take([1], prefer="sharpest")
+
+
+def test_tiles_to_explain_soon_come_before_any_refill():
+    explained = []
+    cache = ExplanationCache(lambda image, tissue: explained.append(int(image[0, 0, 0])) or np.zeros((28, 28)))
+    verifier = StubVerifier()
+    pool = VerifiedPool(verifier, cache, per_tissue=1, fill_batch=9)
+    tiles = [(np.full((28, 28, 3), 250 - i, np.uint8), i) for i in range(2)]  # unlike any stocked image
+    pool.explain_soon(tiles)
+    assert pool.fill_once() == 1 and len(verifier.calls) == 1  # a refill round stops at once for them
+    pool.start()
+    try:
+        assert pool.wait_full(timeout=30, ahead=True)
+    finally:
+        pool.stop(timeout=10)
+    assert explained[1:3] == [250, 249]  # the filler's first work: the queued tiles, then the refill
+    assert all(cache.get(image, tissue) is not None for image, tissue in tiles)
+
+
+def test_tiles_queued_for_later_are_explained_once_nothing_else_is_left():
+    explained = []
+    cache = ExplanationCache(lambda image, tissue: explained.append(int(image[0, 0, 0])) or np.zeros((28, 28)))
+    first, rest = ([(np.full((28, 28, 3), value, np.uint8), 1) for value in values] for values in ((250, 249), (248,)))
+    pool = VerifiedPool(StubVerifier(), cache, per_tissue=1, fill_batch=9, ahead=first, later=rest, borderline=0)
+    pool.start()
+    try:
+        assert pool.wait_full(timeout=30, ahead=True)
+        deadline = time.monotonic() + 30
+        while cache.get(*rest[0]) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        pool.stop(timeout=10)
+    assert explained[NUM_TISSUES:] == [250, 249, 248]  # the stock, the tiles ahead, then the later ones
 
 
 class ScriptedConfidenceVerifier(StubVerifier):

@@ -19,6 +19,7 @@ from pathsynth.app import progress as P
 from pathsynth.app import quiz as quiz_tab
 from pathsynth.gallery import DB_NAME, GalleryStore
 from pathsynth.learning import AnswerRecord, ProgressStore, hf_learner, local_learner
+from pathsynth.pool import ExplanationCache
 from pathsynth.settings import Settings
 from pathsynth.tissues import DISPLAY_NAMES, tissue_index
 
@@ -105,8 +106,9 @@ def png_bytes() -> bytes:
 
 def fake_services(home, storage_url, spaces: bool):
     env = {"PATHSYNTH_HOME": str(home), **({"SPACE_ID": "someone/pathsynth"} if spaces else {})}
+    explainer = ExplanationCache(lambda image, tissue: np.zeros(image.shape[:2], np.float32))
     return SimpleNamespace(settings=Settings.from_env(env), store=GalleryStore(home, database_url=storage_url),
-                           explainer=lambda image, tissue: np.zeros(image.shape[:2], np.float32))
+                           explainer=explainer, explanations=explainer)
 
 
 def play(services, answers: list[tuple[str, str]], name=None, profile=None):

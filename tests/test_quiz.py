@@ -424,6 +424,21 @@ def test_hard_quizzes_mix_borderline_images_from_the_pool_with_borderline_real_t
     assert all(confidence_of(q) >= 0.9 for q in easy.questions) and pool.verifier.calls == []
 
 
+def test_an_unseeded_mixed_quiz_takes_only_stocked_images_and_never_waits_for_the_generator():
+    # a class drained the pool: two tissues left in stock, one image each
+    pool = scripted_pool(borderline={}, confident={3: 1, 6: 1})
+    images, labels, probabilities = scripted_sample([0.95] * 90)
+    common = dict(classifier=None, real_images=images, real_labels=labels, real_probabilities=probabilities,
+                  verifier=pool, generated_share=1.0)
+    session = Q.build_quiz(6, **common)
+    generated = sorted(q.answer for q in session.questions if q.source == "generated")
+    assert generated == [3, 6] and session.total == 6  # what the stock held; real tiles make up the rest
+    assert pool.verifier.calls == [] and pool.stock() == {t: 0 for t in range(NUM_TISSUES)}
+    assert [q.source for q in Q.build_quiz(4, **common).questions] == ["real"] * 4 and pool.verifier.calls == []
+    Q.build_quiz(2, seed=3, **common)  # a seeded quiz stays reproducible: generated from its seed
+    assert pool.verifier.calls and pool.verifier.calls[-1][1] is not None
+
+
 # ------------------------------------------------------------------------------------------ exams
 
 class FakeClock:

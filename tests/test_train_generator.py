@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from tiny_models import tiny_classifier, tiny_pipeline
 
 REPO = Path(__file__).resolve().parent.parent
@@ -19,6 +20,17 @@ def run_training(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
+
+
+def test_boost_multiplies_the_sampling_weight_of_the_named_tissues():
+    sys.path.insert(0, str(REPO))
+    from train.generator import tissue_boosts
+
+    boosts = tissue_boosts("MUS=2, str=1.5")
+    assert boosts[5] == 2.0 and boosts[7] == 1.5 and boosts.sum() == 9 - 2 + 3.5
+    assert (tissue_boosts("") == 1).all()
+    with pytest.raises(KeyError):
+        tissue_boosts("liver=2")
 
 
 def test_warm_start_accumulates_steps_and_draws_the_realism_curve(tmp_path):

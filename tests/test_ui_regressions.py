@@ -213,6 +213,8 @@ def test_a_gallery_quiz_shows_the_instructors_captions(page, running_app):
     page.locator("#quiz-choice").get_by_text("Mucus", exact=True).click()
     page.get_by_role("button", name="Submit answer").click()
     page.locator("#quiz-feedback").get_by_text(re.compile(r"Look at the pale lakes [12]")).wait_for()
+    # a gallery's tiles come without a heatmap: the answer did not wait for one; the map follows it
+    page.locator("#quiz-cam img").wait_for(timeout=180_000)
     page.screenshot(path=str(SHOTS / "gallery_quiz_caption.png"), full_page=True)
 
 

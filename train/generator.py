@@ -35,7 +35,7 @@ from transformers import HfArgumentParser
 from pathsynth.data import RandomDihedral, load_training_data, to_tensor
 from pathsynth.generators.embedded import (NULL_CLASS, PathSynthPipeline, build_inference_scheduler,
                                            build_unet)
-from pathsynth.tissues import NUM_TISSUES
+from pathsynth.tissues import NUM_TISSUES, tissue_index
 
 
 @dataclass
@@ -67,6 +67,7 @@ class Config:
     init_from: str = ""  # warm start: a saved pipeline (e.g. assets/models/generator), so training time accumulates
     bf16: bool = True  # bf16 autocast: ~1.4x faster on CPUs with AVX512-BF16, and on GPUs
     balance: float = 0.5  # sampling weight ~ class_count**-balance: 0 = as in the data, 1 = every tissue equal
+    boost: str = ""  # extra sampling weight for tissues the realism test still catches, e.g. "MUS=2,STR=1.5"
     snapshot_every: int = 1000  # save the EMA pipeline for the realism-vs-steps curve (0 = never)
     evaluator: str = "assets/models/evaluator"  # network for the realism curve at each snapshot ("" = no curve)
     realism_per_class: int = 40  # generated images per tissue for each curve point
@@ -124,12 +125,22 @@ def record_realism(cfg: Config, out_dir: Path) -> float:
     return time.time() - started
 
 
+def tissue_boosts(spec: str) -> np.ndarray:
+    """Per-tissue sampling multipliers from "MUS=2,STR=1.5" (any name the catalogue resolves)."""
+    boosts = np.ones(NUM_TISSUES)
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, factor = item.partition("=")
+        boosts[tissue_index(name.strip())] = float(factor)
+    return boosts
+
+
 def make_loader(cfg: Config, accelerator: Accelerator) -> torch.utils.data.DataLoader:
     """Real training images as [-1, 1] tensors; the validation fold stays out of training."""
     images, labels = load_training_data(cfg.data, cfg.size, fold=cfg.fold)["train"]
     accelerator.print(f"training on {len(images)} images of {cfg.size}px, classes {np.bincount(labels).tolist()}")
     # Rare tissues (normal mucosa: ~60 images) are drawn more often, so the model sees their morphology.
     weights = np.bincount(labels, minlength=NUM_TISSUES).astype(float)[labels] ** -cfg.balance
+    weights *= tissue_boosts(cfg.boost)[labels]
     sampler = torch.utils.data.WeightedRandomSampler(weights, num_samples=len(labels), replacement=True)
     dataset = torch.utils.data.TensorDataset(to_tensor(images) * 2 - 1, torch.from_numpy(labels))
     return torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler,

@@ -2,10 +2,12 @@
 see the class's results (who took it, scores, accuracy per tissue, confusions, most-missed images, CSV).
 
 The learner is who the Quiz tab saves answers for (the login on Spaces, else the typed name) and sees only their
-own answers. Every instructor handler re-checks the credentials on the server (``require_instructor``), exactly as
-the galleries' write actions do (the account name is the last input, after Gradio's own arguments). An assignment
-from a gallery needs the gallery to be visible to the instructor (a private one: its owner's); learners with the
-code can take it whatever the gallery's visibility, since its questions are a copy.
+own answers (shown with their result). The instructor's create form and class results show only after an
+instructor signs in, and hide again on sign-out or a wrong password. That is for clarity, not security: every
+instructor handler re-checks the credentials on the server (``require_instructor``), exactly as the galleries' write
+actions do (the account name is the last input, after Gradio's own arguments). An assignment from a gallery needs
+the gallery to be visible to the instructor (a private one: its owner's); learners with the code can take it
+whatever the gallery's visibility, since its questions are a copy.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from ..images import DISPLAY_SIZE, upscale
 from ..learning import accuracy_per_tissue, confusion
 from ..learning.progress import Learner
 from ..tissues import DISPLAY_NAMES
-from .common import MODEL_EVENTS, Refusal, bind, checked_inputs, progress_callback, user_errors
-from .galleries import download_path, instructor_config, require_instructor
+from .common import MODEL_EVENTS, Refusal, bind, checked_inputs, progress_callback, user_errors, warning_line
+from .galleries import download_path, instructor_config, require_instructor, sign_in_view
 from .progress import learner_for, on_spaces
 from .quiz import REVIEW_CSS
 
@@ -78,7 +80,8 @@ def question_view(attempt: Attempt, feedback: str = "", message: str = "") -> tu
               f"_{mode}._{ui.escape_md(_due_note(attempt.assignment))}")
     return (attempt, header, gr.update(value=upscale(session.questions[index].image), visible=True),
             gr.update(value=None, interactive=True, visible=True),
-            gr.update(interactive=True, visible=True), gr.update(visible=False), feedback, "", None, message)
+            gr.update(interactive=True, visible=True), gr.update(visible=False), feedback, "",
+            gr.update(value=None, visible=False), message)  # the learner's answers show with the results
 
 
 def results_view(attempt: Attempt, message: str = "") -> tuple:
@@ -96,7 +99,7 @@ def results_view(attempt: Attempt, message: str = "") -> tuple:
             + (f" {late} of them came after the due date." if late else ""))
     return (attempt, "", gr.update(value=None, visible=False),  # no question left: no empty picture or choices
             gr.update(value=None, interactive=False, visible=False), gr.update(visible=False),
-            gr.update(visible=False), "", text, rows, message)
+            gr.update(visible=False), "", text, gr.update(value=rows, visible=True), message)
 
 
 @user_errors(outputs=VIEW_OUTPUTS, status=MESSAGE)
@@ -273,26 +276,68 @@ def assignment_export(services, password, code, profile: gr.OAuthProfile | None 
     return path, f"⬇️ Results of {ui.escape_md(assignment.title)}: {learners} learner(s)."
 
 
+# ------------------------------------------------------------------------------------------------- sign-in
+
+SIGN_IN_PURPOSE = "to create assignments and see class results"
+
+
+@user_errors(outputs=3, status=0)
+def assignment_sign_in(services, password, profile: gr.OAuthProfile | None = None, request: gr.Request = None,
+                       account=None):
+    """Show the create form and class results for right instructor credentials; hide them otherwise (a wrong
+    password also hides what an earlier sign-in showed). Outputs: the sign-in line, the tools, "Sign out"."""
+    try:
+        line, tools = sign_in_view(services, password, profile, request, account, SIGN_IN_PURPOSE)
+    except PermissionError as error:
+        return warning_line(str(error)), gr.update(visible=False), gr.update(visible=False)
+    return line, tools, gr.update(visible=tools.get("visible", False))
+
+
+def assignment_sign_out(n_shown: int):
+    """Hide the instructor tools, forget the typed password and empty what they showed (the class's results stay
+    off a shared screen); the server keeps no session to end."""
+    return ("Signed out.", gr.update(visible=False), gr.update(visible=False), "",
+            *([None] * n_shown))
+
+
 # ------------------------------------------------------------------------------------------------- layout
 
-def build(services) -> None:
-    """The tab's components and events: taking an assignment, then the instructor's tools."""
+def build(services, demo: gr.Blocks | None = None) -> None:
+    """The tab's components and events: taking an assignment for everyone; the instructor's tools behind a sign-in
+    (``demo``: the app, to sign a listed Hugging Face login in on page load on Spaces)."""
     gr.Markdown("Open an assignment with the code your instructor gave you. Every learner gets the same questions; "
                 "your answers go to your instructor.")
     _learner_section(services)
     with gr.Accordion("Instructors: create assignments and see class results", open=False):
-        config = instructor_config(services)
-        if not config.enabled:
-            gr.Markdown(f"🔒 {config.disabled_message}")
-        if config.on_spaces:
-            gr.LoginButton()
-        with gr.Row():
-            account = gr.Textbox(label="Instructor account", max_length=40, visible=config.accounts,
-                                 placeholder="blank: the shared password" if config.password else "")
-            password = gr.Textbox(label="Instructor password", type="password",
-                                  visible=bool(config.password) or config.accounts)
-        _create_section(services, password, account)
-        _results_section(services, password, account)
+        _instructor_section(services, demo)
+
+
+def _instructor_section(services, demo) -> None:
+    config = instructor_config(services)
+    if not config.enabled:
+        gr.Markdown(f"🔒 {config.disabled_message}")
+    if config.on_spaces:
+        gr.LoginButton()
+    with gr.Row(visible=config.enabled):
+        account = gr.Textbox(label="Instructor account", max_length=40, visible=config.accounts, scale=2,
+                             placeholder="blank: the shared password" if config.password else "")
+        password = gr.Textbox(label="Instructor password", type="password", scale=3,
+                              visible=bool(config.password) or config.accounts)
+        sign_in = gr.Button("Sign in", scale=0, elem_id="assignment-sign-in")
+        sign_out = gr.Button("Sign out", scale=0, visible=False, elem_id="assignment-sign-out")
+    signed_in = gr.Markdown(elem_id="assignment-sign-in-status")
+    with gr.Column(visible=False, elem_id="assignment-instructor-tools") as tools:
+        shown = _create_section(services, password, account) + _results_section(services, password, account)
+    outputs = [signed_in, tools, sign_out]
+    handler = bind(assignment_sign_in, services)
+    sign_in.click(handler, [password, account], outputs, api_visibility="private")
+    for box in (password, account):
+        box.submit(handler, [password, account], outputs, api_visibility="private")
+    sign_out.click(lambda: assignment_sign_out(len(shown)), None, [*outputs, password, *shown],
+                   api_visibility="private", queue=False)
+    demo = demo if demo is not None else gr.context.Context.root_block
+    if config.on_spaces and demo is not None:  # a listed Hugging Face login is signed in as the page opens
+        demo.load(handler, [password, account], outputs, api_visibility="private")
 
 
 def _learner_section(services) -> None:
@@ -315,7 +360,8 @@ def _learner_section(services) -> None:
             next_button = gr.Button("Next question", visible=False)
             feedback = gr.Markdown(elem_id="assignment-feedback")
     summary = gr.Markdown(elem_id="assignment-summary")
-    table = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, label="My answers", elem_id="assignment-answers")
+    table = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, label="My answers", elem_id="assignment-answers",
+                         visible=False)  # shown with the learner's results
     view = [state, header, image, choice, submit, next_button, feedback, summary, table, message]
     open_button.click(bind(assignment_open, services), [code, name], view, api_name="assignment_open")
     code.submit(bind(assignment_open, services), [code, name], view, api_visibility="private")
@@ -323,7 +369,8 @@ def _learner_section(services) -> None:
     next_button.click(assignment_next, state, view, api_name="assignment_next")
 
 
-def _create_section(services, password, account) -> None:
+def _create_section(services, password, account) -> list:
+    """The create form; returns what it shows (emptied on sign-out)."""
     gr.Markdown("#### Create an assignment\nFrom a gallery (its images, shuffled once), or from new verified images "
                 "of the tissues you tick.")
     with gr.Row():
@@ -344,9 +391,12 @@ def _create_section(services, password, account) -> None:
     create.click(checked_inputs(bind(assignment_create, services), inputs, {per_tissue: "a number"}),
                  [*inputs, account], [message, created], api_name="assignment_create", preprocess=False,
                  **MODEL_EVENTS)
+    return [message, created]
 
 
-def _results_section(services, password, account) -> None:
+def _results_section(services, password, account) -> list:
+    """The class results: dashboard, CSV and the list of assignments; returns what it shows (emptied on
+    sign-out)."""
     gr.Markdown("#### Class results")
     with gr.Row():
         code = gr.Textbox(label="Assignment code", max_length=20, scale=2, elem_id="assignment-results-code")
@@ -373,3 +423,4 @@ def _results_section(services, password, account) -> None:
     export.click(bind(assignment_export, services), [password, code, account], [file, message],
                  api_name="assignment_export")
     listing.click(bind(assignment_list, services), [password, account], [table, message], api_name="assignment_list")
+    return [message, summary, learners, tissues, matrix, missed, file, table]

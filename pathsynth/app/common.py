@@ -7,6 +7,7 @@ import inspect
 import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,29 @@ from gradio import processing_utils
 from gradio.data_classes import GradioRootModel
 
 from ..errors import DataUnavailableError, ModelFileError
+from ..images import INTERPOLATIONS
 from ..ui_helpers import escape_md
 
 logger = logging.getLogger("pathsynth.app")
 
 MODEL_CONCURRENCY = 2  # generation is CPU-bound: more parallel runs only slow each other down
 MODEL_EVENTS = {"concurrency_id": "model", "concurrency_limit": MODEL_CONCURRENCY}  # one queue for model work
+# Model work that an event served from the pool must do after all (a typed seed, a tissue out of stock) waits here,
+# so those events need not sit in the "model" queue behind generation when the pool has what they ask for.
+model_slots = threading.BoundedSemaphore(MODEL_CONCURRENCY)
+
+
+def pool_served_events(services) -> dict:
+    """Queue settings for an event that serves ready images from the pool (quiz start, Generate): an own queue
+    (Gradio's default limit), never behind generation; the "model" queue when there is no pool to serve from."""
+    return MODEL_EVENTS if services.pool is None else {}
+
+
+def check_interpolation(interpolation) -> str:
+    """An enlargement setting from a tab's controls ("pixel-exact" or "smooth"); ``ValueError`` otherwise."""
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"Enlargement must be {' or '.join(INTERPOLATIONS)}, got {str(interpolation)[:20]!r}.")
+    return interpolation
 
 
 def save_pil_to_cache_atomically(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:

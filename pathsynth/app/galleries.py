@@ -45,8 +45,17 @@ VISIBILITY_CHOICES = [("Shared: every instructor and learner sees it", "shared")
 # ------------------------------------------------------------------------------------------------ reading
 
 def _choices(summaries) -> list[tuple[str, int]]:
-    return [(f"{g.name} ({g.n_items} image{'s' if g.n_items != 1 else ''}"
-             f"{', private' if g.visibility == 'private' else ''})", g.id) for g in summaries]
+    """Dropdown entries (label, id). A name listed twice (the viewer's private gallery and someone's shared one)
+    names the shared one's owner too, so the two read differently."""
+    names = [g.name.lower() for g in summaries]
+    choices = []
+    for g in summaries:
+        if g.visibility == "private":
+            whose = ", private"
+        else:
+            whose = f", by {g.created_by or 'an instructor'}" if names.count(g.name.lower()) > 1 else ""
+        choices.append((f"{g.name} ({g.n_items} image{'s' if g.n_items != 1 else ''}{whose})", g.id))
+    return choices
 
 
 def _dropdown(services, viewer: str | None, **value):
@@ -201,18 +210,24 @@ def require_instructor(services, password, profile, request, account=None) -> st
     return name
 
 
-@user_errors(outputs=2, status=0)
-def instructor_sign_in(services, password, profile: gr.OAuthProfile | None = None, request: gr.Request = None,
-                       account=None):
-    """Check instructor credentials and reveal the instructor tools (the tools re-check on every write)."""
+def sign_in_view(services, password, profile, request, account, purpose: str) -> tuple[str, dict]:
+    """The sign-in line and whether the instructor tools show: shown only for right credentials (the tools
+    re-check them on every write); ``purpose`` ends the prompt ("to create or edit galleries")."""
     config = instructor_config(services)
     if not config.enabled:
         return f"🔒 {config.disabled_message}", gr.update(visible=False)
     if not password and profile is None:
         what = "your instructor account name and password" if config.accounts else "the instructor password"
-        return f"Enter {what} to create or edit galleries.", gr.update(visible=False)
+        return f"Enter {what} {purpose}.", gr.update(visible=False)
     name = require_instructor(services, password, profile, request, account)
     return f"✅ Signed in as **{ui.escape_md(name)}**.", gr.update(visible=True)
+
+
+@user_errors(outputs=2, status=0)
+def instructor_sign_in(services, password, profile: gr.OAuthProfile | None = None, request: gr.Request = None,
+                       account=None):
+    """Check instructor credentials and reveal the instructor tools (the tools re-check on every write)."""
+    return sign_in_view(services, password, profile, request, account, "to create or edit galleries")
 
 
 def _batch_rows(batch) -> list[list]:
@@ -320,10 +335,8 @@ def gallery_rename(services, password, gallery, new_name, profile: gr.OAuthProfi
                    request: gr.Request = None, account=None):
     """Rename the chosen gallery (instructors only)."""
     instructor = require_instructor(services, password, profile, request, account)
-    key = ui.parse_gallery_key(gallery)
-    services.store.rename_gallery(key, new_name, actor=instructor)
-    record = services.store.get_gallery(key if isinstance(key, int) else new_name, with_images=False,
-                                        viewer=instructor)
+    gallery_id = services.store.rename_gallery(ui.parse_gallery_key(gallery), new_name, actor=instructor)
+    record = services.store.get_gallery(gallery_id, with_images=False, viewer=instructor)
     return (f"✅ Renamed to **{ui.escape_md(record.name)}**.",
             _dropdown(services, instructor, value=record.id))
 

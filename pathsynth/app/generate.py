@@ -9,7 +9,8 @@ from ..classifier import gradcam_overlay
 from ..images import DISPLAY_SIZE, INTERPOLATIONS, display_image, upscale
 from ..resolver import NOT_UNDERSTOOD_BELOW, tissue_from_text
 from ..tissues import ABBREVIATIONS, DISPLAY_NAMES, NUM_TISSUES
-from .common import MODEL_EVENTS, Refusal, bind, progress_callback, user_errors
+from .common import (Refusal, bind, check_interpolation, model_slots, pool_served_events, progress_callback,
+                     user_errors)
 
 
 def resolution_outputs(resolution) -> tuple[str, dict, dict]:
@@ -73,15 +74,31 @@ def _resolve_for_generation(services, text):
     return None, message, candidates, tissue_update, status
 
 
-def _check_interpolation(interpolation) -> str:
-    if interpolation not in INTERPOLATIONS:
-        raise Refusal(f"Enlargement must be {' or '.join(INTERPOLATIONS)}, got {str(interpolation)[:20]!r}.")
-    return interpolation
-
-
 def shown(image, interpolation="pixel-exact", scale_bar=False):
     """The generated tile as displayed: enlarged pixel-exact or smooth, with a scale bar when asked."""
-    return display_image(image, 1, _check_interpolation(interpolation) == "smooth", bool(scale_bar))
+    return display_image(image, 1, check_interpolation(interpolation) == "smooth", bool(scale_bar))
+
+
+def verified_image(services, tissue: int, seed: int | None, on_progress=None):
+    """One verified image of ``tissue``: unseeded, taken ready from the pool when it has one (no model call, no
+    wait); otherwise generated now, at most ``MODEL_CONCURRENCY`` at a time (``model_slots``). A typed seed is
+    generated as asked, so it reproduces its image. ``on_progress``: ``(fraction, message)`` while generating."""
+    if seed is None and services.pool is not None:
+        ready = services.pool.take([tissue])[0]
+        if ready is not None:
+            return ready
+    source = services.images if seed is None else services.verifier
+    with model_slots:
+        return source.generate([tissue], seed=seed, progress=on_progress)[0]
+
+
+def occlusion_overlay(services, result):
+    """The occlusion map of a verified image's predicted tissue: the pool's ready one, else computed (at most
+    ``MODEL_CONCURRENCY`` at a time)."""
+    if result.heatmap is not None:
+        return overlay(services, result.image, result.predicted, result.heatmap)
+    with model_slots:
+        return overlay(services, result.image, result.predicted)
 
 
 @user_errors(outputs=GENERATE_OUTPUTS, status=10)
@@ -89,7 +106,7 @@ def generate(services, tissue, description, seed, show_gradcam, interpolation="p
              progress=gr.Progress()):
     """Generate one verified image of the chosen (or described) tissue (shown pixel-exact or smooth, with a
     scale bar when asked)."""
-    _check_interpolation(interpolation)  # a bad setting is refused before anything is made
+    check_interpolation(interpolation)  # a bad setting is refused before anything is made
     index = ui.parse_tissue(tissue)
     seed_value = ui.parse_seed(seed)
     text = _description(description)
@@ -102,10 +119,8 @@ def generate(services, tissue, description, seed, show_gradcam, interpolation="p
     elif index is None:
         raise Refusal("Choose a tissue from the list or describe one.")
     progress(0.0, desc="generating")
-    # unseeded: a ready image when the pool has one; a typed seed is generated as asked, so it reproduces its image
-    source = services.images if seed_value is None else services.verifier
-    result = source.generate([index], seed=seed_value, progress=progress_callback(progress))[0]
-    cam = overlay(services, result.image, result.predicted, result.heatmap) if show_gradcam else None
+    result = verified_image(services, index, seed_value, progress_callback(progress))
+    cam = occlusion_overlay(services, result) if show_gradcam else None
     download = ui.save_png(result.image, f"pathsynth_{ABBREVIATIONS[result.tissue]}_seed{result.seed}")
     if not result.verified:
         status = f"⚠️ No image passed verification in {result.attempts} attempts; showing the closest one."
@@ -178,4 +193,4 @@ def build(services) -> None:
     description.submit(bind(resolve_description, services), description, resolve_outputs, api_visibility="private")
     button.click(bind(generate, services), [tissue, description, seed, show_gradcam, interpolation, scale_bar],
                  [*result_views, candidates, tissue, resolution_md, status],
-                 api_name="generate", **MODEL_EVENTS)
+                 api_name="generate", **pool_served_events(services))

@@ -21,7 +21,8 @@ from ..images import DISPLAY_SIZE, INTERPOLATIONS, SCALE_BAR_STRIP, display_imag
 from ..learning import DIFFICULTIES, pair_examples, practice_tissues, record_from
 from ..learning.challenge import Tile
 from ..tissues import ABBREVIATIONS, DISPLAY_NAMES
-from .common import MODEL_EVENTS, Refusal, bind, checked_inputs, logger, progress_callback, user_errors
+from .common import (Refusal, bind, check_interpolation, checked_inputs, logger, model_slots, pool_served_events,
+                     progress_callback, user_errors)
 from .challenge import flag_components, save_flag
 from .generate import overlay
 from .progress import LOCAL_NOTE, SPACES_NOTE, on_spaces, optional_learner, progress_store
@@ -80,9 +81,7 @@ def look_from(zoom="1×", interpolation="pixel-exact", scale_bar=True) -> Look:
         factor = ZOOMS.get(str(zoom).strip().replace("x", "×"))
     if factor is None:
         raise ValueError(f"Zoom must be one of {', '.join(ZOOMS)}, got {str(zoom)[:20]!r}.")
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"Enlargement must be {' or '.join(INTERPOLATIONS)}, got {str(interpolation)[:20]!r}.")
-    return Look(factor, interpolation == "smooth", bool(scale_bar))
+    return Look(factor, check_interpolation(interpolation) == "smooth", bool(scale_bar))
 
 
 def _score_line(session) -> str:
@@ -225,19 +224,33 @@ def start(services, n, generated_share, learner_name=None, weak=False, difficult
     count = ui.parse_int(n, field="Number of questions", minimum=1, maximum=MAX_QUIZ_QUESTIONS, default=10)
     share = ui.parse_fraction(generated_share, field="Share of generated images", default=0.5)
     progress(0.0, desc="building the quiz")
-    # ready images from the pool, real tiles already explained when enough are: answering then computes nothing
-    real = services.real_sample(minimum=2 * count, tissues=tissues)  # images, labels, probabilities (, ids)
-    session = Q.build_quiz(count, classifier=services.classifier, verifier=services.images if share > 0 else None,
-                           generated_share=share, progress=progress_callback(progress),
-                           explainer=services.explainer, tissues=tissues, difficulty=difficulty, **real)
+    session = _built_quiz(services, count, share, tissues, difficulty, progress)
     session.mode = "weak" if tissues else "practice"
     if mode == "exam":
         Q.start_exam(session, limit)
-    for question in session.questions:  # pooled heatmaps: the answer's overlay finds them in the cache
-        services.explanations.put(question.image, question.answer, question.heatmap)
     kind = f"{'an exam' if session.exam else 'a quiz'} of {session.total} question{'s' if session.total != 1 else ''}"
     timing = f" You have {limit:g} minute{'s' if limit != 1 else ''}." if limit else ""
     return question_view(session, f"Started {kind} ({session.difficulty}).{timing}" + note, look, services)
+
+
+def _built_quiz(services, count: int, share: float, tissues, difficulty: str, progress) -> Q.QuizSession:
+    """A new quiz whose every question has its heatmap, so answering needs no model call. With a pool, generated
+    tiles are taken ready from it (with their heatmaps) and real tiles are those it explained ahead when enough
+    are: no model call. Any heatmap still missing (before the pool explained enough real tiles) is made now, at
+    most ``MODEL_CONCURRENCY`` at a time (``model_slots``)."""
+    real = services.real_sample(minimum=2 * count, tissues=tissues)  # images, labels, probabilities (, ids)
+    session = Q.build_quiz(count, classifier=services.classifier, verifier=services.images if share > 0 else None,
+                           generated_share=share, progress=progress_callback(progress),
+                           explainer=services.explanations.get, tissues=tissues, difficulty=difficulty, **real)
+    missing = [question for question in session.questions if question.heatmap is None]
+    if missing:
+        progress(0.9, desc="explaining the classifier's answers")
+        with model_slots:
+            for question in missing:
+                Q.heatmap(question, services.explainer)
+    for question in session.questions:  # pooled heatmaps: later lookups (the answer's overlay) find them
+        services.explanations.put(question.image, question.answer, question.heatmap)
+    return session
 
 
 def weak_tissues(services, learner_name, weak, profile, anon=None) -> tuple[list[int] | None, str]:
@@ -293,8 +306,41 @@ def answer(services, session, choice, learner_name=None, profile: gr.OAuthProfil
     text = (f"{verdict} The answer is **{DISPLAY_NAMES[feedback.answer]}**.{note}\n\n"
             f"{ui.escape_md(feedback.explanation)}{saved}")
     return (session, look.render(item.image), gr.update(interactive=False), gr.update(interactive=False),
-            gr.update(visible=True, value=next_label), text, overlay(services, item.image, feedback.answer),
+            gr.update(visible=True, value=next_label), text, ready_overlay(services, item),
             _score_line(session), _status(session, feedback))
+
+
+def ready_overlay(services, question):
+    """The occlusion map of ``question``'s answer when its heatmap is ready (made with the question, or since in
+    the explanation cache), else ``None``: an answer never calls a model (``late_overlay`` follows it)."""
+    if question.heatmap is None:
+        Q.heatmap(question, services.explanations.get)
+    if question.heatmap is None:
+        return None
+    return overlay(services, question.image, question.answer, question.heatmap)
+
+
+def late_overlay(services, session):
+    """After a practice answer whose heatmap was not ready (a gallery quiz's tiles are made without): its occlusion
+    map, computed now (at most ``MODEL_CONCURRENCY`` model calls at a time); nothing to change otherwise."""
+    index = _answered_on_screen(session)
+    if index is None or session.exam or session.questions[index].heatmap is not None:
+        return gr.skip()
+    question = session.questions[index]
+    with model_slots:
+        Q.heatmap(question, services.explainer)  # cached: computed once per image, whoever asks first
+    explain_soon(services, session)  # the quiz's other tiles: by the pool's filler, before they are answered
+    if _answered_on_screen(session) != index:  # the learner moved on meanwhile: no map over another question
+        return gr.skip()
+    return overlay(services, question.image, question.answer, question.heatmap)
+
+
+def explain_soon(services, session) -> None:
+    """Hand the questions without a heatmap (a gallery quiz's tiles) to the pool's filler, so their answers find
+    the occlusion map ready (no model call here)."""
+    if services.pool is not None:
+        services.pool.explain_soon([(q.image, q.answer) for q in session.questions if q.heatmap is None
+                                    and services.explanations.get(q.image, q.answer) is None])
 
 
 def _save(services, learner, session, feedback) -> str:
@@ -457,7 +503,8 @@ def _question_panel():
                 flags = flag_components("quiz")
             with gr.Column(scale=3, min_width=300):
                 cam = gr.Image(label="Classifier's occlusion map for the answer (rough)", format="png",
-                               interactive=False, height=DISPLAY_SIZE, buttons=[], elem_classes="pixelated")
+                               interactive=False, height=DISPLAY_SIZE, buttons=[], elem_classes="pixelated",
+                               elem_id="quiz-cam")
         with gr.Column(visible=False, elem_id="quiz-pair") as pair_box:
             gr.Markdown("**Compare with real tiles** of the right tissue and of your answer, at the question's zoom "
                         "and scale:")
@@ -513,10 +560,14 @@ def _wire(services, view, settings, anon, look, start_button, flags) -> None:
     inputs = [*settings, anon, *look]
     start_button.click(checked_inputs(bind(start, services), inputs, {settings[0]: "a number", settings[1]: "a number",
                                                                       settings[6]: "a number of minutes"}),
-                       inputs, view, api_name="quiz_start", preprocess=False, **MODEL_EVENTS).then(**flag_sync)
+                       inputs, view, api_name="quiz_start", preprocess=False,
+                       **pool_served_events(services)).then(**flag_sync)
+    # answering and moving on call no model: their own queues (Gradio's default), never behind generation; so has
+    # the map made after an answer that had none ready (a gallery quiz's: ``late_overlay``, bounded by model_slots)
     submit.click(bind(answer, services), [state, choice, learner, anon, *look],
                  [state, image, choice, submit, next_button, feedback, cam, score, status],
-                 api_name="quiz_answer").then(**flag_sync).then(**pair_sync)
+                 api_name="quiz_answer").then(**flag_sync).then(**pair_sync).then(
+        bind(late_overlay, services), state, cam, api_visibility="private", show_progress="hidden")
 
     def shown_next(session, zoom="1×", interpolation="pixel-exact", scale_bar=True):
         """Show the next unanswered question, or the summary when the quiz is finished."""

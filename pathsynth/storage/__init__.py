@@ -6,12 +6,12 @@ default (``sqlite:////home/.../galleries.sqlite3``) or PostgreSQL for a deployme
 modules that use this package, e.g. ``pathsynth.gallery``.
 """
 
-from .database import (BASELINE_REVISION, Database, StorageError, alembic_config, normalise_url, open_database,
-                       remove_legacy_images, sqlite_url, upgrade)
+from .database import (BASELINE_REVISION, Database, StorageError, alembic_config, migrating, normalise_url,
+                       open_database, remove_legacy_images, sqlite_url, upgrade)
 from .models import (AnswerRow, AssignmentQuestionRow, AssignmentRow, AuditRow, Base, ChallengeVoteRow, FlagRow,
                      GalleryRow, InstructorRow, ItemRow, LearnerRow)
 
 __all__ = ["AnswerRow", "AssignmentQuestionRow", "AssignmentRow", "AuditRow", "BASELINE_REVISION", "Base",
            "ChallengeVoteRow", "Database", "FlagRow", "GalleryRow", "InstructorRow", "ItemRow", "LearnerRow",
-           "StorageError", "alembic_config", "normalise_url", "open_database", "remove_legacy_images", "sqlite_url",
-           "upgrade"]
+           "StorageError", "alembic_config", "migrating", "normalise_url", "open_database", "remove_legacy_images",
+           "sqlite_url", "upgrade"]

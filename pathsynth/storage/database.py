@@ -119,9 +119,33 @@ def alembic_config(connection: Connection, legacy_images: Path | None = None) ->
     return config
 
 
+@contextmanager
+def migrating(database: Database) -> Iterator[Connection]:
+    """A write transaction for schema changes. On SQLite foreign keys are off inside it (the pragma only takes
+    effect outside a transaction), so a migration can rebuild a parent table (e.g. ``galleries``) without its
+    ``DROP TABLE`` cascading to the child rows; every reference is checked before the commit."""
+    if not database.is_sqlite:
+        with database.write() as connection:
+            yield connection
+        return
+    with database.engine.connect() as connection:
+        driver = connection.connection.driver_connection  # autocommit at the driver: the pragma applies now
+        driver.execute("PRAGMA foreign_keys=OFF")
+        try:
+            connection.execution_options(**{_WRITE_OPTION: True})
+            with connection.begin():
+                yield connection
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise StorageError(f"a migration left {len(broken)} row(s) pointing at missing rows "
+                                       f"(first: {tuple(broken[0])}); nothing was changed")
+        finally:
+            driver.execute("PRAGMA foreign_keys=ON")  # the pool's connections always enforce them
+
+
 def upgrade(database: Database, legacy_images: Path | None = None) -> None:
     """Bring the schema to head in one transaction (SQLite and PostgreSQL both have transactional DDL)."""
-    with database.write() as connection:
+    with migrating(database) as connection:
         if not database.is_sqlite:
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})")
         config = alembic_config(connection, legacy_images)

@@ -1,14 +1,15 @@
 """The tables at the head revision, as typed SQLAlchemy models (the migrations in ``migrations/`` build them).
 
 Timestamps are ISO-8601 text (UTC, milliseconds), as the first version stored them, so old rows need no rewrite.
-Gallery names are unique without regard to case: ``COLLATE NOCASE`` on SQLite, a unique index on ``lower(name)``
-on PostgreSQL; both fold ASCII letters only, and lookups use ``lower()`` on both.
+Gallery names are unique without regard to case among shared galleries, and among each owner's private ones
+(revision 0007: partial unique indexes on ``lower(...)``, which folds ASCII letters only; lookups use ``lower()``
+too). Another instructor's private gallery never blocks a name, so a refused name reveals nothing private.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Float, ForeignKey, Index, Integer, LargeBinary, Text,
-                        UniqueConstraint, false)
+                        UniqueConstraint, false, func, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..tissues import NUM_TISSUES
@@ -31,6 +32,16 @@ class GalleryRow(Base):
     updated_at: Mapped[str] = mapped_column(Text, nullable=False)
     # revision 0006: "shared" (everyone) or "private" (listed and opened by its ``created_by`` only)
     visibility: Mapped[str] = mapped_column(Text, nullable=False, server_default="shared")
+
+
+def _where(condition: str) -> dict:
+    return {"sqlite_where": text(condition), "postgresql_where": text(condition)}
+
+
+# revision 0007: names unique among shared galleries, and among one owner's private galleries
+Index("galleries_shared_name", func.lower(GalleryRow.name), unique=True, **_where("visibility = 'shared'"))
+Index("galleries_private_name", func.lower(GalleryRow.created_by), func.lower(GalleryRow.name), unique=True,
+      **_where("visibility = 'private'"))
 
 
 class ItemRow(Base):
