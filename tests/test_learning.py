@@ -223,9 +223,12 @@ def test_real_examples_are_prototypical_and_never_the_question_itself():
 def stub_services(spaces=False):
     from types import SimpleNamespace
 
+    from pathsynth.pool import ExplanationCache
+
     images, labels, probabilities = scripted_real_sample()
+    explainer = ExplanationCache(lambda image, tissue: np.zeros(image.shape[:2], np.float32))
     return SimpleNamespace(settings=SimpleNamespace(instructors=SimpleNamespace(on_spaces=spaces)),
-                           explainer=lambda image, tissue: np.zeros(image.shape[:2], np.float32),
+                           explainer=explainer, explanations=explainer,
                            real_images=images, real_labels=labels, real_probabilities=probabilities)
 
 

@@ -35,10 +35,10 @@ def pool_served_events(services) -> dict:
     return MODEL_EVENTS if services.pool is None else {}
 
 
-def check_interpolation(interpolation) -> str:
-    """An enlargement setting from a tab's controls ("pixel-exact" or "smooth"); ``ValueError`` otherwise."""
+def check_interpolation(interpolation, error: type[Exception] = ValueError) -> str:
+    """An enlargement setting from a tab's controls ("pixel-exact" or "smooth"); ``error`` otherwise."""
     if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"Enlargement must be {' or '.join(INTERPOLATIONS)}, got {str(interpolation)[:20]!r}.")
+        raise error(f"Enlargement must be {' or '.join(INTERPOLATIONS)}, got {str(interpolation)[:20]!r}.")
     return interpolation
 
 

@@ -76,7 +76,7 @@ def _resolve_for_generation(services, text):
 
 def shown(image, interpolation="pixel-exact", scale_bar=False):
     """The generated tile as displayed: enlarged pixel-exact or smooth, with a scale bar when asked."""
-    return display_image(image, 1, check_interpolation(interpolation) == "smooth", bool(scale_bar))
+    return display_image(image, 1, check_interpolation(interpolation, Refusal) == "smooth", bool(scale_bar))
 
 
 def verified_image(services, tissue: int, seed: int | None, on_progress=None):
@@ -106,7 +106,7 @@ def generate(services, tissue, description, seed, show_gradcam, interpolation="p
              progress=gr.Progress()):
     """Generate one verified image of the chosen (or described) tissue (shown pixel-exact or smooth, with a
     scale bar when asked)."""
-    check_interpolation(interpolation)  # a bad setting is refused before anything is made
+    check_interpolation(interpolation, Refusal)  # a bad setting is refused before anything is made
     index = ui.parse_tissue(tissue)
     seed_value = ui.parse_seed(seed)
     text = _description(description)
