@@ -190,11 +190,12 @@ def main(cfg: Config) -> None:
             target = F.one_hot(y, NUM_TISSUES).float()
             if torch.rand(()) < cfg.mix_prob:
                 x, target = mix(x, y)
-            logits = model(normalise(x))
+            inputs = normalise(x)
+            logits = model(inputs)
             loss = F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
-            if teacher is not None:
+            if teacher is not None:  # the teacher sees the very same augmented, mixed view
                 loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * distillation_loss(
-                    logits, teacher_logits(teacher, normalise(x), accelerator), cfg.distill_temperature)
+                    logits, teacher_logits(teacher, inputs, accelerator), cfg.distill_temperature)
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
