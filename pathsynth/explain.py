@@ -18,10 +18,13 @@ import torch.nn.functional as F
 
 from .images import to_rgb_uint8
 
-__all__ = ["METHODS", "attribution_map", "layer_gradcam_map", "occlusion_map"]
+__all__ = ["APP_MAP_SIGNATURE", "METHODS", "attribution_map", "layer_gradcam_map", "occlusion_map"]
 
 OCCLUSION_WINDOW = 6  # px at 28 px input: about a gland's or a few nuclei's width
 OCCLUSION_STRIDE = 2
+# what the app's maps (``TissueClassifier.gradcam``) are: part of their on-disk cache key (pathsynth.services), so
+# maps made by another method or window are never read back as these
+APP_MAP_SIGNATURE = f"occlusion-w{OCCLUSION_WINDOW}-s{OCCLUSION_STRIDE}"
 
 
 def _input(classifier, image) -> tuple[torch.Tensor, tuple[int, int]]:

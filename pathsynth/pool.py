@@ -5,6 +5,8 @@ classifier's Grad-CAM for the verified tissue) already computed, and refills it 
 lowest CPU priority; once stocked, it explains the images queued ``ahead`` (the app's real quiz tiles), and when
 nothing else is left to do those queued ``later`` (the rest of the real sample). Pairs handed to
 :meth:`~VerifiedPool.explain_soon` (a quiz's tiles without a heatmap) come before everything, refills included.
+The heatmaps land in an :class:`ExplanationCache` (memory, bounded); given :class:`ExplanationFiles` it also keeps
+the real tiles' maps on disk, so a restart finds them made instead of spending ~3 s of a core on each again.
 ``pool.generate(tissues)`` has the interface of ``Verifier.generate``: unseeded requests are served from stock
 (instantly, marked ``VerifiedImage.from_pool``; a tissue whose stock ran out is generated on the spot), seeded ones
 are generated as asked, so a typed seed still reproduces its image. ``pool.take(tissues)`` never generates: a
@@ -23,14 +25,17 @@ images is taken (a tissue that never yields one stops costing anything).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -60,10 +65,13 @@ def gradcam_explainer(classifier) -> Explain:
 
 class ExplanationCache:
     """An :data:`Explain` that computes each (image, tissue) heatmap once: the app's answers and re-shown images
-    then need no model call. Keyed by the image's bytes, bounded (least recently used first out), thread-safe."""
+    then need no model call. Keyed by the image's bytes, bounded in memory (least recently used first out),
+    thread-safe. With ``files`` (:class:`ExplanationFiles`) a map missing in memory is looked for on disk before
+    it is computed, and a computed one is written there: a restart reuses them without a model call."""
 
-    def __init__(self, explainer: Explain, max_items: int = EXPLANATION_CACHE_SIZE):
-        self.explainer, self.max_items = explainer, max_items
+    def __init__(self, explainer: Explain, max_items: int = EXPLANATION_CACHE_SIZE,
+                 files: ExplanationFiles | None = None):
+        self.explainer, self.max_items, self.files = explainer, max_items, files
         self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -77,11 +85,20 @@ class ExplanationCache:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
-            return self._items.get(key)
+                return self._items[key]
+        heatmap = self.files.load(key, np.shape(image)[:2]) if self.files is not None else None
+        if heatmap is not None:  # read outside the lock: a request never waits on another one's disk read
+            self._remember(key, heatmap)
+        return heatmap
 
     def put(self, image: np.ndarray, tissue: int, heatmap: np.ndarray) -> None:
+        """Keep ``heatmap`` in memory (only computed maps go to disk: ``put`` also takes the pool's generated ones)."""
+        self._remember(self.key(image, tissue), heatmap)
+
+    def _remember(self, key: tuple, heatmap: np.ndarray) -> None:
         with self._lock:
-            self._items[self.key(image, tissue)] = heatmap
+            self._items[key] = heatmap
+            self._items.move_to_end(key)
             while len(self._items) > self.max_items:
                 self._items.popitem(last=False)
 
@@ -89,11 +106,71 @@ class ExplanationCache:
         heatmap = self.get(image, tissue)
         if heatmap is None:  # computed outside the lock: two threads may both compute a new one, never wait
             heatmap = np.asarray(self.explainer(image, tissue), dtype=np.float32)
-            self.put(image, tissue, heatmap)
+            key = self.key(image, tissue)
+            self._remember(key, heatmap)
+            if self.files is not None:
+                self.files.save(key, heatmap)
         return heatmap
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class ExplanationFiles:
+    """Heatmaps kept on disk across restarts: one ``.npy`` per (image, tissue) in ``directory/explanations-<id>``.
+
+    ``<id>``, the ``fingerprint``, names the classifier (its files' digest) and the map method, so another classifier
+    never reads these maps; the file name is a hash of the image's bytes and the tissue. When ``images`` is given,
+    only their maps are kept: the real sample is the same at every start, while generated images are new each run
+    and keeping theirs would only grow the folder. As with the cached probabilities the files are only an
+    optimisation: a missing, truncated or foreign file is a miss (the map is computed and the file rewritten), and
+    a folder that cannot be written is logged once and otherwise ignored. Files appear by an atomic rename, never
+    half-written.
+    """
+
+    def __init__(self, directory: str | os.PathLike, fingerprint: str, images: Sequence[np.ndarray] | None = None):
+        self.folder = Path(directory) / f"explanations-{fingerprint}"
+        self.images = None if images is None else {ExplanationCache.key(image, 0)[:3] for image in images}
+        self._warned = False
+
+    def path(self, key: tuple) -> Path | None:
+        """The file for an :meth:`ExplanationCache.key`; ``None`` for an image whose map is not kept on disk."""
+        if self.images is not None and key[:3] not in self.images:
+            return None
+        return self.folder / f"{hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()}.npy"
+
+    def load(self, key: tuple, shape: tuple[int, ...]) -> np.ndarray | None:
+        """The stored map of ``shape`` (the image's height and width), or ``None``."""
+        path = self.path(key)
+        if path is None:
+            return None
+        try:
+            heatmap = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError):  # not there yet, truncated, or not a .npy file at all
+            return None
+        if not isinstance(heatmap, np.ndarray) or heatmap.shape != tuple(shape) or heatmap.dtype != np.float32:
+            return None  # something else under that name: computed again, and the file replaced
+        return heatmap
+
+    def save(self, key: tuple, heatmap: np.ndarray) -> None:
+        path = self.path(key)
+        if path is None:
+            return
+        staging = None
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            descriptor, staging = tempfile.mkstemp(dir=self.folder, prefix=f".{path.stem}.", suffix=".tmp")
+            with os.fdopen(descriptor, "wb") as handle:
+                np.save(handle, np.asarray(heatmap, np.float32))
+            os.replace(staging, path)  # unique staging name: threads and processes never write into one file
+        except OSError as error:
+            if staging is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(staging)
+            if not self._warned:
+                self._warned = True
+                logger.warning("could not keep explanation maps in %s (they are recomputed after a restart): %s",
+                               self.folder, error)
 
 
 def explained(results: Sequence[VerifiedImage], explainer: Explain | None) -> list[VerifiedImage]:

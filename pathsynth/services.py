@@ -5,8 +5,11 @@ the gallery store and the bundled real sample with its classifier probabilities 
 by default a pool of verified images made ahead (``pathsynth.pool``, ``$PATHSYNTH_POOL_PER_TISSUE``), whose
 filler also explains the real tiles ahead (a few per tissue first, then the whole sample), so quizzes and answers
 find every heatmap made. The
-probabilities take an 8x-TTA pass over 800 tiles, so they are cached on disk under ``$PATHSYNTH_HOME/cache``,
-keyed by the hashes of the classifier's weight file and of the sample: a restart reads them in milliseconds.
+probabilities take an 8x-TTA pass over 800 tiles, so they are cached on disk (``shared_cache_dir``), keyed by the
+hashes of the classifier's files and of the sample: a restart reads them in milliseconds. The real tiles' heatmaps
+(~3 s of a core each, ~40 min for the sample) are kept there too, one file per tile, keyed by the classifier's
+files and the map method (``explanation_fingerprint``) and the tile's bytes: a restart reads each instead of
+calling the model, and a retrained classifier computes its own.
 
 Models are safe to call from several request threads: the classifier's inference and Grad-CAM keep no state,
 the embedded generator samples with a scheduler per thread, and the sd-lora backend and the resolver's
@@ -93,7 +96,7 @@ class Services:
         from .data import BUNDLED_SAMPLE, load_bundled_sample
         from .gallery import GalleryStore
         from .generators import get_generator
-        from .pool import ExplanationCache, VerifiedPool, gradcam_explainer
+        from .pool import VerifiedPool
         from .resolver import TissueResolver
         from .verify import Verifier
 
@@ -107,7 +110,7 @@ class Services:
                                              *model_files(settings.classifier_dir), BUNDLED_SAMPLE)
         resolver = TissueResolver()
         store = GalleryStore(settings.home, database_url=settings.database_url)
-        explanations = ExplanationCache(gradcam_explainer(classifier))  # the pool's heatmaps land in it too
+        explanations = real_explanations(settings, classifier, images)  # the pool's heatmaps land in it too
         per_tissue = settings.pool_per_tissue if pool_per_tissue is None else pool_per_tissue
         # real tiles to explain: enough for quizzes to draw explained ones only, first; the rest of the sample later
         first = quiz_tiles_ahead(labels, probabilities)
@@ -118,6 +121,25 @@ class Services:
                 if per_tissue else None)
         logger.info("models ready after %.1f s (pool: %s per tissue)", time.perf_counter() - started, per_tissue)
         return cls(settings, verifier, resolver, store, images, labels, probabilities, pool, explanations)
+
+
+def real_explanations(settings: Settings, classifier, images: np.ndarray):
+    """The app's :class:`~pathsynth.pool.ExplanationCache`: the classifier's maps, in memory, and those of the real
+    sample (``images``) also on disk under ``shared_cache_dir``, for this classifier only: after a restart a
+    quiz finds them made, and the pool's filler reads them instead of calling the model."""
+    from .pool import ExplanationCache, ExplanationFiles, gradcam_explainer
+
+    files = ExplanationFiles(shared_cache_dir(settings), explanation_fingerprint(settings.classifier_dir), images)
+    return ExplanationCache(gradcam_explainer(classifier), files=files)
+
+
+def explanation_fingerprint(classifier_dir: Path) -> str:
+    """Names the maps a classifier draws: the digest of its files (weights, config with its temperature) and the
+    map method, so a retrained classifier or a changed method never reads older maps."""
+    from .classifier import model_files
+    from .explain import APP_MAP_SIGNATURE
+
+    return f"{file_digest(*model_files(classifier_dir))}-{APP_MAP_SIGNATURE}"
 
 
 def quiz_tiles_ahead(labels: np.ndarray, probabilities: np.ndarray, per_tissue: int = REAL_AHEAD_PER_TISSUE,

@@ -19,11 +19,13 @@ from pathsynth.app import about
 from pathsynth.app import challenge as C
 from pathsynth.app import quiz as quiz_tab
 from pathsynth.gallery import DB_NAME, GalleryStore
+from pathsynth.pool import VerifiedPool
 from pathsynth.learning import local_learner
 from pathsynth.learning.challenge import (ChallengeStore, Tile, Vote, list_flags, realism_report,
                                           realism_report_from, wilson_interval)
 from pathsynth.settings import Settings
 from pathsynth.tissues import DISPLAY_NAMES, TISSUE_INDICES, tissue_index
+from pathsynth.verify import VerifiedImage
 
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
 ADI, MUS = tissue_index("ADI"), tissue_index("MUS")
@@ -89,20 +91,40 @@ def test_bad_votes_are_refused(tmp_path):
 
 # ------------------------------------------------------------------------------------------ the tab
 
-class FakeImages:
-    """``services.images``: verified tiles of the requested tissue (the pool's contract)."""
+class FakeVerifier:
+    """``Verifier.generate``'s contract: verified flat tiles of the requested tissue; counts its calls and notes how
+    many ``model_slots`` were held during each (``slots``: a :class:`CountingSlots`, when given)."""
+
+    def __init__(self, slots=None):
+        self.calls, self.slots, self.slots_held = 0, slots, []
 
     def generate(self, tissues, seed=None, progress=None):
-        return [SimpleNamespace(image=np.full((28, 28, 3), 200, np.uint8), tissue=t, seed=4242, verified=True)
-                for t in tissues]
+        self.calls += 1
+        self.slots_held.append(self.slots.held if self.slots is not None else None)
+        return [VerifiedImage(image=np.full((28, 28, 3), 200, np.uint8), tissue=t, verified=True, attempts=1,
+                              seed=4242, probabilities=list(np.eye(len(TISSUE_INDICES))[t]), predicted=t,
+                              confidence=1.0, realism=0.5) for t in tissues]
+
+
+class CountingSlots:
+    """Stands in for ``model_slots``: counts the slots held right now."""
+
+    held = 0
+
+    def __enter__(self):
+        self.held += 1
+
+    def __exit__(self, *exc_info):
+        self.held -= 1
 
 
 def fake_services(home, storage_url=None, spaces=False):
     env = {"PATHSYNTH_HOME": str(home), **({"SPACE_ID": "someone/pathsynth"} if spaces else {})}
     labels = np.repeat(np.array(TISSUE_INDICES), 2)
     images = np.random.default_rng(0).integers(0, 256, (len(labels), 28, 28, 3), dtype=np.uint8)
+    verifier = FakeVerifier()
     return SimpleNamespace(settings=Settings.from_env(env), store=GalleryStore(home, database_url=storage_url),
-                           real_images=images, real_labels=labels, images=FakeImages(),
+                           real_images=images, real_labels=labels, verifier=verifier, images=verifier, pool=None,
                            explainer=lambda image, tissue: np.zeros(image.shape[:2], np.float32))
 
 
@@ -125,6 +147,43 @@ def test_a_round_shows_the_tile_then_says_what_it_was_and_stores_the_vote(tmp_pa
     assert {v.tile.source for v in stored} == {"real", "generated"}
     assert all(v.tile.seed == 4242 for v in stored if v.tile.synthetic)
     assert all(services.real_labels[v.tile.real_index] == v.tile.tissue for v in stored if not v.tile.synthetic)
+    services.store.close()
+
+
+def test_a_stocked_pool_serves_the_next_tile_with_no_model_call_and_only_generating_takes_a_model_slot(
+        tmp_path, monkeypatch):
+    slots = CountingSlots()
+    monkeypatch.setattr(C, "model_slots", slots)
+    services = fake_services(tmp_path)
+    verifier = services.verifier = FakeVerifier(slots)
+    pool = VerifiedPool(verifier, per_tissue=2, borderline=0)
+    while pool.fill_once():
+        pass
+    services.pool = services.images = pool
+    monkeypatch.setattr(C._random, "random", lambda: 0.9)  # every draw a generated tile ...
+    monkeypatch.setattr(C._random, "choice", lambda tissues: MUS)  # ... of smooth muscle
+    stocked = verifier.calls
+    for _ in range(2):
+        state, image = C.next_tile(services, None)[:2]
+        assert state.tile == Tile("generated", MUS, seed=4242) and image.shape == (336, 336, 3)
+    assert verifier.calls == stocked and slots.held == 0  # from stock: no model call, no model slot
+    assert pool.stock()[MUS] == 0
+    assert C.next_tile(services, None)[0].tile.source == "generated"  # out of stock: generated now ...
+    assert verifier.calls == stocked + 1 and verifier.slots_held[-1] == 1  # ... inside a model slot
+    services.store.close()
+
+
+def test_next_tile_waits_in_the_model_queue_only_without_a_pool(tmp_path):
+    import gradio as gr
+
+    services = fake_services(tmp_path)
+    queues = []
+    for pool in (None, VerifiedPool(services.verifier, per_tissue=1)):
+        services.pool = pool
+        with gr.Blocks() as demo:
+            C.build(services)
+        queues.append({fn.api_name: fn.concurrency_id for fn in demo.fns.values()}["challenge_next"])
+    assert queues[0] == "model" and queues[1] != "model"
     services.store.close()
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from pathsynth import quiz as Q
 from pathsynth.data import load_bundled_sample
-from pathsynth.pool import ExplanationCache, VerifiedPool, verify_batch
+from pathsynth.pool import ExplanationCache, ExplanationFiles, VerifiedPool, verify_batch
 from pathsynth.tissues import NUM_TISSUES
 from pathsynth.verify import VerifiedImage, Verifier
 from tiny_models import tiny_classifier, tiny_generator
@@ -220,6 +220,32 @@ def test_tiles_queued_for_later_are_explained_once_nothing_else_is_left():
     finally:
         pool.stop(timeout=10)
     assert explained[NUM_TISSUES:] == [250, 249, 248]  # the stock, the tiles ahead, then the later ones
+
+
+def test_after_a_restart_the_filler_reads_the_real_tiles_maps_from_disk_instead_of_calling_the_model(tmp_path):
+    tiles = [(np.full((28, 28, 3), 250 - i, np.uint8), i % NUM_TISSUES) for i in range(4)]  # unlike the stock
+
+    def run_once():
+        """An app start: a fresh cache on the same folder, a pool that explains the tiles ahead and later."""
+        explainer = CountingExplainer()
+        files = ExplanationFiles(tmp_path, "classifier-a", images=[image for image, _ in tiles])
+        cache = ExplanationCache(explainer, files=files)
+        pool = VerifiedPool(StubVerifier(), cache, per_tissue=1, fill_batch=9, ahead=tiles[:2], later=tiles[2:],
+                            borderline=0).start()
+        try:
+            assert pool.wait_full(timeout=30, ahead=True)
+            deadline = time.monotonic() + 30
+            while pool._later and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            pool.stop(timeout=10)
+        return explainer.calls, [cache.get(image, tissue) for image, tissue in tiles]
+
+    calls, maps = run_once()
+    assert calls == NUM_TISSUES + len(tiles)  # first start: the stock's maps and the real tiles'
+    calls_again, maps_again = run_once()
+    assert calls_again == NUM_TISSUES  # restart: only the new stock (generated images are not kept on disk)
+    assert all(np.array_equal(a, b) for a, b in zip(maps, maps_again))
 
 
 class ScriptedConfidenceVerifier(StubVerifier):

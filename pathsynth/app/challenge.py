@@ -20,7 +20,7 @@ from ..images import DISPLAY_SIZE, to_rgb_uint8, upscale
 from ..learning.challenge import MAX_NOTE_CHARS, ChallengeStore, Tile, Vote
 from ..learning.progress import _utcnow
 from ..tissues import DISPLAY_NAMES, TISSUE_INDICES
-from .common import MODEL_EVENTS, Refusal, bind, logger, user_errors
+from .common import Refusal, bind, logger, model_slots, pool_served_events, user_errors
 from .progress import LOCAL_NOTE, SPACES_NOTE, on_spaces, optional_learner
 
 GENERATION_TRIES = 3  # an unverified image is never shown here: draw again rather than show a bad tile
@@ -48,10 +48,24 @@ def draw_tile(services) -> tuple[Tile, np.ndarray]:
     tissue = _random.choice(TISSUE_INDICES)
     if _random.random() < 0.5:
         return _real_tile(services, tissue)
-    for _ in range(GENERATION_TRIES):
-        result = services.images.generate([tissue])[0]
-        if result.verified:
-            return Tile("generated", int(result.tissue), seed=int(result.seed)), to_rgb_uint8(result.image)
+    result = _generated_tile(services, tissue)
+    return Tile("generated", int(result.tissue), seed=int(result.seed)), to_rgb_uint8(result.image)
+
+
+def _generated_tile(services, tissue: int):
+    """A verified generated image of ``tissue``: taken ready from the pool when it has one (no model call, no wait;
+    the classifier's surest, leaving the scarce borderline ones to hard quizzes); otherwise generated now, at most
+    ``MODEL_CONCURRENCY`` at a time (``model_slots``), by the verifier itself: the tab shows no heatmap, so none is
+    computed."""
+    if services.pool is not None:
+        ready = services.pool.take([tissue], prefer="confident")[0]
+        if ready is not None:
+            return ready
+    with model_slots:
+        for _ in range(GENERATION_TRIES):
+            result = services.verifier.generate([tissue])[0]
+            if result.verified:
+                return result
     raise Refusal("No verified image could be made just now; please try again.")
 
 
@@ -182,7 +196,7 @@ def build(services):
             flag_box, note, flag_button, flag_message = flag_components("challenge")
     next_button.click(bind(next_tile, services), state,
                       [state, image, prompt, real, synthetic, feedback, flag_box, note, flag_message, status],
-                      api_name="challenge_next", **MODEL_EVENTS)
+                      api_name="challenge_next", **pool_served_events(services))
     guess_outputs = [state, real, synthetic, feedback, score, flag_box, status]
     real.click(bind(guess, services), [real, state, learner], guess_outputs, api_name="challenge_guess")
     synthetic.click(bind(guess, services), [synthetic, state, learner], guess_outputs, api_visibility="private")
