@@ -1,6 +1,5 @@
 """The Stable Diffusion + LoRA backend, end to end on a tiny random SD pipeline (CPU, offline)."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -15,21 +14,11 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_sd import TINY_RESOLUTION, save_tiny_sd  # noqa: E402
+from tiny_sd import TINY_RESOLUTION, load_training_script, save_tiny_sd, tiny_config  # noqa: E402
 
 from pathsynth.generators.sd_lora import (CAPTION_TEMPLATE, LORA_WEIGHTS_NAME, SDLoraGenerator, caption,  # noqa: E402
                                           caption_variants)
 from pathsynth.tissues import NUM_TISSUES, TISSUES  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_training_script():
-    spec = importlib.util.spec_from_file_location("train_sd_lora", ROOT / "train" / "sd_lora.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the Config's annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +29,6 @@ def train_sd_lora():
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     return save_tiny_sd(tmp_path_factory.mktemp("tiny_sd"))
-
-
-def tiny_config(train_sd_lora, tiny_model, out_dir, **overrides):
-    settings = dict(pretrained_model=str(tiny_model), resolution=TINY_RESOLUTION, out_dir=str(out_dir), steps=2,
-                    batch_size=4, lr=5e-2, rank=4, gradient_checkpointing=True, validation_every=2,
-                    validation_images=1, validation_inference_steps=2, checkpoint_every=1)
-    settings.update(overrides)
-    return train_sd_lora.Config(**settings)
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +81,10 @@ def test_training_writes_a_loadable_lora(trained_lora):
     summary = json.loads((trained_lora / "training_summary.json").read_text())
     assert summary["final_step"] == 2 and summary["resolution"] == TINY_RESOLUTION
     assert summary["caption_template"] == CAPTION_TEMPLATE
+    # The paper's recipe when no toolkit option is given: a LoRA only, per-token prompts, the short caption.
+    assert (summary["finetune"], summary["prompt_embedding"], summary["prompt_style"]) == ("lora", "sequence", "caption")
+    assert summary["textual_inversion"] is False and summary["prompts"]["mucus"] == caption(4)
+    assert not (trained_lora / "unet").exists() and not (trained_lora / "learned_embeds.safetensors").exists()
     log = (trained_lora / "log.csv").read_text().splitlines()
     assert log[0] == "step,elapsed_s,lr,loss" and len(log) == 3
     assert all(np.isfinite(float(line.split(",")[-1])) for line in log[1:])
@@ -153,6 +138,8 @@ def test_backend_interface(tiny_model, trained_lora):
     generator = tiny_generator(tiny_model, trained_lora)
     assert generator.name == "sd-lora"
     assert generator.resolution == TINY_RESOLUTION  # read from the training summary
+    assert (generator.prompt_style, generator.prompt_embedding, generator.textual_inversion) == \
+        ("caption", "sequence", False)
     images = generator.generate([0, 8, 3], [11, 12, 13])
     assert images.shape == (3, 28, 28, 3) and images.dtype == np.uint8
     assert images.std() > 0

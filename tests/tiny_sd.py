@@ -7,7 +7,9 @@ script and generator backend run against it in seconds on a CPU.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -101,3 +103,22 @@ def save_tiny_sd(directory: Path, seed: int = 0) -> Path:
     out = directory / "pipeline"
     tiny_sd_pipeline(directory, seed).save_pretrained(str(out))
     return out
+
+
+def load_training_script():
+    """train/sd_lora.py as a module (it is a script, not part of the package)."""
+    script = Path(__file__).resolve().parent.parent / "train" / "sd_lora.py"
+    spec = importlib.util.spec_from_file_location("train_sd_lora", script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve the Config's annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_config(train_sd_lora, tiny_model, out_dir, **overrides):
+    """A Config that trains in seconds on a CPU against the tiny pipeline (large lr so weights move visibly)."""
+    settings = dict(pretrained_model=str(tiny_model), resolution=TINY_RESOLUTION, out_dir=str(out_dir), steps=2,
+                    batch_size=4, lr=5e-2, rank=4, gradient_checkpointing=True, validation_every=2,
+                    validation_images=1, validation_inference_steps=2, checkpoint_every=1)
+    settings.update(overrides)
+    return train_sd_lora.Config(**settings)

@@ -1,10 +1,10 @@
-"""Fine-tune Stable Diffusion v1.x with LoRA on PathMNIST: the paper's generator (GPU).
+"""Fine-tune Stable Diffusion v1.x on PathMNIST: the paper's LoRA generator, plus the SD adaptation toolkit (GPU).
 
 One readable file, nanoGPT-style: the config is right below; every value can be overridden on the command
-line (``--steps 500 --rank 8``). Follows diffusers' examples/text_to_image/train_text_to_image_lora.py: a
-frozen VAE, text encoder and UNet, a peft LoRA on the UNet's attention projections (to_q, to_k, to_v,
-to_out.0), HF accelerate for mixed precision and multi-GPU, and the LoRA saved with
-``StableDiffusionPipeline.save_lora_weights`` so ``pipe.load_lora_weights(out_dir)`` reads it back.
+line (``--steps 500 --rank 8``; ``--help`` lists them). Follows diffusers' examples/text_to_image/
+train_text_to_image_lora.py: a frozen VAE, text encoder and UNet, a peft LoRA on the UNet's attention
+projections (to_q, to_k, to_v, to_out.0), HF accelerate for mixed precision and multi-GPU, and the LoRA saved
+with ``StableDiffusionPipeline.save_lora_weights`` so ``pipe.load_lora_weights(out_dir)`` reads it back.
 
     python train/sd_lora.py                                              # bundled 800-image sample
     accelerate launch --mixed_precision fp16 train/sd_lora.py --data medmnist --size 224
@@ -22,16 +22,41 @@ in fp16 (the diffusers command uses 1 with 4 accumulation steps at 512 px).
 Data: PathMNIST tiles (28 px bundled sample, or medmnist at 28/64/128/224 px) upscaled to ``resolution``, a
 random dihedral transform each, captioned "a histopathological image of an area with {label}" or (with
 probability ``paraphrase_prob``) a paraphrase built from the tissue catalogue's names and synonyms.
+
+The SD adaptation toolkit (Chambon et al. 2022 checked each part of SD on chest X-rays; the U-Net fine-tune
+mattered most). Each option is off by default; the backend (PATHSYNTH_LORA=out_dir) loads whatever was
+exported and prompts the way training did (training_summary.json records the options):
+
+  1. Does SD's VAE keep histology? Run this first, nothing is trained:
+       python train/sd_lora.py --vae_report_only --out_dir runs/sd_vae
+     -> vae_report.json (RMSE in grey levels, PSNR, SSIM and evaluator-feature FID of held-out tiles
+     through the VAE at --resolution and back, next to the resize round trip alone, overall and per tissue)
+     and vae_report.png (per tissue: original | reconstruction pairs).
+  2. How the U-Net sees the prompt:  --prompt_embedding sequence|cls|mean|pooler
+     sequence = SD's per-token states (default); mean / pooler (CLIP's end-token state) / cls (first token)
+     broadcast one vector. CLIP's text encoder is causal, so "cls" is the same for every prompt: an
+     unconditional control, not a tissue-conditional model.
+  3. Textual inversion, one new token per tissue (<adipose>, <smooth-muscle>...):  --textual_inversion
+     trains only the 9 new input embeddings (lr --ti_lr, 5e-4 as in diffusers' textual_inversion example),
+     with the U-Net's LoRA, or alone with --finetune none; exported as learned_embeds.safetensors.
+  4. How much of the U-Net trains:  --finetune lora|full|none  (--rank, --lora_alpha for LoRA)
+     full = every U-Net weight, exported as out_dir/unet; use a lower lr (diffusers' full fine-tune
+     command uses --lr 1e-5), --gradient_checkpointing, --use_8bit_adam and bf16 on a 24-40 GB GPU.
+  5. Prompts written from the catalogue's teaching text:  --prompt_style caption|catalogue
+     catalogue appends the tissue's visual description ("...with adipose: large, empty-looking polygonal
+     cells separated by thin pink membranes, like chicken wire or a honeycomb"); CLIP truncates at 77 tokens.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -42,11 +67,18 @@ from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 from pathsynth.data import RandomDihedral, load_training_data
-from pathsynth.generators.sd_lora import (CAPTION_TEMPLATE, DEFAULT_SD_MODEL, TRAINING_SUMMARY_NAME,
+from pathsynth.generators.sd_lora import (CAPTION_TEMPLATE, DEFAULT_SD_MODEL, TRAINING_SUMMARY_NAME, caption,
                                           caption_variants)
-from pathsynth.tissues import NUM_TISSUES
+from pathsynth.generators.sd_toolkit import (FULL_UNET_DIR, TOKENS_WEIGHTS_NAME, VAE_REPORT_IMAGE, VAE_REPORT_NAME,
+                                             TissueTokens, add_tissue_tokens, comparison_grid, encode_prompts,
+                                             save_tissue_tokens, vae_reconstruction_report)
+from pathsynth.tissues import LABELS, NUM_TISSUES
 
 LORA_TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+def option(default, help: str):
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -85,11 +117,41 @@ class Config:
     resume: bool = False
     seed: int = 0
     num_workers: int = 0
+    # The SD adaptation toolkit (module docstring); the defaults are the paper's recipe.
+    finetune: Literal["lora", "full", "none"] = option(
+        "lora", "what trains in the U-Net: a LoRA (--rank, --lora_alpha), every weight, or nothing "
+                "(textual inversion alone)")
+    prompt_style: Literal["caption", "catalogue"] = option(
+        "caption", "the paper's short caption, or it plus the tissue catalogue's visual description")
+    prompt_embedding: Literal["sequence", "cls", "mean", "pooler"] = option(
+        "sequence", "per-token text states (SD's default) or one pooled vector broadcast to every position")
+    textual_inversion: bool = option(False, "learn one new token per tissue (<adipose>...), text encoder frozen")
+    ti_lr: float = option(5e-4, "learning rate of the textual-inversion embeddings")
+    vae_report_only: bool = option(False, "write vae_report.json/.png for held-out tiles and exit (no training)")
+    vae_report_images: int = option(256, "held-out tiles in the VAE report")
+    evaluator: str = option("", "evaluator network for the VAE report's FID ('' = shipped one, 'none' = no FID)")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows the module docstring (the recipes) as written, and every default."""
 
 
 def parse_config(argv: list[str] | None = None) -> Config:
-    """Every Config field is a command-line flag (``--steps 3000``, ``--no-bf16``)."""
-    return HfArgumentParser(Config).parse_args_into_dataclasses(args=argv)[0]
+    """Every Config field is a command-line flag (``--steps 3000``, ``--no-augment``)."""
+    parser = HfArgumentParser(Config, description=__doc__, formatter_class=HelpFormatter)
+    return parser.parse_args_into_dataclasses(args=argv)[0]
+
+
+def check_config(cfg: Config) -> None:
+    if cfg.resolution % 8:
+        raise SystemExit(f"--resolution must be a multiple of 8, got {cfg.resolution}")
+    if cfg.finetune == "none" and not cfg.textual_inversion and not cfg.vae_report_only:
+        raise SystemExit("--finetune none trains nothing without --textual_inversion")
+    if cfg.textual_inversion and cfg.prompt_embedding == "cls":
+        raise SystemExit("--prompt_embedding cls does not see the prompt (CLIP is causal): the tokens cannot learn")
+    if cfg.prompt_embedding == "cls":
+        print("note: --prompt_embedding cls gives every tissue the same conditioning (CLIP's first token sees "
+              "only itself): an unconditional control")
 
 
 class Collate:
@@ -123,23 +185,28 @@ def save_grid(images: torch.Tensor, rows: int, path: Path) -> None:
     Image.fromarray((grid.clamp(0, 1) * 255).round().to(torch.uint8).numpy()).save(path)
 
 
-def load_frozen_components(cfg: Config, accelerator: Accelerator):
-    """The base model's parts on the device, frozen and in the mixed-precision dtype (only the LoRA trains)."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
-    load = dict(variant=cfg.variant or None)
+def load_base(cfg: Config, cls, subfolder: str):
+    """One part of the base model, or a one-line exit that says what to pass."""
+    load = dict(variant=cfg.variant or None) if subfolder in ("text_encoder", "vae", "unet") else {}
     try:
-        tokenizer = CLIPTokenizer.from_pretrained(cfg.pretrained_model, subfolder="tokenizer")
-        text_encoder = CLIPTextModel.from_pretrained(cfg.pretrained_model, subfolder="text_encoder", **load)
-        vae = AutoencoderKL.from_pretrained(cfg.pretrained_model, subfolder="vae", **load)
-        unet = UNet2DConditionModel.from_pretrained(cfg.pretrained_model, subfolder="unet", **load)
-        noise_scheduler = DDPMScheduler.from_pretrained(cfg.pretrained_model, subfolder="scheduler")
+        return cls.from_pretrained(cfg.pretrained_model, subfolder=subfolder, **load)
     except Exception as error:  # offline without a cached model, typo in a path...
         detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise SystemExit(f"cannot load the base model {cfg.pretrained_model!r} ({type(error).__name__}: {detail}); "
                          f"pass --pretrained_model with a local diffusers directory or a reachable hub id") from None
+
+
+def load_frozen_components(cfg: Config, accelerator: Accelerator):
+    """The base model's parts on the device, frozen and in the mixed-precision dtype (then LoRA/U-Net/tokens train)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    tokenizer = load_base(cfg, CLIPTokenizer, "tokenizer")
+    text_encoder = load_base(cfg, CLIPTextModel, "text_encoder")
+    vae = load_base(cfg, AutoencoderKL, "vae")
+    unet = load_base(cfg, UNet2DConditionModel, "unet")
+    noise_scheduler = load_base(cfg, DDPMScheduler, "scheduler")
     for frozen in (vae, text_encoder, unet):
         frozen.requires_grad_(False)
         frozen.to(accelerator.device)
@@ -148,52 +215,74 @@ def load_frozen_components(cfg: Config, accelerator: Accelerator):
     return tokenizer, text_encoder, vae, unet, noise_scheduler, weight_dtype
 
 
-def add_lora_and_optimizer(cfg: Config, accelerator: Accelerator, unet):
-    """LoRA on the UNet's attention projections -> (its parameters, AdamW over them, the lr schedule)."""
-    from diffusers.optimization import get_scheduler
+def add_unet_training(cfg: Config, accelerator: Accelerator, unet) -> list[torch.nn.Parameter]:
+    """Make the U-Net trainable as --finetune says -> its trainable parameters (none for 'none')."""
     from diffusers.training_utils import cast_training_params
     from peft import LoraConfig
 
-    # B starts at zero so step 0 is exactly the base model.
-    unet.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=cfg.lora_alpha or cfg.rank, init_lora_weights="gaussian",
-                                target_modules=LORA_TARGET_MODULES))
-    if accelerator.mixed_precision == "fp16":
-        cast_training_params(unet, dtype=torch.float32)  # fp16 master weights would underflow the updates
-    if cfg.gradient_checkpointing:
+    if cfg.finetune == "lora":  # B starts at zero so step 0 is exactly the base model.
+        unet.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=cfg.lora_alpha or cfg.rank, init_lora_weights="gaussian",
+                                    target_modules=LORA_TARGET_MODULES))
+    elif cfg.finetune == "full":
+        unet.requires_grad_(True)
+    # fp16 master weights would underflow the updates; so would bf16 ones at a full fine-tune's lr (~1e-5).
+    if accelerator.mixed_precision == "fp16" or cfg.finetune == "full":
+        cast_training_params(unet, dtype=torch.float32)
+    if cfg.gradient_checkpointing:  # also with a frozen U-Net: the tokens' gradients flow through it
         unet.enable_gradient_checkpointing()
     if cfg.xformers:
         unet.enable_xformers_memory_efficient_attention()
-    lora_parameters = [p for p in unet.parameters() if p.requires_grad]
+    return [p for p in unet.parameters() if p.requires_grad]
 
+
+def make_optimizer(cfg: Config, accelerator: Accelerator, unet_parameters: list, token_parameters: list):
+    """AdamW over the U-Net's trainable weights (lr) and the textual-inversion embeddings (ti_lr), and its schedule."""
+    from diffusers.optimization import get_scheduler
+
+    groups = [{"params": unet_parameters, "lr": cfg.lr}] if unet_parameters else []
+    if token_parameters:  # no decay: it would shrink the tokens of tissues a batch did not show
+        groups.append({"params": token_parameters, "lr": cfg.ti_lr, "weight_decay": 0.0})
     if cfg.use_8bit_adam:
         import bitsandbytes as bnb
 
         optimizer_class = bnb.optim.AdamW8bit
     else:
         optimizer_class = torch.optim.AdamW
-    optimizer = optimizer_class(lora_parameters, lr=cfg.lr, weight_decay=cfg.adam_weight_decay)
+    optimizer = optimizer_class(groups, lr=cfg.lr, weight_decay=cfg.adam_weight_decay)
     # The prepared scheduler steps once per process, hence the num_processes factor (as in the diffusers example).
     lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer=optimizer,
                                  num_warmup_steps=cfg.lr_warmup_steps * accelerator.num_processes,
                                  num_training_steps=cfg.steps * accelerator.num_processes)
-    return lora_parameters, optimizer, lr_scheduler
+    return optimizer, lr_scheduler
 
 
-@torch.no_grad()
-def encode_captions(tokenizer, text_encoder, device):
-    """Every caption variant encoded once by the frozen text encoder: training then looks them up by index.
-
-    Returns (captions, caption_ids, embeddings); caption_ids[tissue] lists that tissue's rows, template first.
-    """
+def caption_table(cfg: Config) -> tuple[list[str], list[list[int]]]:
+    """Every caption variant of every tissue; caption_ids[tissue] lists that tissue's rows, template first."""
     captions, caption_ids = [], []
     for tissue in range(NUM_TISSUES):
-        variants = caption_variants(tissue)
+        variants = caption_variants(tissue, cfg.prompt_style, cfg.textual_inversion)
         caption_ids.append(list(range(len(captions), len(captions) + len(variants))))
         captions.extend(variants)
-    tokens = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                       return_tensors="pt").input_ids
-    embeddings = torch.cat([text_encoder(chunk.to(device), return_dict=False)[0] for chunk in tokens.split(64)])
-    return captions, caption_ids, embeddings
+    return captions, caption_ids
+
+
+def prompt_encoders(cfg: Config, tokenizer, text_encoder, captions: list[str], tokens=None, prepared_tokens=None):
+    """-> (condition(picks) for the loss, encode(prompts) for the validation grids): one text path for both,
+    with the chosen pooling and, with textual inversion, the learned tokens.
+
+    A frozen text encoder encodes every caption once, up front; with textual inversion the captions are encoded
+    at each step so gradients reach the tokens.
+    """
+    encode = partial(encode_prompts, tokenizer, text_encoder, mode=cfg.prompt_embedding)
+    if tokens is None:
+        with torch.no_grad():
+            table = torch.cat([encode(captions[start:start + 64]) for start in range(0, len(captions), 64)])
+        return (lambda picks: table[picks.to(table.device)]), encode
+    # Training goes through the prepared module so DDP syncs the tokens' gradients; validation runs on the main
+    # process only, where DDP's forward would wait for the others, so it uses the unwrapped module.
+    train_encode = partial(encode, hidden_states=partial(prepared_tokens, text_encoder))
+    return (lambda picks: train_encode([captions[i] for i in picks.tolist()])), \
+        partial(encode, hidden_states=partial(tokens, text_encoder))
 
 
 def make_loader(cfg: Config, accelerator: Accelerator, caption_ids: list[list[int]], num_captions: int):
@@ -216,36 +305,63 @@ def lora_state_dict(accelerator: Accelerator, model) -> dict:
     return convert_state_dict_to_diffusers({k: v.float() for k, v in peft_state.items()})
 
 
-def register_checkpoint_hooks(accelerator: Accelerator) -> None:
-    """Checkpoints hold the LoRA (not the 3.4 GB UNet) plus optimizer, scheduler and RNG states."""
+def export_model(cfg: Config, accelerator: Accelerator, model, out_dir: Path) -> None:
+    """What the backend loads: the LoRA (pytorch_lora_weights.safetensors), the full U-Net (unet/) or the
+    textual-inversion tokens (learned_embeds.safetensors). Checkpoints hold the same files."""
     from diffusers import StableDiffusionPipeline
-    from diffusers.training_utils import cast_training_params
+
+    model = accelerator.unwrap_model(model)
+    if isinstance(model, TissueTokens):
+        save_tissue_tokens(model, out_dir)
+    elif cfg.finetune == "lora":
+        StableDiffusionPipeline.save_lora_weights(save_directory=str(out_dir),
+                                                  unet_lora_layers=lora_state_dict(accelerator, model),
+                                                  safe_serialization=True)
+    else:
+        model.save_pretrained(str(out_dir / FULL_UNET_DIR))
+
+
+def load_exported(cfg: Config, model, input_dir: Path) -> None:
+    """The inverse of export_model, into the training model (resume)."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
     from diffusers.utils import convert_unet_state_dict_to_peft
     from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    if isinstance(model, TissueTokens):
+        model.load_state(load_file(str(input_dir / TOKENS_WEIGHTS_NAME)))
+    elif cfg.finetune == "lora":
+        lora, _ = StableDiffusionPipeline.lora_state_dict(str(input_dir))
+        unet_lora = convert_unet_state_dict_to_peft({k.removeprefix("unet."): v for k, v in lora.items()
+                                                     if k.startswith("unet.")})
+        set_peft_model_state_dict(model, unet_lora, adapter_name="default")
+    else:
+        model.load_state_dict(UNet2DConditionModel.from_pretrained(str(input_dir / FULL_UNET_DIR)).state_dict())
+
+
+def register_checkpoint_hooks(cfg: Config, accelerator: Accelerator) -> None:
+    """Checkpoints hold the exports (a LoRA, not the 3.4 GB UNet, by default) plus optimizer, scheduler, RNG states."""
+    from diffusers.training_utils import cast_training_params
 
     def save_model_hook(models, weights, output_dir):
         if accelerator.is_main_process:
             for model in models:
-                StableDiffusionPipeline.save_lora_weights(save_directory=output_dir,
-                                                          unet_lora_layers=lora_state_dict(accelerator, model),
-                                                          safe_serialization=True)
-                weights.pop()  # saved above; accelerate must not save the full UNet too
+                export_model(cfg, accelerator, model, Path(output_dir))
+                weights.pop()  # saved above; accelerate must not save the model too
 
     def load_model_hook(models, input_dir):
-        model = models.pop()
-        lora, _ = StableDiffusionPipeline.lora_state_dict(input_dir)
-        unet_lora = convert_unet_state_dict_to_peft({k.removeprefix("unet."): v for k, v in lora.items()
-                                                     if k.startswith("unet.")})
-        set_peft_model_state_dict(model, unet_lora, adapter_name="default")
-        if accelerator.mixed_precision == "fp16":
-            cast_training_params(model, dtype=torch.float32)
+        while models:
+            model = accelerator.unwrap_model(models.pop())
+            load_exported(cfg, model, Path(input_dir))
+            if accelerator.mixed_precision == "fp16":
+                cast_training_params(model, dtype=torch.float32)
 
     accelerator.register_save_state_pre_hook(save_model_hook)
     accelerator.register_load_state_pre_hook(load_model_hook)
 
 
 def resume_progress(cfg: Config, accelerator: Accelerator, checkpoint: Path) -> dict:
-    """{"step", "elapsed"}: zero, or (with --resume) the checkpoint's, after restoring its LoRA/optimizer/RNG."""
+    """{"step", "elapsed"}: zero, or (with --resume) the checkpoint's, after restoring its weights/optimizer/RNG."""
     if cfg.resume and (checkpoint / "progress.json").exists():
         accelerator.load_state(str(checkpoint))
         state = json.loads((checkpoint / "progress.json").read_text())
@@ -262,9 +378,11 @@ def save_checkpoint(accelerator: Accelerator, checkpoint: Path, state: dict) -> 
         (checkpoint / "progress.json").write_text(json.dumps(state))
 
 
+@torch.no_grad()
 def validation_grid(path: Path, *, cfg: Config, accelerator: Accelerator, unet, vae, text_encoder, tokenizer,
-                    noise_scheduler, weight_dtype: torch.dtype, prompts: list[str]) -> None:
-    """validation_images samples per tissue (one prompt each) with fixed seeds, so grids compare across steps."""
+                    noise_scheduler, weight_dtype: torch.dtype, prompts: list[str], encode) -> None:
+    """validation_images samples per tissue (one prompt each) with fixed seeds, so grids compare across steps.
+    Prompts go in as embeddings from ``encode``, the training's own text path (pooling, learned tokens)."""
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
     model = accelerator.unwrap_model(unet)
@@ -275,20 +393,22 @@ def validation_grid(path: Path, *, cfg: Config, accelerator: Accelerator, unet, 
         safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipeline.set_progress_bar_config(disable=True)
     samples = []
+    n = cfg.validation_images
     with torch.autocast(accelerator.device.type, dtype=weight_dtype, enabled=weight_dtype != torch.float32):
-        for prompt in prompts:
+        embeddings, negative = encode(prompts), encode([""])
+        for embedding in embeddings:
             samples.append(pipeline(
-                [prompt] * cfg.validation_images, height=cfg.resolution,
-                width=cfg.resolution, num_inference_steps=cfg.validation_inference_steps,
+                prompt_embeds=embedding[None].expand(n, -1, -1), negative_prompt_embeds=negative.expand(n, -1, -1),
+                height=cfg.resolution, width=cfg.resolution, num_inference_steps=cfg.validation_inference_steps,
                 guidance_scale=cfg.guidance_scale, output_type="pt",
-                generator=[torch.Generator().manual_seed(1000 + i) for i in range(cfg.validation_images)],
+                generator=[torch.Generator().manual_seed(1000 + i) for i in range(n)],
             ).images.float().cpu())
     save_grid(torch.cat(samples), len(prompts), path)
     model.train()
 
 
-def lora_loss(batch, *, cfg: Config, unet, vae, noise_scheduler, caption_embeddings: torch.Tensor,
-              weight_dtype: torch.dtype) -> torch.Tensor:
+def denoising_loss(batch, *, cfg: Config, unet, vae, noise_scheduler, condition,
+                   weight_dtype: torch.dtype) -> torch.Tensor:
     """The denoising loss of one batch: noise its latents at random timesteps, predict the noise (or v)."""
     from diffusers.training_utils import compute_snr
 
@@ -306,7 +426,7 @@ def lora_loss(batch, *, cfg: Config, unet, vae, noise_scheduler, caption_embeddi
     noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
     v_prediction = noise_scheduler.config.prediction_type == "v_prediction"
     target = noise_scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
-    encoder_hidden_states = caption_embeddings[picks.to(caption_embeddings.device)]
+    encoder_hidden_states = condition(picks).to(noisy_latents.dtype)
     prediction = unet(noisy_latents, timesteps, encoder_hidden_states, return_dict=False)[0]
     if cfg.snr_gamma <= 0:
         return F.mse_loss(prediction.float(), target.float())
@@ -317,7 +437,7 @@ def lora_loss(batch, *, cfg: Config, unet, vae, noise_scheduler, caption_embeddi
     return (F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3)) * weights).mean()
 
 
-def train(cfg: Config, accelerator: Accelerator, unet, optimizer, lr_scheduler, loader, lora_parameters,
+def train(cfg: Config, accelerator: Accelerator, models: list, optimizer, lr_scheduler, loader, parameters,
           compute_loss, validate, state: dict) -> float | None:
     """Optimise up to cfg.steps (updating ``state``), logging, checkpointing and validating on the way.
 
@@ -330,14 +450,15 @@ def train(cfg: Config, accelerator: Accelerator, unet, optimizer, lr_scheduler, 
     bar = tqdm(total=cfg.steps, initial=state["step"], disable=not accelerator.is_main_process, desc="sd-lora")
     started, elapsed_before = time.time(), state["elapsed"]
     running = None
-    unet.train()
+    for model in models:
+        model.train()
     while state["step"] < cfg.steps:
         for batch in loader:
-            with accelerator.accumulate(unet):
+            with accelerator.accumulate(*models):
                 loss = compute_loss(batch)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(lora_parameters, cfg.max_grad_norm)
+                    accelerator.clip_grad_norm_(parameters, cfg.max_grad_norm)
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -367,17 +488,16 @@ def train(cfg: Config, accelerator: Accelerator, unet, optimizer, lr_scheduler, 
     return running
 
 
-def write_outputs(cfg: Config, accelerator: Accelerator, unet, state: dict, train_images: int,
+def write_outputs(cfg: Config, accelerator: Accelerator, models: list, state: dict, train_images: int,
                   running: float | None) -> None:
-    """The deliverable: pytorch_lora_weights.safetensors, loadable with pipe.load_lora_weights(out_dir), and
-    the training summary the generator backend reads its resolution from."""
-    from diffusers import StableDiffusionPipeline
-
+    """The deliverable: the exports (by default pytorch_lora_weights.safetensors, loadable with
+    pipe.load_lora_weights(out_dir)), and the training summary the backend reads its resolution and prompts from."""
     out_dir = Path(cfg.out_dir)
-    StableDiffusionPipeline.save_lora_weights(save_directory=str(out_dir),
-                                              unet_lora_layers=lora_state_dict(accelerator, unet),
-                                              safe_serialization=True)
+    for model in models:
+        export_model(cfg, accelerator, model, out_dir)
     summary = {**asdict(cfg), "base_model": cfg.pretrained_model, "caption_template": CAPTION_TEMPLATE,
+               "prompts": {label: caption(tissue, cfg.prompt_style, cfg.textual_inversion)
+                           for tissue, label in enumerate(LABELS)},
                "final_step": state["step"], "train_seconds": round(state["elapsed"], 1),
                "train_images": train_images, "device": str(accelerator.device),
                "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
@@ -385,44 +505,91 @@ def write_outputs(cfg: Config, accelerator: Accelerator, unet, state: dict, trai
     (out_dir / TRAINING_SUMMARY_NAME).write_text(json.dumps(summary, indent=2))
 
 
+def vae_report(cfg: Config, accelerator: Accelerator) -> Path:
+    """--vae_report_only: how well the base model's VAE keeps held-out tiles, before anything is trained."""
+    from diffusers import AutoencoderKL
+    from PIL import Image
+
+    from pathsynth.evaluation.protocol import load_evaluator
+
+    out_dir = Path(cfg.out_dir)
+    vae = load_base(cfg, AutoencoderKL, "vae").to(accelerator.device).eval()  # fp32: a measurement
+    images, labels = load_training_data(cfg.data, cfg.size, fold=cfg.fold)["val"]
+    pick = np.sort(np.random.default_rng(cfg.seed).permutation(len(images))[:cfg.vae_report_images])
+    images, labels = images[pick], np.asarray(labels).reshape(-1)[pick]
+    evaluator = None
+    if cfg.evaluator.lower() != "none":
+        try:
+            evaluator = load_evaluator(cfg.evaluator or None)
+        except Exception as error:  # no shipped evaluator: report without FID rather than fail
+            accelerator.print(f"no FID: evaluator could not be loaded ({type(error).__name__}: {error})")
+    report, reconstructions = vae_reconstruction_report(vae, images, labels, cfg.resolution, evaluator,
+                                                        cfg.batch_size)
+    report.update(base_model=cfg.pretrained_model,
+                  evaluator=None if evaluator is None else (cfg.evaluator or "shipped"),
+                  png_layout="one row per tissue: original, reconstruction, original, reconstruction...")
+    (out_dir / VAE_REPORT_NAME).write_text(json.dumps(report, indent=2))
+    Image.fromarray(comparison_grid(images, reconstructions, labels)).save(out_dir / VAE_REPORT_IMAGE)
+    for name in ("vae", "resize_only"):
+        r = report[name]
+        psnr = "inf" if r["psnr"] is None else f"{r['psnr']:.2f}"
+        accelerator.print(f"{name:>12}: RMSE {r['rmse']:.2f} grey levels, PSNR {psnr} dB, SSIM {r['ssim']:.3f}"
+                          + (f", FID {r['fid']:.2f}" if "fid" in r else ""))
+    accelerator.print(f"wrote {out_dir / VAE_REPORT_NAME} and {out_dir / VAE_REPORT_IMAGE}")
+    return out_dir
+
+
 def main(cfg: Config) -> Path:
-    if cfg.resolution % 8:
-        raise SystemExit(f"--resolution must be a multiple of 8, got {cfg.resolution}")
+    check_config(cfg)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision or None,
                               gradient_accumulation_steps=cfg.gradient_accumulation_steps)
     set_seed(cfg.seed)
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.vae_report_only:
+        return vae_report(cfg, accelerator) if accelerator.is_main_process else out_dir
     if cfg.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
 
     # This order is the seeded RNG's order (LoRA init, then the loader): keep it for reproducible runs.
     tokenizer, text_encoder, vae, unet, noise_scheduler, weight_dtype = load_frozen_components(cfg, accelerator)
-    lora_parameters, optimizer, lr_scheduler = add_lora_and_optimizer(cfg, accelerator, unet)
-    captions, caption_ids, caption_embeddings = encode_captions(tokenizer, text_encoder, accelerator.device)
+    unet_parameters = add_unet_training(cfg, accelerator, unet)
+    tokens = add_tissue_tokens(tokenizer, text_encoder) if cfg.textual_inversion else None
+    optimizer, lr_scheduler = make_optimizer(cfg, accelerator, unet_parameters,
+                                             list(tokens.parameters()) if tokens else [])
+    captions, caption_ids = caption_table(cfg)
     loader = make_loader(cfg, accelerator, caption_ids, len(captions))
     train_images = len(loader.dataset)
-    unet, optimizer, loader, lr_scheduler = accelerator.prepare(unet, optimizer, loader, lr_scheduler)
+    # Only what trains is prepared (DDP refuses a module without trainable parameters).
+    trainable = ([unet] if cfg.finetune != "none" else []) + ([tokens] if tokens is not None else [])
+    *trainable, optimizer, loader, lr_scheduler = accelerator.prepare(*trainable, optimizer, loader, lr_scheduler)
+    if cfg.finetune != "none":
+        unet = trainable[0]
+    condition, encode = prompt_encoders(cfg, tokenizer, text_encoder, captions, tokens,
+                                        trainable[-1] if tokens is not None else None)
 
-    register_checkpoint_hooks(accelerator)  # before load_state, which runs them
+    register_checkpoint_hooks(cfg, accelerator)  # before load_state, which runs them
     checkpoint = out_dir / "checkpoint"
     state = resume_progress(cfg, accelerator, checkpoint)
 
     # Bind the models once: the loop then hands over only a batch (loss) or a file name (grid).
-    compute_loss = partial(lora_loss, cfg=cfg, unet=unet, vae=vae, noise_scheduler=noise_scheduler,
-                           caption_embeddings=caption_embeddings, weight_dtype=weight_dtype)
+    compute_loss = partial(denoising_loss, cfg=cfg, unet=unet, vae=vae, noise_scheduler=noise_scheduler,
+                           condition=condition, weight_dtype=weight_dtype)
     validate = partial(validation_grid, cfg=cfg, accelerator=accelerator, unet=unet, vae=vae,
                        text_encoder=text_encoder, tokenizer=tokenizer, noise_scheduler=noise_scheduler,
-                       weight_dtype=weight_dtype, prompts=[captions[ids[0]] for ids in caption_ids])
-    running = train(cfg, accelerator, unet, optimizer, lr_scheduler, loader, lora_parameters, compute_loss,
+                       weight_dtype=weight_dtype, prompts=[captions[ids[0]] for ids in caption_ids], encode=encode)
+    parameters = unet_parameters + (list(tokens.parameters()) if tokens else [])
+    running = train(cfg, accelerator, trainable, optimizer, lr_scheduler, loader, parameters, compute_loss,
                     validate, state)
 
     accelerator.wait_for_everyone()
     save_checkpoint(accelerator, checkpoint, state)
     if accelerator.is_main_process:
-        write_outputs(cfg, accelerator, unet, state, train_images, running)
+        write_outputs(cfg, accelerator, trainable, state, train_images, running)
         validate(out_dir / "validation_final.png")
-        accelerator.print(f"saved LoRA to {out_dir} after {state['step']} steps, {state['elapsed'] / 60:.1f} min")
+        what = {"lora": "LoRA", "full": "fine-tuned U-Net", "none": ""}[cfg.finetune]
+        what = " + ".join(filter(None, [what, "tissue tokens" if tokens else ""]))
+        accelerator.print(f"saved {what} to {out_dir} after {state['step']} steps, {state['elapsed'] / 60:.1f} min")
     accelerator.end_training()
     return out_dir
 
