@@ -5,8 +5,11 @@
   export into another store gives the same gallery: name, description, creator, times, and per item the pixels,
   caption, tissue, provenance, seed, verification figures and every ``meta`` field, in the same order.
 * :func:`export_anki`: an ``.apkg`` deck (genanki), the image on the front, the tissue and the catalogue's
-  teaching text on the back. Model and deck ids are fixed (deck: from the gallery name) and note ids come from
-  the image bytes, so re-importing an updated export into Anki updates the cards instead of duplicating them.
+  teaching text on the back. The model id is fixed, the deck id comes from what never changes about the gallery
+  (its id, owner and creation time: not its name, which two instructors may share and an owner may change) and
+  note ids from the deck and the image bytes, so re-importing an updated export into Anki updates the cards
+  instead of duplicating them, and two instructors' galleries of one name stay two decks (their deck names say
+  whose they are too: Anki also matches decks by name).
 * :func:`export_handout`: one self-contained HTML page to print (images as data URIs, no external requests).
 
 All user text (names, captions, descriptions) is escaped in HTML and guarded against spreadsheet formulas in CSV.
@@ -190,10 +193,19 @@ def _anki_model():
     return genanki.Model(ANKI_MODEL_ID, "PathSynth tissue tile", fields=fields, templates=[template], css=ANKI_CSS)
 
 
-def anki_deck_id(gallery_name: str) -> int:
-    """The same deck id for the same gallery name in every store and every export."""
-    digest = hashlib.sha256(("pathsynth-deck:" + gallery_name.casefold()).encode("utf-8")).digest()
+def anki_deck_id(gallery: Gallery) -> int:
+    """The gallery's deck id: the same on every export of this gallery (renamed or not), different for another
+    gallery of the same name (another owner's, or another PathSynth's gallery with the same id)."""
+    owner = (gallery.created_by or "").strip().casefold()
+    key = "\x1f".join(["pathsynth-deck", str(gallery.id), owner, gallery.created_at or ""])
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
     return ANKI_DECK_BASE + int.from_bytes(digest[:4], "big") % 10**8
+
+
+def anki_deck_name(gallery: Gallery) -> str:
+    """"PathSynth::<name> (<owner>)": Anki files an imported deck under a deck of the same name when it has one."""
+    owner = (gallery.created_by or "").strip()
+    return f"PathSynth::{gallery.name}" + (f" ({owner})" if owner else "")
 
 
 def export_anki(gallery: Gallery) -> bytes:
@@ -201,7 +213,7 @@ def export_anki(gallery: Gallery) -> bytes:
     import genanki
 
     model = _anki_model()
-    deck = genanki.Deck(anki_deck_id(gallery.name), f"PathSynth::{gallery.name}")
+    deck = genanki.Deck(anki_deck_id(gallery), anki_deck_name(gallery))
     media = {}
     for item in gallery.items:
         png = encode_png(item.image)
@@ -275,5 +287,5 @@ def export_handout(gallery: Gallery) -> str:
             f"<footer>{len(gallery.items)} tiles · PathSynth · colorectal H&amp;E tiles</footer>\n</body></html>\n")
 
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "anki_deck_id", "csv_cell", "export_anki", "export_handout", "export_zip",
-           "gallery_record", "import_zip", "metadata_csv", "read_archive"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "anki_deck_id", "anki_deck_name", "csv_cell", "export_anki", "export_handout",
+           "export_zip", "gallery_record", "import_zip", "metadata_csv", "read_archive"]

@@ -156,7 +156,8 @@ def visible_to(viewer: str | None):
     return or_(shared, func.lower(GalleryRow.created_by) == viewer.strip().lower())
 
 
-def _same_person(actor, owner: str) -> bool:
+def same_person(actor, owner: str) -> bool:
+    """Whether ``actor`` (a signed-in name) is ``owner`` (a gallery's ``created_by``): names match in any case."""
     return isinstance(actor, str) and bool(actor.strip()) and actor.strip().lower() == owner.strip().lower()
 
 
@@ -175,7 +176,7 @@ def _check_name_free(db: Connection, name: str, actor, other_than: int | None = 
 def _ambiguity_message(name: str, found, viewer) -> str:
     """Which galleries share the name, as the viewer may know them (theirs, or shared by someone)."""
     def described(row) -> str:
-        whose = "yours" if _same_person(viewer, row.created_by) else f"by {row.created_by or 'an instructor'}"
+        whose = "yours" if same_person(viewer, row.created_by) else f"by {row.created_by or 'an instructor'}"
         return f"id {row.id} ({row.visibility}, {whose})"
 
     return (f"{len(found)} galleries named {name.strip()[:MAX_NAME_CHARS]!r} are open to you: "
@@ -414,7 +415,7 @@ class GalleryStore:
         actor = create["created_by"] if actor is None else actor
         if create["visibility"] == "private" and not create["created_by"]:
             raise ValueError("A private gallery needs its owner (created_by).")
-        if create["visibility"] == "private" and not _same_person(actor, create["created_by"]):
+        if create["visibility"] == "private" and not same_person(actor, create["created_by"]):
             raise ValueError("Only its owner can create a private gallery (actor and created_by differ).")
         for key, value in (("created_at", created_at), ("updated_at", updated_at)):
             if value is not None:
@@ -467,7 +468,7 @@ class GalleryStore:
         with self.database.write() as db:
             gallery_id = self._gallery_id(db, gallery, lock=True, viewer=actor)
             row = db.execute(select(GalleryRow.name, GalleryRow.created_by).where(GalleryRow.id == gallery_id)).one()
-            if not _same_person(actor, row.created_by):
+            if not same_person(actor, row.created_by):
                 raise PermissionError(f"Only its owner ({row.created_by or 'nobody'}) can make {row.name!r} "
                                       "private or shared.")
             _check_name_free(db, row.name, actor, other_than=gallery_id)

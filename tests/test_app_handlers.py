@@ -114,7 +114,7 @@ def test_with_a_pool_no_learner_event_waits_in_the_model_queue(pooled):
     on never do, pool or not."""
     queue_of = {fn.api_name: fn.concurrency_id for fn in build_demo(pooled).fns.values() if fn.api_name}
     model_events = {name for name, queue in queue_of.items() if queue == "model"}
-    assert model_events == {"instructor_generate", "challenge_next", "assignment_create"}
+    assert not model_events & {"instructor_generate", "assignment_create"}  # their model calls take model_slots
     learner_events = ("generate", "quiz_start", "quiz_answer", "quiz_next", "quiz_retry", "late_overlay")
     assert len({queue_of[name] for name in learner_events}) == len(learner_events)  # each its own queue
 
@@ -277,3 +277,61 @@ def test_cached_images_are_never_rewritten_in_place(tmp_path):
     assert not [p for p in Path(first).parent.iterdir() if p.name.startswith(".")]  # no staging files left
     install_atomic_image_cache()
     assert processing_utils.save_img_array_to_cache(np.asarray(image), str(tmp_path), format="png") == first
+
+
+class RecordingSlots:
+    """Stands in for ``common.model_slots``: records whether model calls run while holding a slot."""
+
+    def __init__(self):
+        self.held = False
+
+    def __enter__(self):
+        self.held = True
+
+    def __exit__(self, *exc):
+        self.held = False
+
+
+def test_an_instructors_batch_is_generated_in_a_model_slot(services, monkeypatch):
+    slots, calls = RecordingSlots(), []
+    monkeypatch.setattr(galleries, "model_slots", slots)
+    generate_now = services.verifier.generate
+    monkeypatch.setattr(services.verifier, "generate",
+                        lambda *args, **kwargs: calls.append(slots.held) or generate_now(*args, **kwargs))
+    request = SimpleNamespace(client=SimpleNamespace(host="test-slots"))
+    batch = galleries.instructor_generate(services, "pw", ["Mucus"], 1, "3", None, request)[0]
+    assert len(batch) == 1 and calls == [True] and slots.held is False
+
+
+def test_a_gallery_quiz_has_the_pool_prepare_its_maps(pooled, monkeypatch):
+    """A gallery's tiles come without heatmaps: starting its quiz hands them to the pool's filler at once (not
+    after the first answer), and the view gets the services (the review's real examples)."""
+    from pathsynth.gallery import GalleryItemInput
+
+    tiles = [np.full((28, 28, 3), 60 + 50 * i, np.uint8) for i in range(3)]
+    key = pooled.store.create_gallery("Pooled gallery quiz", items=[GalleryItemInput(t, tissue=i)
+                                                                    for i, t in enumerate(tiles)])
+    given = []
+    view = galleries.question_view
+    monkeypatch.setattr(galleries, "question_view",
+                        lambda *args, **kwargs: given.append(kwargs) or view(*args, **kwargs))
+    pooled.pool._urgent.clear()
+    session = galleries.gallery_quiz(pooled, key)[0]
+    assert session.total == 3 and given[0].get("services") is pooled
+    assert sorted(tissue for _, tissue in pooled.pool._urgent) == [0, 1, 2]
+    assert pooled.pool.explain_urgent() == 3  # the filler's next job: then the answers find their maps ready
+    assert all(pooled.explanations.get(q.image, q.answer) is not None for q in session.questions)
+
+
+def test_the_quiz_tab_opens_assignments_and_the_assignments_tab_lists_galleries_when_opened(services):
+    demo = build_demo(services)
+    fns = list(demo.fns.values())
+    label = lambda block_id: getattr(demo.blocks[block_id], "label", None) or demo.blocks[block_id].value  # noqa: E731
+    opening = [fn for fn in fns if getattr(fn.fn, "__name__", "") == "assignment_open_from_quiz"]
+    assert sorted((label(block), event) for fn in opening for block, event in fn.targets) == [
+        ("Have an assignment code?", "submit"), ("Open assignment", "click")]
+    assert {label(c._id) for c in opening[0].inputs} == {"Have an assignment code?", "Your name (saves your progress)"}
+    assert any(isinstance(c, gr.Tabs) for c in opening[0].outputs)  # it switches to the Assignments tab
+    listing = [fn for fn in fns if getattr(fn.fn, "__name__", "") == "assignment_galleries"]
+    assert ("Assignments", "select") in {(label(block), event) for fn in listing for block, event in fn.targets
+                                         if block is not None}  # not only after a sign-in (``then``)

@@ -30,7 +30,8 @@ KEYS = ["ADI", "LYM", "STR", "MUS"]  # the gallery's tissues, in gallery order
 def services_for(home, storage_url=None, spaces=False):
     env = {"PATHSYNTH_HOME": str(home), "PATHSYNTH_INSTRUCTOR_PASSWORD": PASSWORD,
            **({"SPACE_ID": "someone/pathsynth", "PATHSYNTH_INSTRUCTORS": "prof"} if spaces else {})}
-    return SimpleNamespace(settings=Settings.from_env(env), store=GalleryStore(home, database_url=storage_url))
+    return SimpleNamespace(settings=Settings.from_env(env), store=GalleryStore(home, database_url=storage_url),
+                           pool=None)  # no pool: generated questions come from the verifier
 
 
 def make_gallery(store) -> int:
@@ -179,14 +180,15 @@ def test_on_spaces_a_listed_login_signs_in_without_a_password(tmp_path, monkeypa
     assert "not an instructor" in refused[0] and refused[1]["visible"] is False
     assert tab.assignment_sign_in(services, "", prof, request())[1]["visible"] is True
     assert sign_in_events(services) == {"click", "submit", "load"}  # a listed login is checked as the page opens
+    assert sign_in_events(services, given_the_demo=False) == {"click", "submit"}  # no guessing the app from context
     services.store.close()
     assert sign_in_events(services_for(tmp_path / "local")) == {"click", "submit"}
 
 
-def sign_in_events(services) -> set[str]:
-    """The events that run the tab's instructor sign-in."""
+def sign_in_events(services, given_the_demo=True) -> set[str]:
+    """The events that run the tab's instructor sign-in (the tab built with the app handed over, or not)."""
     with gr.Blocks() as demo:
-        tab.build(services)
+        tab.build(services, demo if given_the_demo else None)
     return {event for fn in demo.fns.values() if getattr(fn.fn, "__name__", "") == "assignment_sign_in"
             for _, event in fn.targets}
 
@@ -234,7 +236,7 @@ def test_an_assignment_of_generated_images_keeps_only_the_verified_ones(tmp_path
     results = [SimpleNamespace(image=np.zeros((28, 28, 3), np.uint8), tissue=t, seed=7 + t, verified=t != 2,
                                attempts=1, predicted=t, confidence=0.9, realism=0.5, probabilities=[0.1] * 9)
                for t in (0, 1, 2)]
-    services.images = SimpleNamespace(generate=lambda tissues, seed=None, progress=None: results)
+    services.verifier = SimpleNamespace(generate=lambda tissues, seed=None, progress=None: results)
     message, record = tab.assignment_create(services, PASSWORD, "Generated", "practice", "2030-01-01 09:00",
                                             "", ["Adipose tissue"], 3, "5")
     assert record["questions"] == 2 and "1 unverified" in message and record["due_at"].startswith("2030-01-01T09:00")
@@ -286,4 +288,136 @@ def test_the_tab_registers_its_api_endpoints(tmp_path):
     names = {fn.api_name for fn in demo.fns.values() if fn.api_name}
     assert {"assignment_open", "assignment_answer", "assignment_next", "assignment_create", "assignment_list",
             "assignment_dashboard", "assignment_export"} <= names
+    services.store.close()
+
+
+# --------------------------------------------------------------------------- the create form's gallery list
+
+def gallery_list(services, password, current=None, account=None):
+    """The "From gallery" dropdown's update as the browser gets it: (its choices, its value)."""
+    update = tab.assignment_galleries(services, password, current, None, request(), account)
+    return [tuple(choice) for choice in update["choices"]], update["value"]
+
+
+def test_the_gallery_list_names_whose_each_gallery_is_and_its_id_picks_exactly_one(tmp_path):
+    """Two galleries of one name (the instructor's private one, bob's shared one) read differently in the list,
+    another instructor's private gallery is not there, and the id chosen creates from exactly that gallery."""
+    services = services_for(tmp_path)
+    store, pixels = services.store, np.zeros((28, 28, 3), np.uint8)
+    mine = store.create_gallery("Week 1", created_by="Instructor", visibility="private",
+                                items=[GalleryItemInput(pixels, tissue=t) for t in ("ADI", "MUC", "STR")])
+    bobs = store.create_gallery("week 1", created_by="bob", items=[GalleryItemInput(pixels, tissue="LYM")])
+    store.create_gallery("Bob's own", created_by="bob", visibility="private")
+    choices, value = gallery_list(services, PASSWORD)
+    assert choices == [tab.NO_GALLERY, ("Week 1 (private, yours; 3 images)", mine),
+                       ("week 1 (shared, by bob; 1 image)", bobs)] and value == ""
+    assert gallery_list(services, PASSWORD, bobs) == (choices, bobs)  # the choice stays while it is listed
+    assert gallery_list(services, PASSWORD, 999)[1] == ""  # a deleted gallery: back to "generate"
+    for password in (None, "", "a learner's guess"):  # learners and wrong passwords: nothing to choose from
+        assert gallery_list(services, password, bobs) == ([tab.NO_GALLERY], "")
+
+    message, record = tab.assignment_create(services, PASSWORD, "", "practice", "", bobs, None, 1, "")
+    assert message.startswith("✅") and record["title"] == "week 1" and record["questions"] == 1
+    assert tab.assignment_create(services, PASSWORD, "", "practice", "", str(mine), None, 1, "")[1]["questions"] == 3
+    by_name = tab.assignment_create(services, PASSWORD, "T", "practice", "", "WEEK 1", None, 1, "")[0]
+    assert by_name.startswith("⚠️") and "Choose one by its id" in by_name  # an API client's name: no guessing
+    secret = store.list_galleries("bob")[-1].id  # bob's private gallery, sent by id anyway: refused
+    refused = tab.assignment_create(services, PASSWORD, "T", "practice", "", secret, None, 1, "")[0]
+    assert refused.startswith("⚠️") and f"no gallery with id {secret}" in refused
+    assert len(A.list_assignments(services.store.database)) == 2
+    services.store.close()
+
+
+def events_running(demo, name: str) -> list[str]:
+    """What triggers each event running ``name``: "select", or "then <the event it follows>"."""
+    fns = list(demo.fns.values())
+    return [f"then {getattr(fns[fn.trigger_after].fn, '__name__', 'lambda')}" if fn.trigger_after is not None
+            else event for fn in fns if getattr(fn.fn, "__name__", "") == name for _, event in fn.targets]
+
+
+def test_the_gallery_list_is_refreshed_on_sign_in_sign_out_and_when_the_tab_opens(tmp_path):
+    services = services_for(tmp_path)
+    with gr.Blocks() as demo:
+        with gr.Tab("Assignments") as this_tab:
+            tab.build(services, demo, this_tab)
+    assert sorted(events_running(demo, "assignment_galleries")) == [
+        "select", "then <lambda>", *["then assignment_sign_in"] * 3]  # click, Enter in either box; sign-out
+    services.store.close()
+
+
+# ------------------------------------------------------------------------------- opened from the Quiz tab
+
+def test_the_quiz_tab_opens_an_assignment_as_the_assignments_tab_does(tmp_path):
+    services = services_for(tmp_path)
+    make_gallery(services.store)
+    code = create(services)
+    typed = f" {code.lower()[:3]} {code.lower()[3:]} "  # lower case and spaces, as on the Assignments tab
+    outputs = tab.assignment_open_from_quiz(services, typed, "Ana")
+    assert len(outputs) == tab.QUIZ_SHORTCUT_OUTPUTS
+    attempt, header = outputs[0], outputs[1]
+    assert attempt.assignment.code == code and attempt.learner.key == "local:ana" and "question 1 of 4" in header
+    assert outputs[tab.VIEW_OUTPUTS:tab.VIEW_OUTPUTS + 2] == (code, "Ana")  # in the Assignments tab's boxes
+    assert outputs[-2].selected == "assignments" and outputs[-1] == r"Opened Colon =1\+1 in the Assignments tab."
+    tab.assignment_answer(attempt, DISPLAY_NAMES[attempt.session.questions[0].answer])
+    again = tab.assignment_open(services, code, "ana")[0]  # the same learner, the same stored answers
+    assert again.session.current == 1
+    for args, message in (((" zz9 ", "Ana"), "No assignment has the code"), (("", "Ana"), "Type the assignment code"),
+                          ((code, " "), "Type your name")):
+        refused = tab.assignment_open_from_quiz(services, *args)
+        assert refused[-1].startswith("⚠️") and message in refused[-1] and "\n" not in refused[-1]
+        assert all(value == gr.skip() for value in refused[:-1])  # no tab switch; nothing else changes
+    services.store.close()
+
+
+# ------------------------------------------------------------------------------- generated questions
+
+class RecordingSlots:
+    """Stands in for ``common.model_slots``: records whether model calls run while holding a slot."""
+
+    def __init__(self):
+        self.held, self.entered = False, 0
+
+    def __enter__(self):
+        self.held, self.entered = True, self.entered + 1
+
+    def __exit__(self, *exc):
+        self.held = False
+
+
+def fake_result(tissue: int):
+    return SimpleNamespace(image=np.full((28, 28, 3), tissue, np.uint8), tissue=tissue, seed=tissue, verified=True,
+                           attempts=1, predicted=tissue, confidence=0.9, realism=0.5, probabilities=[0.1] * 9)
+
+
+def test_generated_questions_take_ready_pool_images_and_generate_the_rest_in_a_model_slot(monkeypatch):
+    slots, made = RecordingSlots(), []
+    monkeypatch.setattr(tab, "model_slots", slots)
+
+    def generate(tissues, seed=None, progress=None):
+        made.append((list(tissues), seed, slots.held))
+        return [fake_result(t) for t in tissues]
+
+    stocked = {0}  # the pool has adipose tissue ready, nothing else
+    pool = SimpleNamespace(take=lambda tissues: [fake_result(t) if t in stocked else None for t in tissues])
+    services = SimpleNamespace(pool=pool, verifier=SimpleNamespace(generate=generate))
+    assert [r.tissue for r in tab.verified_images(services, [0, 1, 0, 2], None)] == [0, 1, 0, 2]
+    assert made == [([1, 2], None, True)]  # only what the pool lacked, inside a slot
+    stocked.update(range(9))
+    tab.verified_images(services, [3, 4], None)
+    assert len(made) == 1 and slots.entered == 1  # all ready: no model call, no slot
+    tab.verified_images(services, [3, 4], 7)  # a typed seed reproduces its images: generated as asked
+    services.pool = None
+    tab.verified_images(services, [5], None)
+    assert made[1:] == [([3, 4], 7, True), ([5], None, True)]
+
+
+def test_assignment_creation_waits_in_the_model_queue_only_without_a_pool(tmp_path):
+    services = services_for(tmp_path)
+    queue = {}
+    for pool in (None, object()):
+        services.pool = pool
+        with gr.Blocks() as demo:
+            tab.build(services, demo)
+        queue[pool is None] = next(fn.concurrency_id for fn in demo.fns.values() if fn.api_name == "assignment_create")
+    assert queue[True] == "model" and queue[False] != "model"
     services.store.close()

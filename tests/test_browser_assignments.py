@@ -3,7 +3,9 @@ its share code; a learner in a fresh browser (no instructor session) takes it by
 purpose, and sees their own result; the instructor's dashboard shows the learner and that score; the CSV downloaded
 through the page has one row per learner x question with the answers given. A learner sees only the "open by code"
 part (the create form and the class's results show after an instructor signs in, and hide on sign-out) and can
-reach neither the dashboard nor the export through the API either.
+reach neither the dashboard nor the export through the API either. A gallery saved in the Galleries tab appears in
+the create form's "From gallery" list (labelled whose it is) without a reload, and a learner can open an assignment
+from the Quiz tab's "Have an assignment code?" box too.
 
 Screenshots go to ``test-artifacts/`` (gitignored) for a human look: ``assignment_*.png``.
 """
@@ -26,8 +28,11 @@ TITLE = "Browser assignment: <b>fat</b> & mucus"  # typed by a person: shown as 
 TISSUES = ["Adipose tissue", "Mucus"]  # one verified image of each: two questions
 WRONG = "Debris"  # not among TISSUES: answering it is a sure miss, whatever the shuffled order
 LEARNER = "Ada Learner"
+QUIZ_LEARNER = "Quinn Quiztab"  # opens the assignment from the Quiz tab, answers nothing (the dashboard counts answers)
 SEED = "2024"
-GALLERY = "Browser assignment gallery"  # tiny models only: see save_gallery
+GALLERY = "Browser assignment gallery"  # see save_gallery
+GALLERY_LABEL = f"{GALLERY} (shared, yours; {len(TISSUES)} images)"  # as the create form lists it
+GENERATE_LABEL = "None: new verified images of the tissues ticked"
 
 
 def open_assignments(browser, url: str):
@@ -115,14 +120,41 @@ def save_gallery(page, password: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def assignment(running_app, instructor, artifacts_dir) -> dict:
-    """Created through the page from one verified image of each of ``TISSUES`` (tiny models: from a gallery of
-    them); its share code read off the page."""
+def saved_gallery(running_app, instructor) -> str:
+    """``GALLERY``, saved once through the Galleries tab of the instructor's page (which is back on Assignments)."""
+    save_gallery(instructor[0], running_app.password)
+    return GALLERY
+
+
+def gallery_field(panel):
+    return panel.locator("#assignment-gallery").get_by_role("combobox")
+
+
+def open_gallery_list(page, panel) -> list[str]:
+    """Unfold the create form's "From gallery" list; returns its entries as shown."""
+    gallery_field(panel).blur()  # it unfolds on focus: a field still focused from before would stay folded
+    gallery_field(panel).click()
+    options = page.get_by_role("option")
+    options.first.wait_for()
+    return [text.replace("✓", "").strip() for text in options.all_inner_texts()]
+
+
+def pick_gallery(page, panel, label: str) -> None:
+    """Choose ``label`` in the "From gallery" list the way a person does: unfold it, click the entry."""
+    open_gallery_list(page, panel)
+    page.get_by_role("option").filter(has_text=label).click()
+    expect(gallery_field(panel)).to_have_value(label)
+
+
+@pytest.fixture(scope="module")
+def assignment(running_app, instructor, saved_gallery, artifacts_dir) -> dict:
+    """Created through the page from one verified image of each of ``TISSUES`` (tiny models: from the gallery of
+    them, picked in the list); its share code read off the page."""
     page, panel = instructor
     if running_app.models == "tiny":
-        save_gallery(page, running_app.password)
-        panel.get_by_label("From gallery (name or id; blank: generate)").fill(GALLERY)
+        pick_gallery(page, panel, GALLERY_LABEL)
     else:
+        pick_gallery(page, panel, GENERATE_LABEL)
         for tissue in TISSUES:
             panel.get_by_role("checkbox", name=tissue, exact=True).check()
         set_images_per_tissue(panel, 1)
@@ -221,6 +253,70 @@ def test_the_whole_assignment_flow(browser, running_app, instructor, assignment,
         (code, TITLE, LEARNER, str(a["question"]), a["right"], a["chosen"], "yes" if a["correct"] else "no", "no")
         for a in given]
     assert page.dialogs == []
+
+
+def test_a_gallery_saved_meanwhile_is_listed_saying_whose_it_is(instructor, saved_gallery, artifacts_dir):
+    """The gallery saved in the Galleries tab (after this tab's sign-in) is in the "From gallery" list on coming
+    back, without a reload, labelled shared and yours; "None" (generate) comes first. The list sits beside the
+    tissues without overlapping them."""
+    page, panel = instructor
+    field = gallery_field(panel)
+    field.scroll_into_view_if_needed()
+    entries = open_gallery_list(page, panel)
+    assert entries[0] == GENERATE_LABEL and GALLERY_LABEL in entries, entries
+    page.screenshot(path=str(artifacts_dir / "assignment_gallery_list.png"))
+    page.keyboard.press("Escape")
+    field.blur()
+    expect(page.get_by_role("option")).to_have_count(0)  # folded again
+    tissues = panel.get_by_text("Or generate: tissues (none = all nine)")
+    left, right = page.locator("#assignment-gallery").bounding_box(), tissues.bounding_box()
+    beside, below = left["x"] + left["width"] <= right["x"], left["y"] + left["height"] <= right["y"]
+    assert beside or below  # never on top of each other
+    assert page.dialogs == []
+
+
+def test_a_learner_opens_the_assignment_from_the_quiz_tab(browser, running_app, assignment, artifacts_dir):
+    """The Quiz tab's "Have an assignment code?" box: an unknown code is refused beside it (the Quiz tab stays);
+    a known one, typed in lower case with spaces, opens the assignment in the Assignments tab under the name typed
+    in the Quiz tab."""
+    page = browser.new_context(viewport=VIEWPORT).new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.dialogs = []
+    page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(running_app.url)
+    page.get_by_role("button", name="Generate verified image").wait_for(state="attached")
+    page.get_by_role("tab", name="Quiz").click()
+    quiz = page.locator(".tabitem:visible")
+    code_box = quiz.locator("#quiz-assignment-code").get_by_role("textbox")
+    status = page.locator("#quiz-assignment-status")
+    code_box.fill(assignment["code"])
+    quiz.get_by_role("button", name="Open assignment").click()
+    status.get_by_text("Type your name to take an assignment").wait_for()  # the instructor sees answers under it
+    quiz.get_by_label("Your name (saves your progress)").fill(QUIZ_LEARNER)
+    code_box.fill("zzz 999")
+    code_box.press("Enter")
+    status.get_by_text("No assignment has the code 'ZZZ999'").wait_for()
+    expect(page.get_by_role("tab", name="Quiz")).to_have_attribute("aria-selected", "true")
+    box = page.locator("#quiz-assignment").first.bounding_box()  # (Gradio repeats a group's id inside it)
+    start = quiz.get_by_role("button", name="Start a new quiz")
+    mode = page.locator("#quiz-mode").bounding_box()
+    assert box["x"] >= mode["x"] + mode["width"] and box["x"] + box["width"] <= VIEWPORT["width"]  # not cut off
+    assert box["y"] >= start.bounding_box()["y"] + start.bounding_box()["height"]  # under "Start a new quiz"
+    page.screenshot(path=str(artifacts_dir / "assignment_from_quiz_refused.png"))
+
+    code = assignment["code"]
+    code_box.fill(f" {code.lower()[:3]} {code.lower()[3:]} ")
+    quiz.get_by_role("button", name="Open assignment").click()
+    expect(page.get_by_role("tab", name="Assignments")).to_have_attribute("aria-selected", "true")
+    panel = page.locator(".tabitem:visible")
+    panel.get_by_role("heading", name=re.compile(fr"question 1 of {assignment['questions']}")).wait_for()
+    page.locator("#assignment-status").get_by_text(re.compile(r"Opened .* \(\d+ questions\)")).wait_for()
+    expect(panel.get_by_label("Your name", exact=True)).to_have_value(QUIZ_LEARNER)
+    expect(panel.locator("#assignment-code").get_by_role("textbox")).to_have_value(code)  # as stored
+    expect(panel.locator("#assignment-question img").first).to_be_visible()
+    page.screenshot(path=str(artifacts_dir / "assignment_from_quiz_opened.png"))
+    assert page.dialogs == []
+    page.context.close()
 
 
 def show_dashboard(page, panel, code: str) -> list[list[str]]:

@@ -3,8 +3,11 @@
 import csv
 import io
 import json
+import os
 import sqlite3
+import tempfile
 import zipfile
+from contextlib import closing
 
 import numpy as np
 import pytest
@@ -113,8 +116,39 @@ def test_anki_deck(tmp_path):
     assert len(notes) == 5 and notes[0][1] == DISPLAY_NAMES[0] and notes[0][2] == TISSUES[0].description
     assert notes[0][0] == f'<img src="{media["0"]}">'
     assert "<script>" not in notes[4][3] and "&lt;script&gt;" in notes[4][3]
-    assert str(E.anki_deck_id("Anki <deck>")) in decks  # stable ids: the same deck on every export
-    assert E.anki_deck_id("Anki <deck>") == E.anki_deck_id("ANKI <deck>") != E.anki_deck_id("Other")
+    assert decks[str(E.anki_deck_id(gallery))]["name"] == "PathSynth::Anki <deck>"  # no owner: just the name
+
+
+def deck_of(apkg: bytes) -> tuple[int, str, set[str]]:
+    """The PathSynth deck in an ``.apkg``: (its id, its name, its notes' guids)."""
+    archive = zipfile.ZipFile(io.BytesIO(apkg))
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "c.anki2")
+        with open(path, "wb") as handle:
+            handle.write(archive.read("collection.anki2"))
+        with closing(sqlite3.connect(path)) as db:
+            decks = json.loads(db.execute("SELECT decks FROM col").fetchone()[0])
+            guids = {row[0] for row in db.execute("SELECT guid FROM notes")}
+    (deck_id, deck), = [(int(i), d) for i, d in decks.items() if d["name"].startswith("PathSynth::")]
+    return deck_id, deck["name"], guids
+
+
+def test_two_instructors_galleries_of_one_name_are_two_anki_decks_each_stable_across_exports(tmp_path):
+    """The deck id comes from the gallery's id, owner and creation time, never its name: the same gallery keeps
+    its deck (and its notes) on every export, renamed or not; another owner's gallery of the same name is another
+    deck, and its name says whose."""
+    with GalleryStore(tmp_path) as store:
+        ana = store.create_gallery("Week 1", created_by="Ana", items=items(2), visibility="private")
+        bob = store.create_gallery("week 1", created_by="bob", items=items(2))  # the same images, even
+        first = deck_of(E.export_anki(store.get_gallery(ana, viewer="ana")))
+        assert deck_of(E.export_anki(store.get_gallery(ana, viewer="ana"))) == first  # exported again
+        store.rename_gallery(ana, "Week 1 (colon)", actor="ana")
+        renamed = store.get_gallery(ana, viewer="ana")
+        assert E.anki_deck_id(renamed) == first[0] and deck_of(E.export_anki(renamed))[::2] == first[::2]
+        bobs = deck_of(E.export_anki(store.get_gallery(bob)))
+    assert first[1] == "PathSynth::Week 1 (Ana)" and bobs[1] == "PathSynth::week 1 (bob)"
+    assert bobs[0] != first[0] and not bobs[2] & first[2]  # neither the deck nor a note is shared
+    assert all(E.ANKI_DECK_BASE <= deck_id < E.ANKI_DECK_BASE + 10**8 for deck_id in (first[0], bobs[0]))
 
 
 def test_handout_is_self_contained_and_escaped(tmp_path):

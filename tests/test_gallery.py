@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from pathsynth import gallery as G
-from pathsynth.gallery import GalleryItemInput, GalleryNotFoundError, GalleryStore
+from pathsynth.gallery import GalleryItemInput, GalleryNotFoundError, GalleryStore, same_person
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -127,6 +127,13 @@ def test_unknown_gallery_or_item(store, tmp_path, call):
     with pytest.raises(GalleryNotFoundError):
         call(store)
     assert stray_files(tmp_path) == set()
+
+
+@pytest.mark.parametrize("who, owner, same", [("ana", "Ana", True), (" ANA ", "ana", True), ("ana", "bob", False),
+                                               ("", "", False), (None, "ana", False), ("  ", "  ", False)])
+def test_an_owner_is_recognised_in_any_case_and_nobody_owns_an_unowned_gallery(who, owner, same):
+    """``same_person``: who may see a private gallery, and whose a gallery is in the assignment form's list."""
+    assert same_person(who, owner) is same
 
 
 def test_duplicate_names(store):

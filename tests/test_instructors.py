@@ -51,7 +51,7 @@ def services(tmp_path):
     store = GalleryStore(tmp_path)
     instructors.create_account(store.database, "Ana", ANA)
     instructors.create_account(store.database, "bob", BOB)
-    yield SimpleNamespace(settings=settings, store=store, classifier=tiny_classifier())
+    yield SimpleNamespace(settings=settings, store=store, classifier=tiny_classifier(), pool=None)
     store.close()
 
 
@@ -406,6 +406,15 @@ def test_the_app_neither_leaks_nor_guesses_between_same_named_galleries(services
     created = assignment_tab.assignment_create(services, ANA, "T", "exam", "", "Week 1", None, 1, "", None,
                                                request(), None, "ana")[0]
     assert created.startswith("⚠️") and "Choose one by its id" in created
+    listed = assignment_tab.assignment_galleries(services, *ana[:1], None, *ana[1:])["choices"]  # the form's list
+    assert [label for label, _ in listed[1:]] == ["Week 1 (private, yours; 1 image)",
+                                                  "week 1 (shared, by bob; 2 images)"]
+    bobs = assignment_tab.assignment_create(services, ANA, "", "exam", "", listed[2][1], None, 1, "", None,
+                                            request(), None, "ana")[1]
+    assert bobs["title"] == "week 1" and bobs["questions"] == 2  # the id picks bob's, never a guess
+    bob = (BOB, None, request(), "bob")
+    assert [label for label, _ in assignment_tab.assignment_galleries(services, *bob[:1], None, *bob[1:])["choices"]
+            ][1:] == ["week 1 (shared, yours; 2 images)"]  # ana's private gallery is not on bob's list
     (tmp_path / "bob.zip").write_bytes(exports.export_zip(services.store.get_gallery("week 1")))
     imported = galleries.gallery_import(services, ANA, str(tmp_path / "bob.zip"), "", None, request(), "ana")[0]
     assert imported.startswith("⚠️") and "already exists" in imported  # a shared name: everyone sees it

@@ -51,8 +51,8 @@ def build_demo(services: Services) -> gr.Blocks:
                 challenge_name = challenge.build(services)
             with gr.Tab("Galleries", id="galleries"):
                 galleries.build(services, demo, quiz_view, tabs)
-            with gr.Tab("Assignments", id="assignments"):
-                assignments.build(services)
+            with gr.Tab("Assignments", id="assignments") as assignments_tab:
+                assignments.build(services, demo, assignments_tab, quiz_view, tabs)
             with gr.Tab("About", id="about"):
                 about.build(services)
         progress.wire_identity(demo, identity, anon, quiz_view.learner, progress_name, challenge_name)

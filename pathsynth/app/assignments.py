@@ -6,8 +6,10 @@ own answers (shown with their result). The instructor's create form and class re
 instructor signs in, and hide again on sign-out or a wrong password. That is for clarity, not security: every
 instructor handler re-checks the credentials on the server (``require_instructor``), exactly as the galleries' write
 actions do (the account name is the last input, after Gradio's own arguments). An assignment from a gallery needs
-the gallery to be visible to the instructor (a private one: its owner's); learners with the code can take it
-whatever the gallery's visibility, since its questions are a copy.
+the gallery to be visible to the instructor (a private one: its owner's); the form lists exactly those (by id, so
+two of one name never get mixed up) and "Create" checks again. Learners with the code can take it whatever the
+gallery's visibility, since its questions are a copy; they may also type the code in the Quiz tab, which opens it
+here.
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ from .. import assignments as A
 from .. import quiz as Q
 from .. import ui_helpers as ui
 from ..images import DISPLAY_SIZE, upscale
+from ..gallery import same_person
 from ..learning import accuracy_per_tissue, confusion
 from ..learning.progress import Learner
 from ..tissues import DISPLAY_NAMES
-from .common import MODEL_EVENTS, Refusal, bind, checked_inputs, progress_callback, user_errors, warning_line
-from .galleries import download_path, instructor_config, require_instructor, sign_in_view
+from .common import (Refusal, bind, checked_inputs, model_slots, pool_served_events, progress_callback, user_errors,
+                     warning_line)
+from .galleries import download_path, instructor_config, require_instructor, sign_in_view, viewer
 from .progress import learner_for, on_spaces
-from .quiz import REVIEW_CSS
+from .quiz import REVIEW_CSS, QuizView
 
 MAX_PER_TISSUE = 10
 MAX_GENERATED = 30  # generated questions per assignment: generation is the slow part
@@ -106,6 +110,25 @@ def results_view(attempt: Attempt, message: str = "") -> tuple:
 def assignment_open(services, code, learner_name=None, profile: gr.OAuthProfile | None = None):
     """Open an assignment by its code and resume where this learner left off (answers are saved under the login
     on Spaces, else the typed name)."""
+    return opened_view(services, code, learner_name, profile)
+
+
+QUIZ_SHORTCUT_OUTPUTS = VIEW_OUTPUTS + 4  # the assignment's view, its code and name boxes, the tabs, the Quiz's line
+
+
+@user_errors(outputs=QUIZ_SHORTCUT_OUTPUTS, status=QUIZ_SHORTCUT_OUTPUTS - 1)
+def assignment_open_from_quiz(services, code, learner_name=None, profile: gr.OAuthProfile | None = None):
+    """The Quiz tab's "Have an assignment code?": opens it exactly as the Assignments tab does (same code rules,
+    same learner) and shows it there, its code (as stored) and the name filled in; a refusal stays beside the Quiz
+    tab's box."""
+    view = opened_view(services, code, learner_name, profile)
+    assignment = view[0].assignment
+    return (*view, assignment.code, learner_name, gr.Tabs(selected="assignments"),
+            f"Opened {ui.escape_md(assignment.title)} in the Assignments tab.")
+
+
+def opened_view(services, code, learner_name=None, profile=None) -> tuple:
+    """The view of the assignment with this code for this learner, resumed where they left off."""
     learner = _learner(services, learner_name, profile)
     database = services.store.database
     assignment = A.open_assignment(database, code)
@@ -173,8 +196,8 @@ def _blank(value) -> bool:
 
 
 def _questions_source(services, gallery, tissues, per_tissue, seed, progress, instructor: str) -> dict:
-    """Where the questions come from: a gallery ``instructor`` may see (by name or id), else tissues x N freshly
-    verified images."""
+    """Where the questions come from: a gallery ``instructor`` may see (by id, or by a name only one such gallery
+    has), else tissues x N verified images."""
     if not _blank(gallery):
         return {"gallery": services.store.get_gallery(ui.parse_gallery_key(gallery), viewer=instructor)}
     wanted = ui.parse_tissues(tissues)
@@ -182,18 +205,35 @@ def _questions_source(services, gallery, tissues, per_tissue, seed, progress, in
     if len(wanted) * count > MAX_GENERATED:
         raise ValueError(f"At most {MAX_GENERATED} generated questions ({len(wanted)} tissues × {count} = "
                          f"{len(wanted) * count}); choose fewer tissues or fewer images per tissue.")
+    seed_value = ui.parse_seed(seed)  # a bad seed is refused before anything is taken from the pool
     progress(0.0, desc="generating")
-    results = services.images.generate([t for t in wanted for _ in range(count)], seed=ui.parse_seed(seed),
-                                       progress=progress_callback(progress))
+    results = verified_images(services, [t for t in wanted for _ in range(count)], seed_value,
+                              progress_callback(progress))
     return {"results": results}
+
+
+def verified_images(services, tissues: list[int], seed: int | None, on_progress=None) -> list:
+    """Verified images of ``tissues``: unseeded, those the pool has ready (no model call, no wait); the rest (all
+    of them for a typed seed, which must reproduce its images) generated now, at most ``MODEL_CONCURRENCY`` at a
+    time (``model_slots``), so the event need not wait in the "model" queue behind everybody's generation."""
+    pooled = seed is None and services.pool is not None
+    results = services.pool.take(tissues) if pooled else [None] * len(tissues)
+    missing = [i for i, result in enumerate(results) if result is None]
+    if missing:
+        with model_slots:
+            made = services.verifier.generate([tissues[i] for i in missing], seed=seed, progress=on_progress)
+        for i, result in zip(missing, made):
+            results[i] = result
+    return results
 
 
 @user_errors(outputs=2, status=0)
 def assignment_create(services, password, title, mode, due, gallery, tissues, per_tissue, seed,
                       profile: gr.OAuthProfile | None = None, request: gr.Request = None, progress=gr.Progress(),
                       account=None):
-    """Create an assignment from a gallery (name or id) or from tissues × N verified images (instructors only);
-    answers with its share code."""
+    """Create an assignment from a gallery (its id from the form's list; API clients may send a name only one
+    gallery open to the instructor has) or from tissues × N verified images (instructors only); answers with its
+    share code."""
     instructor = require_instructor(services, password, profile, request, account)
     options = {"mode": A.clean_mode(mode or "practice"), "due": A.parse_due(due), "created_by": instructor}
     if not _blank(title):
@@ -211,6 +251,34 @@ def assignment_create(services, password, title, mode, due, gallery, tissues, pe
         if len(source["results"]) > len(assignment.questions) else "")
     return (f"✅ Created **{ui.escape_md(assignment.title)}** ({assignment.mode}, {len(assignment.questions)} "
             f"questions{dropped}). Share code: **{assignment.code}**", _record(assignment))
+
+
+NO_GALLERY = ("None: new verified images of the tissues ticked", "")  # the form's default: generate
+
+
+def gallery_choices(summaries, instructor: str | None) -> list[tuple[str, int | str]]:
+    """The create form's "From gallery" entries (label, gallery id), "none" first: each gallery says whether it is
+    shared or private and whose it is, so two galleries of one name (the instructor's private one and someone's
+    shared one) read differently and the id picks exactly one."""
+    choices = [NO_GALLERY]
+    for g in summaries:
+        whose = "yours" if same_person(instructor, g.created_by) else f"by {g.created_by or 'an instructor'}"
+        choices.append((f"{g.name} ({g.visibility}, {whose}; {g.n_items} image{'s' if g.n_items != 1 else ''})",
+                        g.id))
+    return choices
+
+
+def assignment_galleries(services, password, current=None, profile: gr.OAuthProfile | None = None,
+                         request: gr.Request = None, account=None):
+    """The "From gallery" list for the signed-in instructor: their own galleries and the shared ones (asked afresh
+    on sign-in and whenever the tab opens, so a gallery saved meanwhile is there); only "none" for anyone else.
+    The current choice stays while it is still listed. Which galleries an assignment may use is checked again on
+    "Create" (``assignment_create``)."""
+    instructor = viewer(services, password, profile, request, account)
+    summaries = services.store.list_galleries(instructor) if instructor else []
+    choices = gallery_choices(summaries, instructor)
+    listed = not isinstance(current, bool) and any(current == value for _, value in choices)
+    return gr.update(choices=choices, value=current if listed else NO_GALLERY[1])
 
 
 def _record(assignment: A.Assignment) -> dict:
@@ -302,17 +370,31 @@ def assignment_sign_out(n_shown: int):
 
 # ------------------------------------------------------------------------------------------------- layout
 
-def build(services, demo: gr.Blocks | None = None) -> None:
-    """The tab's components and events: taking an assignment for everyone; the instructor's tools behind a sign-in
-    (``demo``: the app, to sign a listed Hugging Face login in on page load on Spaces)."""
+def build(services, demo: gr.Blocks | None = None, tab: gr.Tab | None = None, quiz_view: QuizView | None = None,
+          tabs: gr.Tabs | None = None) -> None:
+    """The tab's components and events: taking an assignment for everyone; the instructor's tools behind a sign-in.
+    ``demo``: the app, to sign a listed Hugging Face login in on page load on Spaces; ``tab``: this tab, whose
+    opening refreshes the create form's gallery list; ``quiz_view`` and ``tabs``: the Quiz tab's "Have an
+    assignment code?" box opens assignments here (and switches ``tabs`` to this one)."""
     gr.Markdown("Open an assignment with the code your instructor gave you. Every learner gets the same questions; "
                 "your answers go to your instructor.")
-    _learner_section(services)
+    learner = _learner_section(services)
     with gr.Accordion("Instructors: create assignments and see class results", open=False):
-        _instructor_section(services, demo)
+        _instructor_section(services, demo, tab)
+    if quiz_view is not None and quiz_view.assignment_box and tabs is not None:
+        _wire_quiz_shortcut(services, quiz_view, learner, tabs)
 
 
-def _instructor_section(services, demo) -> None:
+def _wire_quiz_shortcut(services, quiz_view: QuizView, learner: dict, tabs: gr.Tabs) -> None:
+    """The Quiz tab's code box and button open the assignment in this tab's view."""
+    code, button, message = quiz_view.assignment_box
+    handler = bind(assignment_open_from_quiz, services)
+    outputs = [*learner["view"], learner["code"], learner["name"], tabs, message]
+    for event in (button.click, code.submit):
+        event(handler, [code, quiz_view.learner], outputs, api_visibility="private")
+
+
+def _instructor_section(services, demo, tab) -> None:
     config = instructor_config(services)
     if not config.enabled:
         gr.Markdown(f"🔒 {config.disabled_message}")
@@ -327,20 +409,26 @@ def _instructor_section(services, demo) -> None:
         sign_out = gr.Button("Sign out", scale=0, visible=False, elem_id="assignment-sign-out")
     signed_in = gr.Markdown(elem_id="assignment-sign-in-status")
     with gr.Column(visible=False, elem_id="assignment-instructor-tools") as tools:
-        shown = _create_section(services, password, account) + _results_section(services, password, account)
+        gallery, shown = _create_section(services, password, account)
+        shown += _results_section(services, password, account)
     outputs = [signed_in, tools, sign_out]
     handler = bind(assignment_sign_in, services)
-    sign_in.click(handler, [password, account], outputs, api_visibility="private")
+    # the gallery list follows who is signed in: filled on sign-in, emptied on sign-out, fresh when the tab opens
+    galleries = {"fn": bind(assignment_galleries, services), "inputs": [password, gallery, account],
+                 "outputs": gallery, "api_visibility": "private", "show_progress": "hidden"}
+    sign_in.click(handler, [password, account], outputs, api_visibility="private").then(**galleries)
     for box in (password, account):
-        box.submit(handler, [password, account], outputs, api_visibility="private")
+        box.submit(handler, [password, account], outputs, api_visibility="private").then(**galleries)
     sign_out.click(lambda: assignment_sign_out(len(shown)), None, [*outputs, password, *shown],
-                   api_visibility="private", queue=False)
-    demo = demo if demo is not None else gr.context.Context.root_block
+                   api_visibility="private", queue=False).then(**galleries)
+    if tab is not None:
+        tab.select(**galleries)
     if config.on_spaces and demo is not None:  # a listed Hugging Face login is signed in as the page opens
-        demo.load(handler, [password, account], outputs, api_visibility="private")
+        demo.load(handler, [password, account], outputs, api_visibility="private").then(**galleries)
 
 
-def _learner_section(services) -> None:
+def _learner_section(services) -> dict:
+    """Taking an assignment; returns its view (what ``question_view`` fills) and its code and name boxes."""
     state = gr.State(None)  # this browser session's Attempt
     with gr.Row():
         code = gr.Textbox(label="Assignment code", max_length=20, scale=2, elem_id="assignment-code")
@@ -367,10 +455,11 @@ def _learner_section(services) -> None:
     code.submit(bind(assignment_open, services), [code, name], view, api_visibility="private")
     submit.click(assignment_answer, [state, choice], view, api_name="assignment_answer")
     next_button.click(assignment_next, state, view, api_name="assignment_next")
+    return {"view": view, "code": code, "name": name}
 
 
-def _create_section(services, password, account) -> list:
-    """The create form; returns what it shows (emptied on sign-out)."""
+def _create_section(services, password, account) -> tuple:
+    """The create form; returns its gallery list and what it shows (emptied on sign-out)."""
     gr.Markdown("#### Create an assignment\nFrom a gallery (its images, shuffled once), or from new verified images "
                 "of the tissues you tick.")
     with gr.Row():
@@ -379,7 +468,11 @@ def _create_section(services, password, account) -> list:
                         info="practice: feedback after each answer; exam: only at the end")
         due = gr.Textbox(label="Due (optional, UTC)", placeholder="2026-12-24 or 2026-12-24 17:00", max_length=40)
     with gr.Row():
-        gallery = gr.Textbox(label="From gallery (name or id; blank: generate)", max_length=100)
+        # filled per instructor (their galleries and the shared ones); custom values: API clients may send an id or
+        # a name, which the server looks up among the galleries open to that instructor
+        gallery = gr.Dropdown([NO_GALLERY], value=NO_GALLERY[1], label="From gallery", allow_custom_value=True,
+                              info="Your galleries and the shared ones; none: generate new images",
+                              elem_id="assignment-gallery")
         tissues = gr.CheckboxGroup(list(DISPLAY_NAMES), label="Or generate: tissues (none = all nine)")
     with gr.Row():
         per_tissue = gr.Slider(1, MAX_PER_TISSUE, value=2, step=1, label="Images per tissue")
@@ -388,10 +481,11 @@ def _create_section(services, password, account) -> list:
     message = gr.Markdown(elem_id="assignment-created")
     created = gr.JSON(visible=False)
     inputs = [password, title, mode, due, gallery, tissues, per_tissue, seed]  # the account follows Gradio's args
+    # served from the pool when it can: its own queue, never behind generation; model calls wait for model_slots
     create.click(checked_inputs(bind(assignment_create, services), inputs, {per_tissue: "a number"}),
                  [*inputs, account], [message, created], api_name="assignment_create", preprocess=False,
-                 **MODEL_EVENTS)
-    return [message, created]
+                 **pool_served_events(services))
+    return gallery, [message, created]
 
 
 def _results_section(services, password, account) -> list:

@@ -29,8 +29,9 @@ from ..images import upscale
 from ..settings import SHARED_PASSWORD_ACCOUNT, InstructorConfig
 from ..text import clip_text
 from ..tissues import DISPLAY_NAMES
-from .common import MODEL_EVENTS, Refusal, bind, checked_in_handler, checked_inputs, progress_callback, user_errors
-from .quiz import VIEW_OUTPUTS, question_view
+from .common import (Refusal, bind, checked_in_handler, checked_inputs, model_slots, pool_served_events,
+                     progress_callback, user_errors)
+from .quiz import VIEW_OUTPUTS, explain_soon, question_view
 
 BATCH_HEADERS = ["Keep", "#", "Tissue", "Verified", "Caption"]
 MAX_BATCH_PER_TISSUE = 8
@@ -118,8 +119,9 @@ def gallery_quiz(services, gallery, password=None, profile: gr.OAuthProfile | No
     who = viewer(services, password, profile, request, account)
     record = services.store.get_gallery(ui.parse_gallery_key(gallery), viewer=who)
     session = Q.quiz_from_gallery(record)  # shuffled; each question keeps its item's caption
+    explain_soon(services, session)  # the pool's filler prepares the answers' occlusion maps while the learner looks
     status = f"Quiz on {ui.escape_md(record.name)}: {session.total} question{'s' if session.total != 1 else ''}."
-    return (*question_view(session, status), gr.Tabs(selected="quiz"), "")
+    return (*question_view(session, status, services=services), gr.Tabs(selected="quiz"), "")
 
 
 EXPORTS_KEPT_S = 3600  # Gradio copies a download into its cache at once; our copy only needs to outlive that
@@ -247,8 +249,9 @@ def instructor_generate(services, password, tissues, per_tissue, seed, profile: 
                          f"{len(wanted) * count}); choose fewer tissues or fewer images per tissue.")
     seed_value = ui.parse_seed(seed)
     progress(0.0, desc="generating")
-    batch = services.verifier.generate([t for t in wanted for _ in range(count)], seed=seed_value,
-                                       progress=progress_callback(progress))
+    with model_slots:  # the event has its own queue (with a pool): the generation itself takes turns here
+        batch = services.verifier.generate([t for t in wanted for _ in range(count)], seed=seed_value,
+                                           progress=progress_callback(progress))
     shown = [(upscale(r.image), f"#{n + 1} {DISPLAY_NAMES[r.tissue]} · {'verified' if r.verified else 'NOT verified'}")
              for n, r in enumerate(batch)]
     verified = sum(r.verified for r in batch)
@@ -497,7 +500,7 @@ def _batch_section(services, credentials, batch_state):
     inputs = [password, tissues, count, seed]  # checked here; the account name follows Gradio's own arguments
     button.click(checked_inputs(bind(instructor_generate, services), inputs, {count: "a number"}), [*inputs, account],
                  [batch_state, view, table, message], api_name="instructor_generate", preprocess=False,
-                 **MODEL_EVENTS)
+                 **pool_served_events(services))  # with a pool: its own queue, never ahead of learners
     return table
 
 

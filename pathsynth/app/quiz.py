@@ -4,7 +4,8 @@ Practice quizzes explain each answer at once (after a miss: what tells the right
 a real example of each at the question's scale); exams explain at the end, optionally within a time limit that the
 server enforces from the start time stored in the session (a ``gr.Timer`` only shows the time left and opens the
 results when it runs out). Difficulty picks prototypical or borderline tiles; the image can be zoomed, enlarged
-pixel-exact or smooth, and carries a scale bar. Nothing shown before an answer names the tissue.
+pixel-exact or smooth, and carries a scale bar. Nothing shown before an answer names the tissue. A learner with an
+instructor's assignment code can open it from here too ("Have an assignment code?"; it runs in the Assignments tab).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class QuizView:
 
     outputs: list
     learner: object = None  # the name box (the browser remembers it)
+    assignment_box: tuple = ()  # "Have an assignment code?": code box, button, message (wired by the Assignments tab)
 
 
 @dataclass(frozen=True)
@@ -465,9 +467,21 @@ def _settings_row(services):
         with gr.Column(scale=0, min_width=220):
             start_button = gr.Button("Start a new quiz", variant="primary")
             message = gr.Markdown(elem_id="quiz-status")
+            assignment_box = _assignment_box()
     mode.change(lambda chosen: gr.update(visible=chosen == "exam"), mode, minutes, queue=False,
                 api_visibility="private")
-    return [n, share, learner, weak, difficulty, mode, minutes], start_button, message
+    return [n, share, learner, weak, difficulty, mode, minutes], start_button, message, assignment_box
+
+
+def _assignment_box() -> tuple:
+    """A learner with an instructor's code opens the assignment from here (the Assignments tab wires it: the
+    assignment runs there, under the name typed in this tab)."""
+    with gr.Group(elem_id="quiz-assignment"):
+        code = gr.Textbox(label="Have an assignment code?", placeholder="e.g. K7P2QX", max_length=20,
+                          elem_id="quiz-assignment-code")
+        button = gr.Button("Open assignment", size="sm", elem_id="quiz-assignment-open")
+    message = gr.Markdown(elem_id="quiz-assignment-status")
+    return code, button, message
 
 
 def _view_controls():
@@ -531,7 +545,7 @@ def build(services, anon=None) -> QuizView:
     anonymous id (``gr.State``, see ``progress.identity_components``); a new one when not given."""
     state = gr.State(None)  # this browser session's QuizSession
     anon = anon if anon is not None else gr.State("")
-    settings, start_button, message = _settings_row(services)
+    settings, start_button, message, assignment_box = _settings_row(services)
     with gr.Row():
         score = gr.Markdown("Start a quiz to test yourself on the nine tissues.", elem_id="quiz-score")
         clock = gr.Markdown(elem_id="quiz-clock")
@@ -545,7 +559,7 @@ def build(services, anon=None) -> QuizView:
             table, misses, retry_button, question_box, message, clock, timer, pair_box, pair_right, pair_chosen]
     assert len(view) == VIEW_OUTPUTS
     _wire(services, view, settings, anon, look, start_button, flags)
-    return QuizView(view, learner=settings[2])
+    return QuizView(view, learner=settings[2], assignment_box=assignment_box)
 
 
 def _wire(services, view, settings, anon, look, start_button, flags) -> None:
