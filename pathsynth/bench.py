@@ -135,15 +135,18 @@ def measure_cold_start(code: str = COLD_START_CODE, timeout: float = 600.0) -> d
     return {"cold_start_s": wall, "cold_start_load_s": load_s, "cold_start_error": None}
 
 
-def _sample_images(n: int, seed: int) -> np.ndarray:
-    """Real tiles for classifier timing when the bundled sample is there, otherwise random ones."""
+def _sample_images(n: int, seed: int, size: int = 28) -> np.ndarray:
+    """``size`` px tiles for classifier timing: the bundled sample's real ones (resized when ``size`` is not their
+    28 px) when it is there, otherwise random ones."""
     try:
         from .data import load_bundled_sample
+        from .images import resize_tensor, tensor_to_uint8, uint8_to_tensor
 
         images, _ = load_bundled_sample()
-        return np.resize(images, (n, *images.shape[1:]))
+        images = np.resize(images, (n, *images.shape[1:]))
+        return images if images.shape[1] == size else tensor_to_uint8(resize_tensor(uint8_to_tensor(images), size))
     except Exception:
-        return np.random.default_rng(seed).integers(0, 256, (n, 28, 28, 3), dtype=np.uint8)
+        return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 
 
 RESOLVER_PHRASES = (
@@ -231,7 +234,7 @@ def time_throughput(verifier, classifier, batch_repeats: int, classifier_batch: 
     batch_seeds = iter(range(seed + 10_000, seed + 10_000 + max(1, batch_repeats)))
     batch9_s = _median_time(lambda: verifier.generate(all_tissues, seed=next(batch_seeds)), batch_repeats)
     raw_s = _median_time(lambda: generator.generate(all_tissues, [seed + i for i in all_tissues]), batch_repeats)
-    tiles = _sample_images(classifier_batch, seed)
+    tiles = _sample_images(classifier_batch, seed, getattr(classifier, "input_size", 28))
     plain_s = _median_time(lambda: classifier.predict_proba(tiles, tta=False), batch_repeats)
     tta_s = _median_time(lambda: classifier.predict_proba(tiles, tta=True), batch_repeats)
     return {"batch9_s": batch9_s, "batch9_images_per_s": NUM_TISSUES / batch9_s, "generator_batch9_s": raw_s,
@@ -344,12 +347,13 @@ def run_benchmark(verifier, classifier=None, repeats: int = 20, sd_steps_timed: 
                     "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                     "cpu_count": os.cpu_count()},
         "generator": getattr(generator, "name", type(generator).__name__),
+        "image_size": getattr(generator, "output_size", None),
         "repeats": repeats,
     }
 
     # Warm-up: the first call of each model pays lazy initialisation we do not want in the percentiles.
     verifier.generate([0], seed=seed)
-    classifier.predict_proba(_sample_images(2, seed))
+    classifier.predict_proba(_sample_images(2, seed, getattr(classifier, "input_size", 28)))
 
     result.update(time_verified(verifier, repeats, rng, seed, progress))
 

@@ -23,6 +23,7 @@ from .stain import PreparedImage, prepare_image
 from .tissues import NUM_TISSUES
 
 __all__ = ["LogitEnsemble", "ModelFileError", "TissueClassifier", "build_network", "build_resnet18", "model_files",
+           "small_input_stem",
            "model_files_present", "fit_temperature", "gradcam_overlay",
            "images_to_tensor", "load_classifier", "probabilities_from_logits"]
 WEIGHTS_NAME = "model.safetensors"
@@ -30,15 +31,28 @@ CONFIG_NAME = "config.json"
 REBUILD_COMMAND = "python train/classifier.py --export_dir assets/models/classifier"
 
 
+SMALL_STEM_MAX_SIZE = 28  # tiles up to this size get the small-input stem; larger ones the ImageNet stem
+
+
+def small_input_stem(size: int) -> bool:
+    """Whether tiles of ``size`` px get the small-input stem (3x3 stride 1): only PathMNIST's 28 px ones.
+
+    From 64 px up the ImageNet stem (7x7 stride 2 + max-pool) brings a tile to the grids the 28 px stem works on
+    (64 px: 16 -> 8 -> 4 -> 2; 224 px: 56 -> 28 -> 14 -> 7, ImageNet's own), at a quarter of the compute, and
+    matches ImageNet weights (``--pretrained``).
+    """
+    return size <= SMALL_STEM_MAX_SIZE
+
+
 def build_resnet18(num_classes: int = NUM_TISSUES, small_input: bool = True, keep_maxpool: bool = True,
                    pretrained: bool = False) -> nn.Module:
-    """torchvision's ResNet-18 with a stem for 28 px tiles.
+    """torchvision's ResNet-18, with a stem for 28 px tiles when ``small_input`` (see :func:`small_input_stem`).
 
     The ImageNet stem (7x7 conv stride 2 + max-pool) shrinks 28 px to 7 px before the first residual block
     and throws away the texture that separates e.g. stroma from muscle. We use a 3x3 stride-1 conv, so the
     first features see every pixel, and keep the max-pool: the stages then run at 14 -> 7 -> 4 -> 2 px.
     Dropping the max-pool too (the CIFAR stem, ``keep_maxpool=False``) costs 4x the compute for a
-    training run that must fit in minutes on 2 CPU cores.
+    training run that must fit in minutes on 2 CPU cores. Larger tiles keep the ImageNet stem.
     """
     from torchvision.models import ResNet18_Weights, resnet18
 
@@ -64,9 +78,11 @@ class LogitEnsemble(nn.Module):
 
 def build_network(config: dict) -> nn.Module:
     """The network a ``config.json`` describes: one ResNet-18, or ``ensemble`` of them with averaged logits."""
+    # Configs written before other sizes existed lack "input_size" (28 px) or "small_input" (the stem follows the size).
+    small_input = config.get("small_input", small_input_stem(int(config.get("input_size", 28))))
+
     def resnet() -> nn.Module:
-        return build_resnet18(config.get("num_classes", NUM_TISSUES), config.get("small_input", True),
-                              config.get("keep_maxpool", True))
+        return build_resnet18(config.get("num_classes", NUM_TISSUES), small_input, config.get("keep_maxpool", True))
 
     count = int(config.get("ensemble", 1))
     return resnet() if count == 1 else LogitEnsemble([resnet() for _ in range(count)])
@@ -127,7 +143,7 @@ class TissueClassifier:
     def __init__(self, model: nn.Module, config: dict):
         self.model = model.eval()
         self.config = config
-        self.input_size = int(config.get("input_size", 28))
+        self.input_size = int(config.get("input_size", 28))  # the tile size it was trained on (28 px before sizes)
         self.mean = torch.tensor(config["mean"]).view(1, 3, 1, 1)
         self.std = torch.tensor(config["std"]).view(1, 3, 1, 1)
         self.tta = bool(config.get("tta", False))
@@ -159,6 +175,9 @@ class TissueClassifier:
         for other in classifiers[1:]:
             if any(not np.allclose(first[key], other.config[key]) for key in ("mean", "std")):
                 raise ValueError("ensemble members must share their input normalisation (same training images)")
+            if other.input_size != classifiers[0].input_size:
+                raise ValueError(f"ensemble members must share their tile size, got {classifiers[0].input_size} and "
+                                 f"{other.input_size} px")
         networks = [member for c in classifiers
                     for member in (c.model.members if isinstance(c.model, LogitEnsemble) else [c.model])]
         config = {**first, "ensemble": len(networks), "temperature": 1.0}
@@ -182,7 +201,9 @@ class TissueClassifier:
 
     # --------------------------------------------------------------------------------- inference
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        """Normalised and on the network's device (a classifier being trained on a GPU is validated there)."""
+        device = next(self.model.parameters()).device
+        return ((x - self.mean.to(x.device)) / self.std.to(x.device)).to(device)
 
     @torch.no_grad()
     def view_logits(self, images, tta: bool | None = None, batch_size: int = 256) -> torch.Tensor:
@@ -194,7 +215,7 @@ class TissueClassifier:
         for batch in x.split(batch_size):
             batch = self._normalise(batch)
             views = [dihedral(batch, k) for k in range(n_views)]
-            out.append(self.model(torch.cat(views)).float().view(n_views, len(batch), -1))
+            out.append(self.model(torch.cat(views)).float().cpu().view(n_views, len(batch), -1))
         return torch.cat(out, 1) if out else torch.zeros(n_views, 0, NUM_TISSUES)
 
     def predict_proba(self, images, tta: bool | None = None, batch_size: int = 256,
@@ -243,7 +264,8 @@ class TissueClassifier:
         x = images if isinstance(images, torch.Tensor) else images_to_tensor(images, self.input_size)
         networks = self.model.members if isinstance(self.model, LogitEnsemble) else [self.model]
         bodies = [nn.Sequential(*list(network.children())[:-1]) for network in networks]  # all but the fc layer
-        out = [torch.cat([body(self._normalise(b)).flatten(1) for body in bodies], 1) for b in x.split(batch_size)]
+        out = [torch.cat([body(self._normalise(b)).flatten(1).cpu() for body in bodies], 1)
+               for b in x.split(batch_size)]
         return torch.cat(out).numpy() if out else np.zeros((0, 512 * len(bodies)), np.float32)
 
     def gradcam(self, image, target: int | None = None) -> np.ndarray:

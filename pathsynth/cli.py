@@ -23,6 +23,7 @@ MAX_REPEATS = 1_000
 MAX_SD_STEPS = 50
 GENERATE_BATCH = 64  # images verified and written per step of `generate`
 MAX_AUDIT_ROWS = 100_000
+MAX_REAL, MAX_REAL_DEFAULT = 100_000, 2_000  # real images per side of a generator evaluation (the bundled sample: 640)
 
 
 class Parser(argparse.ArgumentParser):
@@ -231,54 +232,60 @@ def cmd_classify(args) -> dict:
     return {"predictions": rows}, human
 
 
-def _load_eval_data(args):
-    from .data import load_npz, load_pathmnist
+def _load_eval_data(args, size: int):
+    """(images, labels, source) for ``evaluate classifier``: the held-out fold of the bundled sample (28 px) by
+    default, else the named split of ``--data`` at ``size`` px (an npz of another size is refused)."""
+    from .data import BUNDLED_SAMPLE, load_npz, load_pathmnist, train_val_split
 
-    if args.data and args.data != "medmnist":
-        return load_npz(args.data, args.split)
-    return load_pathmnist(args.split, args.size, args.data)
+    if args.data is None:  # default: the held-out fold of the bundled sample (never trained on)
+        if size != 28:
+            raise UsageError(f"the bundled sample is 28 px but {size} px tiles are needed: pass --data medmnist "
+                             f"(PathMNIST at {size} px) or an npz of {size} px tiles")
+        images, labels = load_npz(BUNDLED_SAMPLE, "train")
+        _, val_idx = train_val_split(labels)
+        return images[val_idx], labels[val_idx], f"{BUNDLED_SAMPLE.name} validation fold 0"
+    if args.data != "medmnist":
+        return (*load_npz(args.data, args.split, size), f"{args.data}:{args.split}")
+    return (*load_pathmnist(args.split, size, args.data), f"{args.data}:{args.split}")
 
 
 def cmd_evaluate_classifier(args) -> dict:
     from .classifier import load_classifier
-    from .data import BUNDLED_SAMPLE, train_val_split
     from .evaluation import evaluate_classifier
 
     if args.out:
         writable_dir(args.out)
-    if args.data is None:  # default: the held-out fold of the bundled sample (never trained on)
-        from .data import load_npz
-
-        images, labels = load_npz(BUNDLED_SAMPLE, "train")
-        _, val_idx = train_val_split(labels)
-        images, labels = images[val_idx], labels[val_idx]
-        source = f"{BUNDLED_SAMPLE.name} validation fold 0"
-    else:
-        images, labels = _load_eval_data(args)
-        source = f"{args.data}:{args.split}"
-    result = evaluate_classifier(load_classifier(args.model or args.settings.classifier_dir), images, labels, out_dir=args.out,
-                                 tta=None if args.tta is None else args.tta)
+    classifier = load_classifier(args.model or args.settings.classifier_dir)
+    size = args.size or classifier.input_size  # the classifier's own tile size unless asked otherwise
+    if size != classifier.input_size:
+        print(f"note: the classifier takes {classifier.input_size} px tiles; the {size} px images are resized",
+              file=sys.stderr)
+    images, labels, source = _load_eval_data(args, size)
+    result = evaluate_classifier(classifier, images, labels, out_dir=args.out, tta=args.tta)
     result["data"] = source
     return result, (f"{source}: accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} "
-                    f"on {result['n']} images")
+                    f"on {result['n']} images ({size} px)")
 
 
 def cmd_evaluate_generator(args) -> dict:
     from .evaluation import evaluate_generator, load_evaluator
-    from .evaluation.protocol import real_split
+    from .evaluation.protocol import check_sizes, real_split
     from .verify import Verifier, default_verifier
 
     writable_dir(args.out)
     shipped = default_verifier(args.backend, args.settings)
-    split = real_split()
+    size = getattr(shipped.generator, "output_size", 28)
+    split = real_split(args.data, args.fold, size, args.max_real)  # refuses data of another size, naming the fix
+    evaluator = load_evaluator(args.evaluator)
+    check_sizes(shipped.generator, split, evaluator)  # before the loop's reference features are computed
     # The realism reference is the training fold only, so held-out images stay unseen by every part of the loop.
     verifier = Verifier(shipped.generator, shipped.classifier, split.train_images, split.train_labels,
                         threshold=shipped.threshold, realism_threshold=shipped.realism_threshold,
                         max_attempts=shipped.max_attempts)
-    result = evaluate_generator(verifier, split, load_evaluator(args.evaluator), per_class=args.per_class,
+    result = evaluate_generator(verifier, split, evaluator, per_class=args.per_class,
                                 out_dir=args.out, seed=args.seed, cas_epochs=args.cas_epochs, cas_model=args.cas_model,
                                 c2st_epochs=args.c2st_epochs)
-    human = (f"C2ST {result['c2st_balanced_accuracy']:.3f} (AUC {result['c2st_auc']:.3f}); "
+    human = (f"{size} px: C2ST {result['c2st_balanced_accuracy']:.3f} (AUC {result['c2st_auc']:.3f}); "
              f"FID {result['fid']:.2f} vs real {result['fid_real_baseline']:.2f}; precision/recall "
              f"{result['precision']:.2f}/{result['recall']:.2f}; macro-F1 raw {result['macro_f1_raw']:.4f}, "
              f"verified {result['macro_f1_verified']:.4f}; first-try acceptance {result['first_try_acceptance']:.2%}; "
@@ -289,11 +296,15 @@ def cmd_evaluate_generator(args) -> dict:
 def cmd_evaluate_curve(args) -> dict:
     from .evaluation import load_evaluator
     from .evaluation.protocol import real_split, realism_curve
+    from .generators.embedded import pipeline_sample_size
 
     if not (Path(args.run_dir) / "snapshots").is_dir():
         raise UsageError(f"no snapshots/ folder in {args.run_dir!r}: expected a train/generator.py --out_dir")
     writable_dir(args.run_dir)
-    rows = realism_curve(args.run_dir, load_evaluator(args.evaluator), real_split(), step_offset=args.step_offset,
+    snapshots = sorted((Path(args.run_dir) / "snapshots").glob("step_*"))
+    size = pipeline_sample_size(snapshots[0]) if snapshots else 28  # the real tiles must be the snapshots' size
+    split = real_split(args.data, args.fold, size, args.max_real)
+    rows = realism_curve(args.run_dir, load_evaluator(args.evaluator), split, step_offset=args.step_offset,
                          per_class=args.per_class)
     human = "\n".join(f"step {r['step']}: C2ST {r['c2st_balanced_accuracy']:.3f}, FID {r['fid']:.2f} "
                       f"(real {r['fid_real_baseline']:.2f})" for r in sorted(rows, key=lambda r: r["step"]))
@@ -434,6 +445,16 @@ def _instructors_parser(sub, add) -> None:
     p.add_argument("--actor", default=None, help="only this instructor's writes")
 
 
+def _real_data_arguments(p) -> None:
+    """The real images a generator is measured against: the data it was trained on, at the generator's tile size."""
+    p.add_argument("--data", default=None, help="the generator's training data: npz in medmnist layout or 'medmnist' "
+                   "(default: the bundled 28 px sample); loaded at the generator's tile size")
+    p.add_argument("--fold", type=whole_number(0, 4, "a fold"), default=0, help="held-out fold of a train-only npz")
+    p.add_argument("--max-real", type=whole_number(2, MAX_REAL), default=MAX_REAL_DEFAULT,
+                   help=f"at most this many training and held-out real images each (stratified; default "
+                        f"{MAX_REAL_DEFAULT:,}: full PathMNIST has 90,000 training tiles)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="pathsynth", description="Verified synthetic colorectal histopathology.")
     sub = parser.add_subparsers(dest="command", required=True)  # subparsers are Parser too (parser_class)
@@ -459,8 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+")
     p.add_argument("--model", default=None, help="classifier directory (default: shipped model)")
     p.add_argument("--microns-per-pixel", type=decimal(0.01, 100.0), default=None,
-                   help="the images' scale (e.g. 0.5 for a 20x scan): resize to PathMNIST's ~4 um/px and normalise "
-                        "the stain, for tiles from other labs")
+                   help="the images' scale (e.g. 0.5 for a 20x scan): resize to the classifier's PathMNIST scale "
+                        "(112 um per tile: 4 um/px at 28 px) and normalise the stain, for tiles from other labs")
 
     p = add("resolve", cmd_resolve, "turn a free-text description into a tissue")
     p.add_argument("text")
@@ -470,7 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("classifier", cmd_evaluate_classifier, "accuracy, macro-F1, AUC, per-class scores, confusion matrix", esub)
     p.add_argument("--data", default=None, help="npz in medmnist layout, or 'medmnist' (default: bundled held-out fold)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--size", type=whole_number(1, 224, "an image size"), default=28, choices=[28, 64, 128, 224], help="medmnist image size")
+    p.add_argument("--size", type=whole_number(1, 224, "an image size"), default=None, choices=[28, 64, 128, 224],
+                   help="tile size of the data (default: the classifier's own input size)")
     p.add_argument("--model", default=None)
     p.add_argument("--out", default=None, help="directory for the confusion-matrix PNG and report")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
@@ -481,13 +503,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cas-epochs", type=whole_number(1, MAX_EPOCHS), default=30, help="epochs of the classifier trained on generated images")
     p.add_argument("--cas-model", default="small", choices=["small", "resnet18"])
     p.add_argument("--c2st-epochs", type=whole_number(1, MAX_EPOCHS), default=30, help="epochs of the real-vs-generated discriminator")
-    p.add_argument("--evaluator", default=None, help="evaluator network directory (default: assets/models/evaluator)")
+    p.add_argument("--evaluator", default=None, help="evaluator network directory (default: assets/models/evaluator; "
+                   "it must take the generator's tile size)")
     p.add_argument("--backend", default=None)
+    _real_data_arguments(p)
     p = add("curve", cmd_evaluate_curve, "realism (C2ST, evaluator FID) of every snapshot of a training run", esub)
     p.add_argument("run_dir", help="a train/generator.py --out_dir holding snapshots/step_*")
     p.add_argument("--per-class", type=whole_number(1, MAX_PER_CLASS), default=40)
     p.add_argument("--step-offset", type=whole_number(0, 10**9), default=0, help="steps before the run (snapshots without total_step)")
     p.add_argument("--evaluator", default=None)
+    _real_data_arguments(p)
 
     p = add("bench", cmd_bench, "latency and throughput, side by side with Stable Diffusion v1.5's cost")
     p.add_argument("--repeats", type=whole_number(1, MAX_REPEATS), default=20)

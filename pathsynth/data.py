@@ -18,34 +18,73 @@ from .images import tensor_to_uint8 as to_uint8, uint8_to_tensor as to_tensor
 from .settings import ASSETS_DIR, DATA_ENV as DATA_ENV_VAR
 from .tissues import NUM_TISSUES
 
-__all__ = ["DataUnavailableError", "load_npz", "load_medmnist", "load_pathmnist", "load_bundled_sample",
-           "stratified_folds", "train_val_split", "load_training_data", "to_tensor", "to_uint8", "dihedral",
-           "RandomDihedral", "RandomHEDJitter", "RandomScale", "train_augmentation"]
+__all__ = ["DataUnavailableError", "load_npz", "npz_image_size", "check_npz_size", "load_medmnist", "load_pathmnist",
+           "load_bundled_sample", "stratified_folds", "stratified_subset", "train_val_split", "load_training_data",
+           "to_tensor", "to_uint8", "dihedral", "RandomDihedral", "RandomHEDJitter", "RandomScale",
+           "train_augmentation"]
 
 BUNDLED_SAMPLE = ASSETS_DIR / "data" / "pathmnist_train_0000_0799.npz"
 SPLITS = ("train", "val", "test")
 SIZES = (28, 64, 128, 224)
 
 
-def load_npz(path: str | os.PathLike, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """Images and labels of one split from an npz in medmnist's key layout (``{split}_images``/``_labels``)."""
+def load_npz(path: str | os.PathLike, split: str = "train", size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Images and labels of one split from an npz in medmnist's key layout (``{split}_images``/``_labels``).
+
+    ``size``: the tile size the caller needs; a file of another size is refused (from its header, before the
+    images are read) with a message naming both sizes, never silently resized.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataUnavailableError(f"data file not found: {path}")
+    if size is not None:
+        check_npz_size(path, split, size)
     try:
         with np.load(path) as archive:
             keys = set(archive.files)
             if f"{split}_images" not in keys or f"{split}_labels" not in keys:
-                have = sorted({k.rsplit("_", 1)[0] for k in keys if k.endswith(("_images", "_labels"))})
-                raise DataUnavailableError(
-                    f"{path} has no '{split}' split (it has: {', '.join(have) or 'none'}); "
-                    f"expected keys '{split}_images' and '{split}_labels'"
-                )
+                raise DataUnavailableError(_missing_split(path, split, keys))
             images = np.asarray(archive[f"{split}_images"])
             labels = np.asarray(archive[f"{split}_labels"]).reshape(-1).astype(np.int64)
     except (OSError, ValueError) as error:  # not an npz, truncated, pickled objects...
         raise DataUnavailableError(f"cannot read {path} as an npz archive: {error}") from error
     return _check(images, labels, str(path))
+
+
+def _missing_split(path: Path, split: str, keys) -> str:
+    have = sorted({k.rsplit("_", 1)[0] for k in keys if k.endswith(("_images", "_labels"))})
+    return (f"{path} has no '{split}' split (it has: {', '.join(have) or 'none'}); "
+            f"expected keys '{split}_images' and '{split}_labels'")
+
+
+def npz_image_size(path: str | os.PathLike, split: str = "train") -> int | None:
+    """The tile size (px) of one split of an npz, read from the array header only (a 224 px file is 13 GB);
+    None when it cannot be told (no such split, not square, not an npz: :func:`load_npz` then says why)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open(f"{split}_images.npy") as member:
+            major, _ = np.lib.format.read_magic(member)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape = read_header(member)[0]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    return int(shape[1]) if len(shape) >= 3 and shape[1] == shape[2] else None
+
+
+def check_npz_size(path: str | os.PathLike, split: str, size: int) -> None:
+    """``DataUnavailableError`` when ``path`` holds tiles of another size than ``size`` px."""
+    found = npz_image_size(path, split)
+    if found is not None and found != size:
+        raise DataUnavailableError(
+            f"{path} holds {found} px tiles, but {size} px tiles are needed: give {size} px data (--data medmnist "
+            f"downloads PathMNIST at {size} px; medmnist keeps it as {medmnist_file_name(size)}), or work at "
+            f"{found} px with this file (training scripts: --size {found})")
+
+
+def medmnist_file_name(size: int) -> str:
+    """medmnist's npz for PathMNIST at ``size`` px (``pathmnist.npz`` is the 28 px one)."""
+    return "pathmnist.npz" if size == 28 else f"pathmnist_{size}.npz"
 
 
 def load_medmnist(split: str = "train", size: int = 28, root: str | os.PathLike | None = None,
@@ -64,17 +103,17 @@ def load_medmnist(split: str = "train", size: int = 28, root: str | os.PathLike 
 
 def load_pathmnist(split: str = "train", size: int = 28, data: str | os.PathLike | None = None,
                    download: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """One split of PathMNIST from the first source that works.
+    """One split of PathMNIST at ``size`` px from the first source that works.
 
-    ``data`` (or the ``PATHSYNTH_DATA`` env var) names a local npz; ``data="medmnist"`` or no file at all
-    means medmnist, which downloads the official files. When nothing works the single error message
-    names both options.
+    ``data`` (or the ``PATHSYNTH_DATA`` env var) names a local npz (its tiles must be ``size`` px);
+    ``data="medmnist"`` or no file at all means medmnist, which downloads the official files. When nothing
+    works the single error message names both options.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     source = data if data is not None else _settings().data
     if source and str(source) != "medmnist":
-        return load_npz(source, split)
+        return load_npz(source, split, size)
     try:
         return load_medmnist(split, size, download=download)
     except Exception as error:  # network failures surface as many exception types
@@ -83,7 +122,7 @@ def load_pathmnist(split: str = "train", size: int = 28, data: str | os.PathLike
             f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no detail'}). "
             f"Either connect to the internet so medmnist can download it, or pass a local npz in "
             f"medmnist layout with --data PATH or the env var {DATA_ENV_VAR}=PATH "
-            f"(a real 800-image sample ships at {BUNDLED_SAMPLE})."
+            f"(a real 800-image sample of 28 px tiles ships at {BUNDLED_SAMPLE})."
         ) from None
 
 
@@ -125,12 +164,25 @@ def train_val_split(labels: np.ndarray, fold: int = 0, n_folds: int = 5, seed: i
     return stratified_folds(labels, n_folds, seed)[fold]
 
 
+def stratified_subset(labels: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of at most ``count`` items with ``labels``' tissue mix (all of them when there are fewer)."""
+    labels = np.asarray(labels).reshape(-1)
+    if count >= len(labels):
+        return np.arange(len(labels))
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(labels)
+    stratify = labels if counts[counts > 0].min() >= 2 else None
+    picked, _ = train_test_split(np.arange(len(labels)), train_size=count, stratify=stratify, random_state=seed)
+    return np.sort(picked)
+
+
 def load_training_data(data: str | os.PathLike | None, size: int = 28, fold: int = 0, n_folds: int = 5,
                        seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Train/val arrays for a training script.
+    """Train/val arrays of ``size`` px tiles for a training script.
 
     A source with an official val split (medmnist, or an npz holding ``val_*``) uses it; a train-only npz
-    (like the bundled sample) is split into stratified folds and fold ``fold`` is held out.
+    (like the bundled sample, 28 px) is split into stratified folds and fold ``fold`` is held out.
     """
     data = data if data is not None else (_settings().data or BUNDLED_SAMPLE)
     images, labels = load_pathmnist("train", size, data)
@@ -139,7 +191,7 @@ def load_training_data(data: str | os.PathLike | None, size: int = 28, fold: int
     with np.load(data) as archive:
         has_val = "val_images" in archive.files
     if has_val:
-        return {"train": (images, labels), "val": load_npz(data, "val")}
+        return {"train": (images, labels), "val": load_npz(data, "val", size)}
     train_idx, val_idx = train_val_split(labels, fold, n_folds, seed)
     return {"train": (images[train_idx], labels[train_idx]), "val": (images[val_idx], labels[val_idx])}
 

@@ -14,11 +14,23 @@ import numpy as np
 MAX_SEED = 2**31 - 1  # seeds people type, derive and store (torch.Generator takes any of them)
 SOURCES = ("generated", "real", "uploaded")  # where an image came from (quiz questions, gallery items)
 DISPLAY_SIZE = 336  # 28 px x 12: crisp pixel blocks with NEAREST
-UM_PER_PIXEL = 4.0  # PathMNIST: 224 px at 0.5 um/px shrunk to 28 px, so a tile is 112 um across
+# Every PathMNIST size shows the same 112 um of tissue: NCT-CRC-HE-100K's 224 px patches at 0.5 um/px, which medmnist
+# shrinks to 128, 64 or 28 px. The pixel size therefore follows from the tile size alone (microns_per_pixel).
+PATHMNIST_TILE_UM = 112.0
 ZOOMS = (1, 2, 4)  # 1: the whole tile; 2 and 4: its centre half and quarter, enlarged to the same size
 INTERPOLATIONS = ("pixel-exact", "smooth")  # NEAREST (every pixel a sharp block) or LANCZOS
 SCALE_BAR_UM = (1, 2, 5, 10, 20, 25, 50, 100, 200)  # bar lengths to choose from (the longest that fits)
 SCALE_BAR_STRIP = 24  # px added under the image for the bar: under 28, so height // 28 is still the enlargement
+
+
+def microns_per_pixel(size: int) -> float:
+    """The pixel size of a whole PathMNIST tile ``size`` px across: 4 um at 28 px, 1.75 at 64, 0.5 at 224."""
+    if size < 1:
+        raise ValueError(f"a tile size is at least 1 px, got {size}")
+    return PATHMNIST_TILE_UM / size
+
+
+UM_PER_PIXEL = microns_per_pixel(28)  # the shipped models' tiles (and the bundled sample): 4 um per pixel
 
 
 def to_rgb_uint8(image) -> np.ndarray:
@@ -206,7 +218,8 @@ def _label_font(size: int):
 def display_image(tile, zoom: int = 1, smooth: bool = False, scale_bar: bool = True, size: int = DISPLAY_SIZE,
                   um_per_pixel: float = UM_PER_PIXEL) -> np.ndarray:
     """A tile as the app shows it: its centre ``1/zoom`` enlarged to ``size`` px (pixel-exact or ``smooth``), with
-    a scale bar under it (``um_per_pixel``: the tile's own pixel size, 4 µm in PathMNIST)."""
+    a scale bar under it (``um_per_pixel``: the tile's own pixel size; a whole PathMNIST tile of S px has
+    ``microns_per_pixel(S)``, 4 µm at 28 px; tiles converted from uploads keep the classifier's scale)."""
     crop = zoom_crop(tile, zoom)
     shown = enlarge(crop, size, smooth)
     return add_scale_bar(shown, um_per_pixel * crop.shape[1] / size) if scale_bar else shown

@@ -96,12 +96,13 @@ def prepare_image(image, microns_per_pixel: float | None = None, stain_reference
                   input_size: int = 28, pad: bool = True) -> PreparedImage:
     """Any image (PIL or array; grey, RGB, RGBA; 8/16-bit or float) -> the classifier's input, with notes.
 
-    ``microns_per_pixel``: the scan's resolution; the image is resized so one pixel covers 4 um, as in
-    PathMNIST. A result smaller than ``input_size`` is mirror-padded to it (``pad=True``) or kept small (the
+    ``microns_per_pixel``: the scan's resolution; the image is resized to the classifier's scale, so an
+    ``input_size`` px tile covers 112 um as in PathMNIST (4 um per pixel at 28 px, 0.5 at 224). A result smaller than ``input_size`` is mirror-padded to it (``pad=True``) or kept small (the
     network pools globally). Without it, the whole image is resized to ``input_size`` px, which assumes it
     shows about 112 um. ``stain_reference`` (from the classifier's config) turns on stain normalisation.
     """
     from .data import reflect_pad_to
+    from .images import microns_per_pixel as tile_scale
     from .images import uint8_to_tensor
 
     array, alpha_note = _flatten_alpha(image)
@@ -114,14 +115,15 @@ def prepare_image(image, microns_per_pixel: float | None = None, stain_reference
     if microns_per_pixel is None:
         size = (input_size, input_size)
         notes.append(f"resized {width}x{height} px to {input_size} px (no microns-per-pixel given: "
-                     f"assumed to show {input_size * PATHMNIST_MICRONS_PER_PIXEL:.0f} um like PathMNIST)")
+                     f"assumed to show {input_size * tile_scale(input_size):.0f} um like PathMNIST)")
     else:
         if not microns_per_pixel > 0:
             raise ValueError(f"microns_per_pixel must be positive, got {microns_per_pixel}")
-        factor = microns_per_pixel / PATHMNIST_MICRONS_PER_PIXEL
+        target = tile_scale(input_size)  # the classifier's own pixel size: 4 um at 28 px
+        factor = microns_per_pixel / target
         size = (max(4, round(height * factor)), max(4, round(width * factor)))
         notes.append(f"rescaled {width}x{height} px at {microns_per_pixel:g} um/px to {size[1]}x{size[0]} px "
-                     f"at {PATHMNIST_MICRONS_PER_PIXEL:g} um/px (PathMNIST scale)")
+                     f"at {target:g} um/px (PathMNIST scale)")
     if (height, width) != size:
         x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
     if pad and min(size) < input_size:

@@ -155,14 +155,15 @@ def check_against_medmnist() -> bool:
 
 
 # ------------------------------------------------------------------------------------- confusable pairs
-# Tissues trainees mix up at this scale (a 28 px tile is 112 µm across, about 4 µm per pixel: one lymphocyte
-# nucleus is 1-2 px, one fat cell can fill the tile). Each text says how to tell the two apart in such a tile.
+# Tissues trainees mix up at this scale (a tile is 112 µm across at every PathMNIST size: one lymphocyte nucleus is
+# about 7 µm, 1-2 px at 28 px and 14 px at 224; one fat cell can fill the tile). Each text says how to tell the two
+# apart in such a tile, in micrometres, so it holds at every tile size (pathsynth.images.microns_per_pixel).
 
 @dataclass(frozen=True)
 class ConfusablePair:
     first: int
     second: int
-    text: str  # the distinguishing features of one versus the other, at the 28 px = 112 µm scale
+    text: str  # the distinguishing features of one versus the other, in a 112 µm tile
 
 
 CONFUSABLE_PAIRS: tuple[ConfusablePair, ...] = (
@@ -177,7 +178,7 @@ CONFUSABLE_PAIRS: tuple[ConfusablePair, ...] = (
     ConfusablePair(
         2, 4,
         "Debris versus mucus: both lack architecture. Debris (necrosis) is granular, a mix of pink and purple, "
-        "speckled with dark dots of broken nuclei (karyorrhexis, 1-2 px each) and ghost outlines of dead cells. "
+        "speckled with dark dots of broken nuclei (karyorrhexis, a few µm each) and ghost outlines of dead cells. "
         "Mucus is pale blue-grey to faint pink, smooth, wispy or stringy, and almost free of dots; a few floating "
         "cells at most.",
     ),
@@ -192,7 +193,7 @@ CONFUSABLE_PAIRS: tuple[ConfusablePair, ...] = (
     ConfusablePair(
         3, 2,
         "Lymphocytes versus debris: both are dark and dotty. Lymphocytes are uniform: small round dark-blue "
-        "nuclei of one size (about 2 px), evenly packed, with hardly any pink between them. Debris is irregular: "
+        "nuclei of one size (about 7 µm), evenly packed, with hardly any pink between them. Debris is irregular: "
         "dots of varying size and shape (nuclear dust) scattered in granular pink material, with no even spacing "
         "and cell ghosts instead of intact cells.",
     ),

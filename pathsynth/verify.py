@@ -23,7 +23,7 @@ ProgressCallback = Callable[[float, str], None]
 
 @dataclass
 class VerifiedImage:
-    image: np.ndarray  # uint8 (28, 28, 3)
+    image: np.ndarray  # uint8 (S, S, 3), S = the generator's output_size (28 for the shipped model)
     tissue: int  # requested tissue
     verified: bool
     attempts: int  # generations it took (1 = accepted first time)
@@ -39,7 +39,7 @@ class VerifiedImage:
 
     def to_dict(self, with_image: bool = False) -> dict:
         out = asdict(self)
-        out.pop("heatmap")  # a 28x28 float map: not part of the JSON record
+        out.pop("heatmap")  # a float map the size of the image: not part of the JSON record
         if not with_image:
             out.pop("image")
         else:
@@ -97,15 +97,17 @@ class Verifier:
         self.generator, self.classifier = generator, classifier
         self.threshold, self.realism_threshold, self.max_attempts = threshold, realism_threshold, max_attempts
         self.batch_size = batch_size  # generator calls are chunked: one huge batch runs slower on a CPU
-        self.realism = None
+        self.realism, self.reference_size = None, None
         if reference_images is not None and reference_labels is not None:
+            self.reference_size = int(np.asarray(reference_images).shape[1])
             self.realism = RealismCheck(classifier.features(reference_images), np.asarray(reference_labels))
 
     def judge(self, images: np.ndarray, tissues: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(probabilities, realism scores, accepted mask) for images meant to show ``tissues``."""
+        images = np.asarray(images)
         probabilities = self.classifier.predict_proba(images)
         if self.realism is not None:
-            realism = self.realism.score(self.classifier.features(images), tissues)
+            realism = self.realism.score(self.classifier.features(self.at_reference_size(images)), tissues)
         else:
             realism = np.ones(len(images), np.float32)
         rows = np.arange(len(images))
@@ -113,6 +115,15 @@ class Verifier:
         accepted = ((probabilities.argmax(1) == tissues) & (probabilities[rows, tissues] >= self.threshold)
                     & (realism >= self.realism_threshold))
         return probabilities, realism, accepted
+
+    def at_reference_size(self, images: np.ndarray) -> np.ndarray:
+        """``images`` shrunk to the realism reference's tile size when larger: realism compares like with like, so
+        a 64 px model checked against the bundled 28 px tiles is not scored down for being sharper than them."""
+        if self.reference_size is None or images.shape[1] <= self.reference_size:
+            return images
+        from .images import resize_tensor, tensor_to_uint8, uint8_to_tensor
+
+        return tensor_to_uint8(resize_tensor(uint8_to_tensor(images), self.reference_size))
 
     def generate(self, tissues: Sequence[int | str], seed: int | None = None,
                  progress: ProgressCallback | None = None,
@@ -198,7 +209,9 @@ def attempt_seed(base_seed: int, slot: int, attempt: int) -> int:
 
 def default_verifier(backend: str | None = None, settings=None) -> Verifier:
     """The configured classifier + generator with the bundled real images as realism reference (loads them:
-    call once and keep it; the app's :class:`~pathsynth.services.Services` does)."""
+    call once and keep it; the app's :class:`~pathsynth.services.Services` does). The bundled tiles are 28 px:
+    a larger generator's images are checked for realism at 28 px (:meth:`Verifier.at_reference_size`) and for
+    their tissue at the classifier's own size."""
     from .classifier import load_classifier
     from .data import load_bundled_sample
     from .generators import get_generator

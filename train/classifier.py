@@ -6,11 +6,13 @@ line (``--epochs 80 --lr 3e-3``). CPU by default, CUDA when present, several GPU
 
     python train/classifier.py --export_dir assets/models/classifier          # bundled sample, fold 0 held out
     python train/classifier.py --data medmnist --pretrained                     # full PathMNIST + ImageNet init
+    python train/classifier.py --data medmnist --size 64                        # 64 px tiles (ImageNet stem)
 
 Levers for 800 training images: the 8 dihedral transforms + stain (HED) and colour jitter + small shifts +
 scale jitter, label smoothing, MixUp/CutMix, a one-cycle schedule, an EMA of the weights, and test-time
 augmentation over the dihedral group. At the end it fits the temperature (calibration) on the held-out fold
-and a Macenko stain reference on the training images, and stores both in config.json.
+and a Macenko stain reference on the training images, and stores both in config.json, with the tile size and the
+stem it chose for it (28 px: 3x3 stride-1 conv; larger: the ImageNet stem), so ``from_pretrained`` rebuilds it.
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ from torchvision.transforms import v2
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
-from pathsynth.classifier import TissueClassifier, build_resnet18, fit_temperature
+from pathsynth.classifier import TissueClassifier, build_resnet18, fit_temperature, small_input_stem
 from pathsynth.data import (
     RandomScale,
     load_training_data,
     to_tensor,
     train_augmentation,
 )
+from pathsynth.images import microns_per_pixel
 from pathsynth.stain import fit_stain_reference
 from pathsynth.tissues import NUM_TISSUES
 
@@ -43,7 +46,7 @@ from pathsynth.tissues import NUM_TISSUES
 @dataclass
 class Config:
     data: str | None = None  # npz path, "medmnist", or None for $PATHSYNTH_DATA / the bundled sample
-    size: int = 28
+    size: int = 28  # tile size: 28, 64, 128 or 224 px (the data must be this size; it also picks the stem)
     fold: int = 0  # held-out validation fold of a train-only npz
     out_dir: str = "runs/classifier"
     export_dir: str = ""  # final model (e.g. assets/models/classifier); "" = out_dir/model
@@ -61,8 +64,8 @@ class Config:
     scale_prob: float = 0.5
     ema_decay: float = 0.99  # exponential moving average of the weights (about the last 10 epochs)
     ship: str = "ema"  # "ema" or "last": which weights are exported
-    shift_pixels: int = 2
-    keep_maxpool: bool = True
+    shift_pixels: int = -1  # random shifts up to this many px; -1 = a 14th of the tile (2 px at 28 px, 16 at 224)
+    keep_maxpool: bool = True  # the 28 px stem's max-pool (the ImageNet stem of larger tiles always has one)
     pretrained: bool = False  # ImageNet weights (needs a network)
     mixed_precision: str = "bf16"  # "bf16" on CPUs with AVX512-BF16 / GPUs (2x faster here); "no" on AVX2-only CPUs
     tta: bool = True  # ship with dihedral test-time augmentation on
@@ -116,11 +119,15 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
 
 
 def synthetic_training_set(cfg: Config, out_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """``synthetic_per_class`` generated images of every tissue, cached in out_dir (same seed, same images)."""
-    from pathsynth.generators.embedded import load_pipeline
+    """``synthetic_per_class`` generated images of every tissue as uint8 ``(N, 3, H, W)``, cached in out_dir (same
+    seed, same images)."""
+    from pathsynth.generators.embedded import load_pipeline, pipeline_sample_size
     from pathsynth.tissues import TISSUES
 
-    cache = out_dir / f"synthetic_{cfg.synthetic_per_class}_seed{cfg.seed}.npz"
+    if pipeline_sample_size(cfg.generator) != cfg.size:
+        raise SystemExit(f"--generator {cfg.generator} draws {pipeline_sample_size(cfg.generator)} px tiles, "
+                         f"but --size is {cfg.size}: use a generator trained at {cfg.size} px")
+    cache = out_dir / f"synthetic_{cfg.synthetic_per_class}_seed{cfg.seed}_{cfg.size}px.npz"
     if not cache.exists():
         pipeline = load_pipeline(cfg.generator)
         pipeline.set_progress_bar_config(disable=True)
@@ -134,7 +141,48 @@ def synthetic_training_set(cfg: Config, out_dir: Path) -> tuple[torch.Tensor, to
             labels += [index] * count
         np.savez_compressed(cache, images=np.concatenate(images), labels=np.array(labels, dtype=np.int64))
     with np.load(cache) as archive:
-        return to_tensor(archive["images"]), torch.from_numpy(archive["labels"])
+        return uint8_batches(archive["images"]), torch.from_numpy(archive["labels"])
+
+
+def shift_for(cfg: Config) -> int:
+    """The random-shift range in px: ``shift_pixels``, or a 14th of the tile for -1 (the same tissue distance)."""
+    return round(cfg.size / 14) if cfg.shift_pixels < 0 else cfg.shift_pixels
+
+
+def uint8_batches(images: np.ndarray) -> torch.Tensor:
+    """uint8 ``(N, 3, H, W)`` without copying: a float copy of full PathMNIST at 224 px would take 54 GB."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2)
+
+
+def channel_statistics(images: np.ndarray, chunk_pixels: int = 4_000_000) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 ``(N, H, W, 3)`` images in [0, 1], accumulated in chunks (float64)."""
+    total, squares, count = np.zeros(3), np.zeros(3), 0
+    chunk = max(1, chunk_pixels // (images.shape[1] * images.shape[2]))
+    for start in range(0, len(images), chunk):
+        block = images[start:start + chunk].reshape(-1, 3).astype(np.float64) / 255.0
+        total, squares, count = total + block.sum(0), squares + (block ** 2).sum(0), count + len(block)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean ** 2, 0) * count / max(count - 1, 1))
+    return mean.tolist(), std.tolist()
+
+
+def stain_reference_images(images: np.ndarray, max_pixels: int = 80_000_000, seed: int = 0) -> np.ndarray:
+    """The training images the stain reference is fitted on: all of them up to ``max_pixels`` (full PathMNIST at
+    28 px: 71 M), else a seeded random subset of that many pixels (the Macenko fit holds every pixel as float64)."""
+    per_image = images.shape[1] * images.shape[2]
+    if len(images) * per_image <= max_pixels:
+        return images
+    keep = np.random.default_rng(seed).choice(len(images), max_pixels // per_image, replace=False)
+    return images[np.sort(keep)]
+
+
+def classifier_config(cfg: Config, mean: list[float], std: list[float], train_images: np.ndarray) -> dict:
+    """``config.json``: preprocessing, the tile size and the stem chosen for it, and the stain reference."""
+    return {"architecture": "resnet18", "num_classes": NUM_TISSUES, "input_size": cfg.size,
+            "microns_per_pixel": microns_per_pixel(cfg.size), "small_input": small_input_stem(cfg.size),
+            "keep_maxpool": cfg.keep_maxpool, "mean": mean, "std": std, "tta": cfg.tta,
+            # Other labs' images are stain-normalised to the training images before classification.
+            "stain_reference": fit_stain_reference(stain_reference_images(train_images, seed=cfg.seed))}
 
 
 def main(cfg: Config) -> None:
@@ -146,9 +194,9 @@ def main(cfg: Config) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     splits = load_training_data(cfg.data, cfg.size, fold=cfg.fold)
-    train_x, train_y = to_tensor(splits["train"][0]), torch.from_numpy(splits["train"][1])
+    train_x, train_y = uint8_batches(splits["train"][0]), torch.from_numpy(splits["train"][1])
     val_x, val_y = to_tensor(splits["val"][0]), splits["val"][1]
-    mean, std = train_x.mean(dim=(0, 2, 3)).tolist(), train_x.std(dim=(0, 2, 3)).tolist()
+    mean, std = channel_statistics(splits["train"][0])
     real_count = len(train_x)
     if cfg.synthetic_per_class:
         synthetic_x, synthetic_y = synthetic_training_set(cfg, out_dir)
@@ -159,21 +207,19 @@ def main(cfg: Config) -> None:
                                          shuffle=True, drop_last=True)
     augment = train_augmentation(cfg.stain_sigma, cfg.stain_bias, cfg.colour_jitter)
     rescale = RandomScale(cfg.scale_low, cfg.scale_high, cfg.scale_prob)
-    shift = v2.RandomCrop(cfg.size, padding=cfg.shift_pixels, padding_mode="reflect") if cfg.shift_pixels else None
+    shift = v2.RandomCrop(cfg.size, padding=shift_for(cfg), padding_mode="reflect") if shift_for(cfg) else None
     mix = v2.RandomChoice([v2.MixUp(num_classes=NUM_TISSUES), v2.CutMix(num_classes=NUM_TISSUES)])
     normalise = v2.Normalize(mean, std)
 
-    model = build_resnet18(NUM_TISSUES, small_input=True, keep_maxpool=cfg.keep_maxpool, pretrained=cfg.pretrained)
+    model = build_resnet18(NUM_TISSUES, small_input=small_input_stem(cfg.size), keep_maxpool=cfg.keep_maxpool,
+                           pretrained=cfg.pretrained)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * len(loader),
                                                     pct_start=0.15)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     ema = torch.optim.swa_utils.AveragedModel(accelerator.unwrap_model(model), use_buffers=True,
                                               multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay))
-    config = {"architecture": "resnet18", "num_classes": NUM_TISSUES, "input_size": cfg.size, "small_input": True,
-              "keep_maxpool": cfg.keep_maxpool, "mean": mean, "std": std, "tta": cfg.tta,
-              # Other labs' images are stain-normalised to the training images before classification.
-              "stain_reference": fit_stain_reference(splits["train"][0])}
+    config = classifier_config(cfg, mean, std, splits["train"][0])
 
     teacher = load_teacher(cfg, config, accelerator.device)
     log = open(out_dir / "log.csv", "w")
@@ -183,7 +229,7 @@ def main(cfg: Config) -> None:
         model.train()
         losses = []
         for x, y in loader:
-            x = augment(x)
+            x = augment(x.float().div_(255.0))  # uint8 until here: see uint8_batches
             if shift is not None:
                 x = torch.stack([shift(img) for img in x])
             x = rescale(x)
@@ -213,7 +259,9 @@ def main(cfg: Config) -> None:
     train_seconds = time.time() - started
     candidates = {"last": accelerator.unwrap_model(model), "ema": ema.module}
     metrics = {"train_seconds": round(train_seconds, 1), "train_images": len(train_x), "real_train_images": real_count,
-               "val_images": len(val_x),
+               "val_images": len(val_x), "image_size_px": cfg.size, "microns_per_pixel": microns_per_pixel(cfg.size),
+               "stem": "3x3 stride 1" if small_input_stem(cfg.size) else "ImageNet 7x7 stride 2 + max-pool",
+               "shift_pixels_used": shift_for(cfg),
                "device": str(accelerator.device), "torch_threads": torch.get_num_threads()}
     for name, network in candidates.items():
         candidate = TissueClassifier(network.float().cpu().eval(), config)

@@ -18,13 +18,14 @@ from transformers import HfArgumentParser
 
 from pathsynth.classifier import TissueClassifier, fit_temperature
 from pathsynth.data import load_training_data, to_tensor
+from pathsynth.images import microns_per_pixel
 
 
 @dataclass
 class Config:
     members: list[str] = field(default_factory=list)  # model directories written by train/classifier.py
     data: str | None = None  # the members' training data (for the held-out fold the temperature is fitted on)
-    size: int = 28
+    size: int = 0  # tile size of the held-out data: 0 = the members' (they must share one)
     fold: int = 0
     export_dir: str = "runs/classifier_ensemble"
     fp16_export: bool = True
@@ -34,14 +35,20 @@ def main(cfg: Config) -> None:
     if len(cfg.members) < 2:
         raise SystemExit("give at least two --members")
     members = [TissueClassifier.from_pretrained(path) for path in cfg.members]
+    sizes = {member.input_size for member in members}
+    if len(sizes) > 1 or (cfg.size and cfg.size not in sizes):
+        raise SystemExit(f"the members take {sorted(sizes)} px tiles (--size {cfg.size or 'from the members'}): "
+                         "an ensemble's members and its held-out data share one tile size")
+    size = sizes.pop()
     ensemble = TissueClassifier.ensemble(members)
-    val_images, val_labels = load_training_data(cfg.data, cfg.size, fold=cfg.fold)["val"]
+    val_images, val_labels = load_training_data(cfg.data, size, fold=cfg.fold)["val"]
     val_x = to_tensor(val_images)
     ensemble.config["temperature"] = ensemble.temperature = fit_temperature(ensemble.view_logits(val_x), val_labels)
     accuracy = float((ensemble.predict(val_x) == val_labels).mean())
     summaries = [json.loads((Path(path) / "training_summary.json").read_text())
                  if (Path(path) / "training_summary.json").is_file() else {} for path in cfg.members]
-    summary = {**asdict(cfg), "val_tta_accuracy": accuracy, "temperature": ensemble.temperature,
+    summary = {**asdict(cfg), "image_size_px": size, "microns_per_pixel": microns_per_pixel(size),
+               "val_tta_accuracy": accuracy, "temperature": ensemble.temperature,
                "train_seconds": round(sum(s.get("train_seconds", 0.0) for s in summaries), 1),
                "member_summaries": summaries}
     export = Path(cfg.export_dir)

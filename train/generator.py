@@ -6,11 +6,13 @@ is present, and on several GPUs with ``accelerate launch train/generator.py ...`
 
     python train/generator.py                                   # bundled 800-image sample, held-out fold 0
     python train/generator.py --data medmnist --size 28         # full PathMNIST (needs a network)
+    python train/generator.py --data medmnist --size 64         # 64 px tiles: a deeper U-Net, chosen from the size
     python train/generator.py --resume                          # continue from out_dir/checkpoint
 
 Choices that made quality arrive within a CPU budget (see the model card): v-prediction with a cosine noise
 schedule and min-SNR loss weighting, EMA with warm-up (decay 0.995), classifier-free guidance trained by 10%
 condition dropout, the 8 dihedral transforms as augmentation (no stain jitter: colour is what we model).
+The U-Net's depth and attention follow ``--size`` (``unet_config_for_size``) and are saved with the pipeline.
 """
 
 from __future__ import annotations
@@ -32,20 +34,23 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
-from pathsynth.data import RandomDihedral, load_training_data, to_tensor
+from pathsynth.data import RandomDihedral, load_training_data
 from pathsynth.generators.embedded import (NULL_CLASS, PathSynthPipeline, build_inference_scheduler,
-                                           build_unet)
+                                           build_unet, pipeline_sample_size)
+from pathsynth.images import microns_per_pixel
 from pathsynth.tissues import NUM_TISSUES, tissue_index
 
 
 @dataclass
 class Config:
     data: str | None = None  # npz path, "medmnist", or None for $PATHSYNTH_DATA / the bundled sample
-    size: int = 28
+    size: int = 28  # tile size: 28, 64, 128 or 224 px (the data must be this size; it also sets the U-Net's depth)
     fold: int = 0  # held-out validation fold of a train-only npz (never trained on)
     out_dir: str = "runs/generator"
     export_dir: str = ""  # where the final pipeline goes (e.g. assets/models/generator); "" = out_dir/pipeline
-    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    block_out_channels: list[int] = field(default_factory=list)  # [] = from --size (28 px: 32 64 128)
+    base_channels: int = 32  # with block_out_channels [], channels double from this up to max_channels per level
+    max_channels: int = 256
     layers_per_block: int = 1
     steps: int = 2400
     max_minutes: float = 0.0  # wall-clock budget; >0 makes the lr schedule follow elapsed time too
@@ -87,7 +92,8 @@ def save_grid(pipeline: PathSynthPipeline, path: Path, per_tissue: int, cfg: Con
                       num_inference_steps=cfg.inference_steps, generator=generators, output_type="uint8").images
     s = images.shape[1]
     grid = images.reshape(NUM_TISSUES, per_tissue, s, s, 3).transpose(0, 2, 1, 3, 4).reshape(NUM_TISSUES * s, per_tissue * s, 3)
-    Image.fromarray(grid).resize((per_tissue * s * 4, NUM_TISSUES * s * 4), Image.NEAREST).save(path)
+    zoom = max(1, round(112 / s))  # about 112 px per tile: 4x at 28 px, 1x at 128 and 224
+    Image.fromarray(grid).resize((per_tissue * s * zoom, NUM_TISSUES * s * zoom), Image.NEAREST).save(path)
 
 
 def previous_training(init_from: str) -> dict:
@@ -109,6 +115,19 @@ def save_snapshot(pipeline: PathSynthPipeline, path: Path, state: dict, total_st
     (path / "progress.json").write_text(json.dumps({**state, "total_step": total_step}))
 
 
+def realism_evaluator(cfg: Config) -> str:
+    """``cfg.evaluator`` when it can draw the realism curve at this size, else "" with a note (a 28 px evaluator
+    cannot judge 64 px tiles: ``pathsynth evaluate curve --evaluator`` can do it after training)."""
+    if not cfg.evaluator or not Path(cfg.evaluator).is_dir():
+        return ""
+    evaluator_size = int(json.loads((Path(cfg.evaluator) / "config.json").read_text()).get("input_size", 28))
+    if evaluator_size != cfg.size:
+        tqdm.write(f"note: no realism curve: the evaluator {cfg.evaluator} takes {evaluator_size} px tiles, not "
+                   f"{cfg.size} px (train one with train/classifier.py --size {cfg.size})")
+        return ""
+    return cfg.evaluator
+
+
 def record_realism(cfg: Config, out_dir: Path) -> float:
     """Add the new snapshots to ``out_dir/realism.csv`` and ``realism.png``; returns the seconds it took, which
     the caller leaves out of the training time."""
@@ -117,8 +136,9 @@ def record_realism(cfg: Config, out_dir: Path) -> float:
     from pathsynth.evaluation.protocol import load_evaluator, real_split, realism_curve
 
     started = time.time()
-    rows = realism_curve(out_dir, load_evaluator(cfg.evaluator), real_split(cfg.data, cfg.fold),
-                         per_class=cfg.realism_per_class, progress=False)
+    # At most 2,000 real tiles a side (stratified): the C2ST draws as many generated ones (full PathMNIST: 90,000).
+    split = real_split(cfg.data, cfg.fold, cfg.size, max_images=2000)
+    rows = realism_curve(out_dir, load_evaluator(cfg.evaluator), split, per_class=cfg.realism_per_class, progress=False)
     last = max(rows, key=lambda r: r["step"])
     tqdm.write(f"realism at step {last['step']}: C2ST {last['c2st_balanced_accuracy']:.3f}, "
                f"FID {last['fid']:.2f} (real {last['fid_real_baseline']:.2f})")
@@ -134,15 +154,30 @@ def tissue_boosts(spec: str) -> np.ndarray:
     return boosts
 
 
+def initial_unet(cfg: Config):
+    """A warm start's UNet (``init_from``, which must be at ``--size``) or a new one for ``--size``."""
+    if cfg.init_from:  # warm start: training time accumulates across runs
+        if pipeline_sample_size(cfg.init_from) != cfg.size:
+            raise SystemExit(f"--init_from {cfg.init_from} draws {pipeline_sample_size(cfg.init_from)} px tiles, "
+                             f"but --size is {cfg.size}")
+        return PathSynthPipeline.from_pretrained(cfg.init_from).unet.float()
+    return build_unet(cfg.size, cfg.block_out_channels or None, cfg.layers_per_block, cfg.base_channels,
+                      cfg.max_channels)
+
+
 def make_loader(cfg: Config, accelerator: Accelerator) -> torch.utils.data.DataLoader:
-    """Real training images as [-1, 1] tensors; the validation fold stays out of training."""
+    """Real training images as uint8 ``(N, 3, S, S)`` batches (scaled to [-1, 1] on the device); the validation
+    fold stays out of training."""
     images, labels = load_training_data(cfg.data, cfg.size, fold=cfg.fold)["train"]
-    accelerator.print(f"training on {len(images)} images of {cfg.size}px, classes {np.bincount(labels).tolist()}")
+    accelerator.print(f"training on {len(images)} images of {cfg.size}px ({microns_per_pixel(cfg.size):g} um/px), "
+                      f"classes {np.bincount(labels).tolist()}")
     # Rare tissues (normal mucosa: ~60 images) are drawn more often, so the model sees their morphology.
     weights = np.bincount(labels, minlength=NUM_TISSUES).astype(float)[labels] ** -cfg.balance
     weights *= tissue_boosts(cfg.boost)[labels]
     sampler = torch.utils.data.WeightedRandomSampler(weights, num_samples=len(labels), replacement=True)
-    dataset = torch.utils.data.TensorDataset(to_tensor(images) * 2 - 1, torch.from_numpy(labels))
+    # uint8 until each batch is drawn: a float copy of full PathMNIST at 224 px would take 54 GB.
+    dataset = torch.utils.data.TensorDataset(torch.from_numpy(images).permute(0, 3, 1, 2),
+                                             torch.from_numpy(labels))
     return torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler,
                                        drop_last=len(images) > cfg.batch_size)
 
@@ -176,9 +211,10 @@ def progress_fraction(cfg: Config, state: dict) -> float:
 
 
 def ema_pipeline(accelerator: Accelerator, unet, ema: EMAModel) -> PathSynthPipeline:
+    """The EMA weights as a pipeline on the training device (sample grids of 224 px tiles take minutes on a CPU)."""
     ema_unet = copy.deepcopy(accelerator.unwrap_model(unet)).float().eval()
     ema.copy_to(ema_unet.parameters())
-    pipeline = PathSynthPipeline(ema_unet.to("cpu"), build_inference_scheduler())
+    pipeline = PathSynthPipeline(ema_unet.to(accelerator.device), build_inference_scheduler())
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
@@ -193,7 +229,9 @@ def export_pipeline(cfg: Config, pipeline: PathSynthPipeline, state: dict, runni
     pipeline.save_pretrained(str(export))
     run = {"steps": state["step"], "seconds": round(state["elapsed"], 1), "lr": cfg.lr, "bf16": cfg.bf16,
            "threads": torch.get_num_threads(), "device": str(pipeline.device)}
-    summary = {**asdict(cfg), "final_step": state["step"], "train_seconds": round(state["elapsed"], 1),
+    summary = {**asdict(cfg), "image_size_px": cfg.size, "microns_per_pixel": microns_per_pixel(cfg.size),
+               "unet": {key: pipeline.unet.config[key] for key in ("block_out_channels", "down_block_types")},
+               "final_step": state["step"], "train_seconds": round(state["elapsed"], 1),
                "total_steps": before["total_steps"] + state["step"],
                "total_train_seconds": round(before["total_train_seconds"] + state["elapsed"], 1),
                "runs": before["runs"] + [run], "torch_threads": torch.get_num_threads(), "final_loss_ema": running_loss}
@@ -210,10 +248,8 @@ def main(cfg: Config) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     loader = make_loader(cfg, accelerator)
     augment = RandomDihedral()
-    if cfg.init_from:  # warm start: training time accumulates across runs
-        unet = PathSynthPipeline.from_pretrained(cfg.init_from).unet.float()
-    else:
-        unet = build_unet(cfg.size, cfg.block_out_channels, cfg.layers_per_block)
+    cfg.evaluator = realism_evaluator(cfg)
+    unet = initial_unet(cfg)
     noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
                                     prediction_type="v_prediction")
     optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -241,6 +277,7 @@ def main(cfg: Config) -> None:
             if progress_fraction(cfg, state) >= 1.0:
                 break
             unet.train()
+            x0 = x0.float().div(255.0) * 2 - 1  # uint8 -> [-1, 1]
             loss = diffusion_loss(cfg, unet, noise_scheduler, augment(x0), y)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(cfg, state)

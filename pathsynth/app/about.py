@@ -12,6 +12,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from ..generators.base import OUTPUT_SIZE
+from ..images import PATHMNIST_TILE_UM, microns_per_pixel
 from ..settings import ASSETS_DIR
 from ..tissues import DISPLAY_NAMES, TISSUES
 from .common import logger
@@ -20,8 +22,7 @@ MODEL_CARDS = {"Classifier (ResNet-18)": ASSETS_DIR / "models" / "classifier" / 
                "Generator (class-conditional diffusion)": ASSETS_DIR / "models" / "generator" / "README.md"}
 REPORTS_DIR = ASSETS_DIR / "reports"
 REPORT_FILES = {"generator": Path("generator") / "report.json", "classifier": Path("classifier") / "classifier_report.json"}
-# PathMNIST tiles are 224 px patches at 0.5 um/px (NCT-CRC-HE-100K) shrunk to 28 px: 112 um across, 4 um per pixel
-TILE_PIXELS, TILE_MICROMETRES = 28, 112
+RED_BLOOD_CELL_UM = 7.5  # a red blood cell's diameter: the yardstick trainees know
 MARKDOWN_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
 
 
@@ -98,6 +99,22 @@ def weakest_tissue(reports: dict[str, dict]) -> str | None:
             "quiz answers for it with extra care.")
 
 
+def tile_pixels(verifier=None) -> int:
+    """The size of the tiles the app draws (its generator's), the shipped 28 px when it cannot tell."""
+    return int(getattr(getattr(verifier, "generator", None), "output_size", OUTPUT_SIZE))
+
+
+def scale_text(pixels: int) -> str:
+    """The page's scale paragraph for ``pixels`` px tiles: every PathMNIST size shows 112 µm of tissue."""
+    um = microns_per_pixel(pixels)
+    cells = RED_BLOOD_CELL_UM / um
+    yardstick = "roughly half a red blood cell" if cells < 3 else f"a red blood cell is about {cells:.0f} pixels wide"
+    detail = "not nuclear detail" if um >= 1 else "and the shapes of nuclei"
+    return (f"**Scale:** each tile is {pixels} × {pixels} pixels covering about {PATHMNIST_TILE_UM:.0f} µm of "
+            f"tissue, so one pixel is about {um:g} µm — {yardstick}. The app shows them enlarged with sharp pixels: "
+            f"you see the architecture (glands, fat vacuoles, sheets of lymphocytes), {detail}.")
+
+
 def trainee_page(reports: dict[str, dict], verifier=None, storage_persistent: bool = True) -> str:
     """The plain-language page: what the images are, their scale, how they are checked, how well, the limits."""
     threshold = getattr(verifier, "threshold", None)
@@ -106,16 +123,16 @@ def trainee_page(reports: dict[str, dict], verifier=None, storage_persistent: bo
     tries = f"up to **{attempts}** times" if isinstance(attempts, int) else "a few times"
     measured = how_well(reports)
     weakest = weakest_tissue(reports)
+    pixels = tile_pixels(verifier)
+    tiles = ("tiny and low-resolution" if microns_per_pixel(pixels) >= 1
+             else f"small ({PATHMNIST_TILE_UM:.0f} µm across)")
     parts = [
         "## What you are looking at",
         "Small synthetic microscope images of colorectal tissue stained with haematoxylin and eosin (H&E), in the "
         "nine tissue types of the PathMNIST data set (fat, background, debris, lymphocytes, mucus, smooth muscle, "
         "normal mucosa, tumour-associated stroma, adenocarcinoma). They are drawn by a small image-generating "
         "model trained on real tiles; no image shows a real patient.",
-        f"**Scale:** each tile is {TILE_PIXELS} × {TILE_PIXELS} pixels covering about {TILE_MICROMETRES} µm of "
-        f"tissue, so one pixel is about {TILE_MICROMETRES / TILE_PIXELS:.0f} µm — roughly half a red blood cell. "
-        "The app shows them enlarged with sharp pixels: you see the architecture (glands, fat vacuoles, sheets "
-        "of lymphocytes), not nuclear detail.",
+        scale_text(pixels),
         "## How each image is checked",
         f"Before you see an image, a separate classifier (a ResNet-18 network) must be {rule} that it shows the "
         "tissue you asked for, and the image must look like real tiles of that tissue (a realism check). If not, "
@@ -124,7 +141,7 @@ def trainee_page(reports: dict[str, dict], verifier=None, storage_persistent: bo
         "\n".join(f"- {line}" for line in measured) if measured else
         "_No evaluation report found yet (run `pathsynth evaluate`)._",
         "## Limits",
-        "\n".join(["- Tiles are tiny and low-resolution: practise recognising tissue patterns, not diagnosing cells.",
+        "\n".join([f"- Tiles are {tiles}: practise recognising tissue patterns, not diagnosing cells.",
                    "- The quiz's answer key is the classifier's label; for real tiles it can disagree with the "
                    "pathologist's.", *([f"- {weakest}"] if weakest else []),
                    "- For education only — not for diagnosis."]),

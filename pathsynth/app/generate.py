@@ -6,7 +6,8 @@ import gradio as gr
 
 from .. import ui_helpers as ui
 from ..classifier import gradcam_overlay
-from ..images import DISPLAY_SIZE, INTERPOLATIONS, display_image, upscale
+from ..generators.base import OUTPUT_SIZE
+from ..images import DISPLAY_SIZE, INTERPOLATIONS, display_image, microns_per_pixel, upscale
 from ..resolver import NOT_UNDERSTOOD_BELOW, tissue_from_text
 from ..tissues import ABBREVIATIONS, DISPLAY_NAMES, NUM_TISSUES
 from .common import (Refusal, bind, check_interpolation, model_slots, pool_served_events, progress_callback,
@@ -75,8 +76,15 @@ def _resolve_for_generation(services, text):
 
 
 def shown(image, interpolation="pixel-exact", scale_bar=False):
-    """The generated tile as displayed: enlarged pixel-exact or smooth, with a scale bar when asked."""
-    return display_image(image, 1, check_interpolation(interpolation, Refusal) == "smooth", bool(scale_bar))
+    """The generated tile as displayed: enlarged pixel-exact or smooth, with a scale bar when asked (a generated
+    tile is a whole PathMNIST tile, so its pixel size follows from its width: 4 µm at 28 px)."""
+    smooth = check_interpolation(interpolation, Refusal) == "smooth"
+    return display_image(image, 1, smooth, bool(scale_bar), um_per_pixel=microns_per_pixel(image.shape[1]))
+
+
+def tile_size(services) -> int:
+    """The size of the tiles this app's generator draws (the shipped 28 px when it cannot tell)."""
+    return int(getattr(getattr(getattr(services, "verifier", None), "generator", None), "output_size", OUTPUT_SIZE))
 
 
 def verified_image(services, tissue: int, seed: int | None, on_progress=None):
@@ -140,6 +148,7 @@ def cleared_result(count: int = GENERATE_OUTPUTS - 4):
 
 def build(services) -> None:
     """The tab's components and events (inside a ``gr.Blocks``)."""
+    size = tile_size(services)
     with gr.Row():
         with gr.Column(scale=2, min_width=260):
             tissue = gr.Dropdown(list(DISPLAY_NAMES), value=None, label="Tissue", info="Pick one of the nine tissues…",
@@ -158,7 +167,7 @@ def build(services) -> None:
             resolution_json = gr.JSON(visible=False)
         with gr.Column(scale=4):
             with gr.Row():
-                image = gr.Image(label="Generated image (28 px, enlarged)", format="png", interactive=False,
+                image = gr.Image(label=f"Generated image ({size} px, enlarged)", format="png", interactive=False,
                                  height=DISPLAY_SIZE, buttons=["download", "fullscreen"], elem_classes="pixelated",
                                  elem_id="gen-image")
                 cam = gr.Image(label="Occlusion map", format="png", interactive=False, height=DISPLAY_SIZE,
@@ -166,9 +175,10 @@ def build(services) -> None:
             with gr.Row():
                 interpolation = gr.Radio(list(INTERPOLATIONS), value="pixel-exact", label="Enlarge (next image)",
                                          min_width=160, elem_id="gen-interpolation")
-                scale_bar = gr.Checkbox(False, label="Scale bar (4 µm per pixel)", min_width=120,
+                scale_bar = gr.Checkbox(False, label=f"Scale bar ({microns_per_pixel(size):g} µm per pixel)",
+                                        min_width=120,
                                         elem_id="gen-scale-bar")
-            download = gr.DownloadButton("Download original PNG (28 × 28)", visible=False)
+            download = gr.DownloadButton(f"Download original PNG ({size} × {size})", visible=False)
             summary = gr.Markdown(elem_id="gen-summary")
         with gr.Column(scale=2, min_width=260):
             probabilities = gr.Label(label="Classifier probabilities", num_top_classes=NUM_TISSUES)

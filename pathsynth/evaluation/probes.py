@@ -14,11 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..classifier import TissueClassifier, build_resnet18, images_to_tensor
+from ..classifier import TissueClassifier, build_resnet18, images_to_tensor, small_input_stem
 from ..data import RandomDihedral, train_augmentation
 from ..tissues import NUM_TISSUES
 
-PROBE_CONFIG = {"mean": [0.5] * 3, "std": [0.25] * 3, "input_size": 28, "tta": False}
+PROBE_CONFIG = {"mean": [0.5] * 3, "std": [0.25] * 3, "tta": False}  # + "input_size": the images' own size
 
 
 def build_small_cnn(num_classes: int = NUM_TISSUES) -> nn.Module:
@@ -44,13 +44,19 @@ def train_quick_classifier(images: np.ndarray, labels: np.ndarray, epochs: int =
     """A classifier trained from scratch with dihedral (+ stain, by default) augmentation.
 
     CAS trains it on tissue labels; the C2ST trains it on real-vs-generated with ``stain_jitter=False``, since
-    colour is one of the cues a two-sample test must be free to use.
+    colour is one of the cues a two-sample test must be free to use. It works at the images' own size (the first
+    image's), so a test of 64 px tiles sees their 64 px detail.
     """
     if model not in ("resnet18", "small"):
         raise ValueError(f"model must be 'resnet18' or 'small', got {model!r}")
+    if len(images) == 0:
+        raise ValueError("no images to train the probe on")
+    size = int(np.asarray(images[0]).shape[0])
+    config = {**PROBE_CONFIG, "input_size": size}
     torch.manual_seed(seed)
-    network = build_resnet18(num_classes) if model == "resnet18" else build_small_cnn(num_classes)
-    x = images_to_tensor(images, PROBE_CONFIG["input_size"])
+    network = (build_resnet18(num_classes, small_input_stem(size)) if model == "resnet18"
+               else build_small_cnn(num_classes))
+    x = images_to_tensor(images, config["input_size"])
     y = torch.as_tensor(np.asarray(labels).reshape(-1), dtype=torch.long)
     augment = train_augmentation() if stain_jitter else RandomDihedral()
     mean = torch.tensor(PROBE_CONFIG["mean"]).view(1, 3, 1, 1)
@@ -71,4 +77,4 @@ def train_quick_classifier(images: np.ndarray, labels: np.ndarray, epochs: int =
                 loss.backward()
                 optimiser.step()
             schedule.step()
-    return TissueClassifier(network, PROBE_CONFIG)  # .eval(); predict_proba works for either network
+    return TissueClassifier(network, config)  # .eval(); predict_proba works for either network

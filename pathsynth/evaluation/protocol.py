@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
+from ..images import microns_per_pixel
 from ..settings import DEFAULT_EVALUATOR_DIR  # the assets root is resolved in settings
 from ..tissues import NUM_TISSUES, TISSUES
 from . import metrics as M
@@ -44,6 +45,36 @@ class RealSplit:
         if len(self.heldout_images) < 4 or len(self.train_images) < 2:
             raise ValueError(f"need at least 4 held-out and 2 training images, got {len(self.heldout_images)} "
                              f"and {len(self.train_images)}")
+        if self.train_images.shape[1:] != self.heldout_images.shape[1:]:
+            raise ValueError(f"training and held-out tiles differ in size: {self.train_images.shape[1:3]} vs "
+                             f"{self.heldout_images.shape[1:3]}")
+
+    @property
+    def size(self) -> int:
+        """The tile size (px) of the real images."""
+        return int(self.train_images.shape[1])
+
+
+# The shipped evaluator's recipe (assets/models/evaluator/README.md) at another size: another seed and stain jitter.
+EVALUATOR_RECIPE = ("python train/classifier.py --data medmnist --size {size} --seed 1 --stain_sigma 0.05 --epochs 60 "
+                    "--export_dir runs/evaluator_{size}")
+
+
+def check_sizes(generator, split: RealSplit, evaluator=None) -> int:
+    """The tile size every part of a realism measurement shares (the generator's); ``ValueError`` naming the fix
+    when the real images or the evaluator network are at another size (their figures would compare resized
+    images, which measures the resizing, not the generator)."""
+    size = int(getattr(generator, "output_size", split.size))
+    if split.size != size:
+        raise ValueError(f"the generator draws {size} px tiles but the real images are {split.size} px: evaluate "
+                         f"with real images of {size} px (--data medmnist downloads PathMNIST at {size} px, or give "
+                         f"an npz of {size} px tiles; the bundled sample is 28 px)")
+    evaluator_size = getattr(evaluator, "input_size", size)
+    if evaluator is not None and evaluator_size != size:
+        raise ValueError(f"the evaluator network takes {evaluator_size} px tiles but the generator draws {size} px "
+                         f"ones: train an evaluator at {size} px ({EVALUATOR_RECIPE.format(size=size)}) and pass "
+                         f"--evaluator runs/evaluator_{size}")
+    return size
 
 
 def load_evaluator(path: str | Path | None = None):
@@ -253,6 +284,7 @@ def evaluate_generator(verifier, split: RealSplit, evaluator, per_class: int = 1
         raise ValueError("per_class must be at least 1")
     if evaluator is verifier.classifier:
         raise ValueError("the evaluator must not be the verifier's classifier: the loop would grade itself")
+    size = check_sizes(verifier.generator, split, evaluator)
     timings: dict[str, float] = {}
     tissues = np.repeat(np.arange(NUM_TISSUES), per_class)
     raw = timed(timings, "raw_generation", generate_raw, verifier.generator, tissues,
@@ -271,6 +303,8 @@ def evaluate_generator(verifier, split: RealSplit, evaluator, per_class: int = 1
                          near_copy_percentile)
     cas = timed(timings, "cas", cas_stage, verified, tissues, split, per_class, cas_epochs, cas_model, seed, progress)
     result = {"generator": getattr(verifier.generator, "name", type(verifier.generator).__name__),
+              "image_size": size, "microns_per_pixel": microns_per_pixel(size),
+              "classifier_input_size": getattr(verifier.classifier, "input_size", None),
               "n_generated": len(tissues), "per_class_requested": per_class, "seed": seed,
               "n_train": len(split.train_labels), "n_heldout": len(split.heldout_labels),
               **{f"{key}_{name}": reports[name][key] for name in reports
@@ -318,7 +352,8 @@ def evaluate_classifier(classifier, images, labels, out_dir: str | Path | None =
     probs = in_batches(lambda b: classifier.predict_proba(b, tta=use_tta), images, "classifying", progress)
     seconds = time.perf_counter() - start
     result = M.classification_report(labels, probs.argmax(1), probs)
-    result.update(tta=use_tta, seconds=seconds, images_per_s=len(images) / seconds if seconds > 0 else None)
+    result.update(tta=use_tta, seconds=seconds, images_per_s=len(images) / seconds if seconds > 0 else None,
+                  input_size=getattr(classifier, "input_size", None))
     if robustness and hasattr(classifier, "view_logits"):
         from . import robustness as R
 
@@ -333,6 +368,7 @@ def evaluate_classifier(classifier, images, labels, out_dir: str | Path | None =
 def realism_point(generator, evaluator, split: RealSplit, per_class: int = 40, c2st_epochs: int = 15,
                   seed: int = 0, progress: bool = False) -> dict:
     """The cheap realism figures for one model (C2ST and evaluator FID): one point of a realism-vs-steps curve."""
+    check_sizes(generator, split, evaluator)
     tissues = np.repeat(np.arange(NUM_TISSUES), per_class)
     raw = generate_raw(generator, tissues, [seed * 1_000_003 + i for i in range(len(tissues))], progress)
     c2st = c2st_stage(generator, raw, tissues, split, seed, c2st_epochs, progress)
@@ -345,11 +381,18 @@ def realism_point(generator, evaluator, split: RealSplit, per_class: int = 40, c
             "precision": realism["precision"], "recall": realism["recall"]}
 
 
-def real_split(data: str | None = None, fold: int = 0) -> RealSplit:
-    """The generator's training fold and the held-out fold of the data it was trained on (default: bundled)."""
-    from ..data import load_training_data
+def real_split(data: str | None = None, fold: int = 0, size: int = 28, max_images: int | None = None,
+               seed: int = 0) -> RealSplit:
+    """The generator's training fold and the held-out fold of the data it was trained on (default: the bundled
+    sample, 28 px), as ``size`` px tiles; ``max_images`` caps each side with a stratified subset (full PathMNIST has
+    90,000 training tiles, and the C2ST generates as many as there are)."""
+    from ..data import load_training_data, stratified_subset
 
-    splits = load_training_data(data, 28, fold=fold)
+    splits = load_training_data(data, size, fold=fold)
+    if max_images:
+        for name, (images, labels) in list(splits.items()):
+            keep = stratified_subset(labels, max_images, seed)
+            splits[name] = (images[keep], labels[keep])
     return RealSplit(*splits["train"], *splits["val"])
 
 

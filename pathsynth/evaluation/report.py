@@ -66,14 +66,22 @@ def plot_f1_comparison(f1_raw: Sequence[float], f1_verified: Sequence[float], pa
     return _save(figure, path)
 
 
+def enlargement(tile_size: int, shown_px: int = 112) -> int:
+    """The whole-number NEAREST enlargement that shows a tile about ``shown_px`` px across (28 px: 4x; 224 px: 1x)."""
+    return max(1, round(shown_px / tile_size))
+
+
 def plot_near_copy_pairs(generated: np.ndarray, training: np.ndarray, pairs: Sequence[dict], path: str | Path,
-                         scale: int = 4, title: str = "") -> Path:
-    """Rows of (generated | nearest training image), upscaled with NEAREST so no detail is invented.
+                         scale: int | None = None, title: str = "") -> Path:
+    """Rows of (generated | nearest training image), upscaled with NEAREST so no detail is invented
+    (``scale``: the enlargement; default :func:`enlargement` of the tile size).
 
     Each pair dict has ``gen_index``, ``train_index``, ``distance`` and optionally ``tissue``,
     ``train_tissue`` (indices) and ``is_copy``.
     """
     from PIL import Image
+
+    scale = scale or enlargement(np.asarray(generated).shape[1])
 
     def big(image):
         image = Image.fromarray(np.asarray(image, np.uint8))
@@ -105,17 +113,22 @@ def plot_near_copy_pairs(generated: np.ndarray, training: np.ndarray, pairs: Seq
 
 def plot_sample_grid(generated: np.ndarray, generated_labels: Sequence[int], path: str | Path,
                      real: np.ndarray | None = None, real_labels: Sequence[int] | None = None,
-                     per_tissue: int = 8, scale: int = 4, title: str = "") -> Path:
+                     per_tissue: int = 8, scale: int | None = None, title: str = "") -> Path:
     """One row per tissue: ``per_tissue`` generated images, then as many real ones when given (NEAREST
-    upscaling, so no detail is invented)."""
+    upscaling by ``scale``, default :func:`enlargement`, so no detail is invented). Tiles are drawn at the
+    generated images' size."""
     from PIL import Image
+
+    tile = int(np.asarray(generated).shape[1])
+    scale = scale or enlargement(tile)
 
     def row_of(images, labels, tissue):
         picked = np.asarray(images)[np.asarray(labels).reshape(-1) == tissue][:per_tissue]
-        row = np.full((28, 28 * per_tissue, 3), 255, np.uint8)
+        row = np.full((tile, tile * per_tissue, 3), 255, np.uint8)
         for k, image in enumerate(picked):
-            row[:, 28 * k:28 * (k + 1)] = np.asarray(Image.fromarray(np.asarray(image, np.uint8)).resize((28, 28)))
-        return np.asarray(Image.fromarray(row).resize((row.shape[1] * scale, 28 * scale), Image.NEAREST))
+            resized = Image.fromarray(np.asarray(image, np.uint8)).resize((tile, tile))
+            row[:, tile * k:tile * (k + 1)] = np.asarray(resized)
+        return np.asarray(Image.fromarray(row).resize((row.shape[1] * scale, tile * scale), Image.NEAREST))
 
     columns = 1 if real is None else 2
     figure = _figure(0.5 * per_tissue * columns + 1.6, 0.55 * NUM_TISSUES + 0.7)
@@ -241,8 +254,9 @@ def plot_reliability(calibration: dict, path: str | Path) -> Path:
 
 def classifier_markdown(result: dict) -> str:
     lo, hi = result["accuracy_ci95"]
+    size = f"{result['input_size']} px input, " if result.get("input_size") else ""
     lines = [
-        f"# Classifier evaluation ({result['n']} images, TTA {'on' if result['tta'] else 'off'})", "",
+        f"# Classifier evaluation ({size}{result['n']} images, TTA {'on' if result['tta'] else 'off'})", "",
         f"- accuracy **{result['accuracy']:.4f}** (95% Wilson CI {lo:.3f}-{hi:.3f})",
         f"- macro precision {result['macro_precision']:.4f}, recall {result['macro_recall']:.4f}, "
         f"F1 **{result['macro_f1']:.4f}**, one-vs-rest AUC {jsonable(result['auc_macro'])}", "",
@@ -328,8 +342,9 @@ def generator_markdown(r: dict) -> str:
     columns = {"abbreviation": "", "c2st_balanced_accuracy": "C2ST bal. acc.", "f1_raw": "F1 raw",
                "f1_verified": "F1 verified", "first_try_acceptance": "first try", "mean_attempts": "attempts",
                "near_copies": "near copies", "cas_recall": "CAS recall", "real_trained_recall": "real recall"}
+    size = f"{r['image_size']} px tiles ({r['microns_per_pixel']:g} µm/px); " if r.get("image_size") else ""
     lines = [f"# Generator evaluation ({r['generator']})", "",
-             f"{r['per_class_requested']} images per tissue ({r['n_generated']} in all), seed {r['seed']}; "
+             f"{size}{r['per_class_requested']} images per tissue ({r['n_generated']} in all), seed {r['seed']}; "
              f"{r['n_train']} training and {r['n_heldout']} held-out real images.", "", "## Summary", "",
              markdown_table(rows, {"value": "value", "reference": "reference"}, "measure"), "", "## Per tissue", "",
              markdown_table(r["per_class"], columns, "tissue"), "", "## Protocol", ""]

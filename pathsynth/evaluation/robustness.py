@@ -90,7 +90,7 @@ def restain(images: np.ndarray, stain: dict) -> np.ndarray:
     """Tiles re-stained to ``stain`` (Macenko): what the same tissue would look like from another lab."""
     from ..stain import stain_normalise
 
-    # A simulation, not a normalisation: a noisier stain estimate on a 28 px tile only adds variety.
+    # A simulation, not a normalisation: a noisier stain estimate on a small (28 px) tile only adds variety.
     return np.stack([stain_normalise(image, stain, min_tissue_pixels=100)[0] for image in images])
 
 
@@ -103,7 +103,8 @@ def hed_shifted(images: np.ndarray, sigma: float, seed: int) -> np.ndarray:
 
 
 def stain_shift_stage(classifier, images, labels, seed: int = 0) -> dict:
-    """Held-out accuracy under simulated stain shifts (28 px tiles are too small to stain-normalise one by one)."""
+    """Held-out accuracy under simulated stain shifts (small tiles, e.g. 28 px, are too small to stain-normalise one
+    by one)."""
     images, labels = np.asarray(images), np.asarray(labels).reshape(-1)
     shifted = {"none": images, "other lab's stain (Macenko re-staining)": restain(images, OTHER_LAB_STAIN),
                "strong HED jitter (sigma 0.3)": hed_shifted(images, 0.3, seed)}
@@ -127,8 +128,8 @@ def external_tiles(directory: str | Path) -> tuple[list, np.ndarray, list[str]]:
     return images, np.asarray(labels, dtype=np.int64), names
 
 
-EXTERNAL_MODES = {  # name -> (microns_per_pixel given?, stain normalisation, mirror-pad to 28 px)
-    "whole tile resized to 28 px (old behaviour)": (False, False, True),
+EXTERNAL_MODES = {  # name -> (microns_per_pixel given?, stain normalisation, mirror-pad to the input size)
+    "whole tile resized to the input size (old behaviour)": (False, False, True),
     "whole tile resized, stain-normalised": (False, True, True),
     "physical scale, padded": (True, False, True),
     "physical scale, padded, stain-normalised (default)": (True, True, True),

@@ -1,8 +1,8 @@
 """Generator backends behind one interface (:class:`~pathsynth.generators.base.Generator`).
 
-Every backend has a ``name`` and ``generate(tissues, seeds) -> uint8 (N, 28, 28, 3)``, where image *i*
-depends only on ``tissues[i]`` and ``seeds[i]``; the base class does the seeding, batching and conversion and
-a backend only renders. Pick one with ``PATHSYNTH_BACKEND=embedded|sd-lora`` (default: embedded, runs on a CPU).
+Every backend has a ``name`` and ``generate(tissues, seeds) -> uint8 (N, S, S, 3)`` (S = its ``output_size``: 28 px
+for the shipped models), where image *i* depends only on ``tissues[i]`` and ``seeds[i]``; the base class does the
+seeding, batching and conversion and a backend only renders. Pick one with ``PATHSYNTH_BACKEND=embedded|sd-lora`` (default: embedded, runs on a CPU).
 """
 
 from __future__ import annotations

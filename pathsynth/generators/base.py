@@ -1,5 +1,5 @@
 """What every generator backend shares: input checks, one seeded ``torch.Generator`` per image, batching,
-resizing to the tile size and uint8 conversion. A backend implements only :meth:`Generator._render`."""
+resizing to the backend's tile size and uint8 conversion. A backend implements only :meth:`Generator._render`."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import torch
 from ..images import MAX_SEED, resize_tensor, tensor_to_uint8
 from ..tissues import tissue_index
 
-OUTPUT_SIZE = 28  # what the classifier, verify loop and app expect
+OUTPUT_SIZE = 28  # the tile size of a backend that does not say otherwise (PathMNIST's 28 px, the shipped models)
 
 
 class Generator:
-    """A generator backend: ``generate(tissues, seeds)`` -> uint8 ``(N, 28, 28, 3)``.
+    """A generator backend: ``generate(tissues, seeds)`` -> uint8 ``(N, S, S, 3)`` with ``S = output_size``.
 
     Image *i* depends only on ``tissues[i]`` and ``seeds[i]`` (its own CPU ``torch.Generator``, so the
     starting noise is the same on any device and in any batch), which makes any image reproducible alone.
@@ -23,6 +23,7 @@ class Generator:
 
     name = ""
     batch_size = 64  # images per rendering call: one huge batch runs slower on a CPU
+    output_size = OUTPUT_SIZE  # px of the tiles ``generate`` returns (the embedded backend: its model's size)
 
     def _render(self, tissues: list[int], generators: list[torch.Generator], **options) -> torch.Tensor:
         """Float ``(n, 3, R, R)`` images in [0, 1] for one batch (a backend's only job)."""
@@ -37,8 +38,8 @@ class Generator:
         for start in range(0, len(tissues), self.batch_size):
             generators = [torch.Generator().manual_seed(int(s)) for s in seeds[start:start + self.batch_size]]
             chunks.append(self._render(tissues[start:start + self.batch_size], generators, **options).float().cpu())
-        return torch.cat(chunks) if chunks else torch.zeros(0, 3, OUTPUT_SIZE, OUTPUT_SIZE)
+        return torch.cat(chunks) if chunks else torch.zeros(0, 3, self.output_size, self.output_size)
 
     def generate(self, tissues: Sequence[int | str], seeds: Sequence[int], **options) -> np.ndarray:
-        """uint8 ``(N, 28, 28, 3)`` tiles: :meth:`render`, then an antialiased resize when larger."""
-        return tensor_to_uint8(resize_tensor(self.render(tissues, seeds, **options), OUTPUT_SIZE))
+        """uint8 ``(N, S, S, 3)`` tiles: :meth:`render`, then an antialiased resize to ``output_size`` when larger."""
+        return tensor_to_uint8(resize_tensor(self.render(tissues, seeds, **options), self.output_size))

@@ -1,8 +1,10 @@
-"""The embedded generator: a small class-conditional diffusion model for 28 px H&E tiles.
+"""The embedded generator: a small class-conditional diffusion model for H&E tiles of any PathMNIST size.
 
-``PathSynthPipeline`` is a real diffusers ``DiffusionPipeline`` (like ``DiTPipeline``, at 28 px): a
+``PathSynthPipeline`` is a real diffusers ``DiffusionPipeline`` (like ``DiTPipeline``, at 28 to 224 px): a
 ``UNet2DModel`` with a class embedding (index 9 is the *null* tissue used for classifier-free guidance)
-and a fast multistep scheduler. ``save_pretrained``/``from_pretrained`` round-trip through diffusers.
+and a fast multistep scheduler. ``save_pretrained``/``from_pretrained`` round-trip through diffusers; the
+UNet's config holds the tile size and the architecture :func:`unet_config_for_size` chose for it, so a saved
+pipeline of any size loads without being told its size.
 """
 
 from __future__ import annotations
@@ -49,23 +51,68 @@ def spaced_timesteps(num_inference_steps: int, power: float = DEFAULT_TIMESTEP_P
     return sorted({int(t) for t in values.round()[1:]}, reverse=True)
 
 
-def build_unet(sample_size: int = 28, block_out_channels: Sequence[int] = (32, 64, 128),
-               layers_per_block: int = 2) -> UNet2DModel:
-    """The denoiser: convolutional at 28 and 14 px, self-attention only at 7 px where it is cheap."""
-    n = len(block_out_channels)
+LOWEST_RESOLUTION = 8  # px: the U-Net halves the tile until it is this small (28 -> 14 -> 7, 64 -> ... -> 8)
+ATTENTION_MAX_RESOLUTION = 16  # px: self-attention only on grids this small, where it is cheap...
+ATTENTION_MAX_FRACTION = 4  # ...and at most a quarter of the tile (at 28 px: the 7 px grid only, not 14)
+
+
+def unet_resolutions(size: int) -> list[int]:
+    """The grid sizes of the U-Net's levels for ``size`` px tiles: halved until at most ``LOWEST_RESOLUTION``."""
+    resolutions = [size]
+    while resolutions[-1] > LOWEST_RESOLUTION:
+        if resolutions[-1] % 2:
+            raise ValueError(f"a {size} px tile cannot be halved down to {LOWEST_RESOLUTION} px "
+                             f"({resolutions[-1]} px is odd); PathMNIST sizes are 28, 64, 128 and 224")
+        resolutions.append(resolutions[-1] // 2)
+    return resolutions
+
+
+def unet_config_for_size(size: int, block_out_channels: Sequence[int] | None = None, base_channels: int = 32,
+                         max_channels: int = 256) -> dict:
+    """The U-Net architecture for ``size`` px tiles: one level per grid size of :func:`unet_resolutions`
+    (28 px: 3 levels at 28/14/7, 64: 4 down to 8, 128: 5, 224: 6 down to 7), channels doubling from
+    ``base_channels`` up to ``max_channels`` (28 px: 32/64/128, the shipped model), and self-attention on the
+    levels at most 16 px and a quarter of the tile (28 px: 7; 64 and 128: 16 and 8; 224: 14 and 7).
+
+    ``block_out_channels`` fixes the channels, and with them the number of levels, instead (e.g. tiny test models).
+    """
+    if block_out_channels is None:
+        levels = len(unet_resolutions(size))
+        block_out_channels = [min(base_channels * 2 ** i, max_channels) for i in range(levels)]
+    channels = tuple(int(c) for c in block_out_channels)
+    resolutions = [size // 2 ** i for i in range(len(channels))]
+    if size % 2 ** (len(channels) - 1):
+        raise ValueError(f"{len(channels)} U-Net levels halve a {size} px tile {len(channels) - 1} times: "
+                         f"{size} is not divisible by {2 ** (len(channels) - 1)}")
+    attention = [r <= ATTENTION_MAX_RESOLUTION and r * ATTENTION_MAX_FRACTION <= size for r in resolutions]
+    return {"sample_size": size, "block_out_channels": channels,
+            "down_block_types": tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention),
+            "up_block_types": tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention))}
+
+
+def build_unet(sample_size: int = 28, block_out_channels: Sequence[int] | None = None,
+               layers_per_block: int = 2, base_channels: int = 32, max_channels: int = 256) -> UNet2DModel:
+    """The denoiser for ``sample_size`` px tiles (:func:`unet_config_for_size`): convolutional on the large grids,
+    self-attention only on the small ones where it is cheap (at 28 px: conv at 28 and 14 px, attention at 7)."""
+    architecture = unet_config_for_size(sample_size, block_out_channels, base_channels, max_channels)
     return UNet2DModel(
-        sample_size=sample_size,
+        **architecture,
         in_channels=3,
         out_channels=3,
-        block_out_channels=tuple(block_out_channels),
         layers_per_block=layers_per_block,
-        down_block_types=("DownBlock2D",) * (n - 1) + ("AttnDownBlock2D",),
-        up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (n - 1),
         attention_head_dim=32,
-        norm_num_groups=16 if min(block_out_channels) % 16 == 0 else 8,
+        norm_num_groups=16 if min(architecture["block_out_channels"]) % 16 == 0 else 8,
         num_class_embeds=NUM_TISSUES + 1,
         class_embed_type=None,
     )
+
+
+def pipeline_sample_size(path: str) -> int:
+    """The tile size of a saved pipeline, read from its UNet config (no weights loaded)."""
+    import json
+    from pathlib import Path
+
+    return int(json.loads((Path(path) / "unet" / "config.json").read_text())["sample_size"])
 
 
 def build_inference_scheduler(prediction_type: str = "v_prediction", num_train_timesteps: int = 1000):
@@ -82,7 +129,7 @@ def build_inference_scheduler(prediction_type: str = "v_prediction", num_train_t
 
 
 class PathSynthPipeline(DiffusionPipeline):
-    r"""Class-conditional generation of 28 px colorectal tissue tiles.
+    r"""Class-conditional generation of colorectal tissue tiles (at the UNet's ``sample_size``: 28 to 224 px).
 
     Args:
         unet: a class-conditional ``UNet2DModel`` with ``num_class_embeds = 10`` (9 tissues + null).
@@ -215,6 +262,11 @@ class EmbeddedGenerator(Generator):
     """
 
     name = "embedded"
+
+    @property
+    def output_size(self) -> int:
+        """The tile size the pipeline draws (its UNet's ``sample_size``): tiles are never resized."""
+        return int(self.pipeline.unet.config.sample_size)
 
     def __init__(self, pipeline: PathSynthPipeline, guidance_scale: float = DEFAULT_GUIDANCE,
                  num_inference_steps: int = DEFAULT_STEPS, guidance_interval: tuple[float, float] = DEFAULT_INTERVAL,
