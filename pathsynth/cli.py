@@ -293,6 +293,23 @@ def cmd_evaluate_generator(args) -> dict:
     return result, human
 
 
+def cmd_evaluate_compare(args) -> dict:
+    from .evaluation.report import comparison_markdown, load_generator_report
+
+    names = [Path(path).name if Path(path).is_dir() else Path(path).parent.name for path in args.reports]
+    if len(set(names)) < len(names):  # two reports in folders of one name: tell them apart by their whole path
+        names = list(args.reports)
+    try:
+        reports = {name: load_generator_report(path) for name, path in zip(names, args.reports)}
+    except (FileNotFoundError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    table = comparison_markdown(reports)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(table + "\n")
+    return {"table": table, "out": args.out}, table
+
+
 def cmd_evaluate_curve(args) -> dict:
     from .evaluation import load_evaluator
     from .evaluation.protocol import real_split, realism_curve
@@ -507,6 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "it must take the generator's tile size)")
     p.add_argument("--backend", default=None)
     _real_data_arguments(p)
+    p = add("compare", cmd_evaluate_compare, "generator reports side by side in one table (any backends, sizes)", esub)
+    p.add_argument("reports", nargs="+", help="`evaluate generator --out` directories (or their report.json)")
+    p.add_argument("--out", default=None, help="also write the markdown table to this file")
     p = add("curve", cmd_evaluate_curve, "realism (C2ST, evaluator FID) of every snapshot of a training run", esub)
     p.add_argument("run_dir", help="a train/generator.py --out_dir holding snapshots/step_*")
     p.add_argument("--per-class", type=whole_number(1, MAX_PER_CLASS), default=40)

@@ -200,3 +200,29 @@ def test_classify_prepares_other_labs_tiles_at_their_stated_scale(tmp_path, tiny
     assert abs(sum(row["probabilities"].values()) - 1) < 1e-3
     bad = run(["classify", str(tmp_path / "scan.png"), "--microns-per-pixel", "0"], NO_MODELS)
     assert bad.returncode == 2 and "microns-per-pixel" in bad.stderr
+
+
+def test_evaluate_compare_puts_reports_of_any_backend_side_by_side(tmp_path):
+    """Reports of two backends in one table; a figure one report lacks stays blank; a missing report exits 2."""
+    per_class = {"adipose": {"abbreviation": "ADI", "c2st_balanced_accuracy": 0.61},
+                 "mucus": {"abbreviation": "MUC", "c2st_balanced_accuracy": 0.72}}
+    embedded = {"generator": "embedded", "image_size": 28, "c2st_balanced_accuracy": 0.6445, "fid": 23.1191,
+                "fid_ratio": 2.1845, "macro_f1_raw": 0.9779, "per_class": per_class}
+    sd = {"generator": "sd-lora", "image_size": 64, "c2st_balanced_accuracy": 0.9, "fid": 40.5, "per_class": {}}
+    for name, report in (("embedded_eval", embedded), ("lora_eval", sd)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(report))
+    out_md = tmp_path / "table.md"
+    out = run(["evaluate", "compare", str(tmp_path / "embedded_eval"), str(tmp_path / "lora_eval" / "report.json"),
+               "--out", str(out_md), "--json"])
+    assert out.returncode == 0, out.stderr
+    table = last_json(out.stdout)["table"]
+    assert out_md.read_text().strip() == table
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+            for line in table.splitlines()[2:]}
+    assert [cell.strip() for cell in table.splitlines()[0].split("|")[2:4]] == ["embedded_eval", "lora_eval"]
+    assert rows["backend"] == ["embedded", "sd-lora"] and rows["tile size (px)"] == ["28", "64"]
+    assert rows["FID, evaluator features, raw"] == ["23.1191", "40.5000"]
+    assert rows["FID ratio"] == ["2.1845", ""] and rows["C2ST, worst tissue"] == ["MUC 0.7200", ""]
+    missing = run(["evaluate", "compare", str(tmp_path / "nowhere")])
+    assert missing.returncode == 2 and "no generator report" in missing.stderr

@@ -322,6 +322,46 @@ def write_generator_report(result: dict, out_dir: str | Path | None, raw: np.nda
     return jsonable(result)
 
 
+# the figures a side-by-side table shows, in order: report key -> row name
+COMPARED_FIGURES = {
+    "generator": "backend", "image_size": "tile size (px)", "n_generated": "images generated",
+    "c2st_balanced_accuracy": "C2ST balanced accuracy (0.5 = indistinguishable)", "c2st_auc": "C2ST AUC",
+    "fid": "FID, evaluator features, raw", "fid_real_baseline": "FID real-vs-real", "fid_ratio": "FID ratio",
+    "precision": "precision, raw", "recall": "recall, raw", "macro_f1_raw": "macro-F1, raw (paper protocol)",
+    "macro_f1_verified": "macro-F1, verified", "first_try_acceptance": "first-try acceptance",
+    "near_copy_rate": "near-copy rate", "cas_accuracy": "CAS accuracy",
+}
+
+
+def load_generator_report(path: str | Path) -> dict:
+    """A ``pathsynth evaluate generator`` result from its ``--out`` directory or its ``report.json``."""
+    path = Path(path)
+    path = path / "report.json" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"no generator report at {path}: give an `evaluate generator --out` directory")
+    return json.loads(path.read_text())
+
+
+def comparison_markdown(reports: dict[str, dict]) -> str:
+    """Several generator reports side by side (name -> report): one column each, a row per headline figure and
+    the worst tissue's C2ST; a figure a report lacks (an older or partial one) is left blank."""
+    columns = {}
+    for name, report in reports.items():
+        column = {label: _cell(report.get(key)) for key, label in COMPARED_FIGURES.items()}
+        worst = max((report.get("per_class") or {}).values(), key=lambda row: row.get("c2st_balanced_accuracy") or 0, default={})
+        column["C2ST, worst tissue"] = (f"{worst.get('abbreviation', '?')} {worst['c2st_balanced_accuracy']:.4f}"
+                                        if worst.get("c2st_balanced_accuracy") is not None else "")
+        columns[name] = column
+    return pd.DataFrame(columns).rename_axis("measure").to_markdown()
+
+
+def _cell(value) -> str:
+    """A table cell: floats to 4 decimals, a missing figure blank."""
+    if value is None:
+        return ""
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
 def generator_markdown(r: dict) -> str:
     """A readable markdown report of an ``evaluate_generator`` result."""
     summary = {
