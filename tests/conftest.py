@@ -238,3 +238,12 @@ def storage_url(request):
         yield make_url(server).set(database=name).render_as_string(hide_password=False)
     finally:
         _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # FORCE: a killed writer's session
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide AcceleratorState: a training script run by one test (e.g. bf16 mixed
+    precision) would otherwise fix the precision of every later test's Accelerator, or refuse to build it."""
+    yield
+    if "accelerate.state" in sys.modules:
+        sys.modules["accelerate.state"].AcceleratorState._reset_state(reset_partial_state=True)
