@@ -18,6 +18,7 @@ from sqlalchemy import inspect, text
 from pathsynth import assignments as A
 from pathsynth import storage
 from pathsynth.app import assignments as tab
+from pathsynth.app import common
 from pathsynth.gallery import DB_NAME, GalleryItemInput, GalleryStore
 from pathsynth.learning import ProgressStore, local_learner
 from pathsynth.settings import Settings
@@ -391,7 +392,7 @@ def fake_result(tissue: int):
 
 def test_generated_questions_take_ready_pool_images_and_generate_the_rest_in_a_model_slot(monkeypatch):
     slots, made = RecordingSlots(), []
-    monkeypatch.setattr(tab, "model_slots", slots)
+    monkeypatch.setattr(common, "model_slots", slots)  # where the shared verified_images takes its slots
 
     def generate(tissues, seed=None, progress=None):
         made.append((list(tissues), seed, slots.held))

@@ -29,8 +29,8 @@ from ..gallery import same_person
 from ..learning import accuracy_per_tissue, confusion
 from ..learning.progress import Learner
 from ..tissues import DISPLAY_NAMES
-from .common import (Refusal, bind, checked_inputs, model_slots, pool_served_events, progress_callback, user_errors,
-                     warning_line)
+from .common import (Refusal, bind, checked_inputs, pool_served_events, progress_callback, user_errors,
+                     verified_images, warning_line)
 from .galleries import download_path, instructor_config, require_instructor, sign_in_view, viewer
 from .progress import learner_for, on_spaces
 from .quiz import REVIEW_CSS, QuizView
@@ -210,21 +210,6 @@ def _questions_source(services, gallery, tissues, per_tissue, seed, progress, in
     results = verified_images(services, [t for t in wanted for _ in range(count)], seed_value,
                               progress_callback(progress))
     return {"results": results}
-
-
-def verified_images(services, tissues: list[int], seed: int | None, on_progress=None) -> list:
-    """Verified images of ``tissues``: unseeded, those the pool has ready (no model call, no wait); the rest (all
-    of them for a typed seed, which must reproduce its images) generated now, at most ``MODEL_CONCURRENCY`` at a
-    time (``model_slots``), so the event need not wait in the "model" queue behind everybody's generation."""
-    pooled = seed is None and services.pool is not None
-    results = services.pool.take(tissues) if pooled else [None] * len(tissues)
-    missing = [i for i, result in enumerate(results) if result is None]
-    if missing:
-        with model_slots:
-            made = services.verifier.generate([tissues[i] for i in missing], seed=seed, progress=on_progress)
-        for i, result in zip(missing, made):
-            results[i] = result
-    return results
 
 
 @user_errors(outputs=2, status=0)

@@ -29,6 +29,22 @@ MODEL_EVENTS = {"concurrency_id": "model", "concurrency_limit": MODEL_CONCURRENC
 model_slots = threading.BoundedSemaphore(MODEL_CONCURRENCY)
 
 
+def verified_images(services, tissues: list[int], seed: int | None, on_progress=None) -> list:
+    """Verified images of ``tissues`` for an event outside the "model" queue: unseeded, those the pool has ready
+    (no model call, no wait); the rest (all of them for a typed seed, which must reproduce its images) generated
+    now by the verifier, at most ``MODEL_CONCURRENCY`` at a time (``model_slots``). Their occlusion maps are left
+    to whoever shows one (computed once: ``services.explainer`` caches)."""
+    pooled = seed is None and services.pool is not None
+    results = services.pool.take(tissues) if pooled else [None] * len(tissues)
+    missing = [i for i, result in enumerate(results) if result is None]
+    if missing:
+        with model_slots:
+            made = services.verifier.generate([tissues[i] for i in missing], seed=seed, progress=on_progress)
+        for i, result in zip(missing, made):
+            results[i] = result
+    return results
+
+
 def pool_served_events(services) -> dict:
     """Queue settings for an event that serves ready images from the pool (quiz start, Generate): an own queue
     (Gradio's default limit), never behind generation; the "model" queue when there is no pool to serve from."""

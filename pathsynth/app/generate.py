@@ -11,7 +11,7 @@ from ..images import DISPLAY_SIZE, INTERPOLATIONS, display_image, microns_per_pi
 from ..resolver import NOT_UNDERSTOOD_BELOW, tissue_from_text
 from ..tissues import ABBREVIATIONS, DISPLAY_NAMES, NUM_TISSUES
 from .common import (Refusal, bind, check_interpolation, model_slots, pool_served_events, progress_callback,
-                     user_errors)
+                     user_errors, verified_images)
 
 
 def resolution_outputs(resolution) -> tuple[str, dict, dict]:
@@ -88,16 +88,10 @@ def tile_size(services) -> int:
 
 
 def verified_image(services, tissue: int, seed: int | None, on_progress=None):
-    """One verified image of ``tissue``: unseeded, taken ready from the pool when it has one (no model call, no
-    wait); otherwise generated now, at most ``MODEL_CONCURRENCY`` at a time (``model_slots``). A typed seed is
-    generated as asked, so it reproduces its image. ``on_progress``: ``(fraction, message)`` while generating."""
-    if seed is None and services.pool is not None:
-        ready = services.pool.take([tissue])[0]
-        if ready is not None:
-            return ready
-    source = services.images if seed is None else services.verifier
-    with model_slots:
-        return source.generate([tissue], seed=seed, progress=on_progress)[0]
+    """One verified image of ``tissue``: ready from the pool when it has one, else generated now
+    (:func:`~pathsynth.app.common.verified_images`). A typed seed is generated as asked, so it reproduces its
+    image. ``on_progress``: ``(fraction, message)`` while generating."""
+    return verified_images(services, [tissue], seed, on_progress)[0]
 
 
 def occlusion_overlay(services, result):
