@@ -19,7 +19,8 @@ from .settings import ASSETS_DIR, DATA_ENV as DATA_ENV_VAR
 from .tissues import NUM_TISSUES
 
 __all__ = ["DataUnavailableError", "load_npz", "npz_image_size", "check_npz_size", "load_medmnist", "load_pathmnist",
-           "load_bundled_sample", "stratified_folds", "stratified_subset", "train_val_split", "load_training_data",
+           "load_bundled_sample", "load_npz_head", "local_pathmnist_file", "stratified_folds", "stratified_subset",
+           "train_val_split", "load_training_data",
            "to_tensor", "to_uint8", "dihedral", "RandomDihedral", "RandomHEDJitter", "RandomScale",
            "train_augmentation"]
 
@@ -129,6 +130,60 @@ def load_pathmnist(split: str = "train", size: int = 28, data: str | os.PathLike
 def load_bundled_sample() -> tuple[np.ndarray, np.ndarray]:
     """The 800 real PathMNIST train images shipped with the repo (works offline)."""
     return load_npz(BUNDLED_SAMPLE, "train")
+
+
+def load_npz_head(path: str | os.PathLike, count: int, split: str = "train",
+                  size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``count`` images and labels of one split of an npz (all of them when it has fewer), reading only
+    those images' bytes: medmnist's 224 px PathMNIST file holds 13 GB of them. Refusals as in :func:`load_npz`."""
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataUnavailableError(f"data file not found: {path}")
+    if size is not None:
+        check_npz_size(path, split, size)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = set(archive.namelist())
+            if not {f"{split}_images.npy", f"{split}_labels.npy"} <= members:
+                raise DataUnavailableError(_missing_split(path, split, {m.removesuffix(".npy") for m in members}))
+            images = _npy_head(archive, f"{split}_images.npy", count)
+            labels = _npy_head(archive, f"{split}_labels.npy", count).reshape(-1).astype(np.int64)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DataUnavailableError(f"cannot read {path} as an npz archive: {error}") from error
+    return _check(images, labels, str(path))
+
+
+def _npy_head(archive, member: str, count: int) -> np.ndarray:
+    """The first ``count`` rows of an ``.npy`` inside a zip, streamed (an npz member cannot be memory-mapped)."""
+    with archive.open(member) as handle:
+        major, _ = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(handle)
+        if fortran_order or dtype.hasobject or not shape:
+            raise ValueError(f"{member}: only C-ordered numeric arrays can be read in part")
+        rows = min(count, shape[0])
+        data = handle.read(rows * int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
+        return np.frombuffer(data, dtype).reshape(rows, *shape[1:]).copy()
+
+
+def local_pathmnist_file(size: int, data: str | os.PathLike | None = None,
+                         medmnist_root: str | os.PathLike | None = None) -> Path:
+    """An npz of PathMNIST tiles of ``size`` px already on this machine (nothing is downloaded): ``data`` when it
+    names a file of that size, else medmnist's file for ``size`` in ``medmnist_root``; ``DataUnavailableError``
+    saying what was looked for when there is neither."""
+    tried = []
+    if data and str(data) != "medmnist":
+        found = npz_image_size(data) if Path(data).is_file() else None
+        if found == size:
+            return Path(data)
+        tried.append(f"{data} ({f'{found} px tiles' if found else 'not a readable npz'})")
+    cached = Path(medmnist_root or _settings().medmnist_root).expanduser() / medmnist_file_name(size)
+    if npz_image_size(cached) == size:
+        return cached
+    tried.append(f"{cached} (not there)")
+    raise DataUnavailableError(f"no local PathMNIST file of {size} px tiles: tried {'; '.join(tried)}")
 
 
 def _settings():

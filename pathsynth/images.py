@@ -117,6 +117,13 @@ def resize_tensor(images, size: int):
     return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
+def resize_batch(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 ``(N, H, W, 3)`` resized to ``size`` px (:func:`resize_tensor`); unchanged when already that size."""
+    if images.shape[1:3] == (size, size):
+        return images
+    return tensor_to_uint8(resize_tensor(uint8_to_tensor(images), size))
+
+
 def encode_png(image) -> bytes:
     """An image as PNG bytes (lossless)."""
     from PIL import Image

@@ -1,12 +1,14 @@
 """The process's shared, read-only resources, built once in one thread before the app serves requests.
 
 ``Services.build(settings)`` loads the classifier, ONE generator (inside the verifier), the free-text resolver,
-the gallery store and the bundled real sample with its classifier probabilities (the quiz's answer keys), and
+the gallery store and the real quiz tiles with their classifier probabilities (the quiz's answer keys), and
 by default a pool of verified images made ahead (``pathsynth.pool``, ``$PATHSYNTH_POOL_PER_TISSUE``), whose
 filler also explains the real tiles ahead (a few per tissue first, then the whole sample), so quizzes and answers
-find every heatmap made. The
+find every heatmap made. The real tiles are those of the generator's size (``load_real_tiles``): the bundled
+800-tile sample for the shipped 28 px models; for a larger generator the first 800 tiles of a local PathMNIST file of
+that size, else the bundled tiles upsampled, with a note saying they show less detail (``real_tiles_note``). The
 probabilities take an 8x-TTA pass over 800 tiles, so they are cached on disk (``shared_cache_dir``), keyed by the
-hashes of the classifier's files and of the sample: a restart reads them in milliseconds. The real tiles' heatmaps
+hashes of the classifier's files and of the tiles: a restart reads them in milliseconds. The real tiles' heatmaps
 (~3 s of a core each, ~40 min for the sample) are kept there too, one file per tile, keyed by the classifier's
 files and the map method (``explanation_fingerprint``) and the tile's bytes: a restart reads each instead of
 calling the model, and a retrained classifier computes its own.
@@ -27,12 +29,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .settings import Settings
+from .settings import DATA_ENV, Settings
 
 logger = logging.getLogger(__name__)
 
 CACHE_DIR = "cache"
 REAL_AHEAD_PER_TISSUE = 5  # real quiz tiles explained first per tissue (an explanation takes ~3 s on one core)
+REAL_TILE_SIZE = 28  # px of the bundled sample and the shipped models' tiles
+DIGEST_LENGTH = 20  # hex digits of a cache key
+UPSAMPLED_NOTE = ("The real tiles are {source} px tiles upsampled to {size} px: they show less detail than the "
+                  "generated ones.")
 
 
 @dataclass
@@ -41,11 +47,12 @@ class Services:
     verifier: object  # pathsynth.verify.Verifier: the generator and the classifier
     resolver: object  # pathsynth.resolver.TissueResolver
     store: object  # pathsynth.gallery.GalleryStore
-    real_images: np.ndarray  # the bundled sample: uint8 (N, 28, 28, 3)
+    real_images: np.ndarray  # the real quiz tiles at the generator's size: uint8 (N, S, S, 3) (28 px: bundled sample)
     real_labels: np.ndarray
     real_probabilities: np.ndarray  # the classifier's (N, 9) probabilities for real_images
     pool: object | None = None  # pathsynth.pool.VerifiedPool: verified images made ahead (None: generate on demand)
     explanations: object | None = None  # pathsynth.pool.ExplanationCache: each heatmap computed once (made if None)
+    real_tiles_note: str = ""  # for the app: what to know about the real tiles (set when they are upsampled)
 
     def __post_init__(self):
         if self.explanations is None:
@@ -93,10 +100,8 @@ class Services:
         starts filling in the background, so unseeded requests (``services.images``) need not wait for the generator.
         """
         from .classifier import load_classifier, model_files
-        from .data import BUNDLED_SAMPLE, load_bundled_sample
         from .gallery import GalleryStore
         from .generators import get_generator
-        from .pool import VerifiedPool
         from .resolver import TissueResolver
         from .verify import Verifier
 
@@ -104,42 +109,108 @@ class Services:
         started = time.perf_counter()
         classifier = load_classifier(settings.classifier_dir)
         generator = get_generator(settings=settings)
-        images, labels = load_bundled_sample()
-        verifier = Verifier(generator, classifier, images, labels)
-        probabilities = cached_probabilities(classifier, images, shared_cache_dir(settings),
-                                             *model_files(settings.classifier_dir), BUNDLED_SAMPLE)
-        resolver = TissueResolver()
-        store = GalleryStore(settings.home, database_url=settings.database_url)
-        explanations = real_explanations(settings, classifier, images)  # the pool's heatmaps land in it too
+        real = load_real_tiles(settings, int(getattr(generator, "output_size", REAL_TILE_SIZE)))
+        verifier = Verifier(generator, classifier, *(real.reference or (real.images, real.labels)))
+        classifier_hash = hashed_files(*model_files(settings.classifier_dir))  # read once: it names both caches
+        probabilities = cached_probabilities(classifier, real.images, shared_cache_dir(settings),
+                                             key=real_tiles_digest(classifier_hash, real))
+        fingerprint = explanation_fingerprint(settings.classifier_dir, classifier_hash.hexdigest()[:DIGEST_LENGTH])
+        explanations = real_explanations(settings, classifier, real.images, fingerprint)  # the pool's land here too
+        resolver, store = TissueResolver(), GalleryStore(settings.home, database_url=settings.database_url)
         per_tissue = settings.pool_per_tissue if pool_per_tissue is None else pool_per_tissue
-        # real tiles to explain: enough for quizzes to draw explained ones only, first; the rest of the sample later
-        first = quiz_tiles_ahead(labels, probabilities)
-        every, done_first = quiz_tiles_ahead(labels, probabilities, per_tissue=len(labels)), set(first)
-        rest = [i for i in every if i not in done_first]  # each tile once, tissues interleaved
-        pairs = lambda indices: [(images[i], int(probabilities[i].argmax())) for i in indices]  # noqa: E731
-        pool = (VerifiedPool(verifier, explanations, per_tissue, ahead=pairs(first), later=pairs(rest)).start()
+        pool = (start_pool(verifier, explanations, per_tissue, real.images, real.labels, probabilities)
                 if per_tissue else None)
         logger.info("models ready after %.1f s (pool: %s per tissue)", time.perf_counter() - started, per_tissue)
-        return cls(settings, verifier, resolver, store, images, labels, probabilities, pool, explanations)
+        return cls(settings, verifier, resolver, store, real.images, real.labels, probabilities, pool, explanations,
+                   real.note)
 
 
-def real_explanations(settings: Settings, classifier, images: np.ndarray):
+def start_pool(verifier, explanations, per_tissue: int, images: np.ndarray, labels: np.ndarray,
+               probabilities: np.ndarray):
+    """A :class:`~pathsynth.pool.VerifiedPool` of ``per_tissue`` images per tissue, filling in the background; its
+    filler explains the real quiz tiles too: enough for quizzes to draw explained ones only first, the rest later."""
+    from .pool import VerifiedPool
+
+    first = quiz_tiles_ahead(labels, probabilities)
+    every, done_first = quiz_tiles_ahead(labels, probabilities, per_tissue=len(labels)), set(first)
+    rest = [i for i in every if i not in done_first]  # each tile once, tissues interleaved
+    pairs = lambda indices: [(images[i], int(probabilities[i].argmax())) for i in indices]  # noqa: E731
+    return VerifiedPool(verifier, explanations, per_tissue, ahead=pairs(first), later=pairs(rest)).start()
+
+
+@dataclass(frozen=True)
+class RealTiles:
+    """The real tiles quizzes show beside generated ones, at the generator's tile size."""
+
+    images: np.ndarray  # uint8 (N, S, S, 3)
+    labels: np.ndarray
+    source: str  # "bundled", the npz they were read from, or "bundled, upsampled to S px"
+    note: str = ""  # what a trainee should know about them ("": nothing)
+    reference: tuple | None = None  # the verifier's realism reference (images, labels) when not these tiles
+
+
+def load_real_tiles(settings: Settings, size: int) -> RealTiles:
+    """Real tiles of ``size`` px, as many as the bundled sample has: the bundled sample itself at 28 px; else the
+    first ones of a local PathMNIST file of that size (``settings.data``, or medmnist's download; nothing is
+    downloaded here), else the bundled tiles upsampled (logged, with a note for the app): a trainee compares real
+    and generated tiles at one magnification, if with less detail in the real ones."""
+    from .data import DataUnavailableError, load_bundled_sample, load_npz_head, local_pathmnist_file
+    from .images import resize_batch
+
+    images, labels = load_bundled_sample()
+    if size == images.shape[1]:
+        return RealTiles(images, labels, "bundled")
+    try:
+        path = local_pathmnist_file(size, settings.data, settings.medmnist_root)
+        tiles, tile_labels = load_npz_head(path, len(labels), size=size)
+        if len(tiles):
+            logger.info("real quiz tiles: the first %d %d px tiles of %s", len(tiles), size, path)
+            return RealTiles(tiles, tile_labels, str(path))
+        reason = f"{path} holds no tiles"
+    except DataUnavailableError as error:
+        reason = str(error)
+    logger.warning("real quiz tiles: the bundled %d px sample upsampled to %d px (%s). For real %d px tiles, set "
+                   "%s to an npz of them or let medmnist download them once.", images.shape[1], size, reason, size,
+                   DATA_ENV)
+    # realism is still judged against the bundled tiles themselves (Verifier.at_reference_size), not blurred copies
+    return RealTiles(resize_batch(images, size), labels, f"bundled, upsampled to {size} px",
+                     UPSAMPLED_NOTE.format(size=size, source=images.shape[1]), reference=(images, labels))
+
+
+def real_tiles_digest(classifier_hash, real: RealTiles) -> str:
+    """The real tiles' probabilities cache key: the classifier's files and the tiles. The bundled sample is keyed by
+    its file (the name the 28 px app always used); other tiles by their size and bytes, so they never read its cache."""
+    from .data import BUNDLED_SAMPLE
+
+    if real.source == "bundled":
+        return hashed_files(BUNDLED_SAMPLE, digest=classifier_hash.copy()).hexdigest()[:DIGEST_LENGTH]
+    digest = classifier_hash.copy()
+    digest.update(repr(real.images.shape).encode())
+    digest.update(np.ascontiguousarray(real.images).tobytes())
+    digest.update(np.asarray(real.labels, np.int64).tobytes())
+    return digest.hexdigest()[:DIGEST_LENGTH]
+
+
+def real_explanations(settings: Settings, classifier, images: np.ndarray, fingerprint: str | None = None):
     """The app's :class:`~pathsynth.pool.ExplanationCache`: the classifier's maps, in memory, and those of the real
-    sample (``images``) also on disk under ``shared_cache_dir``, for this classifier only: after a restart a
-    quiz finds them made, and the pool's filler reads them instead of calling the model."""
+    tiles (``images``) also on disk under ``shared_cache_dir``, for this classifier only: after a restart a
+    quiz finds them made, and the pool's filler reads them instead of calling the model. ``fingerprint``:
+    :func:`explanation_fingerprint`'s, when the caller has it already."""
     from .pool import ExplanationCache, ExplanationFiles, gradcam_explainer
 
-    files = ExplanationFiles(shared_cache_dir(settings), explanation_fingerprint(settings.classifier_dir), images)
+    fingerprint = fingerprint or explanation_fingerprint(settings.classifier_dir)
+    files = ExplanationFiles(shared_cache_dir(settings), fingerprint, images)
     return ExplanationCache(gradcam_explainer(classifier), files=files)
 
 
-def explanation_fingerprint(classifier_dir: Path) -> str:
-    """Names the maps a classifier draws: the digest of its files (weights, config with its temperature) and the
-    map method, so a retrained classifier or a changed method never reads older maps."""
+def explanation_fingerprint(classifier_dir: Path, classifier_digest: str | None = None) -> str:
+    """Names the maps a classifier draws: the digest of its files (weights, config with its temperature; computed
+    unless given as ``classifier_digest``) and the map method, so a retrained classifier or a changed method never
+    reads older maps."""
     from .classifier import model_files
     from .explain import APP_MAP_SIGNATURE
 
-    return f"{file_digest(*model_files(classifier_dir))}-{APP_MAP_SIGNATURE}"
+    return f"{classifier_digest or file_digest(*model_files(classifier_dir))}-{APP_MAP_SIGNATURE}"
 
 
 def quiz_tiles_ahead(labels: np.ndarray, probabilities: np.ndarray, per_tissue: int = REAL_AHEAD_PER_TISSUE,
@@ -170,12 +241,18 @@ def _alternate(first: list, second: list) -> list:
 
 def file_digest(*paths: Path) -> str:
     """A short SHA-256 over the files' bytes (a cache key that changes when any of them does)."""
-    digest = hashlib.sha256()
+    return hashed_files(*paths).hexdigest()[:DIGEST_LENGTH]
+
+
+def hashed_files(*paths: Path, digest=None):
+    """A SHA-256 object fed the files' bytes in order (after whatever ``digest``, when given, was fed already):
+    ``.copy()`` it to extend a key without reading its files again."""
+    digest = digest or hashlib.sha256()
     for path in paths:
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
-    return digest.hexdigest()[:20]
+    return digest
 
 
 def shared_cache_dir(settings: Settings) -> Path:
@@ -190,12 +267,14 @@ def shared_cache_dir(settings: Settings) -> Path:
     return Path(base) / "pathsynth" if base else settings.home / CACHE_DIR
 
 
-def cached_probabilities(classifier, images: np.ndarray, cache_dir: Path, *inputs: Path) -> np.ndarray:
-    """``classifier.predict_proba(images)``, read from ``cache_dir`` when the ``inputs`` files are unchanged.
+def cached_probabilities(classifier, images: np.ndarray, cache_dir: Path, *inputs: Path,
+                         key: str | None = None) -> np.ndarray:
+    """``classifier.predict_proba(images)``, read from ``cache_dir`` when the ``inputs`` files are unchanged (or,
+    given a ``key`` naming the classifier and the images, under that key).
 
     The cache is only an optimisation: an unreadable or unwritable cache falls back to computing.
     """
-    path = Path(cache_dir) / f"real_probabilities-{file_digest(*inputs)}.npy"
+    path = Path(cache_dir) / f"real_probabilities-{key or file_digest(*inputs)}.npy"
     try:
         cached = np.load(path)
         if cached.shape[0] == len(images):
@@ -209,5 +288,5 @@ def cached_probabilities(classifier, images: np.ndarray, cache_dir: Path, *input
         np.save(partial, probabilities)
         os.replace(partial, path)  # never a half-written cache file
     except OSError as error:
-        logger.warning("could not cache the real sample's probabilities in %s: %s", path.parent, error)
+        logger.warning("could not cache the real tiles' probabilities in %s: %s", path.parent, error)
     return probabilities

@@ -1,7 +1,8 @@
 """One ``--size`` end to end: a tiny classifier and a tiny generator trained at 64 px (the bundled tiles upsampled),
 saved, reloaded as a user would (``from_pretrained`` / ``PATHSYNTH_GENERATOR``), generating and verifying 64 px
-tiles, evaluated at 64 px, and the scale (µm per pixel) reported from the size. Plus the small functions that pick
-the architecture and the scale for a size, and the clear refusals when sizes do not match."""
+tiles, evaluated at 64 px, and the scale (µm per pixel) reported from the size; the app built on that generator
+quizzes real 64 px tiles (or upsampled ones, saying so), each drawn with its own scale bar. Plus the small functions
+that pick the architecture and the scale for a size, and the clear refusals when sizes do not match."""
 
 import json
 import sys
@@ -12,7 +13,8 @@ import pytest
 import torch
 
 from pathsynth.classifier import TissueClassifier, build_network, small_input_stem
-from pathsynth.data import BUNDLED_SAMPLE, DataUnavailableError, load_bundled_sample, load_training_data, npz_image_size
+from pathsynth.data import (BUNDLED_SAMPLE, DataUnavailableError, load_bundled_sample, load_npz, load_npz_head,
+                            load_training_data, local_pathmnist_file, npz_image_size)
 from pathsynth.generators import load_embedded_generator
 from pathsynth.generators.embedded import unet_config_for_size
 from pathsynth.images import SCALE_BAR_STRIP, microns_per_pixel, resize_tensor, tensor_to_uint8, uint8_to_tensor
@@ -32,6 +34,13 @@ def tiles_64(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "pathmnist_64_sample.npz"
     np.savez(path, train_images=big[train], train_labels=labels[train], val_images=big[val], val_labels=labels[val])
     return path
+
+
+def _bar_length(shown: np.ndarray) -> int:
+    """The scale bar's length in px, read from the strip under a displayed tile."""
+    row = shown[shown.shape[1] + SCALE_BAR_STRIP // 2 - 1]
+    dark = row.max(axis=1) < 40
+    return int(np.argmin(dark[int(np.argmax(dark)):]))
 
 
 def _train_script(name: str):
@@ -90,6 +99,43 @@ def test_the_classifier_stem_follows_the_size_and_old_configs_keep_the_28_px_ste
     assert large.conv1.kernel_size == (7, 7) and large.conv1.stride == (2, 2)
 
 
+def test_quiz_tiles_are_drawn_at_their_own_scale():
+    from types import SimpleNamespace
+
+    from pathsynth.app.quiz import Look, question_image, tile_um_per_pixel
+    from pathsynth.quiz import Question
+
+    tile_64, tile_28 = np.full((SIZE, SIZE, 3), 200, np.uint8), np.full((28, 28, 3), 200, np.uint8)
+    assert tile_um_per_pixel(tile_64) == 1.75 and tile_um_per_pixel(tile_28) == 4.0
+    services = SimpleNamespace(classifier=SimpleNamespace(input_size=28))
+    # an upload converted at the classifier's 4 µm per pixel may be larger than its 28 px input: its width says nothing
+    assert tile_um_per_pixel(tile_64, "uploaded", services) == 4.0
+    # a whole tile is 112 µm at any size: 50 µm is 150 of the 336 displayed px at 64 px as at 28 px (the 4 µm/px
+    # default would have drawn 100 µm in 131 px under the 64 px tile)
+    assert _bar_length(Look().render(tile_64)) == _bar_length(Look().render(tile_28)) == 150
+    question = Question(image=tile_64, answer=3, source="generated")
+    assert _bar_length(question_image(Look(zoom=2), question, services)) == 150  # 2x: 25 µm in 150 px
+    uploaded = Question(image=tile_64, answer=3, source="uploaded")  # 256 µm across: 100 µm in 131 px
+    assert _bar_length(question_image(Look(), uploaded, services)) == 131
+
+
+def test_the_first_tiles_of_a_local_file_of_the_size_are_read_without_downloading(tiles_64, tmp_path):
+    images, labels = load_npz(tiles_64, size=SIZE)
+    head, head_labels = load_npz_head(tiles_64, 10, size=SIZE)
+    assert np.array_equal(head, images[:10]) and np.array_equal(head_labels, labels[:10])
+    assert len(load_npz_head(tiles_64, 1000)[0]) == len(images)  # fewer than asked: all of them
+    with pytest.raises(DataUnavailableError, match="holds 64 px tiles, but 28 px"):
+        load_npz_head(tiles_64, 10, size=28)
+    root = tmp_path / "medmnist"
+    with pytest.raises(DataUnavailableError, match="no local PathMNIST file of 64 px"):
+        local_pathmnist_file(SIZE, BUNDLED_SAMPLE, root)  # a 28 px file, and no medmnist download
+    assert local_pathmnist_file(SIZE, tiles_64, root) == tiles_64
+    root.mkdir()
+    (root / "pathmnist_64.npz").write_bytes(tiles_64.read_bytes())  # what medmnist keeps after a download
+    assert local_pathmnist_file(SIZE, "medmnist", root) == local_pathmnist_file(SIZE, None, root) == \
+        root / "pathmnist_64.npz"
+
+
 def test_an_npz_of_another_size_is_refused_with_both_sizes_named():
     assert npz_image_size(BUNDLED_SAMPLE) == 28
     with pytest.raises(DataUnavailableError, match=r"holds 28 px tiles, but 64 px tiles are needed.*medmnist"):
@@ -135,10 +181,7 @@ def test_64_px_images_are_generated_verified_and_shown_at_their_scale(classifier
     assert verifier.at_reference_size(result.image[None]).shape == (1, 28, 28, 3)
     # A whole tile is 112 µm at any size: the 64 px tile's bar is as long as the 28 px tile's (50 µm = 150 px).
     for tile in (result.image, result.image[::2, ::2][:28, :28]):
-        shown = generate.shown(tile, scale_bar=True)
-        row = shown[shown.shape[1] + SCALE_BAR_STRIP // 2 - 1]
-        dark = row.max(axis=1) < 40
-        assert int(np.argmin(dark[int(np.argmax(dark)):])) == 150
+        assert _bar_length(generate.shown(tile, scale_bar=True)) == 150
     services = type("Services", (), {"verifier": verifier})()
     assert generate.tile_size(services) == SIZE
     assert "64 × 64 pixels" in about.trainee_page({}, verifier) and "about 1.75 µm" in about.trainee_page({}, verifier)
@@ -164,3 +207,40 @@ def test_evaluation_runs_at_64_px_and_refuses_mismatched_sizes(classifier_dir, g
     assert result["n"] == 18 and result["input_size"] == SIZE
     assert cli.main(["evaluate", "classifier", "--model", str(classifier_dir)]) == 2  # the bundled sample is 28 px
     assert "the bundled sample is 28 px but 64 px tiles are needed" in capsys.readouterr().err
+
+
+def test_the_app_on_a_64_px_generator_quizzes_64_px_real_tiles(classifier_dir, generator_dir, tiles_64, tmp_path,
+                                                               monkeypatch, caplog):
+    import gradio as gr
+
+    from pathsynth.app import quiz
+    from pathsynth.classifier import model_files
+    from pathsynth.services import Services, file_digest
+    from pathsynth.settings import Settings
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    env = {"PATHSYNTH_CLASSIFIER": str(classifier_dir), "PATHSYNTH_GENERATOR": str(generator_dir),
+           "PATHSYNTH_HOME": str(tmp_path / "home"), "PATHSYNTH_MEDMNIST_ROOT": str(tmp_path / "no-medmnist")}
+    local = Services.build(Settings.from_env({**env, "PATHSYNTH_DATA": str(tiles_64)}), pool_per_tissue=0)
+    with np.load(tiles_64) as archive:
+        assert np.array_equal(local.real_images, archive["train_images"])  # all 54: fewer than the bundled 800
+    assert local.real_tiles_note == "" and quiz.real_tiles_line(local) == ""
+    assert local.real_probabilities.shape == (54, 9) and local.verifier.reference_size == SIZE
+    view = quiz.start(local, 2, 0.0)  # real tiles only: 64 px, each with a 1.75 µm/px bar (50 µm in 150 px)
+    assert view[0].questions[0].image.shape == (SIZE, SIZE, 3) and _bar_length(view[2]) == 150
+    with gr.Blocks() as demo:
+        quiz.build(local)
+    labels = [block.label for block in demo.blocks.values() if getattr(block, "elem_id", None) == "quiz-scale-bar"]
+    assert labels == ["Scale bar (PathMNIST: 1.75 µm per pixel, 112 µm per tile)"]
+
+    with caplog.at_level("WARNING", logger="pathsynth.services"):
+        upsampled = Services.build(Settings.from_env(env), pool_per_tissue=0)  # no 64 px data on this machine
+    bundled, _ = load_bundled_sample()
+    assert upsampled.real_images.shape == (len(bundled), SIZE, SIZE, 3)
+    assert "upsampled" in upsampled.real_tiles_note and "less detail" in quiz.real_tiles_line(upsampled)
+    assert any("upsampled to 64 px" in record.message for record in caplog.records)
+    assert upsampled.verifier.reference_size == 28  # realism is judged against the bundled tiles, not blurred copies
+    # each set of tiles has its own probabilities file, and neither is the 28 px sample's
+    cached = {path.name for path in (tmp_path / "cache" / "pathsynth").glob("real_probabilities-*.npy")}
+    assert len(cached) == 2
+    assert f"real_probabilities-{file_digest(*model_files(classifier_dir), BUNDLED_SAMPLE)}.npy" not in cached

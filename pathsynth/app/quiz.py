@@ -18,14 +18,15 @@ import numpy as np
 from .. import quiz as Q
 from .. import ui_helpers as ui
 from ..assignments import MODES  # practice or exam, as in assignments
-from ..images import DISPLAY_SIZE, INTERPOLATIONS, SCALE_BAR_STRIP, display_image, side_by_side, stacked
+from ..images import (DISPLAY_SIZE, INTERPOLATIONS, PATHMNIST_TILE_UM, SCALE_BAR_STRIP, display_image,
+                      microns_per_pixel, side_by_side, stacked)
 from ..learning import DIFFICULTIES, pair_examples, practice_tissues, record_from
 from ..learning.challenge import Tile
 from ..tissues import ABBREVIATIONS, DISPLAY_NAMES
 from .common import (Refusal, bind, check_interpolation, checked_inputs, logger, model_slots, pool_served_events,
                      progress_callback, user_errors)
 from .challenge import flag_components, save_flag
-from .generate import overlay
+from .generate import overlay, tile_size
 from .progress import LOCAL_NOTE, SPACES_NOTE, on_spaces, optional_learner, progress_store
 
 MAX_QUIZ_QUESTIONS = 30
@@ -69,8 +70,25 @@ class Look:
     smooth: bool = False
     scale_bar: bool = True
 
-    def render(self, tile, size: int = DISPLAY_SIZE) -> np.ndarray:
-        return display_image(tile, self.zoom, self.smooth, self.scale_bar, size)
+    def render(self, tile, size: int = DISPLAY_SIZE, um_per_pixel: float | None = None) -> np.ndarray:
+        """``tile`` as shown; its scale bar drawn at ``um_per_pixel`` (default: a whole PathMNIST tile's)."""
+        um_per_pixel = um_per_pixel or tile_um_per_pixel(tile)
+        return display_image(tile, self.zoom, self.smooth, self.scale_bar, size, um_per_pixel)
+
+
+def tile_um_per_pixel(tile, source: str = "real", services=None) -> float:
+    """The pixel size a tile's scale bar is drawn at. A generated or real tile is a whole PathMNIST tile, 112 µm
+    across at any size (4 µm per pixel at 28 px, 1.75 at 64); an upload was converted to the classifier's scale
+    and may be larger than its input (``pathsynth.uploads.convert``), so its width says nothing."""
+    classifier_size = getattr(getattr(services, "classifier", None), "input_size", None)
+    if source == "uploaded" and classifier_size:
+        return microns_per_pixel(int(classifier_size))
+    return microns_per_pixel(np.asarray(tile).shape[1])
+
+
+def question_image(look: Look, question, services=None, size: int = DISPLAY_SIZE) -> np.ndarray:
+    """A question's tile rendered with ``look`` at its own scale (see :func:`tile_um_per_pixel`)."""
+    return look.render(question.image, size, tile_um_per_pixel(question.image, question.source, services))
 
 
 def look_from(zoom="1×", interpolation="pixel-exact", scale_bar=True) -> Look:
@@ -139,7 +157,8 @@ def question_view(session, status: str = "", look: Look = Look(), services=None)
     Q.mark_shown(session)  # time taken runs from here to the answer
     title = f" — {ui.escape_md(session.title)}" if session.title else ""
     header = f"### Question {index + 1} of {session.total}{title}\nWhich tissue is this?"
-    return (session, header, look.render(session.questions[index].image), gr.update(value=None, interactive=True),
+    return (session, header, question_image(look, session.questions[index], services),
+            gr.update(value=None, interactive=True),
             gr.update(interactive=True, visible=True), gr.update(visible=False), "", None, _score_line(session),
             _status(session), gr.update(visible=False), "", None, None, gr.update(visible=False),
             gr.update(visible=True), status, clock_text(session),
@@ -182,10 +201,11 @@ def review_panel(services, session, index: int, look: Look) -> np.ndarray:
     right, other = real_tiles(services, session, index)
     examples = [(tile, f"real {ABBREVIATIONS[tissue]}") for tile, tissue in ((right, question.answer), (other, chosen))
                 if tile is not None]
-    shown = lambda tile: display_image(tile, 1, look.smooth, True, REVIEW_SIZE)  # noqa: E731
-    rows = [side_by_side([shown(question.image)], [f"Q{index + 1}"])]
+    whole = Look(1, look.smooth, True)
+    rows = [side_by_side([question_image(whole, question, services, REVIEW_SIZE)], [f"Q{index + 1}"])]
     if examples:
-        rows.append(side_by_side([shown(tile) for tile, _ in examples], [label for _, label in examples]))
+        rows.append(side_by_side([whole.render(tile, REVIEW_SIZE) for tile, _ in examples],
+                                 [label for _, label in examples]))
     return stacked(rows)
 
 
@@ -300,14 +320,15 @@ def answer(services, session, choice, learner_name=None, profile: gr.OAuthProfil
     next_label = "See results" if feedback.finished else "Next question"
     if session.exam:
         text = f"Answer saved: {DISPLAY_NAMES[feedback.chosen]}. Your results come at the end.{saved}"
-        return (session, look.render(item.image), gr.update(interactive=False), gr.update(interactive=False),
+        return (session, question_image(look, item, services), gr.update(interactive=False),
+                gr.update(interactive=False),
                 gr.update(visible=True, value=next_label), text, None, _score_line(session), _status(session, feedback))
     verdict = "✅ **Correct!**" if feedback.correct else "❌ **Not quite.**"
     caption = caption_of(item)
     note = f"\n\n**Instructor's note:** {ui.escape_md(caption)}" if caption else ""
     text = (f"{verdict} The answer is **{DISPLAY_NAMES[feedback.answer]}**.{note}\n\n"
             f"{ui.escape_md(feedback.explanation)}{saved}")
-    return (session, look.render(item.image), gr.update(interactive=False), gr.update(interactive=False),
+    return (session, question_image(look, item, services), gr.update(interactive=False), gr.update(interactive=False),
             gr.update(visible=True, value=next_label), text, ready_overlay(services, item),
             _score_line(session), _status(session, feedback))
 
@@ -405,7 +426,7 @@ def tick(services, session, zoom="1×", interpolation="pixel-exact", scale_bar=T
     return tuple(skipped)
 
 
-def restyle(session, zoom="1×", interpolation="pixel-exact", scale_bar=True):
+def restyle(services, session, zoom="1×", interpolation="pixel-exact", scale_bar=True):
     """The question on screen shown again with new view settings (status line: a message for bad ones)."""
     try:
         look = look_from(zoom, interpolation, scale_bar)
@@ -415,7 +436,7 @@ def restyle(session, zoom="1×", interpolation="pixel-exact", scale_bar=True):
     index = session.current if index is None and session is not None else index
     if index is None:
         return gr.skip(), ""
-    return look.render(session.questions[index].image), ""
+    return question_image(look, session.questions[index], services), ""
 
 
 def _answered_on_screen(session) -> int | None:
@@ -443,6 +464,12 @@ def flag_question(services, session, note, learner_name=None, profile: gr.OAuthP
 def _flag_row(session):
     """Show "Flag this image" only beside an answered question (emptied for each new one)."""
     return gr.update(visible=_answered_on_screen(session) is not None), "", ""
+
+
+def real_tiles_line(services) -> str:
+    """The quiz's word on its real tiles when there is one (upsampled tiles show less detail), else nothing."""
+    note = getattr(services, "real_tiles_note", "")
+    return f"  \n_{ui.escape_md(note)}_" if note else ""
 
 
 def _settings_row(services):
@@ -484,8 +511,8 @@ def _assignment_box() -> tuple:
     return code, button, message
 
 
-def _view_controls():
-    """How the question is shown: zoom, pixel-exact or smooth enlargement, scale bar."""
+def _view_controls(size: int):
+    """How the question is shown: zoom, pixel-exact or smooth enlargement, scale bar (``size``: the tiles' px)."""
     with gr.Group(elem_id="quiz-look"):
         with gr.Row():  # each in its own column: at phone width they wrap instead of squeezing
             with gr.Column(min_width=190):
@@ -493,14 +520,15 @@ def _view_controls():
             with gr.Column(min_width=230):
                 interpolation = gr.Radio(list(INTERPOLATIONS), value="pixel-exact", label="Enlarge",
                                          elem_id="quiz-interpolation")
-        scale_bar = gr.Checkbox(True, label="Scale bar (PathMNIST: 4 µm per pixel, 112 µm per tile)",
-                                elem_id="quiz-scale-bar")
+        scale_bar = gr.Checkbox(True, label=f"Scale bar (PathMNIST: {microns_per_pixel(size):g} µm per pixel, "
+                                f"{PATHMNIST_TILE_UM:g} µm per tile)", elem_id="quiz-scale-bar")
     return [zoom, interpolation, scale_bar]
 
 
-def _question_panel():
+def _question_panel(size: int, real_note: str = ""):
     """The question, the answer column, the occlusion map, and (after a miss) the real examples below them: one
-    panel, hidden as a whole when the results show."""
+    panel, hidden as a whole when the results show. ``size``: the tiles' px; ``real_note``: what to know about the
+    real tiles (upsampled ones show less detail)."""
     with gr.Column(visible=False) as question_box:
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=300):
@@ -508,7 +536,7 @@ def _question_panel():
                 image = gr.Image(label="Which tissue is this?", format="png", interactive=False,
                                  height=DISPLAY_SIZE + SCALE_BAR_STRIP, buttons=["fullscreen"],
                                  elem_classes="pixelated", elem_id="quiz-question")
-                look = _view_controls()
+                look = _view_controls(size)
             with gr.Column(scale=3, min_width=300):
                 choice = gr.Radio(list(DISPLAY_NAMES), label="Your answer", interactive=False, elem_id="quiz-choice")
                 submit = gr.Button("Submit answer", variant="primary", interactive=False)
@@ -521,7 +549,7 @@ def _question_panel():
                                elem_id="quiz-cam")
         with gr.Column(visible=False, elem_id="quiz-pair") as pair_box:
             gr.Markdown("**Compare with real tiles** of the right tissue and of your answer, at the question's zoom "
-                        "and scale:")
+                        f"and scale:{f' _{ui.escape_md(real_note)}_' if real_note else ''}")
             with gr.Row(equal_height=False):
                 pair = [gr.Image(label="real example", format="png", interactive=False, min_width=300,
                                  height=DISPLAY_SIZE + SCALE_BAR_STRIP, buttons=[], elem_classes="pixelated",
@@ -547,11 +575,12 @@ def build(services, anon=None) -> QuizView:
     anon = anon if anon is not None else gr.State("")
     settings, start_button, message, assignment_box = _settings_row(services)
     with gr.Row():
-        score = gr.Markdown("Start a quiz to test yourself on the nine tissues.", elem_id="quiz-score")
+        score = gr.Markdown("Start a quiz to test yourself on the nine tissues." + real_tiles_line(services),
+                            elem_id="quiz-score")
         clock = gr.Markdown(elem_id="quiz-clock")
     timer = gr.Timer(TICK_SECONDS, active=False)
     (question_box, header, image, look, choice, submit, next_button, feedback, flags, cam, pair_box,
-     (pair_right, pair_chosen)) = _question_panel()
+     (pair_right, pair_chosen)) = _question_panel(tile_size(services), getattr(services, "real_tiles_note", ""))
     summary_box, summary, table, misses, retry_button = _summary_panel()
     status = gr.JSON(visible=False)
 
@@ -595,7 +624,8 @@ def _wire(services, view, settings, anon, look, start_button, flags) -> None:
     retry_button.click(shown_retry, [state, *look], view, api_name="quiz_retry").then(**flag_sync)
     timer.tick(bind(tick, services), [state, *look], view, api_visibility="private", show_progress="hidden")
     for control in look:
-        control.change(restyle, [state, *look], [image, message], api_visibility="private", show_progress="hidden")
+        control.change(bind(restyle, services), [state, *look], [image, message], api_visibility="private",
+                       show_progress="hidden")
         control.change(**pair_sync, show_progress="hidden")
     flag_button.click(bind(flag_question, services), [state, flag_note, learner], [flag_message, flag_note],
                       api_name="quiz_flag")
