@@ -18,10 +18,11 @@ import torch.nn.functional as F
 
 from .images import to_rgb_uint8
 
-__all__ = ["APP_MAP_SIGNATURE", "METHODS", "attribution_map", "layer_gradcam_map", "occlusion_map"]
+__all__ = ["APP_MAP_SIGNATURE", "METHODS", "attribution_map", "layer_gradcam_map", "occlusion_geometry",
+           "occlusion_map"]
 
-OCCLUSION_WINDOW = 6  # px at 28 px input: about a gland's or a few nuclei's width
-OCCLUSION_STRIDE = 2
+OCCLUSION_WINDOW = 6  # px at 28 px input (24 um): about a gland's or a few nuclei's width
+OCCLUSION_STRIDE = 2  # px at 28 px input (8 um); larger inputs scale both (``occlusion_geometry``)
 # what the app's maps (``TissueClassifier.gradcam``) are: part of their on-disk cache key (pathsynth.services), so
 # maps made by another method or window are never read back as these
 APP_MAP_SIGNATURE = f"occlusion-w{OCCLUSION_WINDOW}-s{OCCLUSION_STRIDE}"
@@ -48,11 +49,22 @@ def _to_image_size(attribution: torch.Tensor, size: tuple[int, int]) -> np.ndarr
     return (heat / heat.max()).numpy() if heat.max() > 0 else heat.numpy()
 
 
-def occlusion_map(classifier, image, target: int | None = None, window: int = OCCLUSION_WINDOW,
-                  stride: int = OCCLUSION_STRIDE) -> np.ndarray:
-    """Drop in the target's probability when each region is greyed out, at the image's size, in [0, 1]."""
+def occlusion_geometry(input_size: int) -> tuple[int, int]:
+    """Occlusion window and stride in px for a classifier taking ``input_size`` px tiles: the same micrometres at
+    every size (24 um window, 8 um stride; 6 and 2 px at 28 px, 14 and 5 at 64), so a 64 or 224 px model's map
+    greys out a gland, not a fraction of a nucleus, and costs the same number of forward passes."""
+    scale = input_size / 28
+    return max(1, round(OCCLUSION_WINDOW * scale)), max(1, round(OCCLUSION_STRIDE * scale))
+
+
+def occlusion_map(classifier, image, target: int | None = None, window: int | None = None,
+                  stride: int | None = None) -> np.ndarray:
+    """Drop in the target's probability when each region is greyed out, at the image's size, in [0, 1]
+    (window and stride: :func:`occlusion_geometry` of the classifier's input size unless given)."""
     from captum.attr import Occlusion
 
+    default_window, default_stride = occlusion_geometry(int(classifier.input_size))
+    window, stride = window or default_window, stride or default_stride
     x, size = _input(classifier, image)
     cls = _target(classifier, x, target)
 

@@ -156,6 +156,19 @@ def test_a_64_px_classifier_trains_saves_and_reloads_with_the_imagenet_stem(clas
     assert probabilities.shape == (3, 9) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
 
 
+def test_the_occlusion_map_greys_out_the_same_micrometres_at_every_size(classifier_dir, tiles_64):
+    from pathsynth.explain import occlusion_geometry, occlusion_map
+
+    assert occlusion_geometry(28) == (6, 2) and occlusion_geometry(64) == (14, 5) and occlusion_geometry(224) == (48, 16)
+    for size in (28, 64, 128, 224):  # window ~24 um and about 12 x 12 positions whatever the size
+        window, stride = occlusion_geometry(size)
+        assert abs(window * microns_per_pixel(size) - 24) < 1.5 and 11 <= (size - window) // stride + 1 <= 13
+    classifier = TissueClassifier.from_pretrained(classifier_dir)
+    with np.load(tiles_64) as archive:
+        heat = occlusion_map(classifier, archive["val_images"][0])
+    assert heat.shape == (SIZE, SIZE) and 0 <= heat.min() and heat.max() <= 1
+
+
 def test_a_64_px_generator_trains_and_loads_from_its_directory_alone(generator_dir, monkeypatch):
     summary = json.loads((generator_dir / "training_summary.json").read_text())
     assert summary["image_size_px"] == SIZE and summary["microns_per_pixel"] == 1.75 and summary["final_step"] == 2
