@@ -1,4 +1,4 @@
-"""A class at once: N learners use the app at the same moment, through its API (gradio_client).
+"""A class at once: N learners use the app at the same moment, through its API.
 
 Each learner generates one verified image, then takes a quiz: start, then per question an answer and "next".
 Prints p50 / p95 / max latency per action and writes them (with every raw timing) as JSON. A benchmark, not a
@@ -6,6 +6,28 @@ test: timings on a shared machine vary between runs, so compare versions back to
 
     python scripts/load_test.py --learners 20                       # starts the app itself (shipped models)
     python scripts/load_test.py --learners 20 --url http://127.0.0.1:7860/   # an app that is already running
+    python scripts/load_test.py --learners 20 --client gradio       # the same class, one gradio_client per learner
+
+Two clients send the same calls (endpoints ``/generate``, ``/quiz_start``, ``/quiz_answer``, ``/quiz_next``, same
+arguments, Gradio filling in the defaults of the rest, each learner its own session so its quiz lives in the app's
+``gr.State``):
+
+* ``--client http`` (default): one asyncio loop in this process, one ``httpx.AsyncClient``, one coroutine per
+  learner, speaking Gradio's queue protocol itself (what gradio_client speaks): ``POST {root}/gradio_api/queue/join``
+  with ``{"data": [...], "fn_index": i, "session_hash": h}`` and header ``x-gradio-user: api``, then the event
+  stream ``GET {root}/gradio_api/queue/data?session_hash=h`` read until ``process_completed`` for that event (an
+  error is ``success: false`` / an ``error`` in its output), plus the session's ``heartbeat`` stream, as
+  gradio_client keeps one. The data list is built from the app's ``/config`` and ``/gradio_api/info`` exactly as
+  gradio_client builds it (``construct_args`` for the parameters and their defaults, ``None`` for each ``gr.State``
+  input). Returned files are not downloaded: a timing is the server's answer.
+* ``--client gradio``: one ``gradio_client.Client`` per learner, each in its own thread (the old way; it also
+  downloads the returned images). Its threads, polling loops and downloads cost several times the CPU the app uses
+  for the class (measured with 20 learners: 36.9 CPU-s for the clients against 7.7 for the app), so on a small
+  machine the clients take the cores from the app and every latency measures them too; the light client is the
+  default so that the figures measure the server.
+
+Both report the CPU seconds this process (the clients) and the app (when started here) used during the class:
+clients near the app's figure, or above it, mean the timings are inflated by the clients.
 
 Started by this script, the app gets ``--pool-wait`` seconds to stock its pool of verified images and explain its
 real quiz tiles first (a class arrives after the app has started), and runs with the library found on
@@ -15,6 +37,7 @@ real quiz tiles first (a class arrives after the app has started), and runs with
 from __future__ import annotations
 
 import argparse
+import asyncio
 import inspect
 import json
 import os
@@ -25,6 +48,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 from pathsynth.bench import latency_summary
@@ -33,6 +57,9 @@ from pathsynth.tissues import DISPLAY_NAMES  # the names the app shows (and take
 ENDPOINTS = {"generate": "/generate", "quiz_start": "/quiz_start", "answer": "/quiz_answer", "next": "/quiz_next"}
 ACTIONS = tuple(ENDPOINTS)
 CLIENT_TIMEOUT_S = 1800.0
+CLIENTS = ("http", "gradio")
+API_HEADERS = {"x-gradio-user": "api"}  # gradio_client's mark: the app then answers a refusal as an error
+PROTOCOLS = ("sse_v1", "sse_v2", "sse_v2.1", "sse_v3")  # queue/join + queue/data, the ones the http client speaks
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -40,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--learners", type=int, default=20, help="simultaneous sessions (default 20)")
     parser.add_argument("--questions", type=int, default=5, help="quiz length (default 5)")
     parser.add_argument("--generated-share", type=float, default=0.5, help="quiz share of generated images")
+    parser.add_argument("--client", choices=CLIENTS, default="http",
+                        help="http: one asyncio loop speaking Gradio's queue protocol (default, light); "
+                             "gradio: one gradio_client.Client per learner, in threads (heavy)")
     parser.add_argument("--url", default=None, help="an app that is already running (default: start one)")
     parser.add_argument("--port", type=int, default=7871, help="port of the app this script starts")
     parser.add_argument("--pool-per-tissue", type=int, default=None, help="the started app's pool size per tissue")
@@ -101,30 +131,19 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float) -> None:
 
 # ------------------------------------------------------------------------------------------ learners
 
-def learner(number: int, client, questions: int, share: float, start: threading.Barrier, timings: dict,
-            errors: dict, lock: threading.Lock) -> None:
-    """Learner ``number``'s session (it asks for the tissues in turn, as a class would); each action's wall time
-    goes to ``timings[action]``, failures to ``errors``."""
+def session_plan(number: int, questions: int, share: float) -> list[tuple[str, dict]]:
+    """Learner ``number``'s calls, in order: ``(action, keyword arguments)`` (it asks for the tissues in turn, as a
+    class would, and answers every question with that tissue). The same for both clients."""
     tissue = DISPLAY_NAMES[number % len(DISPLAY_NAMES)]
-
-    def timed(action, **call):
-        began = time.perf_counter()
-        try:
-            result = client.predict(api_name=ENDPOINTS[action], **call)
-        except Exception as error:  # a failed action is counted, and the session goes on
-            with lock:
-                errors.setdefault(action, []).append(f"{type(error).__name__}: {str(error)[:120]}")
-            return None
-        with lock:
-            timings[action].append(time.perf_counter() - began)
-        return result
-
-    start.wait()
-    timed("generate", tissue=tissue, description="", seed="", show_gradcam=True)
-    timed("quiz_start", n=questions, generated_share=share)
+    plan = [("generate", {"tissue": tissue, "description": "", "seed": "", "show_gradcam": True}),
+            ("quiz_start", {"n": questions, "generated_share": share})]
     for _ in range(questions):
-        timed("answer", choice=tissue)
-        timed("next")
+        plan += [("answer", {"choice": tissue}), ("next", {})]
+    return plan
+
+
+def record_error(errors: dict, action: str, error: Exception) -> None:
+    errors.setdefault(action, []).append(f"{type(error).__name__}: {str(error)[:120]}")
 
 
 def cpu_seconds(pid: int | None = None) -> float | None:
@@ -139,28 +158,209 @@ def cpu_seconds(pid: int | None = None) -> float | None:
         return None
 
 
-def run_class(url: str, learners: int, questions: int, share: float,
-              app_pid: int | None = None) -> tuple[dict, dict, float, dict]:
+def run_class(url: str, learners: int, questions: int, share: float, app_pid: int | None = None,
+              client: str = "http") -> tuple[dict, dict, float, dict]:
+    """The class, through ``client`` ("http" or "gradio"): (timings per action, errors per action, wall seconds,
+    CPU seconds the clients and the app used during the class)."""
+    if client not in CLIENTS:
+        raise ValueError(f"client must be one of {CLIENTS}, not {client!r}")
+    timings = {action: [] for action in ACTIONS}
+    errors: dict[str, list[str]] = {}
+    cpu: dict = {}
+
+    def clock_starts() -> None:  # called when every learner is connected, just before the first call
+        cpu.update(began=time.perf_counter(), clients=cpu_seconds(), app=cpu_seconds(app_pid) if app_pid else None)
+
+    if client == "http":
+        asyncio.run(http_class(url, learners, questions, share, timings, errors, clock_starts))
+    else:
+        gradio_class(url, learners, questions, share, timings, errors, clock_starts)
+    wall = time.perf_counter() - cpu.pop("began")
+    # on one machine the clients compete with the app for the CPU: say how much each used during the class
+    used = {f"{who}_cpu_s": round(cpu_seconds(app_pid if who == "app" else None) - before, 1)
+            for who, before in cpu.items() if before is not None}
+    return timings, errors, wall, used
+
+
+# ------------------------------------------------------------------ the light client: Gradio's queue protocol
+
+class ActionError(Exception):
+    """The app answered a call with an error (or no answer): counted under ``errors``."""
+
+
+class GradioApi:
+    """What the http client needs of a Gradio app: its queue's URLs and, per named endpoint, how to turn keyword
+    arguments into the data list gradio_client would send (read from ``/config`` and ``/gradio_api/info``)."""
+
+    def __init__(self, url: str, config: dict, info: dict):
+        self.protocol = config.get("protocol", "ws")
+        if self.protocol not in PROTOCOLS:
+            raise SystemExit(f"the app speaks Gradio protocol {self.protocol!r}; the http client speaks "
+                             f"{', '.join(PROTOCOLS)} (use --client gradio)")
+        self.root = url.rstrip("/") + "/" + (config.get("api_prefix", "") or "").strip("/") + "/"
+        self.heartbeat = config.get("connect_heartbeat", True)
+        state_ids = {c["id"] for c in config["components"] if c.get("type") == "state"}
+        self.endpoints = {}  # "/name" -> (fn_index, parameters, positions of the gr.State inputs)
+        for index, dependency in enumerate(config["dependencies"]):
+            name = dependency.get("api_name")
+            if isinstance(name, str) and f"/{name}" in info["named_endpoints"]:
+                states = [i for i, component in enumerate(dependency["inputs"]) if component in state_ids]
+                self.endpoints[f"/{name}"] = (dependency.get("id", index),
+                                              info["named_endpoints"][f"/{name}"]["parameters"], states)
+
+    @classmethod
+    def fetch(cls, url: str) -> "GradioApi":
+        import httpx
+
+        url = url if url.endswith("/") else url + "/"
+        with httpx.Client(timeout=60) as http:
+            config = http.get(url + "config").raise_for_status().json()
+            prefix = (config.get("api_prefix", "") or "").strip("/")
+            info = http.get(url + (prefix + "/" if prefix else "") + "info", params={"serialize": "False"})
+            return cls(url, config, info.raise_for_status().json())
+
+    def payload(self, api_name: str, kwargs: dict) -> dict:
+        """``{"data": [...], "fn_index": i}`` for a call of ``api_name`` with ``kwargs``: the parameters in the
+        endpoint's order, the defaults of those not given, ``None`` for each ``gr.State`` input (the app keeps the
+        session's value), as ``client.predict(api_name=..., **kwargs)`` sends it."""
+        from gradio_client.utils import construct_args
+
+        if api_name not in self.endpoints:
+            raise ValueError(f"the app has no API endpoint {api_name} (it has {', '.join(sorted(self.endpoints))})")
+        fn_index, parameters, states = self.endpoints[api_name]
+        data = list(construct_args(parameters, (), kwargs))
+        for position in states:
+            data.insert(position, None)
+        return {"data": data, "fn_index": fn_index}
+
+
+class HttpSession:
+    """One learner's browser session: its own ``session_hash`` (so its own quiz state in the app), calls made one
+    at a time through the app's queue, over a shared ``httpx.AsyncClient``."""
+
+    def __init__(self, http, api: GradioApi, session_hash: str | None = None):
+        self.http, self.api = http, api
+        self.session_hash = session_hash or str(uuid.uuid4())  # as gradio_client's
+        self._heartbeat = None
+
+    async def __aenter__(self) -> "HttpSession":
+        if self.api.heartbeat:  # as gradio_client (and a browser): the app sees the session as open
+            self._heartbeat = asyncio.create_task(self._keep_alive())
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+
+    async def _keep_alive(self) -> None:
+        import httpx
+
+        try:
+            async with self.http.stream("GET", f"{self.api.root}heartbeat/{self.session_hash}",
+                                        headers=API_HEADERS) as response:
+                async for _ in response.aiter_bytes():
+                    pass
+        except httpx.HTTPError:
+            pass  # only the session's liveness: the calls report their own failures
+
+    async def call(self, api_name: str, **kwargs) -> list:
+        """Call endpoint ``api_name`` and wait for its answer: the output data list, without downloading files.
+        Raises ``ActionError`` when the app refuses the call or answers with an error."""
+        body = {**self.api.payload(api_name, kwargs), "session_hash": self.session_hash}
+        joined = await self.http.post(f"{self.api.root}queue/join", json=body, headers=API_HEADERS)
+        if joined.status_code != 200:
+            detail = joined.text[:200]
+            raise ActionError("queue full" if joined.status_code == 503 else f"HTTP {joined.status_code}: {detail}")
+        event_id = joined.json()["event_id"]
+        async with self.http.stream("GET", f"{self.api.root}queue/data", params={"session_hash": self.session_hash},
+                                    headers=API_HEADERS) as stream:
+            if stream.status_code != 200:
+                raise ActionError(f"event stream: HTTP {stream.status_code}")
+            async for line in stream.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                message = json.loads(line[5:])
+                kind = message.get("msg")
+                if kind == "process_completed" and message.get("event_id") == event_id:
+                    output = message.get("output") or {}
+                    if not message.get("success", True) or "error" in output:
+                        raise ActionError(output.get("error") or "the app raised an error (show_error is off)")
+                    return output.get("data", [])
+                if kind == "unexpected_error":
+                    raise ActionError(message.get("message") or "unexpected error")
+                if kind == "close_stream":
+                    break
+        raise ActionError("the event stream closed before the answer")
+
+
+async def http_learner(number: int, http, api: GradioApi, questions: int, share: float, start: asyncio.Event,
+                       timings: dict, errors: dict) -> None:
+    async with HttpSession(http, api) as session:
+        await start.wait()
+        for action, kwargs in session_plan(number, questions, share):
+            began = time.perf_counter()
+            try:
+                await session.call(ENDPOINTS[action], **kwargs)
+            except Exception as error:  # a failed action is counted, and the session goes on
+                record_error(errors, action, error)
+                continue
+            timings[action].append(time.perf_counter() - began)
+
+
+async def http_class(url: str, learners: int, questions: int, share: float, timings: dict, errors: dict,
+                     clock_starts) -> None:
+    import httpx
+
+    api = GradioApi.fetch(url)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)  # two streams per learner at most
+    async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT_S, limits=limits) as http:
+        start = asyncio.Event()
+        tasks = [asyncio.create_task(http_learner(i, http, api, questions, share, start, timings, errors))
+                 for i in range(learners)]
+        await asyncio.sleep(0.5)  # the heartbeats connected, as the gradio clients are before the clock starts
+        clock_starts()
+        start.set()
+        await asyncio.gather(*tasks)
+
+
+# ------------------------------------------------------------- the heavy client: gradio_client, one per learner
+
+def gradio_learner(number: int, client, questions: int, share: float, start: threading.Barrier, timings: dict,
+                   errors: dict, lock: threading.Lock) -> None:
+    """Learner ``number``'s session through its own ``gradio_client.Client``; each action's wall time goes to
+    ``timings[action]``, failures to ``errors``."""
+    start.wait()
+    for action, kwargs in session_plan(number, questions, share):
+        began = time.perf_counter()
+        try:
+            client.predict(api_name=ENDPOINTS[action], **kwargs)
+        except Exception as error:  # a failed action is counted, and the session goes on
+            with lock:
+                record_error(errors, action, error)
+            continue
+        with lock:
+            timings[action].append(time.perf_counter() - began)
+
+
+def gradio_class(url: str, learners: int, questions: int, share: float, timings: dict, errors: dict,
+                 clock_starts) -> None:
     from gradio_client import Client
 
     # connected before the clock starts; a learner waits as long as it takes (no client-side read timeout)
     clients = [Client(url, verbose=False, httpx_kwargs={"timeout": CLIENT_TIMEOUT_S}, analytics_enabled=False,
                       download_files=tempfile.mkdtemp(prefix="pathsynth-load-")) for _ in range(learners)]
-    timings = {action: [] for action in ACTIONS}
-    errors: dict[str, list[str]] = {}
     lock, start = threading.Lock(), threading.Barrier(learners + 1)
-    threads = [threading.Thread(target=learner, args=(i, c, questions, share, start, timings, errors, lock))
+    threads = [threading.Thread(target=gradio_learner, args=(i, c, questions, share, start, timings, errors, lock))
                for i, c in enumerate(clients)]
     for thread in threads:
         thread.start()
     start.wait()
-    began, cpu = time.perf_counter(), {"clients": cpu_seconds(), "app": cpu_seconds(app_pid) if app_pid else None}
+    clock_starts()
     for thread in threads:
         thread.join()
-    # on one machine the clients compete with the app for the CPU: say how much each used during the class
-    used = {f"{who}_cpu_s": round(cpu_seconds(app_pid if who == "app" else None) - before, 1)
-            for who, before in cpu.items() if before is not None}
-    return timings, errors, time.perf_counter() - began, used
+    for client in clients:
+        client.close()
 
 
 def summarise(timings: dict, errors: dict) -> dict:
@@ -187,20 +387,22 @@ def main(argv=None) -> int:
         else:
             process, url = start_app(args)
         timings, errors, wall, cpu = run_class(url, args.learners, args.questions, args.generated_share,
-                                               process.pid if process is not None else None)
+                                               process.pid if process is not None else None, client=args.client)
     finally:
         if process is not None:
             process.terminate()
             process.wait(30)
     rows = summarise(timings, errors)
     print_table(rows)
-    result = {"learners": args.learners, "questions": args.questions, "generated_share": args.generated_share,
-              "url": args.url or "started here", "wall_s": round(wall, 2), "cpus": os.cpu_count(),
-              "load_average_1min": os.getloadavg()[0], "machine": platform.node(), **cpu, "actions": rows,
+    result = {"client": args.client, "learners": args.learners, "questions": args.questions,
+              "generated_share": args.generated_share, "url": args.url or "started here", "wall_s": round(wall, 2),
+              "cpus": os.cpu_count(), "load_average_1min": os.getloadavg()[0], "machine": platform.node(), **cpu,
+              "actions": rows,
               "errors": errors, "raw_s": {a: [round(v, 4) for v in t] for a, t in timings.items()}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"class of {args.learners} finished in {wall:.1f} s (CPU s used: {cpu}); JSON: {args.out}")
+    print(f"class of {args.learners} ({args.client} client) finished in {wall:.1f} s (CPU s used: {cpu}); "
+          f"JSON: {args.out}")
     return 1 if errors else 0
 
 
