@@ -17,6 +17,7 @@ from pathsynth import quiz as Q
 from pathsynth import storage
 from pathsynth.app import about
 from pathsynth.app import challenge as C
+from pathsynth.app import common
 from pathsynth.app import quiz as quiz_tab
 from pathsynth.gallery import DB_NAME, GalleryStore
 from pathsynth.pool import VerifiedPool
@@ -153,7 +154,7 @@ def test_a_round_shows_the_tile_then_says_what_it_was_and_stores_the_vote(tmp_pa
 def test_a_stocked_pool_serves_the_next_tile_with_no_model_call_and_only_generating_takes_a_model_slot(
         tmp_path, monkeypatch):
     slots = CountingSlots()
-    monkeypatch.setattr(C, "model_slots", slots)
+    monkeypatch.setattr(common, "model_slots", slots)  # where verified_images takes its slots
     services = fake_services(tmp_path)
     verifier = services.verifier = FakeVerifier(slots)
     pool = VerifiedPool(verifier, per_tissue=2, borderline=0)

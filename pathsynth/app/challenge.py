@@ -20,7 +20,7 @@ from ..images import DISPLAY_SIZE, to_rgb_uint8, upscale
 from ..learning.challenge import MAX_NOTE_CHARS, ChallengeStore, Tile, Vote
 from ..learning.progress import _utcnow
 from ..tissues import DISPLAY_NAMES, TISSUE_INDICES
-from .common import Refusal, bind, logger, model_slots, pool_served_events, user_errors
+from .common import Refusal, bind, logger, pool_served_events, user_errors, verified_images
 from .progress import LOCAL_NOTE, SPACES_NOTE, on_spaces, optional_learner
 
 GENERATION_TRIES = 3  # an unverified image is never shown here: draw again rather than show a bad tile
@@ -53,19 +53,14 @@ def draw_tile(services) -> tuple[Tile, np.ndarray]:
 
 
 def _generated_tile(services, tissue: int):
-    """A verified generated image of ``tissue``: taken ready from the pool when it has one (no model call, no wait;
-    the classifier's surest, leaving the scarce borderline ones to hard quizzes); otherwise generated now, at most
-    ``MODEL_CONCURRENCY`` at a time (``model_slots``), by the verifier itself: the tab shows no heatmap, so none is
-    computed."""
-    if services.pool is not None:
-        ready = services.pool.take([tissue], prefer="confident")[0]
-        if ready is not None:
-            return ready
-    with model_slots:
-        for _ in range(GENERATION_TRIES):
-            result = services.verifier.generate([tissue])[0]
-            if result.verified:
-                return result
+    """A verified generated image of ``tissue`` (:func:`~pathsynth.app.common.verified_images`): ready from the pool
+    when it has one, the classifier's surest (the scarce borderline ones are left to hard quizzes), else generated
+    now; drawn again when the verifier gives up, since this tab never shows an unverified tile. The tab shows no
+    heatmap, so none is computed."""
+    for _ in range(GENERATION_TRIES):
+        result = verified_images(services, [tissue], seed=None, prefer="confident")[0]
+        if result.verified:
+            return result
     raise Refusal("No verified image could be made just now; please try again.")
 
 

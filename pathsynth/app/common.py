@@ -29,13 +29,15 @@ MODEL_EVENTS = {"concurrency_id": "model", "concurrency_limit": MODEL_CONCURRENC
 model_slots = threading.BoundedSemaphore(MODEL_CONCURRENCY)
 
 
-def verified_images(services, tissues: list[int], seed: int | None, on_progress=None) -> list:
+def verified_images(services, tissues: list[int], seed: int | None, on_progress=None,
+                    prefer: str | None = None) -> list:
     """Verified images of ``tissues`` for an event outside the "model" queue: unseeded, those the pool has ready
-    (no model call, no wait); the rest (all of them for a typed seed, which must reproduce its images) generated
-    now by the verifier, at most ``MODEL_CONCURRENCY`` at a time (``model_slots``). Their occlusion maps are left
-    to whoever shows one (computed once: ``services.explainer`` caches)."""
+    (no model call, no wait; ``prefer`` as ``VerifiedPool.take``); the rest (all of them for a typed seed, which
+    must reproduce its images) generated now by the verifier, at most ``MODEL_CONCURRENCY`` at a time
+    (``model_slots``). Their occlusion maps are left to whoever shows one (computed once: ``services.explainer``
+    caches)."""
     pooled = seed is None and services.pool is not None
-    results = services.pool.take(tissues) if pooled else [None] * len(tissues)
+    results = services.pool.take(tissues, prefer=prefer) if pooled else [None] * len(tissues)
     missing = [i for i, result in enumerate(results) if result is None]
     if missing:
         with model_slots:
