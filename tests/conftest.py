@@ -247,3 +247,23 @@ def fresh_accelerate_state():
     yield
     if "accelerate.state" in sys.modules:
         sys.modules["accelerate.state"].AcceleratorState._reset_state(reset_partial_state=True)
+
+
+# ------------------------------------------------------------------ tiny Stable Diffusion (test_sd_lora, test_sd_toolkit)
+
+@pytest.fixture(scope="module")
+def train_sd_lora():
+    """train/sd_lora.py loaded as a module, so its ``main`` runs in-process."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from tiny_sd import load_training_script
+
+    return load_training_script()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny random SD pipeline saved in diffusers layout (CPU, offline)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from tiny_sd import save_tiny_sd
+
+    return save_tiny_sd(tmp_path_factory.mktemp("tiny_sd"))

@@ -14,21 +14,11 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_sd import TINY_RESOLUTION, load_training_script, save_tiny_sd, tiny_config  # noqa: E402
+from tiny_sd import TINY_RESOLUTION, tiny_config  # noqa: E402
 
 from pathsynth.generators.sd_lora import (CAPTION_TEMPLATE, LORA_WEIGHTS_NAME, SDLoraGenerator, caption,  # noqa: E402
                                           caption_variants)
 from pathsynth.tissues import NUM_TISSUES, TISSUES  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def train_sd_lora():
-    return load_training_script()
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return save_tiny_sd(tmp_path_factory.mktemp("tiny_sd"))
 
 
 @pytest.fixture(scope="module")

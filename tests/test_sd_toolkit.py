@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_models import tiny_classifier  # noqa: E402
-from tiny_sd import (TINY_RESOLUTION, load_training_script, save_tiny_sd, tiny_config, tiny_text_encoder,  # noqa: E402
+from tiny_sd import (TINY_RESOLUTION, tiny_config, tiny_text_encoder,  # noqa: E402
                      tiny_tokenizer)
 
 from pathsynth.generators.sd_lora import LORA_WEIGHTS_NAME, SDLoraGenerator, caption, caption_variants  # noqa: E402
@@ -24,16 +24,6 @@ from pathsynth.generators.sd_toolkit import (FULL_UNET_DIR, TOKENS_WEIGHTS_NAME,
                                              VAE_REPORT_NAME, add_tissue_tokens, encode_prompts,
                                              reconstruction_metrics, tissue_token, visual_description)
 from pathsynth.tissues import LABELS, NUM_TISSUES, TISSUES  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def train_sd_lora():
-    return load_training_script()
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return save_tiny_sd(tmp_path_factory.mktemp("tiny_sd"))
 
 
 @pytest.fixture()
