@@ -55,7 +55,50 @@ PREFERENCES = (None, "confident", "borderline")  # which stocked image a request
 BORDERLINE_SHARE = 4  # default: a quarter of per_tissue extra borderline images per tissue (8 -> 2, under 4 -> 0)
 HUNT_TRIES = 12  # generator calls spent per tissue looking for a borderline image, renewed when one is taken
 
+QUIET_S = 0.25  # the filler starts a model call only after requests have been quiet this long ...
+MAX_YIELD_S = 5.0  # ... or after waiting this long (a busy app's stock still refills, slowly)
+
 Explain = Callable[[np.ndarray, int], np.ndarray]  # (image, tissue) -> heatmap in [0, 1] at the image's size
+
+
+class RequestActivity:
+    """Requests being served right now, and when the last one ended. The filler runs at the lowest CPU priority,
+    but the GIL knows no priorities: its Python between torch ops (the tiny U-Net's steps are mostly that) still
+    delays request threads, so it waits for a quiet moment before each model call (``wait_quiet``). Measured with
+    20 learners at once (scripts/load_test.py): without this, refills during the class were most of the app's CPU."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._active = 0
+        self._last_end = float("-inf")
+
+    @contextlib.contextmanager
+    def serving(self):
+        with self._lock:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+                self._last_end = time.monotonic()
+
+    def quiet(self, quiet_s: float = QUIET_S) -> bool:
+        with self._lock:
+            return self._active == 0 and time.monotonic() - self._last_end >= quiet_s
+
+    def wait_quiet(self, quiet_s: float = QUIET_S, max_wait_s: float = MAX_YIELD_S,
+                   stopped: threading.Event | None = None) -> bool:
+        """Block until no request has run for ``quiet_s`` seconds, at most ``max_wait_s``; returns whether it was."""
+        deadline = time.monotonic() + max_wait_s
+        while not self.quiet(quiet_s):
+            if time.monotonic() >= deadline or (stopped is not None and stopped.is_set()):
+                return False
+            time.sleep(0.05)
+        return True
+
+
+REQUESTS = RequestActivity()  # the app's handlers mark themselves (pathsynth.app.common.user_errors)
 
 
 def gradcam_explainer(classifier) -> Explain:
@@ -283,6 +326,7 @@ class VerifiedPool:
                     deficits[tissue] -= 1
         added = 0
         for tissue in wanted:  # one image per generator call: batch-mates shift pixels by rounding, and a pooled
+            REQUESTS.wait_quiet(stopped=self._stopped)
             verified = [r for r in self.make([tissue]) if r.verified]  # image's seed must reproduce it exactly
             with self._lock:  # unverified tries are never stocked
                 self._stock[tissue].extend(verified)
@@ -301,6 +345,7 @@ class VerifiedPool:
             return 0
         tissue = min(wanted, key=counts.get)
         self._hunt_tries[tissue] -= 1
+        REQUESTS.wait_quiet(stopped=self._stopped)
         found = [r for r in self.verifier.generate([tissue]) if r.verified and is_borderline(r)]
         found = explained(found, self.explainer)  # only the kept ones: an explanation costs more than a try
         with self._lock:
@@ -309,9 +354,12 @@ class VerifiedPool:
 
     def explain_ahead(self, queue: deque | None = None) -> int:
         """Explain the next queued (image, tissue) pair, if any (of ``queue``, by default the pairs given as
-        ``ahead``); returns how many were explained (0 or 1)."""
+        ``ahead``), after a quiet moment unless a quiz waits for it; returns how many were explained (0 or 1)."""
+        queue = self._ahead if queue is None else queue
+        if queue and queue is not self._urgent:
+            REQUESTS.wait_quiet(stopped=self._stopped)
         try:
-            image, tissue = (self._ahead if queue is None else queue).popleft()
+            image, tissue = queue.popleft()
         except IndexError:
             return 0
         self.explainer(image, tissue)

@@ -19,7 +19,8 @@ arguments, Gradio filling in the defaults of the rest, each learner its own sess
   error is ``success: false`` / an ``error`` in its output), plus the session's ``heartbeat`` stream, as
   gradio_client keeps one. The data list is built from the app's ``/config`` and ``/gradio_api/info`` exactly as
   gradio_client builds it (``construct_args`` for the parameters and their defaults, ``None`` for each ``gr.State``
-  input). Returned files are not downloaded: a timing is the server's answer.
+  input). Each answer's files (the images it shows) are then downloaded at once, as a browser showing it would,
+  inside the action's timing (``--no-files`` times the answer alone).
 * ``--client gradio``: one ``gradio_client.Client`` per learner, each in its own thread (the old way; it also
   downloads the returned images). Its threads, polling loops and downloads cost several times the CPU the app uses
   for the class (measured with 20 learners: 36.9 CPU-s for the clients against 7.7 for the app), so on a small
@@ -70,6 +71,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--client", choices=CLIENTS, default="http",
                         help="http: one asyncio loop speaking Gradio's queue protocol (default, light); "
                              "gradio: one gradio_client.Client per learner, in threads (heavy)")
+    parser.add_argument("--no-files", dest="files", action="store_false",
+                        help="http client: time each answer alone, without downloading its images as a browser does")
     parser.add_argument("--url", default=None, help="an app that is already running (default: start one)")
     parser.add_argument("--port", type=int, default=7871, help="port of the app this script starts")
     parser.add_argument("--pool-per-tissue", type=int, default=None, help="the started app's pool size per tissue")
@@ -159,7 +162,7 @@ def cpu_seconds(pid: int | None = None) -> float | None:
 
 
 def run_class(url: str, learners: int, questions: int, share: float, app_pid: int | None = None,
-              client: str = "http") -> tuple[dict, dict, float, dict]:
+              client: str = "http", files: bool = True) -> tuple[dict, dict, float, dict]:
     """The class, through ``client`` ("http" or "gradio"): (timings per action, errors per action, wall seconds,
     CPU seconds the clients and the app used during the class)."""
     if client not in CLIENTS:
@@ -172,7 +175,7 @@ def run_class(url: str, learners: int, questions: int, share: float, app_pid: in
         cpu.update(began=time.perf_counter(), clients=cpu_seconds(), app=cpu_seconds(app_pid) if app_pid else None)
 
     if client == "http":
-        asyncio.run(http_class(url, learners, questions, share, timings, errors, clock_starts))
+        asyncio.run(http_class(url, learners, questions, share, timings, errors, clock_starts, files))
     else:
         gradio_class(url, learners, questions, share, timings, errors, clock_starts)
     wall = time.perf_counter() - cpu.pop("began")
@@ -294,14 +297,36 @@ class HttpSession:
         raise ActionError("the event stream closed before the answer")
 
 
+def file_urls(data) -> list[str]:
+    """The URLs of the files in an answer's data (Gradio ``FileData``: images, galleries' images), which a browser
+    fetches to show the answer."""
+    if isinstance(data, dict):
+        if data.get("url") and "path" in data:
+            return [data["url"]]
+        return [url for value in data.values() for url in file_urls(value)]
+    if isinstance(data, (list, tuple)):
+        return [url for value in data for url in file_urls(value)]
+    return []
+
+
+async def fetch_files(http, data) -> None:
+    """Download every file of an answer, at once, as a browser showing it would (serving them is the app's work)."""
+    responses = await asyncio.gather(*(http.get(url, headers=API_HEADERS) for url in file_urls(data)))
+    failed = [r for r in responses if r.status_code != 200]
+    if failed:
+        raise ActionError(f"file download: HTTP {failed[0].status_code} for {failed[0].url}")
+
+
 async def http_learner(number: int, http, api: GradioApi, questions: int, share: float, start: asyncio.Event,
-                       timings: dict, errors: dict) -> None:
+                       timings: dict, errors: dict, files: bool = True) -> None:
     async with HttpSession(http, api) as session:
         await start.wait()
         for action, kwargs in session_plan(number, questions, share):
             began = time.perf_counter()
             try:
-                await session.call(ENDPOINTS[action], **kwargs)
+                data = await session.call(ENDPOINTS[action], **kwargs)
+                if files:
+                    await fetch_files(http, data)
             except Exception as error:  # a failed action is counted, and the session goes on
                 record_error(errors, action, error)
                 continue
@@ -309,14 +334,14 @@ async def http_learner(number: int, http, api: GradioApi, questions: int, share:
 
 
 async def http_class(url: str, learners: int, questions: int, share: float, timings: dict, errors: dict,
-                     clock_starts) -> None:
+                     clock_starts, files: bool = True) -> None:
     import httpx
 
     api = GradioApi.fetch(url)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)  # two streams per learner at most
     async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT_S, limits=limits) as http:
         start = asyncio.Event()
-        tasks = [asyncio.create_task(http_learner(i, http, api, questions, share, start, timings, errors))
+        tasks = [asyncio.create_task(http_learner(i, http, api, questions, share, start, timings, errors, files))
                  for i in range(learners)]
         await asyncio.sleep(0.5)  # the heartbeats connected, as the gradio clients are before the clock starts
         clock_starts()
@@ -387,14 +412,15 @@ def main(argv=None) -> int:
         else:
             process, url = start_app(args)
         timings, errors, wall, cpu = run_class(url, args.learners, args.questions, args.generated_share,
-                                               process.pid if process is not None else None, client=args.client)
+                                               process.pid if process is not None else None, client=args.client,
+                                               files=args.files)
     finally:
         if process is not None:
             process.terminate()
             process.wait(30)
     rows = summarise(timings, errors)
     print_table(rows)
-    result = {"client": args.client, "learners": args.learners, "questions": args.questions,
+    result = {"client": args.client, "files_downloaded": args.files or args.client == "gradio", "learners": args.learners, "questions": args.questions,
               "generated_share": args.generated_share, "url": args.url or "started here", "wall_s": round(wall, 2),
               "cpus": os.cpu_count(), "load_average_1min": os.getloadavg()[0], "machine": platform.node(), **cpu,
               "actions": rows,

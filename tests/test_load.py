@@ -83,6 +83,13 @@ def test_http_client_sends_what_gradio_client_sends(tiny_app, monkeypatch):
         "generate", "quiz_start", "answer", "next", "answer", "next"]
 
 
+def test_the_files_of_an_answer_are_found_wherever_gradio_puts_them():
+    image = {"path": "/tmp/a.png", "url": "http://app/gradio_api/file=/tmp/a.png", "meta": {"_type": "gradio.FileData"}}
+    gallery = [{"image": {**image, "url": "http://app/b"}, "caption": "x"}]
+    assert load_test.file_urls([image, "text", None, {"value": gallery}, 3]) == [image["url"], "http://app/b"]
+    assert load_test.file_urls([{"path": None}, "http://not-a-file"]) == []
+
+
 def test_http_class_keeps_each_quiz_and_reports_cpu(tiny_app):
     """Two learners, two questions (real tiles) through the light client: every action answered, none failed. An answer needs
     the session's quiz (the app refuses it with "Start a quiz first." otherwise, an error the client reports, as the

@@ -7,7 +7,7 @@ import pytest
 
 from pathsynth import quiz as Q
 from pathsynth.data import load_bundled_sample
-from pathsynth.pool import ExplanationCache, ExplanationFiles, VerifiedPool, verify_batch
+from pathsynth.pool import REQUESTS, ExplanationCache, ExplanationFiles, RequestActivity, VerifiedPool, verify_batch
 from pathsynth.tissues import NUM_TISSUES
 from pathsynth.verify import VerifiedImage, Verifier
 from tiny_models import tiny_classifier, tiny_generator
@@ -114,6 +114,31 @@ def test_background_filler_fills_refills_and_stops():
     finally:
         pool.stop(timeout=10)
     assert not pool._thread.is_alive()
+
+
+def test_request_activity_is_quiet_only_after_requests_end():
+    activity = RequestActivity()
+    assert activity.quiet(0.05)
+    with activity.serving():
+        assert not activity.quiet(0.0)
+        began = time.monotonic()
+        assert activity.wait_quiet(0.05, max_wait_s=0.2) is False  # gives up after max_wait_s
+        assert 0.15 <= time.monotonic() - began < 2
+    assert not activity.quiet(10)  # just ended
+    assert activity.wait_quiet(0.05, max_wait_s=2) is True
+
+
+def test_the_filler_waits_for_requests_to_end_before_a_model_call():
+    verifier = StubVerifier()
+    pool = VerifiedPool(verifier, per_tissue=1)
+    with REQUESTS.serving():  # a request is being served: the filler holds back (up to MAX_YIELD_S)
+        pool.start()
+        time.sleep(0.5)
+        assert verifier.calls == []
+    try:
+        assert pool.wait_full(timeout=30) and verifier.calls  # once quiet, it fills
+    finally:
+        pool.stop(timeout=10)
 
 
 def test_quiz_from_the_pool_generates_nothing_and_needs_no_model_call_to_answer():
@@ -302,3 +327,13 @@ def test_verify_batch_gives_each_request_what_it_gets_alone():
         assert result.probabilities == pytest.approx(alone.probabilities, abs=0.02)
     with pytest.raises(ValueError, match="one seed"):
         verify_batch(verifier, [0, 1], [1])
+
+
+def test_app_handlers_mark_themselves_as_requests():
+    from pathsynth.app.common import user_errors
+
+    @user_errors(outputs=1, status=0)
+    def handler():
+        return REQUESTS.quiet(0.0)
+
+    assert handler() is False and not REQUESTS.quiet(10) and REQUESTS.wait_quiet(0.05, max_wait_s=2)

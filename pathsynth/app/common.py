@@ -18,6 +18,7 @@ from gradio.data_classes import GradioRootModel
 
 from ..errors import DataUnavailableError, ModelFileError
 from ..images import INTERPOLATIONS
+from ..pool import REQUESTS
 from ..ui_helpers import escape_md
 
 logger = logging.getLogger("pathsynth.app")
@@ -124,7 +125,8 @@ def user_errors(outputs: int, status: int, clear: tuple[int, ...] = ()):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             try:
-                return fn(*args, **kwargs)
+                with REQUESTS.serving():  # the pool's filler waits for a quiet moment (pathsynth.pool)
+                    return fn(*args, **kwargs)
             except Exception as error:  # noqa: BLE001 - every failure becomes a message
                 message = user_message(error)
                 if message is None:

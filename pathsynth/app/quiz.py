@@ -305,7 +305,7 @@ def answer(services, session, choice, learner_name=None, profile: gr.OAuthProfil
     answer is saved to the learner's progress (the login on Spaces, else the typed name, else this browser's
     anonymous id; nobody: not saved). In an exam the verdict waits for the end."""
     session = _require(session)
-    look = look_from(zoom, interpolation, scale_bar)
+    look_from(zoom, interpolation, scale_bar)  # bad view settings are refused before the answer counts
     if choice is None or (isinstance(choice, str) and not choice.strip()):
         raise Refusal("Pick a tissue first.")
     learner = optional_learner(services, learner_name, profile, anon)  # a bad name is refused before anything changes
@@ -320,15 +320,15 @@ def answer(services, session, choice, learner_name=None, profile: gr.OAuthProfil
     next_label = "See results" if feedback.finished else "Next question"
     if session.exam:
         text = f"Answer saved: {DISPLAY_NAMES[feedback.chosen]}. Your results come at the end.{saved}"
-        return (session, question_image(look, item, services), gr.update(interactive=False),
-                gr.update(interactive=False),
+        return (session, gr.skip(), gr.update(interactive=False), gr.update(interactive=False),
                 gr.update(visible=True, value=next_label), text, None, _score_line(session), _status(session, feedback))
     verdict = "✅ **Correct!**" if feedback.correct else "❌ **Not quite.**"
     caption = caption_of(item)
     note = f"\n\n**Instructor's note:** {ui.escape_md(caption)}" if caption else ""
     text = (f"{verdict} The answer is **{DISPLAY_NAMES[feedback.answer]}**.{note}\n\n"
             f"{ui.escape_md(feedback.explanation)}{saved}")
-    return (session, question_image(look, item, services), gr.update(interactive=False), gr.update(interactive=False),
+    # the question's image stays as shown (gr.skip): an answer sends only what changed, the map and the verdict
+    return (session, gr.skip(), gr.update(interactive=False), gr.update(interactive=False),
             gr.update(visible=True, value=next_label), text, ready_overlay(services, item),
             _score_line(session), _status(session, feedback))
 
