@@ -399,7 +399,7 @@ def test_generated_questions_take_ready_pool_images_and_generate_the_rest_in_a_m
         return [fake_result(t) for t in tissues]
 
     stocked = {0}  # the pool has adipose tissue ready, nothing else
-    pool = SimpleNamespace(take=lambda tissues: [fake_result(t) if t in stocked else None for t in tissues])
+    pool = SimpleNamespace(take=lambda tissues, prefer=None: [fake_result(t) if t in stocked else None for t in tissues])
     services = SimpleNamespace(pool=pool, verifier=SimpleNamespace(generate=generate))
     assert [r.tissue for r in tab.verified_images(services, [0, 1, 0, 2], None)] == [0, 1, 0, 2]
     assert made == [([1, 2], None, True)]  # only what the pool lacked, inside a slot

@@ -259,7 +259,8 @@ def test_a_wrong_practice_answer_shows_a_real_example_of_both_tissues_at_the_que
     look = dict(zoom=2, smooth=True, scale_bar=True)
     assert np.array_equal(right["value"], display_image(services.real_images[4 * STROMA + 2], **look))
     assert np.array_equal(chosen["value"], display_image(services.real_images[4 * MUSCLE + 2], **look))
-    assert right["value"].shape == answered[1].shape  # the question's own rendering: same size, zoom, scale bar
+    question = tab.question_image(tab.look_from("2×", "smooth", True), session.questions[session.current], services)
+    assert right["value"].shape == question.shape  # the question's own rendering: same size, zoom, scale bar
     tab.next_question(session)
     tab.answer(services, session, "Adipose tissue")
     assert tab.pair_view(services, session)[0]["visible"] is False  # right answer: nothing to compare
