@@ -150,6 +150,11 @@ class TissueClassifier:
         # Temperature scaling (Guo et al. 2017), fitted on the held-out fold; 1.0 = the raw softmax.
         self.temperature = float(config.get("temperature", 1.0))
 
+    def to(self, device: str | torch.device) -> "TissueClassifier":
+        """Runs on ``device`` from now on; inputs are moved there and results come back as CPU arrays."""
+        self.model.to(device)
+        return self
+
     # --------------------------------------------------------------------------------------- I/O
     @classmethod
     def from_pretrained(cls, path: str | Path = DEFAULT_CLASSIFIER_DIR) -> "TissueClassifier":

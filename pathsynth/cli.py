@@ -211,7 +211,7 @@ def cmd_classify(args) -> dict:
     from .tissues import TISSUES
 
     images = _read_images(args.images)  # all files checked before the model loads
-    classifier = load_classifier(args.model or args.settings.classifier_dir)
+    classifier = load_classifier(args.model or args.settings.classifier_dir).to(args.settings.device)
     # A tile saved enlarged (e.g. `generate --scale 8`) is shrunk back exactly, so the answer does not depend on
     # the size it was saved at; other sizes are left to the classifier's own resizing.
     reduced = [undo_pixel_upscale(image, classifier.input_size) for image in images]
@@ -255,7 +255,7 @@ def cmd_evaluate_classifier(args) -> dict:
 
     if args.out:
         writable_dir(args.out)
-    classifier = load_classifier(args.model or args.settings.classifier_dir)
+    classifier = load_classifier(args.model or args.settings.classifier_dir).to(args.settings.device)
     size = args.size or classifier.input_size  # the classifier's own tile size unless asked otherwise
     if size != classifier.input_size:
         print(f"note: the classifier takes {classifier.input_size} px tiles; the {size} px images are resized",
@@ -276,7 +276,7 @@ def cmd_evaluate_generator(args) -> dict:
     shipped = default_verifier(args.backend, args.settings)
     size = getattr(shipped.generator, "output_size", 28)
     split = real_split(args.data, args.fold, size, args.max_real)  # refuses data of another size, naming the fix
-    evaluator = load_evaluator(args.evaluator)
+    evaluator = load_evaluator(args.evaluator).to(args.settings.device)
     check_sizes(shipped.generator, split, evaluator)  # before the loop's reference features are computed
     # The realism reference is the training fold only, so held-out images stay unseen by every part of the loop.
     verifier = Verifier(shipped.generator, shipped.classifier, split.train_images, split.train_labels,

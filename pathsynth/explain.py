@@ -44,7 +44,7 @@ def _target(classifier, x: torch.Tensor, target: int | None) -> int:
 
 def _to_image_size(attribution: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """(h, w) attribution -> [0, 1] map at the image's size; only positive evidence is kept."""
-    heat = F.interpolate(attribution[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
+    heat = F.interpolate(attribution[None, None].float().cpu(), size=size, mode="bilinear", align_corners=False)[0, 0]
     heat = heat.clamp_min(0)
     return (heat / heat.max()).numpy() if heat.max() > 0 else heat.numpy()
 

@@ -107,7 +107,7 @@ class Services:
 
         settings = settings or Settings.from_env()
         started = time.perf_counter()
-        classifier = load_classifier(settings.classifier_dir)
+        classifier = load_classifier(settings.classifier_dir).to(settings.device)
         generator = get_generator(settings=settings)
         real = load_real_tiles(settings, int(getattr(generator, "output_size", REAL_TILE_SIZE)))
         verifier = Verifier(generator, classifier, *(real.reference or (real.images, real.labels)))

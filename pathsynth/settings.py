@@ -52,6 +52,7 @@ INSTRUCTORS_ENV = "PATHSYNTH_INSTRUCTORS"
 SHARED_PASSWORD_ACCOUNT = "instructor"  # who the shared password signs in as (galleries' created_by, audit log)
 DATA_ENV = "PATHSYNTH_DATA"
 POOL_ENV = "PATHSYNTH_POOL_PER_TISSUE"
+DEVICE_ENV = "PATHSYNTH_DEVICE"
 DEFAULT_POOL_PER_TISSUE = 8  # verified images kept ready per tissue: a class of 20 starting at once draws ~3 each
 SPACES_DATA_DIR = Path("/data")  # Hugging Face Spaces' persistent storage, when the Space has it
 
@@ -130,6 +131,7 @@ class Settings:
     sd: StableDiffusionSettings = StableDiffusionSettings()
     assets: Path = ASSETS_DIR  # shipped data, models and reports (``$PATHSYNTH_ASSETS``)
     pool_per_tissue: int = DEFAULT_POOL_PER_TISSUE  # the app's stock of ready verified images (0: none)
+    device: str = "cpu"  # where the classifier, evaluator and embedded generator run (``resolve_device``)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -161,7 +163,30 @@ class Settings:
                 resolution=_number(get, "PATHSYNTH_SD_RESOLUTION", int), device=get("PATHSYNTH_SD_DEVICE")),
             assets=assets,
             pool_per_tissue=_pool_size(get),
+            device=resolve_device(get(DEVICE_ENV)),
         )
+
+
+def resolve_device(value: str | None) -> str:
+    """The torch device named by ``$PATHSYNTH_DEVICE``: ``cpu`` when unset, ``auto`` = the GPU when torch sees one
+    (else the CPU), or a device name (``cuda``, ``cuda:1``, ``mps``). One this machine lacks is refused at start,
+    naming what it has, rather than failing at the first image."""
+    import torch
+
+    name = (value or "cpu").strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"{DEVICE_ENV} must be cpu, auto, cuda, cuda:N or mps, got {value!r}") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        raise ValueError(f"{DEVICE_ENV}={value} but torch sees no {device.type} device here "
+                         f"(available: {', '.join(k for k, ok in available.items() if ok)}); use {DEVICE_ENV}=auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"{DEVICE_ENV}={value} but torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return str(device)
 
 
 def _pool_size(get) -> int:

@@ -219,4 +219,5 @@ def default_verifier(backend: str | None = None, settings=None) -> Verifier:
 
     settings = settings or Settings.from_env()
     images, labels = load_bundled_sample()
-    return Verifier(get_generator(backend, settings), load_classifier(settings.classifier_dir), images, labels)
+    classifier = load_classifier(settings.classifier_dir).to(settings.device)
+    return Verifier(get_generator(backend, settings), classifier, images, labels)

@@ -45,7 +45,7 @@ def get_generator(backend: str | None = None, settings: Settings | None = None) 
     settings = settings or Settings.from_env()
     backend = (backend or settings.backend).strip().lower()
     if backend == "embedded":
-        return load_embedded_generator(settings.generator_dir)
+        return load_embedded_generator(settings.generator_dir).to(settings.device)
     if backend in ("sd-lora", "sd_lora", "sdlora"):
         from .sd_lora import SDLoraGenerator
 

@@ -281,6 +281,12 @@ class EmbeddedGenerator(Generator):
         self._owner = threading.get_ident()
         self._local = threading.local()
 
+    def to(self, device: str | torch.device) -> "EmbeddedGenerator":
+        """Samples on ``device`` from now on (the UNet and discriminator move; every worker thread shares them).
+        The starting noise is still drawn on the CPU, so a seed gives the same tile on any device up to rounding."""
+        self.pipeline.to(device)
+        return self
+
     def _thread_pipeline(self) -> PathSynthPipeline:
         if threading.get_ident() == self._owner:
             return self.pipeline
