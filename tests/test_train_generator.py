@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from tiny_models import tiny_classifier, tiny_pipeline
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,3 +57,26 @@ def test_warm_start_accumulates_steps_and_draws_the_realism_curve(tmp_path):
 
     images = EmbeddedGenerator(PathSynthPipeline.from_pretrained(str(export)), num_inference_steps=2).generate([0], [1])
     assert images.shape == (1, 28, 28, 3)
+
+
+def test_average_snapshots_keeps_the_base_pipeline_and_means_the_unet_weights(tmp_path):
+    paths = []
+    for seed in range(3):
+        paths.append(tmp_path / f"snap{seed}")
+        tiny_pipeline(seed=seed).save_pretrained(str(paths[-1]))
+    (paths[2] / "training_summary.json").write_text(json.dumps({"total_steps": 30}))
+    out = tmp_path / "averaged"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(REPO / "train" / "average_snapshots.py"), str(paths[2]), str(out),
+                           str(paths[0]), str(paths[1]), "--include_base"],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    from pathsynth.generators.embedded import PathSynthPipeline
+
+    states = [PathSynthPipeline.from_pretrained(str(p)).unet.state_dict() for p in paths]
+    averaged = PathSynthPipeline.from_pretrained(str(out)).unet.state_dict()
+    for name, tensor in averaged.items():
+        assert torch.allclose(tensor, sum(s[name] for s in states) / 3, atol=1e-6), name
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["total_steps"] == 30 and len(summary["averaged_snapshots"]) == 3
