@@ -34,6 +34,11 @@ def matched_pick(tissues: np.ndarray, real_labels: np.ndarray, rng: np.random.Ge
             for i in rng.choice(np.flatnonzero(tissues == t), int((real_labels == t).sum()), replace=False)]
 
 
+def first_of_each(tissues: np.ndarray, counts) -> list[int]:
+    """The first ``counts[t]`` generated images of each tissue t."""
+    return [i for t in range(NUM_TISSUES) for i in np.flatnonzero(tissues == t)[:int(counts[t])]]
+
+
 def fid_spread(model_dir: str, evaluator, split, heldout: np.ndarray, train: np.ndarray) -> dict:
     tissues = np.repeat(np.arange(NUM_TISSUES), PER_CLASS)
     raw = generate_raw(EmbeddedGenerator(PathSynthPipeline.from_pretrained(model_dir)), tissues,
@@ -47,11 +52,9 @@ def fid_spread(model_dir: str, evaluator, split, heldout: np.ndarray, train: np.
         fids.append(fid)
         ratios.append(fid / M.frechet_distance(heldout[half_a], heldout[half_b]))
     # all generated images in the held-out tissue mix (5x its counts, at most 100 per tissue) vs the whole fold
-    whole = [i for t in range(NUM_TISSUES)
-             for i in np.flatnonzero(tissues == t)[:min(PER_CLASS, 5 * int((split.heldout_labels == t).sum()))]]
+    whole = first_of_each(tissues, np.minimum(PER_CLASS, 5 * np.bincount(split.heldout_labels, minlength=NUM_TISSUES)))
     # the training fold has fewer than PER_CLASS tiles of every tissue, so the first n of each tissue match it
-    train_matched = [i for t in range(NUM_TISSUES)
-                     for i in np.flatnonzero(tissues == t)[:int((split.train_labels == t).sum())]]
+    train_matched = first_of_each(tissues, np.bincount(split.train_labels, minlength=NUM_TISSUES))
     return {"fid_vs_train": float(M.frechet_distance(generated[train_matched], train)),
             "fid_mean": float(np.mean(fids)), "fid_sd": float(np.std(fids)), "ratio_mean": float(np.mean(ratios)),
             "fid_all_vs_heldout": float(M.frechet_distance(generated[whole], heldout)), "n_all": len(whole)}

@@ -14,13 +14,17 @@ REPO = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def run_training(*args: str) -> subprocess.CompletedProcess:
+def run_train_script(script: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, str(REPO / "train" / "generator.py"), "--threads", "1",
-                           "--sample_every", "1000", "--realism_per_class", "2", *args],
+    done = subprocess.run([sys.executable, str(REPO / "train" / script), *args],
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
+
+
+def run_training(*args: str) -> subprocess.CompletedProcess:
+    return run_train_script("generator.py", "--threads", "1", "--sample_every", "1000", "--realism_per_class", "2",
+                            *args)
 
 
 def test_boost_multiplies_the_sampling_weight_of_the_named_tissues():
@@ -66,11 +70,7 @@ def test_average_snapshots_keeps_the_base_pipeline_and_means_the_unet_weights(tm
         tiny_pipeline(seed=seed).save_pretrained(str(paths[-1]))
     (paths[2] / "training_summary.json").write_text(json.dumps({"total_steps": 30}))
     out = tmp_path / "averaged"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, str(REPO / "train" / "average_snapshots.py"), str(paths[2]), str(out),
-                           str(paths[0]), str(paths[1]), "--include_base"],
-                          capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_train_script("average_snapshots.py", str(paths[2]), str(out), str(paths[0]), str(paths[1]), "--include_base")
 
     from pathsynth.generators.embedded import PathSynthPipeline
 
