@@ -9,6 +9,7 @@ those tiles). All generators get the same seeds, so their figures pair up; the f
 2 between seed ranges (v2.7: 4.55 at seeds 0+, 6.51 at 20,000+, 6.57 at 50,000+).
 
     python scripts/fid_spread.py assets/models/generator runs/gen_v5_model
+    python scripts/fid_spread.py --training-tiles        # the real training tiles scored as a generator would be
 """
 
 from __future__ import annotations
@@ -60,14 +61,31 @@ def fid_spread(model_dir: str, evaluator, split, heldout: np.ndarray, train: np.
             "fid_all_vs_heldout": float(M.frechet_distance(generated[whole], heldout)), "n_all": len(whole)}
 
 
+def training_tiles_spread(split, heldout: np.ndarray, train: np.ndarray, splits: int = 16) -> dict:
+    """The half-split FID ratio of real training-fold tiles put where generated ones go (A's per-tissue counts vs
+    B): what a generator that drew exactly the training distribution would score, split by split."""
+    ratios = []
+    for seed in range(splits):
+        half_a, half_b = heldout_halves(split.heldout_labels, seed)
+        pick = matched_pick(split.train_labels, split.heldout_labels[half_a], np.random.default_rng(seed))
+        ratios.append(M.frechet_distance(train[pick], heldout[half_b]) / M.frechet_distance(heldout[half_a],
+                                                                                             heldout[half_b]))
+    return {"ratios": [round(r, 3) for r in ratios], "ratio_mean": float(np.mean(ratios)),
+            "ratio_median": float(np.median(ratios)), "share_above_1.5": float(np.mean(np.array(ratios) > 1.5))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("generators", nargs="+", help="generator directories (PathSynthPipeline)")
+    parser.add_argument("generators", nargs="*", help="generator directories (PathSynthPipeline)")
+    parser.add_argument("--training-tiles", action="store_true",
+                        help="also score the real training-fold tiles as if they were a generator's")
     parser.add_argument("--evaluator", default=None, help="evaluator network (default: assets/models/evaluator)")
     args = parser.parse_args()
     split, evaluator = real_split(), load_evaluator(args.evaluator)
     heldout = evaluator.features(split.heldout_images).astype(np.float64)
     train = evaluator.features(split.train_images).astype(np.float64)
+    if args.training_tiles:
+        print("training tiles", json.dumps(training_tiles_spread(split, heldout, train)), flush=True)
     for model_dir in args.generators:
         print(model_dir, json.dumps(fid_spread(model_dir, evaluator, split, heldout, train)), flush=True)
 

@@ -63,6 +63,7 @@ def main() -> None:
         print(f"{setting}: {ms:.0f} ms/img, macro-F1 {f1:.3f}, C2ST {point['c2st_balanced_accuracy']:.3f} "
               f"(worst {point['c2st_worst_tissue']} {point['c2st_worst_balanced_accuracy']:.3f}), "
               f"FID {point['fid']:.2f} / real {point['fid_real_baseline']:.2f}, "
+              f"whole-fold FID ratio {point['fid_whole_fold_ratio']:.3f}, "
               f"P/R {point['precision']:.2f}/{point['recall']:.2f}", flush=True)
 
 

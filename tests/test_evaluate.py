@@ -100,6 +100,28 @@ def test_fid_with_fewer_samples_than_dimensions_is_finite():
     assert M.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-5)
 
 
+def test_whole_fold_fid_compares_like_with_like():
+    """Generated features equal to the training tiles' score exactly the real baseline (ratio 1); a shifted copy
+    scores worse; both sides take the same per-tissue counts, capped by per_class."""
+    rng = np.random.default_rng(0)
+    train_labels = np.repeat(np.arange(NUM_TISSUES), [6, 5, 4, 6, 5, 4, 6, 5, 4])
+    heldout_labels = np.repeat(np.arange(NUM_TISSUES), 3)
+    split = P.RealSplit(np.zeros((len(train_labels), 2, 2, 3)), train_labels, np.zeros((len(heldout_labels), 2, 2, 3)),
+                        heldout_labels)
+    train = rng.normal(size=(len(train_labels), 4))
+    tissues = np.repeat(np.arange(NUM_TISSUES), 5)  # per_class 5: tissues with 6 training tiles use their first 5
+    # 5 generated per tissue: the training tiles themselves, padded with unused extras where a tissue has only 4
+    as_train = np.concatenate([np.concatenate([train[train_labels == t][:5], rng.normal(size=(5, 4))])[:5]
+                               for t in range(NUM_TISSUES)])
+    feats = {"train": train, "heldout": rng.normal(size=(len(heldout_labels), 4)), "raw": as_train}
+    same = P.whole_fold_fid(feats, tissues, split, per_class=5)
+    assert same["fid_whole_fold_ratio"] == pytest.approx(1.0)
+    assert same["fid_whole_fold_n_query"] == 5 * 3 + 5 * 3 + 4 * 3
+    shifted = P.whole_fold_fid(feats | {"raw": as_train + 2.0}, tissues, split, per_class=5)
+    assert shifted["fid_whole_fold"] > same["fid_whole_fold"] + 10
+    assert shifted["fid_whole_fold_real_baseline"] == pytest.approx(same["fid_whole_fold_real_baseline"])
+
+
 def test_kid_near_zero_for_identical_and_positive_for_shift():
     rng = np.random.default_rng(3)
     feats = rng.normal(size=(200, 16))
@@ -282,6 +304,9 @@ def test_evaluate_generator_end_to_end(tmp_path, real_split):
     assert set(result["per_class"]) == set(LABELS)
     assert 0 <= result["macro_f1_raw"] <= 1 and 0 <= result["near_copy_rate"] <= 1
     assert result["fid"] >= 0 and result["fid_real_baseline"] >= 0
+    assert result["fid_whole_fold"] >= 0 and result["fid_whole_fold_real_baseline"] >= 0
+    train_counts = np.bincount(real_split.train_labels, minlength=NUM_TISSUES)
+    assert result["fid_whole_fold_n_query"] == np.minimum(4, train_counts).sum()  # 4 per tissue, as training has
     assert 0 <= result["precision"] <= 1 and 0 <= result["recall"] <= 1
     assert 0 <= result["c2st_balanced_accuracy"] <= 1
     assert 0 <= result["cas_accuracy"] <= 1

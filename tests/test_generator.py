@@ -144,11 +144,11 @@ def test_worker_threads_sample_the_same_images_with_their_own_scheduler():
     from concurrent.futures import ThreadPoolExecutor
 
     gen = tiny_generator()
-    expected = gen.generate([1, 7], [5, 6])
+    expected = gen.generate([2, 7], [5, 6])
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda _: gen.generate([1, 7], [5, 6]), range(4)))
+        results = list(pool.map(lambda _: gen.generate([2, 7], [5, 6]), range(4)))
     assert all(np.array_equal(r, expected) for r in results)
-    assert np.array_equal(gen.generate([1, 7], [5, 6]), gen.pipeline([1, 7], generator=_seeded_list([5, 6]),
+    assert np.array_equal(gen.generate([2, 7], [5, 6]), gen.pipeline([2, 7], generator=_seeded_list([5, 6]),
                                                                        num_inference_steps=4, output_type="uint8").images)
 
 
@@ -166,3 +166,31 @@ def test_sde_solver_images_reproduce_from_their_own_seed():
     torch.manual_seed(123)  # the global RNG must not matter: each image's noise comes from its own seed
     alone = gen.generate([4], [11])
     assert np.array_equal(alone[0], pair[1])
+
+
+def test_background_gets_its_own_sampler_and_keeps_its_seed_in_a_mixed_batch():
+    gen = tiny_generator(steps=3)
+    # the shipped override, less discriminator guidance, which a pipeline without a discriminator cannot do
+    assert gen.pipeline.discriminator is None
+    assert gen.tissue_sampler[1] == {"num_inference_steps": 40, "guidance_scale": 1.0}
+    gen.tissue_sampler = {1: {"num_inference_steps": 5, "guidance_scale": 1.0}}
+    calls = []
+    render_group = gen._render_group
+
+    def recording(tissues, generators, **settings):
+        calls.append((tissues, settings))
+        return render_group(tissues, generators, **settings)
+
+    gen._render_group = recording
+    mixed = gen.generate(["TUM", "BACK", "ADI", "BACK"], [10, 11, 12, 13])
+    assert sorted(calls) == [([1, 1], {"guidance_scale": 1.0, "num_inference_steps": 5}), ([8, 0], {})]
+    # each image is the one its tissue and seed give alone, wherever it sat in the batch
+    assert np.array_equal(gen.generate(["BACK"], [13])[0], mixed[3])
+    assert np.array_equal(gen.generate(["TUM"], [10])[0], mixed[0])
+    # the override really changes the background tile, and a caller's explicit settings win over it
+    gen.tissue_sampler = {}
+    assert not np.array_equal(gen.generate(["BACK"], [13])[0], mixed[3])
+    gen.tissue_sampler = {1: {"num_inference_steps": 5}}
+    calls.clear()
+    gen.render(["BACK"], [13], num_inference_steps=3)
+    assert calls == [([1], {"num_inference_steps": 3})]

@@ -327,6 +327,8 @@ COMPARED_FIGURES = {
     "generator": "backend", "image_size": "tile size (px)", "n_generated": "images generated",
     "c2st_balanced_accuracy": "C2ST balanced accuracy (0.5 = indistinguishable)", "c2st_auc": "C2ST AUC",
     "fid": "FID, evaluator features, raw", "fid_real_baseline": "FID real-vs-real", "fid_ratio": "FID ratio",
+    "fid_whole_fold": "FID vs the whole held-out fold, raw", "fid_whole_fold_real_baseline": "its real-vs-real",
+    "fid_whole_fold_ratio": "FID ratio, whole held-out fold",
     "precision": "precision, raw", "recall": "recall, raw", "macro_f1_raw": "macro-F1, raw (paper protocol)",
     "macro_f1_verified": "macro-F1, verified", "first_try_acceptance": "first-try acceptance",
     "near_copy_rate": "near-copy rate", "cas_accuracy": "CAS accuracy",
@@ -368,6 +370,10 @@ def generator_markdown(r: dict) -> str:
         "C2ST balanced accuracy (0.5 = indistinguishable)": (r["c2st_balanced_accuracy"], f"AUC {r['c2st_auc']:.3f}"),
         "FID, evaluator features, raw": (r["fid"], f"real-vs-real {r['fid_real_baseline']:.3f} "
                                                    f"(ratio {r['fid_ratio']:.2f})"),
+        "FID, evaluator features, raw, whole held-out fold": (
+            r.get("fid_whole_fold"), f"real-vs-real {r.get('fid_whole_fold_real_baseline', float('nan')):.3f} "
+                                     f"(ratio {r.get('fid_whole_fold_ratio') or float('nan'):.2f}); "
+                                     f"n = {r.get('fid_whole_fold_n_query')} vs {r['n_heldout']}"),
         "FID, evaluator features, verified": (r["fid_verified"], f"n = {r['fid_n_query']} vs {r['fid_n_reference']}"),
         "KID, raw": (r["kid"], f"± {r['kid_std']:.4f}; real-vs-real {r['kid_real_baseline']:.4f}"),
         "precision / recall, raw": (r["precision"], f"recall {r['recall']:.3f}; real-vs-real "
