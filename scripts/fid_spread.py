@@ -21,7 +21,7 @@ import numpy as np
 
 from pathsynth.evaluation import load_evaluator
 from pathsynth.evaluation import metrics as M
-from pathsynth.evaluation.protocol import generate_raw, heldout_halves, real_split
+from pathsynth.evaluation.protocol import generate_raw, heldout_halves, matched_query, real_split
 from pathsynth.generators.embedded import EmbeddedGenerator, PathSynthPipeline
 from pathsynth.tissues import NUM_TISSUES
 
@@ -35,9 +35,17 @@ def matched_pick(tissues: np.ndarray, real_labels: np.ndarray, rng: np.random.Ge
             for i in rng.choice(np.flatnonzero(tissues == t), int((real_labels == t).sum()), replace=False)]
 
 
-def first_of_each(tissues: np.ndarray, counts) -> list[int]:
-    """The first ``counts[t]`` generated images of each tissue t."""
-    return [i for t in range(NUM_TISSUES) for i in np.flatnonzero(tissues == t)[:int(counts[t])]]
+def half_split_fids(features: np.ndarray, labels: np.ndarray, split, heldout: np.ndarray,
+                    splits: int) -> tuple[list[float], list[float]]:
+    """FID of ``features`` (labelled ``labels``, picked at random in half A's tissue counts) vs half B, and its
+    ratio to the real baseline A vs B, for ``splits`` stratified half-splits of the held-out fold."""
+    fids, ratios = [], []
+    for seed in range(splits):
+        half_a, half_b = heldout_halves(split.heldout_labels, seed)
+        pick = matched_pick(labels, split.heldout_labels[half_a], np.random.default_rng(seed))
+        fids.append(M.frechet_distance(features[pick], heldout[half_b]))
+        ratios.append(fids[-1] / M.frechet_distance(heldout[half_a], heldout[half_b]))
+    return fids, ratios
 
 
 def fid_spread(model_dir: str, evaluator, split, heldout: np.ndarray, train: np.ndarray) -> dict:
@@ -45,17 +53,11 @@ def fid_spread(model_dir: str, evaluator, split, heldout: np.ndarray, train: np.
     raw = generate_raw(EmbeddedGenerator(PathSynthPipeline.from_pretrained(model_dir)), tissues,
                        range(len(tissues)), progress=True)
     generated = evaluator.features(raw).astype(np.float64)
-    fids, ratios = [], []
-    for seed in range(SPLITS):
-        half_a, half_b = heldout_halves(split.heldout_labels, seed)
-        pick = matched_pick(tissues, split.heldout_labels[half_a], np.random.default_rng(seed))
-        fid = M.frechet_distance(generated[pick], heldout[half_b])
-        fids.append(fid)
-        ratios.append(fid / M.frechet_distance(heldout[half_a], heldout[half_b]))
+    fids, ratios = half_split_fids(generated, tissues, split, heldout, SPLITS)
     # all generated images in the held-out tissue mix (5x its counts, at most 100 per tissue) vs the whole fold
-    whole = first_of_each(tissues, np.minimum(PER_CLASS, 5 * np.bincount(split.heldout_labels, minlength=NUM_TISSUES)))
+    whole = matched_query(tissues, np.tile(split.heldout_labels, 5), PER_CLASS)
     # the training fold has fewer than PER_CLASS tiles of every tissue, so the first n of each tissue match it
-    train_matched = first_of_each(tissues, np.bincount(split.train_labels, minlength=NUM_TISSUES))
+    train_matched = matched_query(tissues, split.train_labels, PER_CLASS)
     return {"fid_vs_train": float(M.frechet_distance(generated[train_matched], train)),
             "fid_mean": float(np.mean(fids)), "fid_sd": float(np.std(fids)), "ratio_mean": float(np.mean(ratios)),
             "fid_all_vs_heldout": float(M.frechet_distance(generated[whole], heldout)), "n_all": len(whole)}
@@ -64,12 +66,7 @@ def fid_spread(model_dir: str, evaluator, split, heldout: np.ndarray, train: np.
 def training_tiles_spread(split, heldout: np.ndarray, train: np.ndarray, splits: int = 16) -> dict:
     """The half-split FID ratio of real training-fold tiles put where generated ones go (A's per-tissue counts vs
     B): what a generator that drew exactly the training distribution would score, split by split."""
-    ratios = []
-    for seed in range(splits):
-        half_a, half_b = heldout_halves(split.heldout_labels, seed)
-        pick = matched_pick(split.train_labels, split.heldout_labels[half_a], np.random.default_rng(seed))
-        ratios.append(M.frechet_distance(train[pick], heldout[half_b]) / M.frechet_distance(heldout[half_a],
-                                                                                             heldout[half_b]))
+    _, ratios = half_split_fids(train, split.train_labels, split, heldout, splits)
     return {"ratios": [round(r, 3) for r in ratios], "ratio_mean": float(np.mean(ratios)),
             "ratio_median": float(np.median(ratios)), "share_above_1.5": float(np.mean(np.array(ratios) > 1.5))}
 

@@ -169,9 +169,7 @@ def feature_realism_stage(feats: dict[str, np.ndarray], tissues: np.ndarray, spl
         pr = M.generative_precision_recall(reference, query_feats)
         result[f"precision{suffix}"], result[f"recall{suffix}"] = pr["precision"], pr["recall"]
     result["fid_ratio"] = result["fid"] / result["fid_real_baseline"] if result["fid_real_baseline"] else None
-    if "train" in feats:
-        result |= whole_fold_fid(feats, tissues, split, per_class)
-    return result
+    return result | whole_fold_fid(feats, tissues, split, per_class)
 
 
 def whole_fold_fid(feats: dict[str, np.ndarray], tissues: np.ndarray, split: RealSplit, per_class: int) -> dict:
@@ -181,9 +179,8 @@ def whole_fold_fid(feats: dict[str, np.ndarray], tissues: np.ndarray, split: Rea
     training tiles themselves score 0.6-4x their baseline over different splits. Here the generated images in
     the training fold's tissue mix (up to ``per_class`` each) and as many real training tiles of each tissue are
     both compared with all held-out tiles: the same sizes, mix and reference, so the ratio is generated vs real."""
-    counts = np.minimum(per_class, np.bincount(split.train_labels, minlength=NUM_TISSUES))
-    generated = np.concatenate([np.flatnonzero(tissues == t)[:counts[t]] for t in range(NUM_TISSUES)])
-    real = np.concatenate([np.flatnonzero(split.train_labels == t)[:counts[t]] for t in range(NUM_TISSUES)])
+    generated = matched_query(tissues, split.train_labels, per_class)
+    real = matched_query(split.train_labels, split.train_labels, per_class)
     fid = M.frechet_distance(feats["raw"][generated], feats["heldout"])
     baseline = M.frechet_distance(feats["train"][real], feats["heldout"])
     return {"fid_whole_fold": fid, "fid_whole_fold_real_baseline": baseline,

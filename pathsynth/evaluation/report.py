@@ -371,9 +371,9 @@ def generator_markdown(r: dict) -> str:
         "FID, evaluator features, raw": (r["fid"], f"real-vs-real {r['fid_real_baseline']:.3f} "
                                                    f"(ratio {r['fid_ratio']:.2f})"),
         "FID, evaluator features, raw, whole held-out fold": (
-            r.get("fid_whole_fold"), f"real-vs-real {r.get('fid_whole_fold_real_baseline', float('nan')):.3f} "
-                                     f"(ratio {r.get('fid_whole_fold_ratio') or float('nan'):.2f}); "
-                                     f"n = {r.get('fid_whole_fold_n_query')} vs {r['n_heldout']}"),
+            r["fid_whole_fold"], f"real-vs-real {r['fid_whole_fold_real_baseline']:.3f} "
+                                 f"(ratio {r['fid_whole_fold_ratio']:.2f}); n = {r['fid_whole_fold_n_query']} vs "
+                                 f"{r['n_heldout']}"),
         "FID, evaluator features, verified": (r["fid_verified"], f"n = {r['fid_n_query']} vs {r['fid_n_reference']}"),
         "KID, raw": (r["kid"], f"± {r['kid_std']:.4f}; real-vs-real {r['kid_real_baseline']:.4f}"),
         "precision / recall, raw": (r["precision"], f"recall {r['recall']:.3f}; real-vs-real "

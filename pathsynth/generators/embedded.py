@@ -314,19 +314,17 @@ class EmbeddedGenerator(Generator):
         """One batch; tissues with their own sampler settings (``tissue_sampler``) are drawn in their own group,
         unless the caller fixes the settings. Each image keeps its own generator, so a seed gives the same tile
         in any batch."""
-        explicit = {"guidance_scale": guidance_scale, "num_inference_steps": num_inference_steps}
+        explicit = {key: value for key, value in
+                    (("guidance_scale", guidance_scale), ("num_inference_steps", num_inference_steps))
+                    if value is not None}
         groups: dict[tuple, list[int]] = {}
         for i, tissue in enumerate(tissues):
-            settings = {**self.tissue_sampler.get(tissue, {}), **{k: v for k, v in explicit.items() if v is not None}}
+            settings = {**self.tissue_sampler.get(tissue, {}), **explicit}
             groups.setdefault(tuple(sorted(settings.items())), []).append(i)
-        if len(groups) == 1:
-            return self._render_group(tissues, generators, **dict(next(iter(groups))))
-        out = None
-        for key, members in groups.items():
-            images = self._render_group([tissues[i] for i in members], [generators[i] for i in members], **dict(key))
-            out = images.new_empty((len(tissues), *images.shape[1:])) if out is None else out
-            out[members] = images
-        return out
+        images = torch.cat([self._render_group([tissues[i] for i in members], [generators[i] for i in members],
+                                               **dict(key)) for key, members in groups.items()])
+        drawn_order = [i for members in groups.values() for i in members]
+        return images[torch.as_tensor(np.argsort(drawn_order))]
 
     def _render_group(self, tissues: list[int], generators: list[torch.Generator], guidance_scale: float | None = None,
                       num_inference_steps: int | None = None, discriminator_weight: float | None = None) -> torch.Tensor:
