@@ -136,17 +136,16 @@ def measure_cold_start(code: str = COLD_START_CODE, timeout: float = 600.0) -> d
 
 
 def _sample_images(n: int, seed: int, size: int = 28) -> np.ndarray:
-    """``size`` px tiles for classifier timing: the bundled sample's real ones (resized when ``size`` is not their
-    28 px) when it is there, otherwise random ones."""
-    try:
-        from .data import load_bundled_sample
-        from .images import resize_tensor, tensor_to_uint8, uint8_to_tensor
+    """``size`` px tiles for classifier timing: this machine's real ones (resized when ``size`` is not their
+    28 px) when there are any, otherwise random ones."""
+    from .data import local_display_tiles
+    from .images import resize_tensor, tensor_to_uint8, uint8_to_tensor
 
-        images, _ = load_bundled_sample()
-        images = np.resize(images, (n, *images.shape[1:]))
-        return images if images.shape[1] == size else tensor_to_uint8(resize_tensor(uint8_to_tensor(images), size))
-    except Exception:
+    real = local_display_tiles()
+    if real is None:
         return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    images = np.resize(real[0], (n, *real[0].shape[1:]))
+    return images if images.shape[1] == size else tensor_to_uint8(resize_tensor(uint8_to_tensor(images), size))
 
 
 RESOLVER_PHRASES = (
@@ -254,11 +253,12 @@ def _warm_quiz_services(verifier, classifier, questions: int, per_tissue: int, s
     from .pool import ExplanationCache, VerifiedPool, gradcam_explainer
     from .services import Services, quiz_tiles_ahead
 
-    try:
-        from .data import load_bundled_sample
+    from .data import local_display_tiles
 
-        images, labels = load_bundled_sample()
-    except Exception:  # no bundled sample: random tiles, labels spread over the tissues
+    real = local_display_tiles()
+    if real is not None:
+        images, labels = real
+    else:  # no data on this machine: random tiles, labels spread over the tissues
         images = np.random.default_rng(seed).integers(0, 256, (20 * NUM_TISSUES, 28, 28, 3), dtype=np.uint8)
         labels = np.arange(len(images)) % NUM_TISSUES
     labels = np.asarray(labels).reshape(-1)

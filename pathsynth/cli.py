@@ -23,7 +23,7 @@ MAX_REPEATS = 1_000
 MAX_SD_STEPS = 50
 GENERATE_BATCH = 64  # images verified and written per step of `generate`
 MAX_AUDIT_ROWS = 100_000
-MAX_REAL, MAX_REAL_DEFAULT = 100_000, 2_000  # real images per side of a generator evaluation (the bundled sample: 640)
+MAX_REAL, MAX_REAL_DEFAULT = 100_000, 2_000  # real images per side of a generator evaluation (the 800-tile sample: 640)
 
 
 class Parser(argparse.ArgumentParser):
@@ -233,20 +233,19 @@ def cmd_classify(args) -> dict:
 
 
 def _load_eval_data(args, size: int):
-    """(images, labels, source) for ``evaluate classifier``: the held-out fold of the bundled sample (28 px) by
-    default, else the named split of ``--data`` at ``size`` px (an npz of another size is refused)."""
-    from .data import BUNDLED_SAMPLE, load_npz, load_pathmnist, train_val_split
+    """(images, labels, source) for ``evaluate classifier``: the ``--split`` of ``--data`` (default
+    ``$PATHSYNTH_DATA``, else medmnist) at ``size`` px; a train-only npz (like the 800-tile sample the shipped
+    models were trained on) gives its held-out fold 0 (never trained on). An npz of another size is refused."""
+    from .data import display_split, load_npz, load_pathmnist, train_val_split
 
-    if args.data is None:  # default: the held-out fold of the bundled sample (never trained on)
-        if size != 28:
-            raise UsageError(f"the bundled sample is 28 px but {size} px tiles are needed: pass --data medmnist "
-                             f"(PathMNIST at {size} px) or an npz of {size} px tiles")
-        images, labels = load_npz(BUNDLED_SAMPLE, "train")
+    data = args.data or args.settings.data or "medmnist"
+    if data == "medmnist":
+        return (*load_pathmnist(args.split, size, data), f"medmnist:{args.split}")
+    if display_split(data) == "train":  # no val or test split: the project's held-out fold
+        images, labels = load_npz(data, "train", size)
         _, val_idx = train_val_split(labels)
-        return images[val_idx], labels[val_idx], f"{BUNDLED_SAMPLE.name} validation fold 0"
-    if args.data != "medmnist":
-        return (*load_npz(args.data, args.split, size), f"{args.data}:{args.split}")
-    return (*load_pathmnist(args.split, size, args.data), f"{args.data}:{args.split}")
+        return images[val_idx], labels[val_idx], f"{Path(data).name} validation fold 0"
+    return (*load_npz(data, args.split, size), f"{data}:{args.split}")
 
 
 def cmd_evaluate_classifier(args) -> dict:
@@ -445,6 +444,14 @@ def cmd_app(args) -> dict:
 def _instructors_parser(sub, add) -> None:
     """``pathsynth instructors add|passwd|disable|enable|list|audit`` (``add`` makes a subcommand, as in
     ``build_parser``)."""
+    data = sub.add_parser("data", help="where real tiles come from; download PathMNIST",
+                          description="No dataset ships with PathSynth: real tiles come from $PATHSYNTH_DATA (a local "
+                                      "npz), else medmnist's file under $PATHSYNTH_MEDMNIST_ROOT (~/.medmnist).")
+    dsub = data.add_subparsers(dest="action", required=True)
+    for action, func, text in (("download", cmd_data_download, "download medmnist's PathMNIST file once (progress bar)"),
+                               ("status", cmd_data_status, "where the app's real tiles come from (downloads nothing)")):
+        add(action, func, text, dsub).add_argument("--size", type=int, choices=[28, 64, 128, 224], default=28,
+                                                   help="tile size in px (default 28, the shipped models')")
     instructors = sub.add_parser("instructors", help="instructor accounts (name + password) and the audit log",
                                  description="Instructor accounts in the app's database ($PATHSYNTH_HOME or "
                                              "$PATHSYNTH_DATABASE_URL) and the log of their writes.")
@@ -465,10 +472,29 @@ def _instructors_parser(sub, add) -> None:
     p.add_argument("--actor", default=None, help="only this instructor's writes")
 
 
+def cmd_data_download(args) -> dict:
+    from .data import download_pathmnist
+
+    path = download_pathmnist(args.size, args.settings.medmnist_root)
+    return {"path": str(path)}, f"PathMNIST ({args.size} px) is at {path}: the app shows real tiles after a restart"
+
+
+def cmd_data_status(args) -> dict:
+    """Where the app's real tiles would come from now (nothing is downloaded)."""
+    from .data import DataUnavailableError, display_split, local_pathmnist_file, no_real_tiles_message
+
+    try:
+        path = local_pathmnist_file(args.size, args.settings.data, args.settings.medmnist_root)
+    except DataUnavailableError as error:
+        return {"path": None, "split": None, "reason": str(error)}, f"{no_real_tiles_message(args.size)} ({error})"
+    split = display_split(path)
+    return {"path": str(path), "split": split}, f"real tiles: the {split} split of {path}"
+
+
 def _real_data_arguments(p) -> None:
     """The real images a generator is measured against: the data it was trained on, at the generator's tile size."""
     p.add_argument("--data", default=None, help="the generator's training data: npz in medmnist layout or 'medmnist' "
-                   "(default: the bundled 28 px sample); loaded at the generator's tile size")
+                   "(default: $PATHSYNTH_DATA, else medmnist); loaded at the generator's tile size")
     p.add_argument("--fold", type=whole_number(0, 4, "a fold"), default=0, help="held-out fold of a train-only npz")
     p.add_argument("--max-real", type=whole_number(2, MAX_REAL), default=MAX_REAL_DEFAULT,
                    help=f"at most this many training and held-out real images each (stratified; default "
@@ -509,7 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="evaluate the classifier or the generator")
     esub = evaluate.add_subparsers(dest="target", required=True)
     p = add("classifier", cmd_evaluate_classifier, "accuracy, macro-F1, AUC, per-class scores, confusion matrix", esub)
-    p.add_argument("--data", default=None, help="npz in medmnist layout, or 'medmnist' (default: bundled held-out fold)")
+    p.add_argument("--data", default=None, help="npz in medmnist layout, or 'medmnist' (default: $PATHSYNTH_DATA, else medmnist; a train-only "
+                   "npz gives its held-out fold 0)")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--size", type=whole_number(1, 224, "an image size"), default=None, choices=[28, 64, 128, 224],
                    help="tile size of the data (default: the classifier's own input size)")

@@ -1,5 +1,9 @@
 """PathMNIST data: medmnist downloads or local npz files, stratified folds, histology augmentations.
 
+No dataset ships with PathSynth. Real tiles come from, in this order: ``$PATHSYNTH_DATA`` (a local npz in
+medmnist's layout, any size), else medmnist's own file under ``$PATHSYNTH_MEDMNIST_ROOT`` (``pathsynth data
+download`` fetches it once, with a progress bar); with neither, what needs real tiles is off and says so.
+
 Images are returned as ``uint8`` arrays ``(N, H, W, 3)`` and labels as ``int64`` arrays ``(N,)``, the
 medmnist layout. Augmentations work on float tensors in [0, 1], ``(C, H, W)`` or batched ``(B, C, H, W)``.
 """
@@ -15,18 +19,24 @@ from torch import nn
 
 from .errors import DataUnavailableError
 from .images import tensor_to_uint8 as to_uint8, uint8_to_tensor as to_tensor
-from .settings import ASSETS_DIR, DATA_ENV as DATA_ENV_VAR
+from .settings import DATA_ENV as DATA_ENV_VAR
 from .tissues import NUM_TISSUES
 
 __all__ = ["DataUnavailableError", "load_npz", "npz_image_size", "check_npz_size", "load_medmnist", "load_pathmnist",
-           "load_bundled_sample", "load_npz_head", "local_pathmnist_file", "stratified_folds", "stratified_subset",
+           "download_pathmnist", "load_npz_head", "local_pathmnist_file", "display_split", "load_display_tiles",
+           "local_display_tiles", "data_source_name",
+           "no_real_tiles_message", "stratified_folds", "stratified_subset",
            "train_val_split", "load_training_data",
            "to_tensor", "to_uint8", "dihedral", "RandomDihedral", "RandomHEDJitter", "RandomScale",
            "train_augmentation"]
 
-BUNDLED_SAMPLE = ASSETS_DIR / "data" / "pathmnist_train_0000_0799.npz"
 SPLITS = ("train", "val", "test")
 SIZES = (28, 64, 128, 224)
+# The real tiles the app shows: the first split a file has, never-trained-on first (medmnist's full file: the
+# official test split), at most MAX_DISPLAY_TILES of them in the split's tissue mix.
+DISPLAY_SPLITS = ("test", "val", "train")
+MAX_DISPLAY_TILES = 800
+MEDMNIST_SIZE_MB = {28: 206, 64: 1300, 128: 5100, 224: 12800}  # about, per medmnist's PathMNIST files
 
 
 def load_npz(path: str | os.PathLike, split: str = "train", size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -120,16 +130,39 @@ def load_pathmnist(split: str = "train", size: int = 28, data: str | os.PathLike
     except Exception as error:  # network failures surface as many exception types
         raise DataUnavailableError(
             f"PathMNIST '{split}' ({size}px) is not available: medmnist could not load it "
-            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no detail'}). "
+            f"({type(error).__name__}: {_first_line(error)}). "
             f"Either connect to the internet so medmnist can download it, or pass a local npz in "
-            f"medmnist layout with --data PATH or the env var {DATA_ENV_VAR}=PATH "
-            f"(a real 800-image sample of 28 px tiles ships at {BUNDLED_SAMPLE})."
+            f"medmnist layout with --data PATH or the env var {DATA_ENV_VAR}=PATH."
         ) from None
 
 
-def load_bundled_sample() -> tuple[np.ndarray, np.ndarray]:
-    """The 800 real PathMNIST train images shipped with the repo (works offline)."""
-    return load_npz(BUNDLED_SAMPLE, "train")
+def download_pathmnist(size: int = 28, root: str | os.PathLike | None = None) -> Path:
+    """medmnist's PathMNIST file of ``size`` px in ``root`` (default ``$PATHSYNTH_MEDMNIST_ROOT``), downloaded once
+    with medmnist's progress bar; ``DataUnavailableError`` saying why when it cannot be (no network, say)."""
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {SIZES}, got {size}")
+    root = Path(root or _settings().medmnist_root).expanduser()
+    target = root / medmnist_file_name(size)
+    if npz_image_size(target, "test") == size:  # medmnist's files hold every split
+        return target
+    try:
+        load_medmnist("test", size, root, download=True)
+    except Exception as error:  # network failures surface as many exception types
+        raise DataUnavailableError(f"could not download PathMNIST ({size} px, about {MEDMNIST_SIZE_MB[size]} MB) "
+                                   f"to {root}: {_first_line(error)}") from None
+    return target
+
+
+def _first_line(error: Exception) -> str:
+    """An exception's first non-empty line (medmnist's start with a newline), or its type's name."""
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+
+
+def no_real_tiles_message(size: int = 28) -> str:
+    """One line: why real tiles are off and how to turn them on."""
+    return (f"Real tiles are off: no PathMNIST file of {size} px tiles on this machine. Run `pathsynth data download` "
+            f"(about {MEDMNIST_SIZE_MB.get(size, '?')} MB, once) or set {DATA_ENV_VAR} to an npz in medmnist's layout, "
+            f"then restart the app.")
 
 
 def load_npz_head(path: str | os.PathLike, count: int, split: str = "train",
@@ -186,6 +219,80 @@ def local_pathmnist_file(size: int, data: str | os.PathLike | None = None,
     raise DataUnavailableError(f"no local PathMNIST file of {size} px tiles: tried {'; '.join(tried)}")
 
 
+def display_split(path: str | os.PathLike) -> str:
+    """The split of an npz the app shows real tiles from: its test split, else val, else train."""
+    import zipfile
+
+    if not Path(path).is_file():
+        raise DataUnavailableError(f"data file not found: {path}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = set(archive.namelist())
+    except (OSError, zipfile.BadZipFile) as error:
+        raise DataUnavailableError(f"cannot read {path} as an npz archive: {error}") from error
+    for split in DISPLAY_SPLITS:
+        if {f"{split}_images.npy", f"{split}_labels.npy"} <= members:
+            return split
+    raise DataUnavailableError(f"{path} has none of the splits {', '.join(DISPLAY_SPLITS)}")
+
+
+def load_display_tiles(path: str | os.PathLike, size: int | None = None,
+                       count: int = MAX_DISPLAY_TILES) -> tuple[np.ndarray, np.ndarray, str]:
+    """(images, labels, split): at most ``count`` tiles of :func:`display_split`'s split in its tissue mix
+    (seeded, in file order), reading only those tiles' bytes (a 224 px test split is 1 GB)."""
+    import zipfile
+
+    split = display_split(path)
+    if size is not None:
+        check_npz_size(path, split, size)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            labels = _npy_head(archive, f"{split}_labels.npy", np.iinfo(np.int64).max).reshape(-1).astype(np.int64)
+            picked = stratified_subset(labels, count)
+            images = _npy_rows(archive, f"{split}_images.npy", picked)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DataUnavailableError(f"cannot read {path} as an npz archive: {error}") from error
+    images, labels = _check(images, labels[picked], str(path))
+    return images, labels, split
+
+
+def data_source_name(data: str | os.PathLike | None) -> str:
+    """What training data was used, for model cards and metadata: the npz's file name or "medmnist"."""
+    data = data if data is not None else (_settings().data or "medmnist")
+    return "medmnist" if str(data) == "medmnist" else Path(data).name
+
+
+def local_display_tiles(size: int = 28) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`load_display_tiles` of this machine's PathMNIST file of ``size`` px (``$PATHSYNTH_DATA``, else
+    medmnist's file; nothing is downloaded), or None when there is none."""
+    settings = _settings()
+    try:
+        images, labels, _ = load_display_tiles(local_pathmnist_file(size, settings.data, settings.medmnist_root), size)
+    except DataUnavailableError:
+        return None
+    return images, labels
+
+
+def _npy_rows(archive, member: str, rows: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """Rows ``rows`` (sorted) of an ``.npy`` inside a zip, streamed in chunks up to the last one needed."""
+    with archive.open(member) as handle:
+        major, _ = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(handle)
+        if fortran_order or dtype.hasobject or not shape:
+            raise ValueError(f"{member}: only C-ordered numeric arrays can be read in part")
+        row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        out, start = [], 0
+        end = int(rows[-1]) + 1 if len(rows) else 0
+        while start < end:
+            stop = min(start + chunk, end)
+            block = np.frombuffer(handle.read((stop - start) * row_bytes), dtype).reshape(stop - start, *shape[1:])
+            wanted = rows[(rows >= start) & (rows < stop)] - start
+            out.append(block[wanted].copy())
+            start = stop
+        return np.concatenate(out) if out else np.zeros((0, *shape[1:]), dtype)
+
+
 def _settings():
     from .settings import Settings
 
@@ -236,10 +343,11 @@ def load_training_data(data: str | os.PathLike | None, size: int = 28, fold: int
                        seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Train/val arrays of ``size`` px tiles for a training script.
 
-    A source with an official val split (medmnist, or an npz holding ``val_*``) uses it; a train-only npz
-    (like the bundled sample, 28 px) is split into stratified folds and fold ``fold`` is held out.
+    ``data``: an npz, ``"medmnist"``, or None for ``$PATHSYNTH_DATA`` (else medmnist). A source with an official
+    val split (medmnist, or an npz holding ``val_*``) uses it; a train-only npz (like the 800-tile sample the
+    shipped models were trained on) is split into stratified folds and fold ``fold`` is held out.
     """
-    data = data if data is not None else (_settings().data or BUNDLED_SAMPLE)
+    data = data if data is not None else (_settings().data or "medmnist")
     images, labels = load_pathmnist("train", size, data)
     if str(data) == "medmnist":
         return {"train": (images, labels), "val": load_pathmnist("val", size, data)}

@@ -30,7 +30,7 @@ def microns_per_pixel(size: int) -> float:
     return PATHMNIST_TILE_UM / size
 
 
-UM_PER_PIXEL = microns_per_pixel(28)  # the shipped models' tiles (and the bundled sample): 4 um per pixel
+UM_PER_PIXEL = microns_per_pixel(28)  # the shipped models' tiles (PathMNIST at 28 px): 4 um per pixel
 
 
 def to_rgb_uint8(image) -> np.ndarray:

@@ -158,7 +158,7 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
 
     ``verifier.generate(tissues, seed=...)`` supplies the generated tiles; any it could not verify are
     replaced by real tiles, so a student is never graded on an image the classifier rejected. Real tiles
-    come from ``real_images``/``real_labels`` (the bundled sample), restricted to ``tissues`` by their answer
+    come from ``real_images``/``real_labels`` (none without data: every tile is then generated), restricted to ``tissues`` by their answer
     key, and are never repeated. ``real_probabilities`` (``classifier.predict_proba(real_images)``, cached by
     the caller) saves classifying them again. ``seed`` (or ``rng``) makes the quiz reproducible.
 
@@ -180,6 +180,11 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
     reproducible = seed is not None or rng is not None  # else a pool may hand out ready images
     rng = rng if rng is not None else np.random.default_rng(seed)
     real_images, real_labels = _check_real(real_images, real_labels, real_probabilities, real_ids)
+    no_real = len(real_images) == 0  # no data on this machine: every tile is generated
+    if no_real:
+        if verifier is None:
+            raise ValueError("there are no real tiles on this machine, so a quiz needs generated ones")
+        share = 1.0
     plan = None if difficulty == "mixed" else tissue_plan(n, wanted, difficulty, rng)
     n_generated = int(round(n * share)) if verifier is not None else 0
     questions, missing = [], []  # missing: tissues whose generated tile was not verified (or did not suit)
@@ -192,7 +197,12 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
         questions, missing = _generated(verifier, requested, generation_seed if reproducible else None, difficulty,
                                         progress)
     n_real = n - len(questions)
-    if n_real:
+    if n_real and no_real:  # nothing real to stand in for the tiles not asked or not verified: generate them now
+        questions.extend(_generated_instead_of_real(verifier, n_real, for_real + missing, wanted, rng, reproducible,
+                                                    difficulty, progress))
+        if not questions:
+            raise ValueError("no verified generated image could be made for this quiz just now; please try again")
+    elif n_real:
         if plan is None:
             picked = _pick_real(n_real, classifier, real_images, real_labels, wanted, rng, real_probabilities)
         else:  # the plan's other tissues, and those a generated tile could not be asked for
@@ -276,13 +286,29 @@ def mixed_request(n_generated: int, wanted: list[int], rng: np.random.Generator,
     return requested
 
 
+def _generated_instead_of_real(verifier, count: int, tissues: list[int], wanted: list[int], rng: np.random.Generator,
+                               reproducible: bool, difficulty: str, progress, rounds: int = 2) -> list[Question]:
+    """Up to ``count`` generated questions made now (``tissues`` first, then tissues drawn from ``wanted``), for a
+    quiz with no real tiles to fill its gaps; what is still not verified after ``rounds`` draws is left out."""
+    tissues = [*tissues, *(int(t) for t in rng.choice(wanted, size=count))][:count]
+    questions: list[Question] = []
+    for _ in range(rounds):
+        if not tissues:
+            break
+        seed = int(rng.integers(MAX_SEED + 1)) if reproducible else None
+        made, tissues = _generated(verifier, tissues, seed, difficulty, progress, take=False)
+        questions.extend(made)
+    return questions
+
+
 def _generated(verifier, requested: list[int], seed: int | None, difficulty: str,
-               progress) -> tuple[list[Question], list[int]]:
-    """(questions of the verified generated tiles that suit ``difficulty``, the tissues of the others)."""
+               progress, take: bool = True) -> tuple[list[Question], list[int]]:
+    """(questions of the verified generated tiles that suit ``difficulty``, the tissues of the others). ``take``:
+    an unseeded request to a pool takes stocked images only; else it generates what it lacks."""
     from .pool import VerifiedPool
 
     prefer = POOL_PREFERENCE[difficulty]
-    if seed is None and isinstance(verifier, VerifiedPool):  # stocked images only: None where a tissue ran out
+    if seed is None and take and isinstance(verifier, VerifiedPool):  # stocked images only: None where a tissue ran out
         results = verifier.take(requested, prefer)
     else:
         extra = {"prefer": prefer} if prefer and isinstance(verifier, VerifiedPool) else {}

@@ -4,9 +4,11 @@
 the gallery store and the real quiz tiles with their classifier probabilities (the quiz's answer keys), and
 by default a pool of verified images made ahead (``pathsynth.pool``, ``$PATHSYNTH_POOL_PER_TISSUE``), whose
 filler also explains the real tiles ahead (a few per tissue first, then the whole sample), so quizzes and answers
-find every heatmap made. The real tiles are those of the generator's size (``load_real_tiles``): the bundled
-800-tile sample for the shipped 28 px models; for a larger generator the first 800 tiles of a local PathMNIST file of
-that size, else the bundled tiles upsampled, with a note saying they show less detail (``real_tiles_note``). The
+find every heatmap made. The real tiles are those of the generator's size (``load_real_tiles``): up to 800 tiles of
+a local PathMNIST file (``$PATHSYNTH_DATA``, else medmnist's download), from its test split when it has one; for a
+larger generator with only a 28 px file, those upsampled, with a note saying they show less detail
+(``real_tiles_note``); with no file at all, none: what needs real tiles says why it is off (``real_tiles_off``),
+everything else works, and the verifier's realism check uses the reference shipped with the classifier. The
 probabilities take an 8x-TTA pass over 800 tiles, so they are cached on disk (``shared_cache_dir``), keyed by the
 hashes of the classifier's files and of the tiles: a restart reads them in milliseconds. The real tiles' heatmaps
 (~3 s of a core each, ~40 min for the sample) are kept there too, one file per tile, keyed by the classifier's
@@ -35,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 CACHE_DIR = "cache"
 REAL_AHEAD_PER_TISSUE = 5  # real quiz tiles explained first per tissue (an explanation takes ~3 s on one core)
-REAL_TILE_SIZE = 28  # px of the bundled sample and the shipped models' tiles
+REAL_TILE_SIZE = 28  # px of the shipped models' tiles and of the smallest PathMNIST file
 DIGEST_LENGTH = 20  # hex digits of a cache key
 UPSAMPLED_NOTE = ("The real tiles are {source} px tiles upsampled to {size} px: they show less detail than the "
                   "generated ones.")
@@ -47,12 +49,13 @@ class Services:
     verifier: object  # pathsynth.verify.Verifier: the generator and the classifier
     resolver: object  # pathsynth.resolver.TissueResolver
     store: object  # pathsynth.gallery.GalleryStore
-    real_images: np.ndarray  # the real quiz tiles at the generator's size: uint8 (N, S, S, 3) (28 px: bundled sample)
+    real_images: np.ndarray  # the real quiz tiles at the generator's size: uint8 (N, S, S, 3); N = 0 without data
     real_labels: np.ndarray
     real_probabilities: np.ndarray  # the classifier's (N, 9) probabilities for real_images
     pool: object | None = None  # pathsynth.pool.VerifiedPool: verified images made ahead (None: generate on demand)
     explanations: object | None = None  # pathsynth.pool.ExplanationCache: each heatmap computed once (made if None)
     real_tiles_note: str = ""  # for the app: what to know about the real tiles (set when they are upsampled)
+    real_tiles_off: str = ""  # for the app: why there are no real tiles and how to get them ("": there are)
 
     def __post_init__(self):
         if self.explanations is None:
@@ -103,15 +106,18 @@ class Services:
         from .gallery import GalleryStore
         from .generators import get_generator
         from .resolver import TissueResolver
-        from .verify import Verifier
+        from .verify import Verifier, realism_reference
 
         settings = settings or Settings.from_env()
         started = time.perf_counter()
+        warm_imports()
         classifier = load_classifier(settings.classifier_dir).to(settings.device)
         generator = get_generator(settings=settings)
         real = load_real_tiles(settings, int(getattr(generator, "output_size", REAL_TILE_SIZE)))
-        verifier = Verifier(generator, classifier, *(real.reference or (real.images, real.labels)))
-        classifier_hash = hashed_files(*model_files(settings.classifier_dir))  # read once: it names both caches
+        classifier_hash = hashed_files(*model_files(settings.classifier_dir))  # read once: it names the caches
+        reference = realism_reference(settings.classifier_dir, classifier, *(real.reference or (real.images, real.labels)),
+                                      source=real.source, classifier_digest=classifier_hash.hexdigest()[:DIGEST_LENGTH])
+        verifier = Verifier(generator, classifier, reference=reference)
         probabilities = cached_probabilities(classifier, real.images, shared_cache_dir(settings),
                                              key=real_tiles_digest(classifier_hash, real))
         fingerprint = explanation_fingerprint(settings.classifier_dir, classifier_hash.hexdigest()[:DIGEST_LENGTH])
@@ -122,7 +128,22 @@ class Services:
                 if per_tissue else None)
         logger.info("models ready after %.1f s (pool: %s per tissue)", time.perf_counter() - started, per_tissue)
         return cls(settings, verifier, resolver, store, real.images, real.labels, probabilities, pool, explanations,
-                   real.note)
+                   real.note, real.off)
+
+
+# Modules the library imports lazily inside request handlers and the pool's filler. Two threads importing one of
+# them at once can see it half-initialised (matplotlib, through captum, once failed a fresh start's first
+# instructor request with "module 'matplotlib' has no attribute 'get_data_path'"): import them before serving.
+LAZY_MODULES = ("matplotlib", "matplotlib.figure", "matplotlib.colors", "captum.attr", "genanki", "torchstain",
+                "sklearn.metrics", "sklearn.model_selection", "scipy.stats", "scipy.optimize", "fsrs")
+
+
+def warm_imports(modules=LAZY_MODULES) -> None:
+    """Import ``modules`` now, in this one thread, so no two request threads ever import one at the same time."""
+    import importlib
+
+    for name in modules:
+        importlib.import_module(name)
 
 
 def start_pool(verifier, explanations, per_tissue: int, images: np.ndarray, labels: np.ndarray,
@@ -140,50 +161,50 @@ def start_pool(verifier, explanations, per_tissue: int, images: np.ndarray, labe
 
 @dataclass(frozen=True)
 class RealTiles:
-    """The real tiles quizzes show beside generated ones, at the generator's tile size."""
+    """The real tiles quizzes show beside generated ones, at the generator's tile size (none without data)."""
 
     images: np.ndarray  # uint8 (N, S, S, 3)
     labels: np.ndarray
-    source: str  # "bundled", the npz they were read from, or "bundled, upsampled to S px"
+    source: str  # the file and split they were read from ("upsampled to S px" added), or "none"
     note: str = ""  # what a trainee should know about them ("": nothing)
     reference: tuple | None = None  # the verifier's realism reference (images, labels) when not these tiles
+    off: str = ""  # why there are none and how to get them ("": there are)
 
 
 def load_real_tiles(settings: Settings, size: int) -> RealTiles:
-    """Real tiles of ``size`` px, as many as the bundled sample has: the bundled sample itself at 28 px; else the
-    first ones of a local PathMNIST file of that size (``settings.data``, or medmnist's download; nothing is
-    downloaded here), else the bundled tiles upsampled (logged, with a note for the app): a trainee compares real
-    and generated tiles at one magnification, if with less detail in the real ones."""
-    from .data import DataUnavailableError, load_bundled_sample, load_npz_head, local_pathmnist_file
+    """Real tiles of ``size`` px (:func:`~pathsynth.data.load_display_tiles`: up to 800 of a file's test split, else
+    val, else train) from a local PathMNIST file of that size (``settings.data``, else medmnist's download; nothing
+    is downloaded here); else those of a 28 px file upsampled (logged, with a note for the app: a trainee compares
+    real and generated tiles at one magnification, if with less detail in the real ones); else none, with the
+    line that says how to get them."""
+    from .data import DataUnavailableError, local_pathmnist_file, load_display_tiles, no_real_tiles_message
     from .images import resize_batch
 
-    images, labels = load_bundled_sample()
-    if size == images.shape[1]:
-        return RealTiles(images, labels, "bundled")
-    try:
-        path = local_pathmnist_file(size, settings.data, settings.medmnist_root)
-        tiles, tile_labels = load_npz_head(path, len(labels), size=size)
-        if len(tiles):
-            logger.info("real quiz tiles: the first %d %d px tiles of %s", len(tiles), size, path)
-            return RealTiles(tiles, tile_labels, str(path))
-        reason = f"{path} holds no tiles"
-    except DataUnavailableError as error:
-        reason = str(error)
-    logger.warning("real quiz tiles: the bundled %d px sample upsampled to %d px (%s). For real %d px tiles, set "
-                   "%s to an npz of them or let medmnist download them once.", images.shape[1], size, reason, size,
-                   DATA_ENV)
-    # realism is still judged against the bundled tiles themselves (Verifier.at_reference_size), not blurred copies
-    return RealTiles(resize_batch(images, size), labels, f"bundled, upsampled to {size} px",
-                     UPSAMPLED_NOTE.format(size=size, source=images.shape[1]), reference=(images, labels))
+    reasons = []
+    for file_size in dict.fromkeys((size, REAL_TILE_SIZE)):
+        try:
+            path = local_pathmnist_file(file_size, settings.data, settings.medmnist_root)
+            images, labels, split = load_display_tiles(path, file_size)
+        except DataUnavailableError as error:
+            reasons.append(str(error))
+            continue
+        source = f"{path} ({split} split)"
+        if file_size == size:
+            logger.info("real quiz tiles: %d %d px tiles of %s", len(images), size, source)
+            return RealTiles(images, labels, source)
+        logger.warning("real quiz tiles: %d px tiles of %s upsampled to %d px (%s). For real %d px tiles, set %s to an "
+                       "npz of them or let medmnist download them once.", file_size, source, size, reasons[0], size,
+                       DATA_ENV)
+        # realism is judged against the 28 px tiles themselves (Verifier.at_reference_size), not blurred copies
+        return RealTiles(resize_batch(images, size), labels, f"{source}, upsampled to {size} px",
+                         UPSAMPLED_NOTE.format(size=size, source=file_size), reference=(images, labels))
+    off = no_real_tiles_message(size)
+    logger.warning("%s (%s)", off, "; ".join(reasons))
+    return RealTiles(np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.int64), "none", off=off)
 
 
 def real_tiles_digest(classifier_hash, real: RealTiles) -> str:
-    """The real tiles' probabilities cache key: the classifier's files and the tiles. The bundled sample is keyed by
-    its file (the name the 28 px app always used); other tiles by their size and bytes, so they never read its cache."""
-    from .data import BUNDLED_SAMPLE
-
-    if real.source == "bundled":
-        return hashed_files(BUNDLED_SAMPLE, digest=classifier_hash.copy()).hexdigest()[:DIGEST_LENGTH]
+    """The real tiles' probabilities cache key: the classifier's files and the tiles' size, bytes and labels."""
     digest = classifier_hash.copy()
     digest.update(repr(real.images.shape).encode())
     digest.update(np.ascontiguousarray(real.images).tobytes())
@@ -274,6 +295,10 @@ def cached_probabilities(classifier, images: np.ndarray, cache_dir: Path, *input
 
     The cache is only an optimisation: an unreadable or unwritable cache falls back to computing.
     """
+    if not len(images):  # no real tiles: nothing to classify
+        from .tissues import NUM_TISSUES
+
+        return np.zeros((0, NUM_TISSUES), np.float32)
     path = Path(cache_dir) / f"real_probabilities-{key or file_digest(*inputs)}.npy"
     try:
         cached = np.load(path)

@@ -9,8 +9,10 @@ an image that never passes is returned with ``verified=False`` — never silentl
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -19,6 +21,9 @@ from .generators.base import MAX_SEED
 from .tissues import TISSUE_INDICES, tissue_index
 
 ProgressCallback = Callable[[float, str], None]
+REFERENCE_NAME = "realism_reference.safetensors"  # beside the classifier's weights: features of real tiles, no pixels
+REFERENCE_TILES = 800  # real tiles whose features make the shipped realism reference (the 800-tile sample: all)
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,6 +84,88 @@ class RealismCheck:
         return scores
 
 
+@dataclass(frozen=True)
+class RealismReference:
+    """What the realism check needs from real tiles: their classifier features and labels (derived numbers, no
+    pixels), the tile size they were taken at and where they came from. Shipped beside the classifier."""
+
+    features: np.ndarray  # (N, D) float
+    labels: np.ndarray  # (N,) int64
+    size: int  # px of the real tiles: larger generated images are shrunk to it before their features are taken
+    source: str = ""
+
+    @classmethod
+    def from_tiles(cls, classifier, images: np.ndarray, labels: np.ndarray, source: str = "") -> "RealismReference":
+        images = np.asarray(images)
+        return cls(classifier.features(images), np.asarray(labels).reshape(-1).astype(np.int64),
+                   int(images.shape[1]), source)
+
+    def save(self, classifier_dir: str | Path) -> Path:
+        """Write it beside the classifier's weights (fp16 features), named by their digest so stale ones are known."""
+        import torch
+        from safetensors.torch import save_file
+
+        path = Path(classifier_dir) / REFERENCE_NAME
+        save_file({"features": torch.from_numpy(np.ascontiguousarray(self.features, np.float16)),
+                   "labels": torch.from_numpy(np.ascontiguousarray(self.labels, np.int64))}, str(path),
+                  metadata={"classifier": _classifier_digest(classifier_dir), "size": str(self.size),
+                            "source": self.source})
+        return path
+
+    @classmethod
+    def load(cls, classifier_dir: str | Path, classifier_digest: str | None = None) -> "RealismReference | None":
+        """The reference shipped with the classifier in ``classifier_dir``; None when there is none or it was made
+        for other weights (logged). ``classifier_digest``: the digest of its files, when the caller has it."""
+        from safetensors import safe_open
+
+        path = Path(classifier_dir) / REFERENCE_NAME
+        if not path.is_file():
+            return None
+        with safe_open(str(path), framework="numpy") as handle:
+            meta = handle.metadata() or {}
+            if meta.get("classifier") != (classifier_digest or _classifier_digest(classifier_dir)):
+                logger.warning("%s was made for other classifier weights: ignored (remake it with "
+                               "python train/realism_reference.py)", path)
+                return None
+            features, labels = handle.get_tensor("features"), handle.get_tensor("labels")
+        return cls(features.astype(np.float32), labels.astype(np.int64), int(meta.get("size", 28)),
+                   meta.get("source", ""))
+
+
+def reference_from_splits(classifier, splits: dict, source: str = "",
+                          count: int = REFERENCE_TILES) -> RealismReference:
+    """The reference a training script ships: ``count`` tiles of the training data (``load_training_data``'s
+    train and val splits together), in its tissue mix."""
+    from .data import stratified_subset
+
+    images = np.concatenate([splits[name][0] for name in ("train", "val")])
+    labels = np.concatenate([splits[name][1] for name in ("train", "val")])
+    keep = stratified_subset(labels, count)
+    return RealismReference.from_tiles(classifier, images[keep], labels[keep], source)
+
+
+def _classifier_digest(classifier_dir: str | Path) -> str:
+    from .classifier import model_files
+    from .services import file_digest
+
+    return file_digest(*model_files(classifier_dir))
+
+
+def realism_reference(classifier_dir: str | Path, classifier, images: np.ndarray | None = None,
+                      labels: np.ndarray | None = None, source: str = "",
+                      classifier_digest: str | None = None) -> RealismReference | None:
+    """The verifier's realism reference: the one shipped with the classifier, else one taken from real tiles when
+    there are any, else None (the realism check is then off, and the log says how to turn it on)."""
+    shipped = RealismReference.load(classifier_dir, classifier_digest)
+    if shipped is not None:
+        return shipped
+    if images is not None and labels is not None and len(images):
+        return RealismReference.from_tiles(classifier, images, labels, source)
+    logger.warning("realism check off: %s has no %s and no real tiles are available (python "
+                   "train/realism_reference.py --data PATH makes one)", classifier_dir, REFERENCE_NAME)
+    return None
+
+
 def _pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T
     return np.sqrt(np.maximum(sq, 0))
@@ -89,7 +176,8 @@ class Verifier:
 
     def __init__(self, generator, classifier, reference_images: np.ndarray | None = None,
                  reference_labels: np.ndarray | None = None, threshold: float = 0.5,
-                 realism_threshold: float = 0.01, max_attempts: int = 5, batch_size: int = 64):
+                 realism_threshold: float = 0.01, max_attempts: int = 5, batch_size: int = 64,
+                 reference: RealismReference | None = None):
         if not 0.0 <= threshold <= 1.0 or not 0.0 <= realism_threshold <= 1.0:
             raise ValueError("threshold and realism_threshold must lie in [0, 1]")
         if max_attempts < 1 or batch_size < 1:
@@ -98,9 +186,11 @@ class Verifier:
         self.threshold, self.realism_threshold, self.max_attempts = threshold, realism_threshold, max_attempts
         self.batch_size = batch_size  # generator calls are chunked: one huge batch runs slower on a CPU
         self.realism, self.reference_size = None, None
-        if reference_images is not None and reference_labels is not None:
-            self.reference_size = int(np.asarray(reference_images).shape[1])
-            self.realism = RealismCheck(classifier.features(reference_images), np.asarray(reference_labels))
+        if reference is None and reference_images is not None and reference_labels is not None:
+            reference = RealismReference.from_tiles(classifier, reference_images, reference_labels)
+        if reference is not None:  # real tiles' features: shipped with the classifier, or taken from tiles here
+            self.reference_size = reference.size
+            self.realism = RealismCheck(reference.features, reference.labels)
 
     def judge(self, images: np.ndarray, tissues: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(probabilities, realism scores, accepted mask) for images meant to show ``tissues``."""
@@ -118,7 +208,7 @@ class Verifier:
 
     def at_reference_size(self, images: np.ndarray) -> np.ndarray:
         """``images`` shrunk to the realism reference's tile size when larger: realism compares like with like, so
-        a 64 px model checked against the bundled 28 px tiles is not scored down for being sharper than them."""
+        a 64 px model checked against a 28 px reference is not scored down for being sharper than them."""
         if self.reference_size is None or images.shape[1] <= self.reference_size:
             return images
         from .images import resize_tensor, tensor_to_uint8, uint8_to_tensor
@@ -208,16 +298,15 @@ def attempt_seed(base_seed: int, slot: int, attempt: int) -> int:
 
 
 def default_verifier(backend: str | None = None, settings=None) -> Verifier:
-    """The configured classifier + generator with the bundled real images as realism reference (loads them:
-    call once and keep it; the app's :class:`~pathsynth.services.Services` does). The bundled tiles are 28 px:
-    a larger generator's images are checked for realism at 28 px (:meth:`Verifier.at_reference_size`) and for
-    their tissue at the classifier's own size."""
+    """The configured classifier + generator, checked for realism against the reference shipped with the classifier
+    (:func:`realism_reference`; call once and keep it: the app's :class:`~pathsynth.services.Services` does). The
+    shipped reference is of 28 px tiles: a larger generator's images are checked for realism at 28 px
+    (:meth:`Verifier.at_reference_size`) and for their tissue at the classifier's own size."""
     from .classifier import load_classifier
-    from .data import load_bundled_sample
     from .generators import get_generator
     from .settings import Settings
 
     settings = settings or Settings.from_env()
-    images, labels = load_bundled_sample()
     classifier = load_classifier(settings.classifier_dir).to(settings.device)
-    return Verifier(get_generator(backend, settings), classifier, images, labels)
+    reference = realism_reference(settings.classifier_dir, classifier)
+    return Verifier(get_generator(backend, settings), classifier, reference=reference)

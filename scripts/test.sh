@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install PathSynth with its test extras, Debian's Chromium (browser test) and PostgreSQL (the storage tests run
 # on SQLite and on a private PostgreSQL server that tests/conftest.py starts as the postgres user), then test.
+# No test downloads anything. With PATHSYNTH_DATA naming a PathMNIST npz (CI: ../shared/data's 800-tile sample)
+# the real-data tests run too; without it they are skipped and the app under test runs with no real tiles.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 apt_install() {
@@ -20,6 +22,8 @@ if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v in
         echo "note: PostgreSQL missing: its storage tests skip (fail under CI); apt-get install postgresql" >&2
     fi
 fi
+if [ -n "${PATHSYNTH_DATA:-}" ]; then echo "real-data tests on: PATHSYNTH_DATA=$PATHSYNTH_DATA"; else
+    echo "real-data tests skipped: set PATHSYNTH_DATA to a PathMNIST npz to run them"; fi
 python3 -m pip install -q -e ".[test]"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False
 python3 -m pytest -q -p no:cacheprovider "$@"

@@ -142,8 +142,11 @@ def test_the_app_draws_from_a_pool_by_default(tmp_path):
     with pytest.raises(ValueError, match="PATHSYNTH_POOL_PER_TISSUE"):
         Settings.from_env({"PATHSYNTH_POOL_PER_TISSUE": "-1"})
     classifier_dir, generator_dir = save_tiny_models(tmp_path / "models")
+    from sample_tiles import sample_npz
+
     settings = Settings.from_env({"PATHSYNTH_CLASSIFIER": str(classifier_dir), "PATHSYNTH_HOME": str(tmp_path),
-                                  "PATHSYNTH_GENERATOR": str(generator_dir)})
+                                  "PATHSYNTH_GENERATOR": str(generator_dir),
+                                  "PATHSYNTH_DATA": str(sample_npz(tmp_path / "tiles.npz"))})
     built = Services.build(settings)
     try:
         assert built.pool is not None and built.images is built.pool and built.pool.per_tissue == 8

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from sample_tiles import needs_real_data
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -136,6 +137,7 @@ def test_about_tab(page, artifacts_dir):
     page.screenshot(path=str(artifacts_dir / "tab_about.png"), full_page=True)
 
 
+@needs_real_data  # a real tile half the time: without data the tab says it is off (test_offline)
 def test_learner_tabs_challenge_then_progress(page, artifacts_dir):
     """Real or synthetic? counts a named learner's guess; My progress shows that learner's quiz answers."""
     open_tab(page, "Real or synthetic?")

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sample_tiles import needs_real_data, real_data_file
 from test_browser import CHROMIUM, TIMEOUT_MS, browser  # noqa: F401  (browser: the shared fixture)
 
 VIEWPORTS = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1400, "height": 1000}}
@@ -117,6 +118,7 @@ def assert_names_nothing(page, grader_names) -> None:
     assert not any(word.lower() in name or word.lower() in alt for word in grader_names), (name, alt)
 
 
+@needs_real_data  # real examples of both tissues: without data there are none (test_offline)
 @pytest.mark.parametrize("device", ["phone", "desktop"])
 def test_a_missed_question_beside_real_examples_at_phone_and_desktop_width(browser, running_app, grader,
                                                                           artifacts_dir, device):
@@ -217,7 +219,8 @@ def test_the_browser_remembers_the_learner_across_reloads(browser, running_app, 
     assert other.locator("#quiz-learner textarea, #quiz-learner input").first.input_value() == ""
     assert name_box.input_value() == "Reload Trainee"
     other.context.close()
-    guess_and_flag_under_the_remembered_name(page, artifacts_dir)
+    if real_data_file() is not None:  # the challenge shows real tiles half the time: off without data
+        guess_and_flag_under_the_remembered_name(page, artifacts_dir)
     context.close()
 
 

@@ -10,7 +10,8 @@ from PIL import Image
 
 from pathsynth.classifier import (DEFAULT_CLASSIFIER_DIR, ModelFileError, TissueClassifier, gradcam_overlay,
                                  model_files_present)
-from pathsynth.data import load_bundled_sample, train_val_split
+from pathsynth.data import train_val_split
+from sample_tiles import needs_real_data, real_tiles, sample_tiles
 from tiny_models import tiny_classifier
 
 REPO = Path(__file__).resolve().parent.parent
@@ -19,7 +20,7 @@ SHIPPED = model_files_present(DEFAULT_CLASSIFIER_DIR)
 
 @pytest.fixture(scope="module")
 def sample():
-    return load_bundled_sample()
+    return sample_tiles()
 
 
 def test_probabilities_sum_to_one_for_any_input_form(sample):
@@ -107,12 +108,17 @@ def test_training_script_runs_end_to_end(tmp_path):
     sys.path.insert(0, str(REPO))
     from train.classifier import Config, main
 
-    images, labels = load_bundled_sample()
+    images, labels = sample_tiles()
     keep = np.concatenate([np.where(labels == t)[0][:10] for t in range(9)])
     data = tmp_path / "tiny.npz"
     np.savez(data, train_images=images[keep], train_labels=labels[keep, None])
     main(Config(data=str(data), epochs=1, batch_size=16, out_dir=str(tmp_path / "run"), threads=1))
     model = TissueClassifier.from_pretrained(tmp_path / "run" / "model")
+    from pathsynth.verify import RealismReference
+
+    reference = RealismReference.load(tmp_path / "run" / "model")  # shipped with the weights: features, no pixels
+    assert reference is not None and len(reference.labels) == 90 and reference.size == 28
+    assert reference.features.shape == (90, 512)
     assert model.predict_proba(images[:2]).shape == (2, 9)
     summary = json.loads((tmp_path / "run" / "model" / "training_summary.json").read_text())
     assert summary["train_images"] == 72 and "val_tta" in summary and "val_tta_ema" in summary
@@ -128,7 +134,7 @@ def test_distillation_runs_and_its_loss_is_zero_only_when_the_student_matches_th
     logits = torch.randn(4, 9)
     assert float(distillation_loss(logits, logits, 2.0)) == pytest.approx(0.0, abs=1e-6)
     assert float(distillation_loss(logits, logits.flip(0), 2.0)) > 0.01
-    images, labels = load_bundled_sample()
+    images, labels = sample_tiles()
     keep = np.concatenate([np.where(labels == t)[0][:10] for t in range(9)])
     data = tmp_path / "tiny.npz"
     np.savez(data, train_images=images[keep], train_labels=labels[keep, None])
@@ -146,9 +152,10 @@ def test_distillation_runs_and_its_loss_is_zero_only_when_the_student_matches_th
 
 
 @pytest.mark.skipif(not SHIPPED, reason="shipped classifier not trained yet")
-def test_shipped_model_scores_well_above_chance_on_unseen_images(sample):
+@needs_real_data
+def test_shipped_model_scores_well_above_chance_on_unseen_images():
     clf = TissueClassifier.from_pretrained(DEFAULT_CLASSIFIER_DIR)
-    images, labels = sample
+    images, labels = real_tiles()
     _, val_idx = train_val_split(labels)
     accuracy = (clf.predict(images[val_idx]) == labels[val_idx]).mean()
     assert accuracy > 0.6  # chance is ~0.11

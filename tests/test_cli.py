@@ -70,10 +70,18 @@ def test_bad_input_exits_2_with_one_line_reason(args, reason, tiny_env):
 
 
 def test_evaluate_classifier_json(tmp_path, tiny_env):
-    out = run(["evaluate", "classifier", "--out", str(tmp_path), "--no-tta", "--json"], tiny_env)
+    """With no --data, a train-only $PATHSYNTH_DATA is evaluated on its held-out fold (a fifth of it)."""
+    import numpy as np
+
+    from sample_tiles import sample_tiles
+
+    images, labels = sample_tiles()
+    np.savez(tmp_path / "tiles.npz", train_images=images, train_labels=labels[:, None])
+    env = {**tiny_env, "PATHSYNTH_DATA": str(tmp_path / "tiles.npz")}
+    out = run(["evaluate", "classifier", "--out", str(tmp_path), "--no-tta", "--json"], env)
     assert out.returncode == 0, out.stderr
     result = last_json(out.stdout)
-    assert result["n"] == 160 and {"accuracy", "macro_f1", "per_class"} <= result.keys()
+    assert result["n"] == len(labels) // 5 and {"accuracy", "macro_f1", "per_class"} <= result.keys()
     assert Path(result["confusion_matrix_png"]).is_file()
 
 
@@ -188,9 +196,9 @@ def test_undo_pixel_upscale_is_exact_and_leaves_other_images_alone():
 def test_classify_prepares_other_labs_tiles_at_their_stated_scale(tmp_path, tiny_env):
     from PIL import Image
 
-    from pathsynth.data import load_bundled_sample
+    from sample_tiles import sample_tiles
 
-    images, _ = load_bundled_sample()
+    images, _ = sample_tiles()
     # A real tile scanned at 5x PathMNIST's magnification: 140 px at 0.8 um/px covers the same 112 um.
     Image.fromarray(images[0]).resize((140, 140), Image.BICUBIC).save(tmp_path / "scan.png")
     out = run(["classify", str(tmp_path / "scan.png"), "--microns-per-pixel", "0.8", "--json"], tiny_env)

@@ -57,10 +57,10 @@ def test_the_settings_device_reaches_the_generator_and_the_classifier():
 
 def test_to_returns_the_same_model_which_still_answers_and_explains_as_before():
     from pathsynth.classifier import load_classifier
-    from pathsynth.data import load_bundled_sample
     from pathsynth.explain import occlusion_map
+    from sample_tiles import sample_tiles
 
-    images, _ = load_bundled_sample()
+    images, _ = sample_tiles()
     classifier = load_classifier()
     before = classifier.predict_proba(images[:16])
     assert classifier.to(torch.device("cpu")) is classifier

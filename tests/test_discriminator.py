@@ -83,9 +83,12 @@ def test_worker_threads_keep_the_discriminator():
 
 
 def test_training_script_saves_a_generator_with_its_discriminator(tmp_path):
+    from sample_tiles import sample_npz
+
     tiny_pipeline().save_pretrained(str(tmp_path / "generator"))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, str(REPO / "train" / "discriminator.py"), "--generator",
+    data = sample_npz(tmp_path / "tiles.npz")
+    done = subprocess.run([sys.executable, str(REPO / "train" / "discriminator.py"), "--data", str(data), "--generator",
                            str(tmp_path / "generator"), "--generated_per_tissue", "2", "--steps", "3", "--width", "8",
                            "--batch_size", "4", "--guidance_weight", "1.25", "--threads", "1", "--out_dir",
                            str(tmp_path / "run"), "--no-bf16"], capture_output=True, text=True, cwd=REPO, env=env,

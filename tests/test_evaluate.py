@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
-from pathsynth.data import load_bundled_sample, train_val_split
+from pathsynth.data import train_val_split
+from sample_tiles import real_tiles, sample_tiles
 from pathsynth.evaluation import metrics as M
 from pathsynth.evaluation import protocol as P
 from pathsynth.evaluation import report as R
@@ -233,15 +234,17 @@ def test_plots_are_written(tmp_path):
 
 @pytest.fixture(scope="module")
 def real_split():
-    images, labels = load_bundled_sample()
+    images, labels = sample_tiles()  # real when PATHSYNTH_DATA names a file, else generated
     train_idx, val_idx = train_val_split(labels)
     rng = np.random.default_rng(0)
-    train_idx, val_idx = rng.choice(train_idx, 90, replace=False), rng.choice(val_idx, 45, replace=False)
+    train_idx = rng.choice(train_idx, min(90, len(train_idx)), replace=False)
+    val_idx = rng.choice(val_idx, min(45, len(val_idx)), replace=False)
     return P.RealSplit(images[train_idx], labels[train_idx], images[val_idx], labels[val_idx])
 
 
 @pytest.fixture(scope="module")
 def full_split():
+    real_tiles()  # skips without real data
     return P.real_split()
 
 
@@ -250,9 +253,9 @@ def test_evaluate_classifier_writes_report(tmp_path, real_split):
     result = P.evaluate_classifier(tiny_classifier(), images, labels, out_dir=tmp_path, tta=False, progress=False)
     for key in ("accuracy", "macro_f1", "per_class", "n", "auc_macro", "accuracy_ci95", "confusion_matrix_png"):
         assert key in result
-    assert result["n"] == 45 and 0 <= result["accuracy"] <= 1 and result["tta"] is False
+    assert result["n"] == len(labels) and 0 <= result["accuracy"] <= 1 and result["tta"] is False
     assert _is_png(result["confusion_matrix_png"])
-    assert json.loads((tmp_path / "classifier_report.json").read_text())["n"] == 45
+    assert json.loads((tmp_path / "classifier_report.json").read_text())["n"] == len(labels)
     assert "| tissue" in (tmp_path / "classifier_report.md").read_text()
     json.dumps(result, allow_nan=False)
 @dataclass

@@ -14,7 +14,8 @@ from pathsynth.classifier import (
     gradcam_overlay,
     model_files_present,
 )
-from pathsynth.data import load_bundled_sample, train_val_split
+from pathsynth.data import train_val_split
+from sample_tiles import sample_tiles
 from pathsynth.explain import attribution_map
 from pathsynth.tissues import tissue_index
 
@@ -27,7 +28,7 @@ PAIRS = [("ADI", "LYM"), ("BACK", "TUM"), ("MUC", "LYM"), ("STR", "TUM"), ("ADI"
 
 @pytest.fixture(scope="module")
 def heldout():
-    images, labels = load_bundled_sample()
+    images, labels = sample_tiles()  # real when PATHSYNTH_DATA names a file, else generated
     _, val_idx = train_val_split(labels)
     return images[val_idx], labels[val_idx]
 

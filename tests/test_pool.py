@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pathsynth import quiz as Q
-from pathsynth.data import load_bundled_sample
+from sample_tiles import sample_tiles
 from pathsynth.pool import REQUESTS, ExplanationCache, ExplanationFiles, RequestActivity, VerifiedPool, verify_batch
 from pathsynth.tissues import NUM_TISSUES
 from pathsynth.verify import VerifiedImage, Verifier
@@ -144,7 +144,7 @@ def test_the_filler_waits_for_requests_to_end_before_a_model_call():
 def test_quiz_from_the_pool_generates_nothing_and_needs_no_model_call_to_answer():
     verifier, explainer = StubVerifier(), CountingExplainer()
     pool = filled_pool(verifier, 3, explainer)
-    images, labels = load_bundled_sample()
+    images, labels = sample_tiles()
     probabilities = np.eye(NUM_TISSUES)[labels]
     calls = len(verifier.calls)
     session = Q.build_quiz(6, classifier=None, real_images=images, real_labels=labels, verifier=pool,

@@ -12,7 +12,7 @@ from torch import nn
 
 from pathsynth import quiz as Q
 from pathsynth.classifier import TissueClassifier
-from pathsynth.data import load_bundled_sample
+from sample_tiles import sample_tiles
 from pathsynth.tissues import CONFUSABLE_PAIRS, DISPLAY_NAMES, NUM_TISSUES, TISSUES
 from pathsynth.verify import VerifiedImage
 
@@ -49,7 +49,7 @@ class FakeVerifier:
 
 @pytest.fixture(scope="module")
 def sample():
-    return load_bundled_sample()
+    return sample_tiles()
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +111,19 @@ def test_unverified_generated_images_are_replaced_by_real(sample, classifier):
     assert sources.count("generated") == 3 and sources.count("real") == 3
     session = build(sample, classifier, verifier=FakeVerifier(reject=lambda slot: True), generated_share=1.0, n=4)
     assert [q.source for q in session.questions] == ["real"] * 4
+
+
+def test_with_no_real_tiles_every_tile_is_generated_and_unverified_ones_are_drawn_again(classifier):
+    no_real = (np.zeros((0, 28, 28, 3), np.uint8), np.zeros(0, np.int64))
+    verifier = FakeVerifier(reject=lambda slot: slot % 2 == 0)  # every call: its even slots unverified
+    session = build(no_real, classifier, verifier=verifier, generated_share=0.0, n=6)  # the share cannot hold
+    assert {q.source for q in session.questions} == {"generated"}
+    # 6 asked (3 verified), the 3 others drawn again (1 verified), the last 2 once more (1): one left out
+    assert session.total == 5 and [len(tissues) for tissues, _ in verifier.calls] == [6, 3, 2]
+    with pytest.raises(ValueError, match="no verified generated image"):
+        build(no_real, classifier, verifier=FakeVerifier(reject=lambda slot: True), n=3)
+    with pytest.raises(ValueError, match="no real tiles"):
+        build(no_real, classifier, verifier=None, n=3)
 
 
 def test_tissue_restriction_with_cached_probabilities(sample, classifier):

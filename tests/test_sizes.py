@@ -1,10 +1,11 @@
-"""One ``--size`` end to end: a tiny classifier and a tiny generator trained at 64 px (the bundled tiles upsampled),
+"""One ``--size`` end to end: a tiny classifier and a tiny generator trained at 64 px (28 px tiles upsampled),
 saved, reloaded as a user would (``from_pretrained`` / ``PATHSYNTH_GENERATOR``), generating and verifying 64 px
 tiles, evaluated at 64 px, and the scale (µm per pixel) reported from the size; the app built on that generator
 quizzes real 64 px tiles (or upsampled ones, saying so), each drawn with its own scale bar. Plus the small functions
 that pick the architecture and the scale for a size, and the clear refusals when sizes do not match."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,8 +14,10 @@ import pytest
 import torch
 
 from pathsynth.classifier import TissueClassifier, build_network, small_input_stem
-from pathsynth.data import (BUNDLED_SAMPLE, DataUnavailableError, load_bundled_sample, load_npz, load_npz_head,
-                            load_training_data, local_pathmnist_file, npz_image_size)
+from pathsynth.data import (DataUnavailableError, load_npz, load_npz_head, load_training_data, local_pathmnist_file,
+                            npz_image_size)
+from pathsynth.verify import REFERENCE_NAME
+from sample_tiles import sample_tiles
 from pathsynth.generators import load_embedded_generator
 from pathsynth.generators.embedded import unet_config_for_size
 from pathsynth.images import SCALE_BAR_STRIP, microns_per_pixel, resize_tensor, tensor_to_uint8, uint8_to_tensor
@@ -25,9 +28,18 @@ SIZE = 64
 
 
 @pytest.fixture(scope="module")
+def tiles_28(tmp_path_factory) -> Path:
+    """A train-only npz of 28 px tiles (``sample_tiles``: real or generated), as a user's ``PATHSYNTH_DATA``."""
+    images, labels = sample_tiles()
+    path = tmp_path_factory.mktemp("data28") / "pathmnist_28_sample.npz"
+    np.savez(path, train_images=images, train_labels=labels[:, None])
+    return path
+
+
+@pytest.fixture(scope="module")
 def tiles_64(tmp_path_factory) -> Path:
-    """The bundled tiles upsampled to 64 px, 8 per tissue: 6 to train on (54: 3 batches of 16), 2 held out."""
-    images, labels = load_bundled_sample()
+    """28 px tiles upsampled to 64 px, 8 per tissue: 6 to train on (54: 3 batches of 16), 2 held out."""
+    images, labels = sample_tiles()
     per_tissue = [np.flatnonzero(labels == t)[:8] for t in range(9)]
     train, val = np.concatenate([i[:6] for i in per_tissue]), np.concatenate([i[6:] for i in per_tissue])
     big = tensor_to_uint8(resize_tensor(uint8_to_tensor(images), SIZE))
@@ -119,7 +131,7 @@ def test_quiz_tiles_are_drawn_at_their_own_scale():
     assert _bar_length(question_image(Look(), uploaded, services)) == 131
 
 
-def test_the_first_tiles_of_a_local_file_of_the_size_are_read_without_downloading(tiles_64, tmp_path):
+def test_the_first_tiles_of_a_local_file_of_the_size_are_read_without_downloading(tiles_64, tiles_28, tmp_path):
     images, labels = load_npz(tiles_64, size=SIZE)
     head, head_labels = load_npz_head(tiles_64, 10, size=SIZE)
     assert np.array_equal(head, images[:10]) and np.array_equal(head_labels, labels[:10])
@@ -128,7 +140,7 @@ def test_the_first_tiles_of_a_local_file_of_the_size_are_read_without_downloadin
         load_npz_head(tiles_64, 10, size=28)
     root = tmp_path / "medmnist"
     with pytest.raises(DataUnavailableError, match="no local PathMNIST file of 64 px"):
-        local_pathmnist_file(SIZE, BUNDLED_SAMPLE, root)  # a 28 px file, and no medmnist download
+        local_pathmnist_file(SIZE, tiles_28, root)  # a 28 px file, and no medmnist download
     assert local_pathmnist_file(SIZE, tiles_64, root) == tiles_64
     root.mkdir()
     (root / "pathmnist_64.npz").write_bytes(tiles_64.read_bytes())  # what medmnist keeps after a download
@@ -136,10 +148,10 @@ def test_the_first_tiles_of_a_local_file_of_the_size_are_read_without_downloadin
         root / "pathmnist_64.npz"
 
 
-def test_an_npz_of_another_size_is_refused_with_both_sizes_named():
-    assert npz_image_size(BUNDLED_SAMPLE) == 28
+def test_an_npz_of_another_size_is_refused_with_both_sizes_named(tiles_28):
+    assert npz_image_size(tiles_28) == 28
     with pytest.raises(DataUnavailableError, match=r"holds 28 px tiles, but 64 px tiles are needed.*medmnist"):
-        load_training_data(BUNDLED_SAMPLE, SIZE)
+        load_training_data(tiles_28, SIZE)
 
 
 # ------------------------------------------------------------------------------------------------ 64 px, trained
@@ -187,7 +199,7 @@ def test_64_px_images_are_generated_verified_and_shown_at_their_scale(classifier
 
     generator = load_embedded_generator(generator_dir, num_inference_steps=2)
     classifier = TissueClassifier.from_pretrained(classifier_dir)
-    images, labels = load_bundled_sample()  # the app's realism reference: 28 px, so realism is judged at 28 px
+    images, labels = sample_tiles()  # a 28 px realism reference, as shipped: realism is judged at 28 px
     verifier = Verifier(generator, classifier, images[::20], labels[::20], threshold=0.0, max_attempts=1)
     result = verifier.generate([5], seed=7)[0]
     assert result.image.shape == (SIZE, SIZE, 3) and len(result.probabilities) == 9 and result.attempts == 1
@@ -200,7 +212,8 @@ def test_64_px_images_are_generated_verified_and_shown_at_their_scale(classifier
     assert "64 × 64 pixels" in about.trainee_page({}, verifier) and "about 1.75 µm" in about.trainee_page({}, verifier)
 
 
-def test_evaluation_runs_at_64_px_and_refuses_mismatched_sizes(classifier_dir, generator_dir, tiles_64, capsys):
+def test_evaluation_runs_at_64_px_and_refuses_mismatched_sizes(classifier_dir, generator_dir, tiles_64, tiles_28,
+                                                              capsys, monkeypatch):
     from pathsynth import cli
     from pathsynth.evaluation.protocol import check_sizes, real_split, realism_point
 
@@ -211,24 +224,24 @@ def test_evaluation_runs_at_64_px_and_refuses_mismatched_sizes(classifier_dir, g
     point = realism_point(generator, evaluator, split, per_class=1, c2st_epochs=1)
     assert 0 <= point["c2st_balanced_accuracy"] <= 1 and np.isfinite(point["fid"])
     with pytest.raises(ValueError, match="generator draws 64 px tiles but the real images are 28 px"):
-        check_sizes(generator, real_split(), evaluator)
+        check_sizes(generator, real_split(str(tiles_28)), evaluator)
     with pytest.raises(ValueError, match=r"evaluator network takes 28 px.*train/classifier.py --data medmnist --size 64"):
         check_sizes(generator, split, TissueClassifier(evaluator.model, {**evaluator.config, "input_size": 28}))
     assert cli.main(["evaluate", "classifier", "--model", str(classifier_dir), "--data", str(tiles_64), "--split",
                      "val", "--no-tta", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["n"] == 18 and result["input_size"] == SIZE
-    assert cli.main(["evaluate", "classifier", "--model", str(classifier_dir)]) == 2  # the bundled sample is 28 px
-    assert "the bundled sample is 28 px but 64 px tiles are needed" in capsys.readouterr().err
+    monkeypatch.setenv("PATHSYNTH_DATA", str(tiles_28))  # the default data: a 28 px file
+    assert cli.main(["evaluate", "classifier", "--model", str(classifier_dir)]) == 2
+    assert "holds 28 px tiles, but 64 px tiles are needed" in capsys.readouterr().err
 
 
-def test_the_app_on_a_64_px_generator_quizzes_64_px_real_tiles(classifier_dir, generator_dir, tiles_64, tmp_path,
-                                                               monkeypatch, caplog):
+def test_the_app_on_a_64_px_generator_quizzes_64_px_real_tiles(classifier_dir, generator_dir, tiles_64, tiles_28,
+                                                               tmp_path, monkeypatch, caplog):
     import gradio as gr
 
     from pathsynth.app import quiz
-    from pathsynth.classifier import model_files
-    from pathsynth.services import Services, file_digest
+    from pathsynth.services import Services
     from pathsynth.settings import Settings
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -236,9 +249,9 @@ def test_the_app_on_a_64_px_generator_quizzes_64_px_real_tiles(classifier_dir, g
            "PATHSYNTH_HOME": str(tmp_path / "home"), "PATHSYNTH_MEDMNIST_ROOT": str(tmp_path / "no-medmnist")}
     local = Services.build(Settings.from_env({**env, "PATHSYNTH_DATA": str(tiles_64)}), pool_per_tissue=0)
     with np.load(tiles_64) as archive:
-        assert np.array_equal(local.real_images, archive["train_images"])  # all 54: fewer than the bundled 800
+        assert np.array_equal(local.real_images, archive["val_images"])  # a file's val split before its train split
     assert local.real_tiles_note == "" and quiz.real_tiles_line(local) == ""
-    assert local.real_probabilities.shape == (54, 9) and local.verifier.reference_size == SIZE
+    assert local.real_probabilities.shape == (18, 9) and local.verifier.reference_size == SIZE
     view = quiz.start(local, 2, 0.0)  # real tiles only: 64 px, each with a 1.75 µm/px bar (50 µm in 150 px)
     assert view[0].questions[0].image.shape == (SIZE, SIZE, 3) and _bar_length(view[2]) == 150
     with gr.Blocks() as demo:
@@ -246,14 +259,22 @@ def test_the_app_on_a_64_px_generator_quizzes_64_px_real_tiles(classifier_dir, g
     labels = [block.label for block in demo.blocks.values() if getattr(block, "elem_id", None) == "quiz-scale-bar"]
     assert labels == ["Scale bar (PathMNIST: 1.75 µm per pixel, 112 µm per tile)"]
 
+    # A classifier shipped without a realism reference, and only 28 px data on this machine: upsampled tiles.
+    bare = tmp_path / "bare_classifier"
+    shutil.copytree(classifier_dir, bare, ignore=shutil.ignore_patterns(REFERENCE_NAME))
+    env_28 = {**env, "PATHSYNTH_CLASSIFIER": str(bare), "PATHSYNTH_DATA": str(tiles_28)}
     with caplog.at_level("WARNING", logger="pathsynth.services"):
-        upsampled = Services.build(Settings.from_env(env), pool_per_tissue=0)  # no 64 px data on this machine
-    bundled, _ = load_bundled_sample()
-    assert upsampled.real_images.shape == (len(bundled), SIZE, SIZE, 3)
+        upsampled = Services.build(Settings.from_env(env_28), pool_per_tissue=0)  # no 64 px data on this machine
+    with np.load(tiles_28) as archive:
+        assert upsampled.real_images.shape == (len(archive["train_labels"]), SIZE, SIZE, 3)
     assert "upsampled" in upsampled.real_tiles_note and "less detail" in quiz.real_tiles_line(upsampled)
     assert any("upsampled to 64 px" in record.message for record in caplog.records)
-    assert upsampled.verifier.reference_size == 28  # realism is judged against the bundled tiles, not blurred copies
-    # each set of tiles has its own probabilities file, and neither is the 28 px sample's
+    assert upsampled.verifier.reference_size == 28  # realism is judged against the 28 px tiles, not blurred copies
+    # each set of tiles has its own probabilities file
     cached = {path.name for path in (tmp_path / "cache" / "pathsynth").glob("real_probabilities-*.npy")}
     assert len(cached) == 2
-    assert f"real_probabilities-{file_digest(*model_files(classifier_dir), BUNDLED_SAMPLE)}.npy" not in cached
+
+    # No data at all: no real tiles, a line saying how to get them; realism from the classifier's own reference.
+    off = Services.build(Settings.from_env(env), pool_per_tissue=0)
+    assert off.real_images.shape == (0, SIZE, SIZE, 3) and off.real_probabilities.shape == (0, 9)
+    assert "pathsynth data download" in off.real_tiles_off and off.verifier.reference_size == SIZE

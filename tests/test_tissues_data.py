@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from pathsynth import data as D
+from sample_tiles import needs_real_data, real_tiles, sample_tiles
 from pathsynth.tissues import ABBREVIATIONS, LABELS, NUM_TISSUES, TISSUES, check_against_medmnist, get_tissue, tissue_index
 
 EXPECTED_COUNTS = [87, 96, 87, 110, 70, 123, 60, 72, 95]  # shared/data/README.md
@@ -30,15 +31,16 @@ def test_tissue_lookup_rejects_unknown(key):
         tissue_index(key)
 
 
-def test_bundled_sample_loads():
-    images, labels = D.load_bundled_sample()
+@needs_real_data
+def test_real_sample_loads():
+    images, labels = real_tiles()
     assert images.shape == (800, 28, 28, 3) and images.dtype == np.uint8
     assert labels.shape == (800,) and labels.dtype == np.int64
     assert np.bincount(labels, minlength=9).tolist() == EXPECTED_COUNTS
 
 
 def test_env_var_and_explicit_npz(tmp_path, monkeypatch):
-    images, labels = D.load_bundled_sample()
+    images, labels = np.resize(sample_tiles()[0], (90, 28, 28, 3)), np.arange(90) % 9
     path = tmp_path / "pathmnist.npz"  # medmnist layout with several splits
     np.savez(path, train_images=images[:50], train_labels=labels[:50, None], val_images=images[50:70],
              val_labels=labels[50:70, None], test_images=images[70:90], test_labels=labels[70:90, None])
@@ -53,7 +55,7 @@ def test_env_var_and_explicit_npz(tmp_path, monkeypatch):
 
 def test_medmnist_path_reads_medmnist_layout(tmp_path, monkeypatch):
     """medmnist's own loader on a file in its layout, placed where it looks (no download)."""
-    images, labels = D.load_bundled_sample()
+    images, labels = np.resize(sample_tiles()[0], (30, 28, 28, 3)), np.arange(30) % 9
     arrays = {f"{s}_{k}": (images[:30] if k == "images" else labels[:30, None]) for s in D.SPLITS for k in ("images", "labels")}
     np.savez(tmp_path / "pathmnist.npz", **arrays)
     monkeypatch.setenv("PATHSYNTH_MEDMNIST_ROOT", str(tmp_path))
@@ -84,8 +86,9 @@ def test_bad_npz_files_give_clear_errors(tmp_path):
         D.load_npz(tmp_path / "train_only.npz", "test")
 
 
+@needs_real_data
 def test_folds_are_stratified_and_deterministic():
-    _, labels = D.load_bundled_sample()
+    _, labels = real_tiles()
     folds = D.stratified_folds(labels)
     again = D.stratified_folds(labels)
     assert all((a[1] == b[1]).all() for a, b in zip(folds, again))
@@ -109,7 +112,7 @@ def test_dihedral_transforms_are_the_eight_distinct_symmetries():
 
 
 def test_augmentations_keep_shape_dtype_and_range():
-    images, _ = D.load_bundled_sample()
+    images, _ = sample_tiles()
     x = D.to_tensor(images[:16])
     torch.manual_seed(0)
     for transform in (D.RandomDihedral(), D.RandomHEDJitter(), D.train_augmentation()):
@@ -127,10 +130,79 @@ def test_augmentations_keep_shape_dtype_and_range():
 def test_hed_round_trip_matches_skimage():
     from skimage.color import rgb2hed
 
-    images, _ = D.load_bundled_sample()
+    images, _ = sample_tiles()
     x = D.to_tensor(images[:4])
     ours = D.rgb_to_hed(x).permute(0, 2, 3, 1).numpy()
     theirs = np.stack([rgb2hed(img) for img in images[:4].astype(np.float64) / 255.0])
     assert np.allclose(ours, np.maximum(theirs, 0), atol=1e-4)
     back = D.hed_to_rgb(D.rgb_to_hed(x))
     assert (back - x).abs().max() < 0.02
+
+
+def _medmnist_layout(path, splits: dict[str, int], size: int = 28):
+    """An npz in medmnist's layout: ``splits`` maps a split to its tile count; tile i of a split is filled with i
+    (so picked rows can be told apart) and labelled i % 9."""
+    arrays = {}
+    for split, count in splits.items():
+        arrays[f"{split}_images"] = (np.arange(count, dtype=np.uint8)[:, None, None, None]
+                                     * np.ones((1, size, size, 3), np.uint8))
+        arrays[f"{split}_labels"] = (np.arange(count) % 9)[:, None].astype(np.uint8)
+    np.savez(path, **arrays)
+    return path
+
+
+def test_the_app_shows_the_test_split_when_a_file_has_one(tmp_path):
+    full = _medmnist_layout(tmp_path / "full.npz", {"train": 40, "val": 20, "test": 30})
+    assert D.display_split(full) == "test"
+    assert D.display_split(_medmnist_layout(tmp_path / "tv.npz", {"train": 40, "val": 20})) == "val"
+    assert D.display_split(_medmnist_layout(tmp_path / "train.npz", {"train": 40})) == "train"
+    images, labels, split = D.load_display_tiles(full, 28)
+    assert split == "test" and len(images) == 30 and (images[:, 0, 0, 0] % 9 == labels).all()
+
+
+def test_display_tiles_are_a_stratified_subset_read_row_by_row(tmp_path):
+    path = _medmnist_layout(tmp_path / "big.npz", {"test": 2000})
+    images, labels, _ = D.load_display_tiles(path, 28, count=90)
+    assert len(images) == 90 and np.bincount(labels, minlength=9).tolist() == [10] * 9
+    picked = D.stratified_subset(np.arange(2000) % 9, 90)  # sorted rows: file order
+    assert (images[:, 0, 0, 0] == picked % 256).all() and (labels == picked % 9).all()  # tile i holds i % 256
+    with pytest.raises(D.DataUnavailableError, match="64 px tiles are needed"):
+        D.load_display_tiles(path, 64)
+
+
+def test_local_tiles_come_from_pathsynth_data_else_medmnist_else_none(tmp_path, monkeypatch):
+    root, own = tmp_path / "medmnist", tmp_path / "own.npz"
+    root.mkdir()
+    monkeypatch.setenv("PATHSYNTH_MEDMNIST_ROOT", str(root))
+    monkeypatch.delenv(D.DATA_ENV_VAR, raising=False)
+    assert D.local_display_tiles() is None
+    _medmnist_layout(root / "pathmnist.npz", {"train": 18, "val": 9, "test": 27})
+    assert len(D.local_display_tiles()[0]) == 27  # medmnist's file: its test split
+    monkeypatch.setenv(D.DATA_ENV_VAR, str(_medmnist_layout(own, {"train": 45})))
+    assert len(D.local_display_tiles()[0]) == 45  # PATHSYNTH_DATA first
+    assert D.data_source_name(None) == "own.npz" and D.data_source_name("medmnist") == "medmnist"
+
+
+def test_download_offline_says_why_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # make sure no network is reached
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    with pytest.raises(D.DataUnavailableError) as info:
+        D.download_pathmnist(28, tmp_path)
+    assert "could not download PathMNIST" in str(info.value) and "\n" not in str(info.value)
+    existing = _medmnist_layout(tmp_path / "pathmnist.npz", {"test": 9})
+    assert D.download_pathmnist(28, tmp_path) == existing  # already there: nothing is fetched
+    message = D.no_real_tiles_message(28)
+    assert "pathsynth data download" in message and D.DATA_ENV_VAR in message and "\n" not in message
+
+
+def test_no_dataset_file_is_tracked():
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    listed = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    data = [name for name in listed.stdout.splitlines()
+            if name.lower().endswith((".npz", ".npy", ".pkl", ".pickle", ".h5", ".hdf5", ".parquet"))]
+    assert not data, f"dataset files are tracked (read data through PATHSYNTH_DATA or medmnist): {data}"

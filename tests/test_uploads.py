@@ -13,7 +13,7 @@ from PIL import Image
 
 from pathsynth import exports, uploads
 from pathsynth.app import galleries
-from pathsynth.data import load_bundled_sample
+from sample_tiles import sample_tiles
 from pathsynth.gallery import GalleryStore
 from pathsynth.settings import Settings
 from pathsynth.stain import fit_stain_reference
@@ -24,7 +24,7 @@ from tiny_models import tiny_classifier
 
 @pytest.fixture(scope="module")
 def sample():
-    images, labels = load_bundled_sample()
+    images, labels = sample_tiles()
     return images, labels
 
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from pathsynth.data import load_bundled_sample
-from pathsynth.verify import RealismCheck, Verifier
+from pathsynth.verify import REFERENCE_NAME, RealismCheck, RealismReference, Verifier, realism_reference
+from sample_tiles import needs_real_data, real_tiles, sample_tiles
 from tiny_models import tiny_classifier, tiny_generator
 
 
@@ -127,7 +127,7 @@ def test_generation_is_chunked_and_chunking_changes_nothing():
 
 
 def test_realism_check_scores_real_images_high_and_outliers_zero():
-    images, labels = load_bundled_sample()
+    images, labels = sample_tiles()
     clf = tiny_classifier()
     feats = clf.features(images)
     check = RealismCheck(feats, labels)
@@ -138,7 +138,7 @@ def test_realism_check_scores_real_images_high_and_outliers_zero():
 
 
 def test_realism_rejects_out_of_distribution_images_the_classifier_accepts():
-    images, labels = load_bundled_sample()
+    images, labels = sample_tiles()
     clf = tiny_classifier()
 
     class Noise:
@@ -158,6 +158,44 @@ def test_realism_rejects_out_of_distribution_images_the_classifier_accepts():
     verifier = Verifier(Noise(), AlwaysAgree(), images, labels, max_attempts=2, realism_threshold=0.05)
     result = verifier.generate([0], seed=0)[0]
     assert not result.verified and result.realism < 0.05
+
+
+def test_a_realism_reference_ships_beside_the_classifier_and_is_ignored_once_the_weights_change(tmp_path):
+    images, labels = sample_tiles()
+    clf = tiny_classifier()
+    clf.save_pretrained(tmp_path)
+    made = RealismReference.from_tiles(clf, images, labels, "tiles.npz")
+    made.save(tmp_path)
+    loaded = RealismReference.load(tmp_path)
+    assert loaded.size == 28 and loaded.source == "tiles.npz" and np.array_equal(loaded.labels, labels)
+    assert np.allclose(loaded.features, made.features, rtol=1e-2, atol=1e-2)  # kept as fp16
+    shipped = Verifier(StubGenerator(), clf, reference=loaded)
+    from_tiles = Verifier(StubGenerator(), clf, images, labels)
+    batch = images[::7]
+    assert np.abs(shipped.judge(batch, labels[::7])[1] - from_tiles.judge(batch, labels[::7])[1]).max() <= 0.05
+    tiny_classifier(seed=3).save_pretrained(tmp_path)  # retrained: the reference no longer describes it
+    assert RealismReference.load(tmp_path) is None
+    assert realism_reference(tmp_path, clf) is None  # and with no real tiles, no realism check (logged)
+    assert realism_reference(tmp_path, clf, images, labels).features.shape == made.features.shape
+
+
+@needs_real_data
+def test_the_shipped_reference_judges_as_the_real_tiles_it_was_made_from():
+    from pathsynth.classifier import DEFAULT_CLASSIFIER_DIR, load_classifier, model_files_present
+
+    if not model_files_present(DEFAULT_CLASSIFIER_DIR):
+        pytest.skip("no shipped classifier")
+    reference = RealismReference.load(DEFAULT_CLASSIFIER_DIR)
+    assert reference is not None, f"{REFERENCE_NAME} missing or stale: python train/realism_reference.py --data ..."
+    images, labels = real_tiles()
+    assert np.bincount(reference.labels, minlength=9).tolist() == np.bincount(labels, minlength=9).tolist()
+    classifier = load_classifier(DEFAULT_CLASSIFIER_DIR)
+    probe = images[::40]  # real tiles and shifted copies: near and far from the reference
+    probe = np.concatenate([probe, np.clip(probe.astype(int) + 60, 0, 255).astype(np.uint8)])
+    tissues = np.concatenate([labels[::40]] * 2)
+    shipped = Verifier(StubGenerator(), classifier, reference=reference).judge(probe, tissues)[1]
+    from_tiles = Verifier(StubGenerator(), classifier, images, labels).judge(probe, tissues)[1]
+    assert np.abs(shipped - from_tiles).max() <= 0.01
 
 
 def test_bad_settings_are_refused():

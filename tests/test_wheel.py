@@ -1,16 +1,20 @@
-"""A non-editable install works: the wheel ships assets/ (models, the real sample, reports) as ``pathsynth_assets``.
+"""A non-editable install works: the wheel ships assets/ (models, reports; no dataset file) as ``pathsynth_assets``.
 
 The slow test builds the wheel from a copy of the source (the checkout gets no build/ or egg-info), installs it
-with ``--no-deps`` into a fresh venv that borrows this interpreter's packages, and runs the CLI from outside the
-repository, so nothing can come from the checkout's assets/ folder.
+with ``--no-deps`` into a fresh venv that borrows this interpreter's packages (whether this interpreter is a venv
+or the system's), and runs the CLI from outside the repository, with no data, so nothing can come from the
+checkout's assets/ folder or a dataset.
 """
 
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
+import sysconfig
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -51,13 +55,28 @@ INSTALLED_CHECK = """
 import json, pathsynth
 from pathsynth import settings
 from pathsynth.app.about import MODEL_CARDS, report_images
-from pathsynth.data import BUNDLED_SAMPLE, load_bundled_sample
 from pathsynth.evaluation.protocol import DEFAULT_EVALUATOR_DIR
-images, labels = load_bundled_sample()
-print(json.dumps({"package": pathsynth.__file__, "assets": str(settings.ASSETS_DIR), "sample": str(BUNDLED_SAMPLE),
-                  "n_sample": len(images), "evaluator": (DEFAULT_EVALUATOR_DIR / "model.safetensors").is_file(),
+from pathsynth.verify import REFERENCE_NAME
+print(json.dumps({"package": pathsynth.__file__, "assets": str(settings.ASSETS_DIR),
+                  "reference": (settings.DEFAULT_CLASSIFIER_DIR / REFERENCE_NAME).is_file(),
+                  "evaluator": (DEFAULT_EVALUATOR_DIR / "model.safetensors").is_file(),
                   "cards": all(p.is_file() for p in MODEL_CARDS.values()), "reports": len(report_images())}))
 """
+DATASET_SUFFIXES = (".npz", ".npy", ".pkl", ".pickle", ".h5", ".hdf5", ".parquet")
+
+
+def borrowing_venv(venv_dir: Path) -> Path:
+    """A venv whose interpreter also sees this interpreter's packages, as ``system_site_packages`` would for the base
+    Python: this interpreter may itself be a venv (the README's setup), whose packages the base does not have."""
+    venv.EnvBuilder(with_pip=False).create(venv_dir)
+    python = venv_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    ours = list(dict.fromkeys([*site.getsitepackages(), sysconfig.get_path("purelib")]))
+    # addsitedir, not a bare path: the borrowed folders' own .pth files (editable installs, say) run too
+    lines = [f"import site; site.addsitedir({folder!r})" for folder in ours]
+    (Path(purelib) / "_borrowed_site_packages.pth").write_text("\n".join(lines) + "\n")
+    return python
 
 
 @pytest.mark.slow
@@ -79,11 +98,13 @@ def test_wheel_install_runs_outside_the_repo(tmp_path):
                            timeout=300)
     assert built.returncode == 0, built.stdout + built.stderr
     (wheel,) = wheels.glob("pathsynth-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped_data = [name for name in archive.namelist() if name.lower().endswith(DATASET_SUFFIXES)]
+    assert not shipped_data, f"the wheel ships dataset files: {shipped_data}"
 
     venv_dir = tmp_path / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(venv_dir)
-    python = venv_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    # the venv has no pip of its own: this interpreter's, borrowed through system site-packages, installs into it
+    python = borrowing_venv(venv_dir)
+    # the venv has no pip of its own: this interpreter's, borrowed (borrowing_venv), installs into it
     installed = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
                                check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert installed.returncode == 0, installed.stdout + installed.stderr
@@ -94,15 +115,14 @@ def test_wheel_install_runs_outside_the_repo(tmp_path):
                            cwd=work, env=env, timeout=300)
     assert check.returncode == 0, check.stderr
     found = json.loads(check.stdout.strip().splitlines()[-1])
-    site = Path(found["package"]).resolve().parent.parent
-    assert venv_dir.resolve() in site.parents, f"pathsynth imported from {found['package']}, not the venv"
-    assert Path(found["assets"]) == site / "pathsynth_assets"
-    assert Path(found["sample"]).is_relative_to(site / "pathsynth_assets")
-    assert found["n_sample"] == 800 and found["evaluator"] and found["cards"] and found["reports"] > 0
+    site_dir = Path(found["package"]).resolve().parent.parent
+    assert venv_dir.resolve() in site_dir.parents, f"pathsynth imported from {found['package']}, not the venv"
+    assert Path(found["assets"]) == site_dir / "pathsynth_assets"
+    assert found["reference"] and found["evaluator"] and found["cards"] and found["reports"] > 0
 
     out = tmp_path / "out"
-    command = [str(python), "-m", "pathsynth", "generate", "adipose", "-n", "1", "--no-verify", "--seed", "1",
-               "--out", str(out), "--json"]
+    command = [str(python), "-m", "pathsynth", "generate", "adipose", "-n", "1", "--seed", "1",
+               "--out", str(out), "--json"]  # verified: the realism check runs on the shipped reference, no data
     generated = subprocess.run(command, check=False, capture_output=True, text=True, cwd=work, env=env, timeout=300)
     assert generated.returncode == 0, generated.stderr
     result = json.loads(generated.stdout.strip().splitlines()[-1])

@@ -4,7 +4,7 @@ One readable file, nanoGPT-style: the config is right below; every value can be 
 line (``--epochs 80 --lr 3e-3``). CPU by default, CUDA when present, several GPUs with
 ``accelerate launch train/classifier.py ...``.
 
-    python train/classifier.py --export_dir assets/models/classifier          # bundled sample, fold 0 held out
+    python train/classifier.py --data PATH.npz --export_dir assets/models/classifier  # a train-only npz: fold 0 held out
     python train/classifier.py --data medmnist --pretrained                     # full PathMNIST + ImageNet init
     python train/classifier.py --data medmnist --size 64                        # 64 px tiles (ImageNet stem)
 
@@ -34,6 +34,7 @@ from transformers import HfArgumentParser
 from pathsynth.classifier import TissueClassifier, build_resnet18, fit_temperature, small_input_stem
 from pathsynth.data import (
     RandomScale,
+    data_source_name,
     load_training_data,
     to_tensor,
     train_augmentation,
@@ -41,11 +42,12 @@ from pathsynth.data import (
 from pathsynth.images import microns_per_pixel
 from pathsynth.stain import fit_stain_reference
 from pathsynth.tissues import NUM_TISSUES
+from pathsynth.verify import reference_from_splits
 
 
 @dataclass
 class Config:
-    data: str | None = None  # npz path, "medmnist", or None for $PATHSYNTH_DATA / the bundled sample
+    data: str | None = None  # npz path, "medmnist", or None for $PATHSYNTH_DATA, else medmnist
     size: int = 28  # tile size: 28, 64, 128 or 224 px (the data must be this size; it also picks the stem)
     fold: int = 0  # held-out validation fold of a train-only npz
     out_dir: str = "runs/classifier"
@@ -277,6 +279,8 @@ def main(cfg: Config) -> None:
     if accelerator.is_main_process:
         export = Path(cfg.export_dir or out_dir / "model")
         classifier.save_pretrained(export, fp16=cfg.fp16_export)
+        # what the verifier's realism check needs from real tiles, shipped so the app needs no data (no pixels)
+        reference_from_splits(classifier, splits, data_source_name(cfg.data)).save(export)
         (export / "training_summary.json").write_text(json.dumps({**asdict(cfg), **metrics}, indent=2))
         accelerator.print(f"saved classifier to {export} after {train_seconds / 60:.1f} min")
 

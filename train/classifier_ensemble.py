@@ -17,8 +17,9 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from pathsynth.classifier import TissueClassifier, fit_temperature
-from pathsynth.data import load_training_data, to_tensor
+from pathsynth.data import data_source_name, load_training_data, to_tensor
 from pathsynth.images import microns_per_pixel
+from pathsynth.verify import reference_from_splits
 
 
 @dataclass
@@ -41,7 +42,8 @@ def main(cfg: Config) -> None:
                          "an ensemble's members and its held-out data share one tile size")
     size = sizes.pop()
     ensemble = TissueClassifier.ensemble(members)
-    val_images, val_labels = load_training_data(cfg.data, size, fold=cfg.fold)["val"]
+    splits = load_training_data(cfg.data, size, fold=cfg.fold)
+    val_images, val_labels = splits["val"]
     val_x = to_tensor(val_images)
     ensemble.config["temperature"] = ensemble.temperature = fit_temperature(ensemble.view_logits(val_x), val_labels)
     accuracy = float((ensemble.predict(val_x) == val_labels).mean())
@@ -53,6 +55,7 @@ def main(cfg: Config) -> None:
                "member_summaries": summaries}
     export = Path(cfg.export_dir)
     ensemble.save_pretrained(export, fp16=cfg.fp16_export)
+    reference_from_splits(ensemble, splits, data_source_name(cfg.data)).save(export)  # realism, no pixels
     (export / "training_summary.json").write_text(json.dumps(summary, indent=2))
     print(f"ensemble of {len(members)}: held-out accuracy {accuracy:.4f}, T = {ensemble.temperature}; saved to {export}")
 

@@ -5,7 +5,7 @@ a small network learns to tell the training fold's real tiles from the generator
 level, and the pipeline saved to ``export_dir`` (the generator with that discriminator) adds the gradient of its
 log-odds to each sampling step. The held-out fold is never seen, so the evaluation reports stay honest.
 
-    python train/discriminator.py                                          # shipped generator, bundled sample
+    python train/discriminator.py --data PATH.npz                          # shipped generator, a local npz
     python train/discriminator.py --export_dir assets/models/generator     # refresh the shipped pipeline
     python train/discriminator.py --generator runs/gen64/pipeline --data medmnist   # a 64 px generator, 64 px data
     python scripts/sweep_sampler.py 15:3:0.15:0.75:sde-dpmsolver++:0 ...:2   # choose --guidance_weight
@@ -37,7 +37,7 @@ from pathsynth.tissues import NUM_TISSUES
 @dataclass
 class Config:
     generator: str = "assets/models/generator"  # the frozen pipeline whose samples the discriminator learns
-    data: str | None = None  # npz path, "medmnist", or None for $PATHSYNTH_DATA / the bundled sample
+    data: str | None = None  # npz path, "medmnist", or None for $PATHSYNTH_DATA, else medmnist
     size: int = 0  # tile size of the real data: 0 = the generator's (28, 64, 128 or 224 px); others are refused
     fold: int = 0  # held-out validation fold (never seen)
     out_dir: str = "runs/discriminator"

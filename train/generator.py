@@ -4,7 +4,7 @@ One readable file, nanoGPT-style: the config is right below; every value can be 
 line (``--steps 3000 --lr 1e-3``). Runs on CPU (2 cores is enough for the shipped model), on a GPU when one
 is present, and on several GPUs with ``accelerate launch train/generator.py ...``.
 
-    python train/generator.py                                   # bundled 800-image sample, held-out fold 0
+    PATHSYNTH_DATA=../shared/data/pathmnist_train_0000_0799.npz python train/generator.py  # 800-tile sample, fold 0 held out
     python train/generator.py --data medmnist --size 28         # full PathMNIST (needs a network)
     python train/generator.py --data medmnist --size 64         # 64 px tiles: a deeper U-Net, chosen from the size
     python train/generator.py --resume                          # continue from out_dir/checkpoint
@@ -43,7 +43,7 @@ from pathsynth.tissues import NUM_TISSUES, tissue_index
 
 @dataclass
 class Config:
-    data: str | None = None  # npz path, "medmnist", or None for $PATHSYNTH_DATA / the bundled sample
+    data: str | None = None  # npz path, "medmnist", or None for $PATHSYNTH_DATA, else medmnist
     size: int = 28  # tile size: 28, 64, 128 or 224 px (the data must be this size; it also sets the U-Net's depth)
     fold: int = 0  # held-out validation fold of a train-only npz (never trained on)
     out_dir: str = "runs/generator"

@@ -6,7 +6,7 @@ train_text_to_image_lora.py: a frozen VAE, text encoder and UNet, a peft LoRA on
 projections (to_q, to_k, to_v, to_out.0), HF accelerate for mixed precision and multi-GPU, and the LoRA saved
 with ``StableDiffusionPipeline.save_lora_weights`` so ``pipe.load_lora_weights(out_dir)`` reads it back.
 
-    python train/sd_lora.py                                              # bundled 800-image sample
+    python train/sd_lora.py --data PATH.npz                              # a local npz (e.g. 800 tiles)
     accelerate launch --mixed_precision fp16 train/sd_lora.py --data medmnist --size 224
     accelerate launch --multi_gpu --num_processes 4 train/sd_lora.py ...   # data parallel
     python train/sd_lora.py --resume                                     # continue from out_dir/checkpoint
@@ -19,7 +19,7 @@ Settings             paper (PathSynth)   diffusers example (README command)
 The defaults below are the paper's. Batch size is not reported in the paper; 8 at 224 px fits any recent GPU
 in fp16 (the diffusers command uses 1 with 4 accumulation steps at 512 px).
 
-Data: PathMNIST tiles (28 px bundled sample, or medmnist at 28/64/128/224 px) upscaled to ``resolution``, a
+Data: PathMNIST tiles (a local npz, or medmnist at 28/64/128/224 px) upscaled to ``resolution``, a
 random dihedral transform each, captioned "a histopathological image of an area with {label}" or (with
 probability ``paraphrase_prob``) a paraphrase built from the tissue catalogue's names and synonyms.
 
@@ -85,7 +85,7 @@ def option(default, help: str):
 class Config:
     pretrained_model: str = DEFAULT_SD_MODEL  # hub id or local diffusers directory
     variant: str = ""  # e.g. "fp16" to fetch the half-precision weight files of the base model
-    data: str | None = None  # npz path, "medmnist", or None for $PATHSYNTH_DATA / the bundled sample
+    data: str | None = None  # npz path, "medmnist", or None for $PATHSYNTH_DATA, else medmnist
     size: int = 28  # source resolution of PathMNIST (medmnist: 28, 64, 128 or 224)
     fold: int = 0  # held-out validation fold of a train-only npz (never trained on)
     resolution: int = 224  # training (and sampling) resolution, a multiple of 8

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -24,6 +25,7 @@ REPORTS_DIR = ASSETS_DIR / "reports"
 REPORT_FILES = {"generator": Path("generator") / "report.json", "classifier": Path("classifier") / "classifier_report.json"}
 RED_BLOOD_CELL_UM = 7.5  # a red blood cell's diameter: the yardstick trainees know
 MARKDOWN_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
+_download_lock = threading.Lock()  # one download at a time, however many people click
 
 
 def model_card(path: Path) -> tuple[str, list[Path]]:
@@ -194,8 +196,41 @@ def report_images(directory: Path = REPORTS_DIR) -> list[tuple[str, str]]:
     return [(str(p), f"{p.parent.name}: {p.stem.replace('_', ' ')}") for p in sorted(directory.rglob("*.png"))]
 
 
+def real_tiles_line(services) -> str:
+    """Where the real tiles come from, or why there are none and how to get them (Markdown, one line)."""
+    off = getattr(services, "real_tiles_off", "")
+    if off:
+        return f"**{off}**"
+    count = len(getattr(services, "real_labels", ()))
+    return f"Real tiles: {count} PathMNIST tiles (official test split when the file has one; never trained on there)."
+
+
+def download_real_tiles(services) -> str:
+    """Download medmnist's PathMNIST file of the generator's size into ``$PATHSYNTH_MEDMNIST_ROOT`` (the app's
+    "Download PathMNIST" button); the line saying what happened."""
+    from ..data import DataUnavailableError, download_pathmnist
+
+    size = int(getattr(services.generator, "output_size", OUTPUT_SIZE))
+    if not _download_lock.acquire(blocking=False):
+        return "A download is already running; wait for it to finish."
+    try:
+        path = download_pathmnist(size, services.settings.medmnist_root)
+    except DataUnavailableError as error:
+        return f"⚠️ {error}. Check the network, or set PATHSYNTH_DATA to a local npz."
+    finally:
+        _download_lock.release()
+    return f"✅ Downloaded to `{path}`. Restart the app to use the real tiles."
+
+
 def build(services) -> None:
     settings = getattr(services, "settings", None)
+    with gr.Row():
+        gr.Markdown(real_tiles_line(services), elem_id="about-real-tiles")
+        if getattr(services, "real_tiles_off", ""):
+            with gr.Column(scale=0, min_width=220):
+                download = gr.Button("Download PathMNIST", size="sm", elem_id="about-download")
+                downloaded = gr.Markdown(elem_id="about-download-status")
+            download.click(lambda: download_real_tiles(services), None, downloaded, api_name="download_real_tiles")
     gr.Markdown(trainee_page(load_reports(), getattr(services, "verifier", None),
                              getattr(settings, "home_persistent", True)), elem_id="about-trainees")
     if getattr(services, "store", None) is not None:

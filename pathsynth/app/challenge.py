@@ -74,6 +74,8 @@ def _real_tile(services, tissue: int) -> tuple[Tile, np.ndarray]:
 @user_errors(outputs=10, status=9)
 def next_tile(services, state):
     """A new tile to judge. Returns only the image: what it is stays in the session state until the guess."""
+    if getattr(services, "real_tiles_off", ""):  # half the tiles would be real: the game needs them
+        raise Refusal(services.real_tiles_off)
     state = state if isinstance(state, ChallengeState) else ChallengeState()
     state.tile, image = draw_tile(services)
     state.guessed = None
@@ -169,13 +171,16 @@ def build(services):
     state = gr.State(None)
     gr.Markdown("Can you tell the generator's tiles from real ones? Half of the tiles are real, half synthetic. "
                 f"_{SPACES_NOTE if on_spaces(services) else LOCAL_NOTE}_")
+    off = getattr(services, "real_tiles_off", "")
+    if off:
+        gr.Markdown(f"**{ui.escape_md(off)}**", elem_id="challenge-off")
     with gr.Row():
         if on_spaces(services):
             gr.LoginButton()
         learner = gr.Textbox(label="Your name (counts your guesses)", visible=not on_spaces(services),
                              placeholder="the name you use in the Quiz tab", elem_id="challenge-learner")
         with gr.Column(scale=0, min_width=220):
-            next_button = gr.Button("Show a tile", variant="primary")
+            next_button = gr.Button("Show a tile", variant="primary", interactive=not off)
             status = gr.Markdown(elem_id="challenge-status")
     with gr.Row():
         with gr.Column(scale=3):

@@ -252,7 +252,17 @@ def start(services, n, generated_share, learner_name=None, weak=False, difficult
         Q.start_exam(session, limit)
     kind = f"{'an exam' if session.exam else 'a quiz'} of {session.total} question{'s' if session.total != 1 else ''}"
     timing = f" You have {limit:g} minute{'s' if limit != 1 else ''}." if limit else ""
-    return question_view(session, f"Started {kind} ({session.difficulty}).{timing}" + note, look, services)
+    return question_view(session, f"Started {kind} ({session.difficulty}).{timing}" + note + _all_generated_note(
+        services, count, session.total), look, services)
+
+
+def _all_generated_note(services, asked: int, made: int) -> str:
+    """With no real tiles every tile is generated: say so, how to get real ones, and any question left out."""
+    off = getattr(services, "real_tiles_off", "")
+    if not off:
+        return ""
+    short = f" {asked - made} of the {asked} questions could not be verified and were left out." if made < asked else ""
+    return f" Every tile is generated.{short} {off}"
 
 
 def _built_quiz(services, count: int, share: float, tissues, difficulty: str, progress) -> Q.QuizSession:
@@ -261,6 +271,8 @@ def _built_quiz(services, count: int, share: float, tissues, difficulty: str, pr
     are: no model call. Any heatmap still missing (before the pool explained enough real tiles) is made now, at
     most ``MODEL_CONCURRENCY`` at a time (``model_slots``)."""
     real = services.real_sample(minimum=2 * count, tissues=tissues)  # images, labels, probabilities (, ids)
+    if not len(real["real_images"]):  # no real tiles on this machine: every tile is generated
+        share = 1.0
     session = Q.build_quiz(count, classifier=services.classifier, verifier=services.images if share > 0 else None,
                            generated_share=share, progress=progress_callback(progress),
                            explainer=services.explanations.get, tissues=tissues, difficulty=difficulty, **real)

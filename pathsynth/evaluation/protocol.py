@@ -68,7 +68,7 @@ def check_sizes(generator, split: RealSplit, evaluator=None) -> int:
     if split.size != size:
         raise ValueError(f"the generator draws {size} px tiles but the real images are {split.size} px: evaluate "
                          f"with real images of {size} px (--data medmnist downloads PathMNIST at {size} px, or give "
-                         f"an npz of {size} px tiles; the bundled sample is 28 px)")
+                         f"an npz of {size} px tiles)")
     evaluator_size = getattr(evaluator, "input_size", size)
     if evaluator is not None and evaluator_size != size:
         raise ValueError(f"the evaluator network takes {evaluator_size} px tiles but the generator draws {size} px "
@@ -403,8 +403,8 @@ def realism_point(generator, evaluator, split: RealSplit, per_class: int = 40, c
 
 def real_split(data: str | None = None, fold: int = 0, size: int = 28, max_images: int | None = None,
                seed: int = 0) -> RealSplit:
-    """The generator's training fold and the held-out fold of the data it was trained on (default: the bundled
-    sample, 28 px), as ``size`` px tiles; ``max_images`` caps each side with a stratified subset (full PathMNIST has
+    """The generator's training fold and the held-out fold of the data it was trained on (default:
+    ``$PATHSYNTH_DATA``, else medmnist), as ``size`` px tiles; ``max_images`` caps each side with a stratified subset (full PathMNIST has
     90,000 training tiles, and the C2ST generates as many as there are)."""
     from ..data import load_training_data, stratified_subset
 

@@ -1,6 +1,6 @@
 """Real or synthetic? Trainees' guesses, the human realism report they add up to, and flagged images.
 
-Each vote says which tile was shown (provenance: real with its index in the bundled sample, or generated with
+Each vote says which tile was shown (provenance: real with its index in the app's real tiles, or generated with
 its seed), its tissue, whether it truly was synthetic and what the learner guessed. The realism report is the
 share of synthetic tiles that trainees judged real, per tissue and overall, beside the same share for real
 tiles (the baseline: people also doubt real tiles), each with a Wilson 95 % interval.

@@ -98,7 +98,7 @@ class AnswerRow(Base):
     quiz_id: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
     source: Mapped[str] = mapped_column(Text, nullable=False)  # real, generated, uploaded
     seed: Mapped[int | None] = mapped_column(BigInteger)  # regenerates a generated tile
-    real_index: Mapped[int | None] = mapped_column(Integer)  # index in the bundled real sample
+    real_index: Mapped[int | None] = mapped_column(Integer)  # index in the real tiles the app showed (Services.real_images)
     # no foreign key: the answer stays in the learner's history when an instructor deletes the gallery item
     gallery_item_id: Mapped[int | None] = mapped_column(Integer)
     # revision 0005: set for answers to an assignment (no foreign keys, as above); one per learner and question
