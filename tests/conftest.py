@@ -79,8 +79,13 @@ def model_env(tmp_path_factory) -> dict[str, str]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from tiny_models import save_tiny_models
 
+    from sample_tiles import sample_npz
+
     classifier_dir, generator_dir = save_tiny_models(tmp_path_factory.mktemp("tiny_models"))
-    return {"PATHSYNTH_CLASSIFIER": str(classifier_dir), "PATHSYNTH_GENERATOR": str(generator_dir)}
+    # tiny random models verify few images: real (or stand-in) tiles fill the quizzes' gaps
+    data = os.environ.get("PATHSYNTH_DATA") or str(sample_npz(tmp_path_factory.mktemp("tiles") / "tiles.npz"))
+    return {"PATHSYNTH_CLASSIFIER": str(classifier_dir), "PATHSYNTH_GENERATOR": str(generator_dir),
+            "PATHSYNTH_DATA": data}
 
 
 def start_app(home: Path, log_path: Path, model_env: dict[str, str], password: str | None = "",
@@ -247,6 +252,19 @@ def fresh_accelerate_state():
     yield
     if "accelerate.state" in sys.modules:
         sys.modules["accelerate.state"].AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture(autouse=True)
+def same_torch_threads():
+    """A training script run in-process sets torch's thread count (``--threads 1``) for the whole process; later
+    tests would then run with another count than alone, and batch-invariance checks (an image alone and in a batch
+    give the same pixels) depend on it on some CPUs. Each test starts with the count the session started with."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------ tiny Stable Diffusion (test_sd_lora, test_sd_toolkit)

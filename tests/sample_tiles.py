@@ -53,6 +53,14 @@ def sample_npz(path: Path) -> Path:
     return path
 
 
+@lru_cache(maxsize=1)
+def shared_sample_npz() -> Path:
+    """One :func:`sample_npz` for the whole test process: the ``--data`` of training-script tests."""
+    import tempfile
+
+    return sample_npz(Path(tempfile.mkdtemp(prefix="pathsynth-tiles-")) / "tiles.npz")
+
+
 def sample_tiles() -> tuple[np.ndarray, np.ndarray]:
     """Labelled 28 px tiles: real ones when ``$PATHSYNTH_DATA`` names a file, else generated (see module doc)."""
     path = real_data_file()

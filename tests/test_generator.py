@@ -106,7 +106,10 @@ def test_training_script_runs_and_resumes(tmp_path):
     sys.path.insert(0, str(REPO))
     from train.generator import Config, main
 
-    cfg = Config(steps=2, batch_size=8, out_dir=str(tmp_path / "run"), block_out_channels=(16, 32, 32),
+    from sample_tiles import shared_sample_npz
+
+    cfg = Config(steps=2, batch_size=8, data=str(shared_sample_npz()), out_dir=str(tmp_path / "run"),
+                 block_out_channels=(16, 32, 32),
                  sample_every=2, checkpoint_every=1, inference_steps=2, threads=1)
     main(cfg)
     assert (tmp_path / "run" / "samples_000002.png").is_file()

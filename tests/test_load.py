@@ -6,6 +6,7 @@ A functional check of the benchmark script only; its figures are not asserted (t
 import asyncio
 import importlib.util
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -39,8 +40,12 @@ def tiny_app(tmp_path_factory):
     to slow the tests down): (url, process)."""
     directory = tmp_path_factory.mktemp("load")
     classifier_dir, generator_dir = save_tiny_models(directory / "models")
+    from sample_tiles import sample_npz
+
+    data = os.environ.get("PATHSYNTH_DATA") or str(sample_npz(directory / "tiles.npz"))  # tiny models verify little
     with pytest.MonkeyPatch.context() as patch:  # the app process inherits this environment
         for name, value in dict(PATHSYNTH_CLASSIFIER=str(classifier_dir), PATHSYNTH_GENERATOR=str(generator_dir),
+                                PATHSYNTH_DATA=data,
                                 PATHSYNTH_HOME=str(directory / "home"), HF_HUB_OFFLINE="1",
                                 OMP_NUM_THREADS="1").items():
             patch.setenv(name, value)

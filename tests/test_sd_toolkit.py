@@ -141,8 +141,11 @@ def test_reconstruction_metrics_of_identical_images():
 
 def test_vae_report_only(train_sd_lora, tiny_model, tmp_path):
     tiny_classifier().save_pretrained(tmp_path / "evaluator")
+    from sample_tiles import shared_sample_npz
+
     out_dir = train_sd_lora.main(train_sd_lora.Config(
-        pretrained_model=str(tiny_model), resolution=TINY_RESOLUTION, out_dir=str(tmp_path / "report"),
+        pretrained_model=str(tiny_model), data=str(shared_sample_npz()), resolution=TINY_RESOLUTION,
+        out_dir=str(tmp_path / "report"),
         vae_report_only=True, vae_report_images=18, evaluator=str(tmp_path / "evaluator")))
     report = json.loads((out_dir / VAE_REPORT_NAME).read_text())
     assert report["images"] == 18 and (report["resolution"], report["tile_size"]) == (TINY_RESOLUTION, 28)

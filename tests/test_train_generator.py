@@ -23,8 +23,10 @@ def run_train_script(script: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def run_training(*args: str) -> subprocess.CompletedProcess:
+    from sample_tiles import shared_sample_npz
+
     return run_train_script("generator.py", "--threads", "1", "--sample_every", "1000", "--realism_per_class", "2",
-                            *args)
+                            "--data", str(shared_sample_npz()), *args)
 
 
 def test_boost_multiplies_the_sampling_weight_of_the_named_tissues():

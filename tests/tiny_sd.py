@@ -117,7 +117,10 @@ def load_training_script():
 
 def tiny_config(train_sd_lora, tiny_model, out_dir, **overrides):
     """A Config that trains in seconds on a CPU against the tiny pipeline (large lr so weights move visibly)."""
-    settings = dict(pretrained_model=str(tiny_model), resolution=TINY_RESOLUTION, out_dir=str(out_dir), steps=2,
+    from sample_tiles import shared_sample_npz
+
+    settings = dict(pretrained_model=str(tiny_model), data=str(shared_sample_npz()), resolution=TINY_RESOLUTION,
+                    out_dir=str(out_dir), steps=2,
                     batch_size=4, lr=5e-2, rank=4, gradient_checkpointing=True, validation_every=2,
                     validation_images=1, validation_inference_steps=2, checkpoint_every=1)
     settings.update(overrides)
