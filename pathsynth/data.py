@@ -36,7 +36,8 @@ SIZES = (28, 64, 128, 224)
 # official test split), at most MAX_DISPLAY_TILES of them in the split's tissue mix.
 DISPLAY_SPLITS = ("test", "val", "train")
 MAX_DISPLAY_TILES = 800
-MEDMNIST_SIZE_MB = {28: 206, 64: 1300, 128: 5100, 224: 12800}  # about, per medmnist's PathMNIST files
+# medmnist's PathMNIST files: 28 px is 206 MB; the others scaled from it by pixel count (about)
+MEDMNIST_SIZE_MB = {28: 206, 64: 1100, 128: 4300, 224: 12900}
 
 
 def load_npz(path: str | os.PathLike, split: str = "train", size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -188,14 +189,21 @@ def load_npz_head(path: str | os.PathLike, count: int, split: str = "train",
     return _check(images, labels, str(path))
 
 
+def _npy_header(handle, member: str) -> tuple[tuple, np.dtype]:
+    """(shape, dtype) of the ``.npy`` open in ``handle``, left at its first data byte; only C-ordered numeric
+    arrays, whose rows can be read in part."""
+    major, _ = np.lib.format.read_magic(handle)
+    read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+    shape, fortran_order, dtype = read_header(handle)
+    if fortran_order or dtype.hasobject or not shape:
+        raise ValueError(f"{member}: only C-ordered numeric arrays can be read in part")
+    return shape, dtype
+
+
 def _npy_head(archive, member: str, count: int) -> np.ndarray:
     """The first ``count`` rows of an ``.npy`` inside a zip, streamed (an npz member cannot be memory-mapped)."""
     with archive.open(member) as handle:
-        major, _ = np.lib.format.read_magic(handle)
-        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        shape, fortran_order, dtype = read_header(handle)
-        if fortran_order or dtype.hasobject or not shape:
-            raise ValueError(f"{member}: only C-ordered numeric arrays can be read in part")
+        shape, dtype = _npy_header(handle, member)
         rows = min(count, shape[0])
         data = handle.read(rows * int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
         return np.frombuffer(data, dtype).reshape(rows, *shape[1:]).copy()
@@ -276,11 +284,7 @@ def local_display_tiles(size: int = 28) -> tuple[np.ndarray, np.ndarray] | None:
 def _npy_rows(archive, member: str, rows: np.ndarray, chunk: int = 1024) -> np.ndarray:
     """Rows ``rows`` (sorted) of an ``.npy`` inside a zip, streamed in chunks up to the last one needed."""
     with archive.open(member) as handle:
-        major, _ = np.lib.format.read_magic(handle)
-        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        shape, fortran_order, dtype = read_header(handle)
-        if fortran_order or dtype.hasobject or not shape:
-            raise ValueError(f"{member}: only C-ordered numeric arrays can be read in part")
+        shape, dtype = _npy_header(handle, member)
         row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
         out, start = [], 0
         end = int(rows[-1]) + 1 if len(rows) else 0
