@@ -15,7 +15,8 @@ from conftest import shipped_models_present, start_app, stop_app
 from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS
 
 ROOT = Path(__file__).resolve().parent.parent
-NO_NETWORK = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}  # nothing can be fetched
+# nothing outside this machine can be fetched; the app still reaches itself (Gradio checks its own URL at launch)
+NO_NETWORK = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1,localhost"}
 OFF_LINE = "Real tiles are off"
 
 
@@ -110,7 +111,7 @@ def test_a_fresh_clone_with_no_data_serves_generates_quizzes_and_says_what_is_of
     try:
         assert "Real tiles are off" in app.log()  # said in the terminal at start
         client = app.client()
-        image, *_ = client.predict("Adipose", "", "11", True, api_name="/generate")
+        image, *_ = client.predict("Adipose tissue", "", "11", True, api_name="/generate")
         assert Path(image).is_file()
         started = client.predict(3, 0.5, api_name="/quiz_start")
         status = next(x for x in started if isinstance(x, dict) and "quiz_id" in x)
@@ -130,17 +131,20 @@ def screenshot_off_tabs(url: str, artifacts_dir: Path) -> None:
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        for name, viewport in (("desktop", {"width": 1400, "height": 1000}), ("phone", {"width": 390, "height": 844})):
-            page = browser.new_page(viewport=viewport)
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(url)
-            page.get_by_role("tab", name="Real or synthetic?").click()
-            page.locator("#challenge-off").get_by_text(OFF_LINE).wait_for()
-            assert page.get_by_role("button", name="Show a tile").is_disabled()
-            page.screenshot(path=str(artifacts_dir / f"offline_{name}_challenge.png"), full_page=True)
-            page.get_by_role("tab", name="About").click()
-            page.locator("#about-real-tiles").get_by_text(OFF_LINE).wait_for()
-            assert page.get_by_role("button", name="Download PathMNIST").is_visible()
-            page.screenshot(path=str(artifacts_dir / f"offline_{name}_about.png"), full_page=True)
-            page.close()
+        desktop, phone = {"width": 1400, "height": 1000}, {"width": 390, "height": 844}
+        page = browser.new_page(viewport=desktop)
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url)
+        for tab, line, check in (("Real or synthetic?", "#challenge-off", "challenge"), ("About", "#about-real-tiles", "about")):
+            page.set_viewport_size(desktop)  # every tab in one row (at phone width the later ones fold into a menu)
+            page.get_by_role("tab", name=tab).click()
+            page.locator(line).get_by_text(OFF_LINE).wait_for()
+            if check == "challenge":
+                assert page.get_by_role("button", name="Show a tile").is_disabled()
+            else:
+                assert page.get_by_role("button", name="Download PathMNIST").is_visible()
+            for name, viewport in (("desktop", desktop), ("phone", phone)):
+                page.set_viewport_size(viewport)
+                page.screenshot(path=str(artifacts_dir / f"offline_{name}_{check}.png"), full_page=True)
+        page.close()
         browser.close()

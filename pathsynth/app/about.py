@@ -200,7 +200,7 @@ def real_tiles_line(services) -> str:
     """Where the real tiles come from, or why there are none and how to get them (Markdown, one line)."""
     off = getattr(services, "real_tiles_off", "")
     if off:
-        return f"**{off}**"
+        return f"⚠️ {off}"
     count = len(getattr(services, "real_labels", ()))
     return f"Real tiles: {count} PathMNIST tiles (official test split when the file has one; never trained on there)."
 
@@ -224,13 +224,12 @@ def download_real_tiles(services) -> str:
 
 def build(services) -> None:
     settings = getattr(services, "settings", None)
-    with gr.Row():
-        gr.Markdown(real_tiles_line(services), elem_id="about-real-tiles")
-        if getattr(services, "real_tiles_off", ""):
-            with gr.Column(scale=0, min_width=220):
-                download = gr.Button("Download PathMNIST", size="sm", elem_id="about-download")
-                downloaded = gr.Markdown(elem_id="about-download-status")
-            download.click(lambda: download_real_tiles(services), None, downloaded, api_name="download_real_tiles")
+    gr.Markdown(real_tiles_line(services), elem_id="about-real-tiles")
+    if getattr(services, "real_tiles_off", ""):  # the line above says why; the button and its answer under it
+        with gr.Row():
+            download = gr.Button("Download PathMNIST", size="sm", scale=0, min_width=220, elem_id="about-download")
+            downloaded = gr.Markdown(elem_id="about-download-status")
+        download.click(lambda: download_real_tiles(services), None, downloaded, api_name="download_real_tiles")
     gr.Markdown(trainee_page(load_reports(), getattr(services, "verifier", None),
                              getattr(settings, "home_persistent", True)), elem_id="about-trainees")
     if getattr(services, "store", None) is not None:

@@ -173,7 +173,7 @@ def build(services):
                 f"_{SPACES_NOTE if on_spaces(services) else LOCAL_NOTE}_")
     off = getattr(services, "real_tiles_off", "")
     if off:
-        gr.Markdown(f"**{ui.escape_md(off)}**", elem_id="challenge-off")
+        gr.Markdown(f"⚠️ {off}", elem_id="challenge-off")  # the app's own line (Markdown: the command as code)
     with gr.Row():
         if on_spaces(services):
             gr.LoginButton()
