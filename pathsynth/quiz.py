@@ -158,8 +158,8 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
 
     ``verifier.generate(tissues, seed=...)`` supplies the generated tiles; any it could not verify are
     replaced by real tiles, so a student is never graded on an image the classifier rejected. Real tiles
-    come from ``real_images``/``real_labels`` (none without data: every tile is then generated), restricted to ``tissues`` by their answer
-    key, and are never repeated. ``real_probabilities`` (``classifier.predict_proba(real_images)``, cached by
+    come from ``real_images``/``real_labels``, restricted to ``tissues`` by their answer key, and are never
+    repeated; with none (no data on the machine) every tile is generated, whatever ``generated_share`` says. ``real_probabilities`` (``classifier.predict_proba(real_images)``, cached by
     the caller) saves classifying them again. ``seed`` (or ``rng``) makes the quiz reproducible.
 
     ``verifier`` may be a :class:`~pathsynth.pool.VerifiedPool` (same ``generate`` interface): unseeded quizzes

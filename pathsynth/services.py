@@ -228,10 +228,16 @@ def explanation_fingerprint(classifier_dir: Path, classifier_digest: str | None 
     """Names the maps a classifier draws: the digest of its files (weights, config with its temperature; computed
     unless given as ``classifier_digest``) and the map method, so a retrained classifier or a changed method never
     reads older maps."""
-    from .classifier import model_files
     from .explain import APP_MAP_SIGNATURE
 
-    return f"{classifier_digest or file_digest(*model_files(classifier_dir))}-{APP_MAP_SIGNATURE}"
+    return f"{classifier_digest or classifier_files_digest(classifier_dir)}-{APP_MAP_SIGNATURE}"
+
+
+def classifier_files_digest(classifier_dir: Path) -> str:
+    """:func:`file_digest` of a classifier's files (config and weights): names what was computed with it."""
+    from .classifier import model_files
+
+    return file_digest(*model_files(classifier_dir))
 
 
 def quiz_tiles_ahead(labels: np.ndarray, probabilities: np.ndarray, per_tissue: int = REAL_AHEAD_PER_TISSUE,

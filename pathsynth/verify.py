@@ -105,10 +105,12 @@ class RealismReference:
         import torch
         from safetensors.torch import save_file
 
+        from .services import classifier_files_digest
+
         path = Path(classifier_dir) / REFERENCE_NAME
         save_file({"features": torch.from_numpy(np.ascontiguousarray(self.features, np.float16)),
                    "labels": torch.from_numpy(np.ascontiguousarray(self.labels, np.int64))}, str(path),
-                  metadata={"classifier": _classifier_digest(classifier_dir), "size": str(self.size),
+                  metadata={"classifier": classifier_files_digest(classifier_dir), "size": str(self.size),
                             "source": self.source})
         return path
 
@@ -118,12 +120,14 @@ class RealismReference:
         for other weights (logged). ``classifier_digest``: the digest of its files, when the caller has it."""
         from safetensors import safe_open
 
+        from .services import classifier_files_digest
+
         path = Path(classifier_dir) / REFERENCE_NAME
         if not path.is_file():
             return None
         with safe_open(str(path), framework="numpy") as handle:
             meta = handle.metadata() or {}
-            if meta.get("classifier") != (classifier_digest or _classifier_digest(classifier_dir)):
+            if meta.get("classifier") != (classifier_digest or classifier_files_digest(classifier_dir)):
                 logger.warning("%s was made for other classifier weights: ignored (remake it with "
                                "python train/realism_reference.py)", path)
                 return None
@@ -142,13 +146,6 @@ def reference_from_splits(classifier, splits: dict, source: str = "",
     labels = np.concatenate([splits[name][1] for name in ("train", "val")])
     keep = stratified_subset(labels, count)
     return RealismReference.from_tiles(classifier, images[keep], labels[keep], source)
-
-
-def _classifier_digest(classifier_dir: str | Path) -> str:
-    from .classifier import model_files
-    from .services import file_digest
-
-    return file_digest(*model_files(classifier_dir))
 
 
 def realism_reference(classifier_dir: str | Path, classifier, images: np.ndarray | None = None,

@@ -271,9 +271,8 @@ def _built_quiz(services, count: int, share: float, tissues, difficulty: str, pr
     are: no model call. Any heatmap still missing (before the pool explained enough real tiles) is made now, at
     most ``MODEL_CONCURRENCY`` at a time (``model_slots``)."""
     real = services.real_sample(minimum=2 * count, tissues=tissues)  # images, labels, probabilities (, ids)
-    if not len(real["real_images"]):  # no real tiles on this machine: every tile is generated
-        share = 1.0
-    session = Q.build_quiz(count, classifier=services.classifier, verifier=services.images if share > 0 else None,
+    # the verifier always: a share of 0 asks it for nothing, and with no real tiles build_quiz generates every tile
+    session = Q.build_quiz(count, classifier=services.classifier, verifier=services.images,
                            generated_share=share, progress=progress_callback(progress),
                            explainer=services.explanations.get, tissues=tissues, difficulty=difficulty, **real)
     missing = [question for question in session.questions if question.heatmap is None]
