@@ -4,7 +4,16 @@ Listens on 127.0.0.1 (0.0.0.0 on Spaces; ``$GRADIO_SERVER_NAME`` or ``$PATHSYNTH
 ``$PORT`` / ``$GRADIO_SERVER_PORT`` (default 7860); ``app.demo`` builds the app without launching it.
 """
 
-from pathsynth.app import create_app, main
+import time
+
+STARTED = time.perf_counter()
+if __name__ == "__main__":  # torch and Gradio take seconds to import on a fresh machine: say so before they start
+    print("PathSynth is starting: importing torch and Gradio ...", flush=True)
+
+from pathsynth.app import create_app, main  # noqa: E402
+
+if __name__ == "__main__":
+    print(f"PathSynth: libraries imported in {time.perf_counter() - STARTED:.1f} s; loading the models ...", flush=True)
 
 
 def __getattr__(name: str):

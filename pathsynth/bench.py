@@ -173,6 +173,27 @@ def time_resolver(resolver=None, repeats: int = 3) -> dict:
             "resolver_semantic": bool(getattr(resolver, "uses_encoder", False))}
 
 
+def time_explanation(classifier, repeats: int = 10, seed: int = 0) -> dict:
+    """The app's map (``classifier.gradcam``: occlusion for one network) on one core, p50/p95 over ``repeats``
+    tiles, beside the whole ensemble's occlusion map it replaced (median of 3), the same tiles."""
+    import torch
+
+    from .explain import occlusion_map
+
+    images = _sample_images(repeats, seed, getattr(classifier, "input_size", 28))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        classifier.gradcam(images[0])  # warm-up
+        app = [_median_time(lambda image=image: classifier.gradcam(image), 1) for image in images]
+        whole = _median_time(lambda: occlusion_map(classifier, images[0]), 3)
+    finally:
+        torch.set_num_threads(threads)
+    summary = latency_summary(app)
+    return dict(explanation_p50_s=summary["p50_s"], explanation_p95_s=summary["p95_s"],
+                explanation_whole_model_s=whole, explanation_threads=1)
+
+
 def latency_summary(seconds) -> dict:
     """``n``, ``p50_s``, ``p95_s``, ``max_s`` of a list of latencies (only ``n`` when it is empty)."""
     values = np.asarray(seconds, dtype=np.float64)
@@ -327,6 +348,8 @@ def run_benchmark(verifier, classifier=None, repeats: int = 20, sd_steps_timed: 
     * ``generator_images_per_s``: raw ``generator.generate`` on a batch of 9.
     * ``classifier_images_per_s`` / ``classifier_tta_images_per_s``: a batch of ``classifier_batch`` tiles.
     * ``resolver_p50_ms``/``resolver_p95_ms``: free text -> tissue, warm (:func:`time_resolver`).
+    * ``explanation_p50_s``/``explanation_p95_s``: the app's map of one tile on one core (:func:`time_explanation`),
+      and ``explanation_whole_model_s``, the whole model's occlusion map it replaced.
     * ``quiz_start_p50_s``/``quiz_start_p95_s``: starting a 10-question quiz once the app is warm, ``quiz_repeats``
       times (:func:`time_quiz_start`; after the other timings, so its pool filling slows none of them).
     * ``cold_start_s``: a fresh process running ``cold_start_code`` (default: import and load both shipped
@@ -358,6 +381,8 @@ def run_benchmark(verifier, classifier=None, repeats: int = 20, sd_steps_timed: 
     result.update(time_verified(verifier, repeats, rng, seed, progress))
 
     result.update(time_throughput(verifier, classifier, batch_repeats, classifier_batch, repeats, seed))
+
+    result.update(time_explanation(classifier, seed=seed))
 
     if measure_resolver:
         result.update(time_resolver(resolver))
@@ -415,6 +440,8 @@ def bench_markdown(result: dict) -> str:
         f"| classifier with 8x TTA | {fmt(r['classifier_tta_images_per_s'], ' images/s')} |",
         f"| free text -> tissue (resolver), p50 / p95 | {fmt(r['resolver_p50_ms'], ' ms')} / "
         f"{fmt(r['resolver_p95_ms'], ' ms')} |",
+        f"| explanation map, one core, p50 / p95 (whole ensemble's occlusion) | {fmt(r.get('explanation_p50_s'), ' s')}"
+        f" / {fmt(r.get('explanation_p95_s'), ' s')} ({fmt(r.get('explanation_whole_model_s'), ' s')}) |",
         f"| start a {r.get('quiz_start_questions', QUIZ_QUESTIONS)}-question quiz, app warm, p50 / p95 | "
         f"{fmt(r.get('quiz_start_p50_s'), ' s')} / {fmt(r.get('quiz_start_p95_s'), ' s')} |",
         f"| cold start (fresh process, both models) | {fmt(r['cold_start_s'], ' s')} |",

@@ -118,7 +118,7 @@ def _load_weights(network: nn.Module, weights_file: Path) -> None:
         raise ModelFileError(f"classifier file unreadable ({type(error).__name__}: {error}) in {weights_file.parent}. "
                              f"Rebuild it with: {REBUILD_COMMAND}") from None
     try:
-        network.load_state_dict({k: v.float() for k, v in state.items()})
+        network.load_state_dict({k: v.float() for k, v in state.items()}, assign=True)  # strict: each one set
     except RuntimeError as error:
         raise ModelFileError(f"classifier weights in {weights_file} do not match the ResNet-18 architecture "
                              f"({str(error).splitlines()[0]}). Rebuild it with: {REBUILD_COMMAND}") from None
@@ -167,7 +167,8 @@ class TissueClassifier:
         except Exception as error:
             raise ModelFileError(f"classifier file unreadable ({type(error).__name__}: {error}) in {path}. "
                                  f"Rebuild it with: {REBUILD_COMMAND}") from None
-        model = build_network(config)
+        with torch.device("meta"):  # no random initialisation (seconds for 5 networks): the files set every tensor
+            model = build_network(config)
         networks = model.members if isinstance(model, LogitEnsemble) else [model]
         for network, name in zip(networks, weight_file_names(len(networks))):
             _load_weights(network, path / name)
@@ -276,12 +277,13 @@ class TissueClassifier:
     def gradcam(self, image, target: int | None = None) -> np.ndarray:
         """Where the model looked for ``target`` (default: the predicted tissue): an HxW map in [0, 1].
 
-        Kept under its old name for the app; it is now occlusion sensitivity (captum), because Grad-CAM on
-        the last stage (2x2 at 28 px) cannot localise. See :mod:`pathsynth.explain` and tests/test_explain.py.
+        Kept under its old name for the app; it is now occlusion sensitivity (captum) for the first network of an
+        ensemble (``explain.app_map``: ~0.3 s of a core), because Grad-CAM on the last stage (2x2 at 28 px) cannot
+        localise. See :mod:`pathsynth.explain` and tests/test_explain.py.
         """
         from .explain import attribution_map
 
-        return attribution_map(self, image, target, method="occlusion")
+        return attribution_map(self, image, target, method="app")
 
     explain = gradcam  # the accurate name
 

@@ -18,14 +18,17 @@ import torch.nn.functional as F
 
 from .images import to_rgb_uint8
 
-__all__ = ["APP_MAP_SIGNATURE", "METHODS", "attribution_map", "layer_gradcam_map", "occlusion_geometry",
-           "occlusion_map"]
+__all__ = ["APP_MAP_SIGNATURE", "METHODS", "app_map", "attribution_map", "first_network", "layer_gradcam_map",
+           "occlusion_geometry", "occlusion_map"]
 
 OCCLUSION_WINDOW = 6  # px at 28 px input (24 um): about a gland's or a few nuclei's width
-OCCLUSION_STRIDE = 2  # px at 28 px input (8 um); larger inputs scale both (``occlusion_geometry``)
-# what the app's maps (``TissueClassifier.gradcam``) are: part of their on-disk cache key (pathsynth.services), so
-# maps made by another method or window are never read back as these
-APP_MAP_SIGNATURE = f"occlusion-w{OCCLUSION_WINDOW}-s{OCCLUSION_STRIDE}"
+OCCLUSION_STRIDE = 4  # px at 28 px input (16 um); larger inputs scale both (``occlusion_geometry``)
+# The app's maps (``TissueClassifier.gradcam``) occlude for ONE network of an ensemble (its first member) at this
+# stride: 36 forward passes instead of 5 x 144, ~0.29 s of one core instead of ~4.6 s (measured on this project's
+# 2-core CI machine), with the same sanity results (tests/test_explain.py; docs/deployment.md has the figures).
+# The signature is part of the maps' on-disk cache key (pathsynth.services): maps made by another method, window
+# or network are never read back as these.
+APP_MAP_SIGNATURE = f"occlusion-w{OCCLUSION_WINDOW}-s{OCCLUSION_STRIDE}-member0"
 
 
 def _input(classifier, image) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -51,16 +54,17 @@ def _to_image_size(attribution: torch.Tensor, size: tuple[int, int]) -> np.ndarr
 
 def occlusion_geometry(input_size: int) -> tuple[int, int]:
     """Occlusion window and stride in px for a classifier taking ``input_size`` px tiles: the same micrometres at
-    every size (24 um window, 8 um stride; 6 and 2 px at 28 px, 14 and 5 at 64), so a 64 or 224 px model's map
+    every size (24 um window, 16 um stride; 6 and 4 px at 28 px, 14 and 9 at 64), so a 64 or 224 px model's map
     greys out a gland, not a fraction of a nucleus, and costs the same number of forward passes."""
     scale = input_size / 28
     return max(1, round(OCCLUSION_WINDOW * scale)), max(1, round(OCCLUSION_STRIDE * scale))
 
 
 def occlusion_map(classifier, image, target: int | None = None, window: int | None = None,
-                  stride: int | None = None) -> np.ndarray:
+                  stride: int | None = None, network=None) -> np.ndarray:
     """Drop in the target's probability when each region is greyed out, at the image's size, in [0, 1]
-    (window and stride: :func:`occlusion_geometry` of the classifier's input size unless given)."""
+    (window and stride: :func:`occlusion_geometry` of the classifier's input size unless given; ``network``:
+    the one to occlude for, default the classifier's whole model, e.g. ``first_network(classifier)``)."""
     from captum.attr import Occlusion
 
     default_window, default_stride = occlusion_geometry(int(classifier.input_size))
@@ -68,14 +72,26 @@ def occlusion_map(classifier, image, target: int | None = None, window: int | No
     x, size = _input(classifier, image)
     cls = _target(classifier, x, target)
 
+    network = classifier.model if network is None else network
+
     def probability(batch: torch.Tensor) -> torch.Tensor:
-        return (classifier.model(batch) / classifier.temperature).softmax(-1)
+        return (network(batch) / classifier.temperature).softmax(-1)
 
     with torch.no_grad():
         attribution = Occlusion(probability).attribute(
             x, target=cls, sliding_window_shapes=(3, window, window), strides=(3, stride, stride),
             baselines=0.0, perturbations_per_eval=64)
     return _to_image_size(attribution[0].sum(0), size)
+
+
+def first_network(classifier) -> torch.nn.Module:
+    """An ensemble's first member, else the classifier's one network: what the app's maps occlude for."""
+    return getattr(classifier.model, "members", [classifier.model])[0]
+
+
+def app_map(classifier, image, target: int | None = None) -> np.ndarray:
+    """The map the app shows (``APP_MAP_SIGNATURE``): occlusion for the first network only."""
+    return occlusion_map(classifier, image, target, network=first_network(classifier))
 
 
 def layer_gradcam_map(classifier, image, target: int | None = None, layer: str = "layer1") -> np.ndarray:
@@ -90,7 +106,7 @@ def layer_gradcam_map(classifier, image, target: int | None = None, layer: str =
     return _to_image_size(attribution[0, 0].detach(), size)
 
 
-METHODS = {"occlusion": occlusion_map, "gradcam_layer1": layer_gradcam_map,
+METHODS = {"occlusion": occlusion_map, "app": app_map, "gradcam_layer1": layer_gradcam_map,
            "gradcam_layer2": lambda c, i, t=None: layer_gradcam_map(c, i, t, "layer2")}
 
 

@@ -9,9 +9,11 @@ a local PathMNIST file (``$PATHSYNTH_DATA``, else medmnist's download), from its
 larger generator with only a 28 px file, those upsampled, with a note saying they show less detail
 (``real_tiles_note``); with no file at all, none: what needs real tiles says why it is off (``real_tiles_off``),
 everything else works, and the verifier's realism check uses the reference shipped with the classifier. The
-probabilities take an 8x-TTA pass over 800 tiles, so they are cached on disk (``shared_cache_dir``), keyed by the
-hashes of the classifier's files and of the tiles: a restart reads them in milliseconds. The real tiles' heatmaps
-(~3 s of a core each, ~40 min for the sample) are kept there too, one file per tile, keyed by the classifier's
+probabilities take an 8x-TTA pass of the ensemble over 800 tiles (minutes on a laptop), so they are cached on disk
+(``shared_cache_dir``), keyed by the hashes of the classifier's files and of the tiles: a restart reads them in
+milliseconds; the app (``serve_first``) computes missing ones in the background after its page is up
+(:class:`AnswerKeys`), and each start-up stage logs a line with its time (:func:`start_up_stage`). The real tiles' heatmaps
+(~0.3 s of a core each, ~4 min for the sample) are kept there too, one file per tile, keyed by the classifier's
 files and the map method (``explanation_fingerprint``) and the tile's bytes: a restart reads each instead of
 calling the model, and a retrained classifier computes its own.
 
@@ -22,9 +24,11 @@ tokenizer hold their own locks. Per-user state never lives here (``gr.State`` or
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +36,12 @@ from pathlib import Path
 import numpy as np
 
 from .settings import DATA_ENV, Settings
+from .tissues import NUM_TISSUES
 
 logger = logging.getLogger(__name__)
 
 CACHE_DIR = "cache"
-REAL_AHEAD_PER_TISSUE = 5  # real quiz tiles explained first per tissue (an explanation takes ~3 s on one core)
+REAL_AHEAD_PER_TISSUE = 5  # real quiz tiles explained first per tissue (an explanation takes ~0.3 s on one core)
 REAL_TILE_SIZE = 28  # px of the shipped models' tiles and of the smallest PathMNIST file
 DIGEST_LENGTH = 20  # hex digits of a cache key
 UPSAMPLED_NOTE = ("The real tiles are {source} px tiles upsampled to {size} px: they show less detail than the "
@@ -80,24 +85,35 @@ class Services:
 
     def real_sample(self, minimum: int, tissues=None) -> dict:
         """``build_quiz``'s real-tile arguments: only tiles already explained (of ``tissues`` by answer key, when
-        given) when there are at least ``minimum`` of them (a quiz then computes no heatmap), else the whole sample."""
-        answers = self.real_probabilities.argmax(1)
-        wanted = np.isin(answers, list(tissues)) if tissues else np.ones(len(answers), bool)
+        given) when there are at least ``minimum`` of them (a quiz then computes no heatmap), else the whole sample;
+        never a tile not classified yet (start-up's :class:`AnswerKeys` still at work)."""
+        probabilities = self.real_probabilities.copy()  # rows fill in while AnswerKeys works: one consistent view
+        classified = np.isfinite(probabilities).all(1)
+        answers = np.where(classified, np.nan_to_num(probabilities).argmax(1), -1)
+        wanted = classified & (np.isin(answers, list(tissues)) if tissues else True)
         ready = [int(i) for i in np.flatnonzero(wanted)
                  if self.explanations.get(self.real_images[i], answers[i]) is not None]
-        if len(ready) < minimum:
-            return dict(real_images=self.real_images, real_labels=self.real_labels,
-                        real_probabilities=self.real_probabilities)
+        if len(ready) < minimum:  # too few explained: every classified tile (quizzes explain what they draw)
+            ready = [int(i) for i in np.flatnonzero(classified)]
+            if len(ready) == len(probabilities):
+                return dict(real_images=self.real_images, real_labels=self.real_labels,
+                            real_probabilities=probabilities)
         return dict(real_images=self.real_images[ready], real_labels=self.real_labels[ready],
-                    real_probabilities=self.real_probabilities[ready], real_ids=ready)
+                    real_probabilities=probabilities[ready], real_ids=ready)
 
     @property
     def generator(self):
         return self.verifier.generator
 
     @classmethod
-    def build(cls, settings: Settings | None = None, pool_per_tissue: int | None = None) -> "Services":
+    def build(cls, settings: Settings | None = None, pool_per_tissue: int | None = None,
+              serve_first: bool = False) -> "Services":
         """Load everything; a broken model or data file raises ``ModelFileError``/``DataUnavailableError``.
+
+        The real tiles' answer keys (the classifier's probabilities: an 8x-TTA pass of the ensemble, minutes on a
+        laptop) are read from the cache, else computed now; with ``serve_first`` (the app) they are computed in
+        the background instead (:class:`AnswerKeys`), so the page is up in seconds: until a tile is classified its
+        ``real_probabilities`` row is NaN and quizzes do not ask it.
 
         A pool of ``pool_per_tissue`` verified images per tissue (default: ``settings.pool_per_tissue``; 0: none)
         starts filling in the background, so unseeded requests (``services.images``) need not wait for the generator.
@@ -110,25 +126,47 @@ class Services:
 
         settings = settings or Settings.from_env()
         started = time.perf_counter()
-        warm_imports()
-        classifier = load_classifier(settings.classifier_dir).to(settings.device)
-        generator = get_generator(settings=settings)
-        real = load_real_tiles(settings, int(getattr(generator, "output_size", REAL_TILE_SIZE)))
-        classifier_hash = hashed_files(*model_files(settings.classifier_dir))  # read once: it names the caches
-        reference = realism_reference(settings.classifier_dir, classifier, *(real.reference or (real.images, real.labels)),
-                                      source=real.source, classifier_digest=classifier_hash.hexdigest()[:DIGEST_LENGTH])
-        verifier = Verifier(generator, classifier, reference=reference)
-        probabilities = cached_probabilities(classifier, real.images, shared_cache_dir(settings),
-                                             key=real_tiles_digest(classifier_hash, real))
-        fingerprint = explanation_fingerprint(settings.classifier_dir, classifier_hash.hexdigest()[:DIGEST_LENGTH])
-        explanations = real_explanations(settings, classifier, real.images, fingerprint)  # the pool's land here too
-        resolver, store = TissueResolver(), GalleryStore(settings.home, database_url=settings.database_url)
+        with start_up_stage("importing the libraries request handlers use (matplotlib, captum, scikit-learn, ...)"):
+            warm_imports()
+        with start_up_stage("loading the classifier"):
+            classifier = load_classifier(settings.classifier_dir).to(settings.device)
+        with start_up_stage("loading the generator"):
+            generator = get_generator(settings=settings)
+        with start_up_stage("reading the real tiles"):
+            real = load_real_tiles(settings, int(getattr(generator, "output_size", REAL_TILE_SIZE)))
+            classifier_hash = hashed_files(*model_files(settings.classifier_dir))  # read once: it names the caches
+            reference = realism_reference(settings.classifier_dir, classifier,
+                                          *(real.reference or (real.images, real.labels)), source=real.source,
+                                          classifier_digest=classifier_hash.hexdigest()[:DIGEST_LENGTH])
+            verifier = Verifier(generator, classifier, reference=reference)
+            keys_path = probabilities_path(shared_cache_dir(settings), real_tiles_digest(classifier_hash, real))
+            probabilities = read_probabilities(keys_path, len(real.images))
+            fingerprint = explanation_fingerprint(settings.classifier_dir, classifier_hash.hexdigest()[:DIGEST_LENGTH])
+            explanations = real_explanations(settings, classifier, real.images, fingerprint)  # the pool's land too
+        with start_up_stage("loading the free-text resolver and opening the database"):
+            resolver, store = TissueResolver(), GalleryStore(settings.home, database_url=settings.database_url)
         per_tissue = settings.pool_per_tissue if pool_per_tissue is None else pool_per_tissue
-        pool = (start_pool(verifier, explanations, per_tissue, real.images, real.labels, probabilities)
-                if per_tissue else None)
-        logger.info("models ready after %.1f s (pool: %s per tissue)", time.perf_counter() - started, per_tissue)
-        return cls(settings, verifier, resolver, store, real.images, real.labels, probabilities, pool, explanations,
+        later = probabilities is None and serve_first
+        if probabilities is None and not later:
+            with start_up_stage(f"classifying the {len(real.images)} real tiles (their answer keys)"):
+                probabilities = classify_and_keep(classifier, real.images, keys_path)
+        known = probabilities if not later else np.full((len(real.images), NUM_TISSUES), np.nan, np.float32)
+        pool = start_pool(verifier, explanations, per_tissue, real.images, real.labels, known) if per_tissue else None
+        if later:  # after the page is up: quizzes use the tiles classified so far (Services.real_sample)
+            AnswerKeys(classifier, real.images, real.labels, known, keys_path, pool).start()
+        logger.info("start-up: models ready after %.1f s (pool: %s per tissue)", time.perf_counter() - started,
+                    per_tissue)
+        return cls(settings, verifier, resolver, store, real.images, real.labels, known, pool, explanations,
                    real.note, real.off)
+
+
+@contextlib.contextmanager
+def start_up_stage(what: str):
+    """Say in the terminal what start-up is doing, then how long it took (a fresh machine's start is watched)."""
+    logger.info("start-up: %s ...", what)
+    started = time.perf_counter()
+    yield
+    logger.info("start-up: %s: done in %.1f s", what, time.perf_counter() - started)
 
 
 # Modules the library imports lazily inside request handlers and the pool's filler. Two threads importing one of
@@ -152,11 +190,20 @@ def start_pool(verifier, explanations, per_tissue: int, images: np.ndarray, labe
     filler explains the real quiz tiles too: enough for quizzes to draw explained ones only first, the rest later."""
     from .pool import VerifiedPool
 
+    ahead, later = explanation_queues(images, labels, probabilities)
+    return VerifiedPool(verifier, explanations, per_tissue, ahead=ahead, later=later).start()
+
+
+def explanation_queues(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray) -> tuple[list, list]:
+    """(image, answer) pairs of the real tiles to explain ahead (``quiz_tiles_ahead``), then the rest; none while
+    the tiles are not classified yet (NaN probabilities: :class:`AnswerKeys` queues them when done)."""
+    if not len(labels) or not np.isfinite(probabilities).all():
+        return [], []
     first = quiz_tiles_ahead(labels, probabilities)
     every, done_first = quiz_tiles_ahead(labels, probabilities, per_tissue=len(labels)), set(first)
     rest = [i for i in every if i not in done_first]  # each tile once, tissues interleaved
     pairs = lambda indices: [(images[i], int(probabilities[i].argmax())) for i in indices]  # noqa: E731
-    return VerifiedPool(verifier, explanations, per_tissue, ahead=pairs(first), later=pairs(rest)).start()
+    return pairs(first), pairs(rest)
 
 
 @dataclass(frozen=True)
@@ -294,25 +341,30 @@ def shared_cache_dir(settings: Settings) -> Path:
     return Path(base) / "pathsynth" if base else settings.home / CACHE_DIR
 
 
-def cached_probabilities(classifier, images: np.ndarray, cache_dir: Path, *inputs: Path,
-                         key: str | None = None) -> np.ndarray:
-    """``classifier.predict_proba(images)``, read from ``cache_dir`` when the ``inputs`` files are unchanged (or,
-    given a ``key`` naming the classifier and the images, under that key).
+def probabilities_path(cache_dir: Path, key: str) -> Path:
+    """Where the real tiles' probabilities under ``key`` (:func:`real_tiles_digest`) are kept."""
+    return Path(cache_dir) / f"real_probabilities-{key}.npy"
 
-    The cache is only an optimisation: an unreadable or unwritable cache falls back to computing.
-    """
-    if not len(images):  # no real tiles: nothing to classify
-        from .tissues import NUM_TISSUES
 
+def read_probabilities(path: Path, count: int) -> np.ndarray | None:
+    """The kept probabilities of ``count`` tiles, or None (none kept, or another sample's). No tiles: none needed."""
+    if not count:
         return np.zeros((0, NUM_TISSUES), np.float32)
-    path = Path(cache_dir) / f"real_probabilities-{key or file_digest(*inputs)}.npy"
     try:
         cached = np.load(path)
-        if cached.shape[0] == len(images):
-            return cached
     except (OSError, ValueError):
-        pass
+        return None
+    return cached if cached.shape[0] == count else None
+
+
+def classify_and_keep(classifier, images: np.ndarray, path: Path) -> np.ndarray:
+    """``classifier.predict_proba(images)``, kept at ``path`` (an unwritable cache is logged, not fatal)."""
     probabilities = classifier.predict_proba(images)
+    keep_probabilities(probabilities, path)
+    return probabilities
+
+
+def keep_probabilities(probabilities: np.ndarray, path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
@@ -320,4 +372,50 @@ def cached_probabilities(classifier, images: np.ndarray, cache_dir: Path, *input
         os.replace(partial, path)  # never a half-written cache file
     except OSError as error:
         logger.warning("could not cache the real tiles' probabilities in %s: %s", path.parent, error)
-    return probabilities
+
+
+def cached_probabilities(classifier, images: np.ndarray, cache_dir: Path, *inputs: Path,
+                         key: str | None = None) -> np.ndarray:
+    """``classifier.predict_proba(images)``, read from ``cache_dir`` when the ``inputs`` files are unchanged (or,
+    given a ``key`` naming the classifier and the images, under that key).
+
+    The cache is only an optimisation: an unreadable or unwritable cache falls back to computing.
+    """
+    path = probabilities_path(cache_dir, key or file_digest(*inputs))
+    cached = read_probabilities(path, len(images))
+    return cached if cached is not None else classify_and_keep(classifier, images, path)
+
+
+class AnswerKeys:
+    """Classifies the real tiles in the background after the page is up, a chunk at a time, each after a quiet
+    moment of requests and at the lowest CPU priority, filling ``probabilities`` (NaN rows until then) in place;
+    when done, keeps them on disk (the next start reads them) and queues the tiles' explanations in the pool."""
+
+    MAX_WAIT_S = 30.0  # a busy class gets the cores first (the pool's filler waits 5 s: its stock is wanted sooner)
+    CHUNK = 8  # tiles per call: ~1.5 s of the ensemble's 8x TTA on 2 cores, so a class never waits long behind one
+
+    def __init__(self, classifier, images, labels, probabilities: np.ndarray, path: Path, pool=None):
+        self.classifier, self.images, self.labels, self.path, self.pool = classifier, images, labels, path, pool
+        self.probabilities = probabilities
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name="pathsynth-answer-keys", daemon=True)
+        thread.start()
+        return thread
+
+    def run(self) -> None:
+        from .pool import REQUESTS, _lower_thread_priority
+
+        _lower_thread_priority()
+        started, total = time.perf_counter(), len(self.images)
+        logger.info("classifying the %d real tiles in the background (their answer keys; quizzes use each as soon "
+                    "as it is done)", total)
+        for first in range(0, total, self.CHUNK):
+            REQUESTS.wait_quiet(max_wait_s=self.MAX_WAIT_S)
+            chunk = slice(first, min(first + self.CHUNK, total))
+            self.probabilities[chunk] = self.classifier.predict_proba(self.images[chunk])
+        keep_probabilities(self.probabilities, self.path)
+        logger.info("the %d real tiles are classified (%.0f s in the background)", total,
+                    time.perf_counter() - started)
+        if self.pool is not None:
+            self.pool.explain_later(*explanation_queues(self.images, self.labels, self.probabilities))

@@ -7,6 +7,7 @@ test: timings on a shared machine vary between runs, so compare versions back to
     python scripts/load_test.py --learners 20                       # starts the app itself (shipped models)
     python scripts/load_test.py --learners 20 --url http://127.0.0.1:7860/   # an app that is already running
     python scripts/load_test.py --learners 20 --client gradio       # the same class, one gradio_client per learner
+    python scripts/load_test.py --learners 20 --cold --seeded       # a class 30 s after a cold start, typed seeds
 
 Two clients send the same calls (endpoints ``/generate``, ``/quiz_start``, ``/quiz_answer``, ``/quiz_next``, same
 arguments, Gradio filling in the defaults of the rest, each learner its own session so its quiz lives in the app's
@@ -32,7 +33,11 @@ clients near the app's figure, or above it, mean the timings are inflated by the
 
 Started by this script, the app gets ``--pool-wait`` seconds to stock its pool of verified images and explain its
 real quiz tiles first (a class arrives after the app has started), and runs with the library found on
-``PYTHONPATH`` (an older checkout there times the older version).
+``PYTHONPATH`` (an older checkout there times the older version). With ``--cold`` it starts as ``python app.py``
+does on a fresh machine instead: empty home and caches (new temporary ``PATHSYNTH_HOME`` and ``XDG_CACHE_HOME``),
+no waiting for the pool; the script reports the seconds to the first page and lets the class in
+``--arrive-after`` seconds after the start (default 30). ``--seeded``: each learner types a seed of its own in
+Generate (a typed seed is always generated, never taken from the pool).
 """
 
 from __future__ import annotations
@@ -77,6 +82,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=7871, help="port of the app this script starts")
     parser.add_argument("--pool-per-tissue", type=int, default=None, help="the started app's pool size per tissue")
     parser.add_argument("--pool-wait", type=float, default=600, help="seconds the started app may stock its pool")
+    parser.add_argument("--cold", action="store_true",
+                        help="start the app as on a fresh machine (empty caches, no pool wait); the class arrives "
+                             "--arrive-after seconds after the start")
+    parser.add_argument("--arrive-after", type=float, default=30.0, help="with --cold: seconds from start to class")
+    parser.add_argument("--seeded", action="store_true", help="each learner types its own seed in Generate")
     parser.add_argument("--out", default="runs/load/load.json", help="where the JSON goes")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # internal: the app process
     args = parser.parse_args(argv)
@@ -92,12 +102,14 @@ def serve(args) -> None:
     from pathsynth.app import build_demo
     from pathsynth.services import Services
 
-    kwargs = {}
-    if args.pool_per_tissue is not None and "pool_per_tissue" in inspect.signature(Services.build).parameters:
+    kwargs, parameters = {}, inspect.signature(Services.build).parameters
+    if args.pool_per_tissue is not None and "pool_per_tissue" in parameters:
         kwargs["pool_per_tissue"] = args.pool_per_tissue
+    if args.cold and "serve_first" in parameters:
+        kwargs["serve_first"] = True  # as pathsynth.app.main: the real tiles' answer keys after the page is up
     services = Services.build(**kwargs)
     pool = getattr(services, "pool", None)
-    if pool is not None:
+    if pool is not None and not args.cold:
         started = time.perf_counter()
         # the real quiz tiles' explanations too (``ahead``), where this version makes them
         wait = {"ahead": True} if "ahead" in inspect.signature(pool.wait_full).parameters else {}
@@ -111,9 +123,20 @@ def start_app(args) -> tuple[subprocess.Popen, str]:
     command = [sys.executable, __file__, "--serve", "--port", str(args.port), "--pool-wait", str(args.pool_wait)]
     if args.pool_per_tissue is not None:
         command += ["--pool-per-tissue", str(args.pool_per_tissue)]
-    process = subprocess.Popen(command, env=dict(os.environ, GRADIO_ANALYTICS_ENABLED="False"))
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False")
+    if args.cold:  # a fresh machine: nothing cached, no galleries, no learners
+        command.append("--cold")
+        fresh = Path(tempfile.mkdtemp(prefix="pathsynth-cold-"))
+        env.update(PATHSYNTH_HOME=str(fresh / "home"), XDG_CACHE_HOME=str(fresh / "cache"),
+                   MPLCONFIGDIR=str(fresh / "matplotlib"))
+    started = time.monotonic()
+    process = subprocess.Popen(command, env=env)
     url = f"http://127.0.0.1:{args.port}/"
     wait_for(url, process, timeout=args.pool_wait + 600)
+    args.first_page_s = round(time.monotonic() - started, 1)
+    print(f"first page after {args.first_page_s} s", flush=True)
+    if args.cold:
+        time.sleep(max(0.0, args.arrive_after - (time.monotonic() - started)))
     return process, url
 
 
@@ -128,17 +151,19 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float) -> None:
             with urllib.request.urlopen(url + "config", timeout=5):
                 return
         except OSError:
-            time.sleep(2)
+            time.sleep(0.2)
     raise SystemExit(f"the app did not answer at {url} within {timeout:.0f} s")
 
 
 # ------------------------------------------------------------------------------------------ learners
 
-def session_plan(number: int, questions: int, share: float) -> list[tuple[str, dict]]:
+def session_plan(number: int, questions: int, share: float, seeded: bool = False) -> list[tuple[str, dict]]:
     """Learner ``number``'s calls, in order: ``(action, keyword arguments)`` (it asks for the tissues in turn, as a
-    class would, and answers every question with that tissue). The same for both clients."""
+    class would, types seed 1000 + ``number`` when ``seeded``, and answers every question with that tissue). The
+    same for both clients."""
     tissue = DISPLAY_NAMES[number % len(DISPLAY_NAMES)]
-    plan = [("generate", {"tissue": tissue, "description": "", "seed": "", "show_gradcam": True}),
+    seed = str(1000 + number) if seeded else ""
+    plan = [("generate", {"tissue": tissue, "description": "", "seed": seed, "show_gradcam": True}),
             ("quiz_start", {"n": questions, "generated_share": share})]
     for _ in range(questions):
         plan += [("answer", {"choice": tissue}), ("next", {})]
@@ -162,7 +187,7 @@ def cpu_seconds(pid: int | None = None) -> float | None:
 
 
 def run_class(url: str, learners: int, questions: int, share: float, app_pid: int | None = None,
-              client: str = "http", files: bool = True) -> tuple[dict, dict, float, dict]:
+              client: str = "http", files: bool = True, seeded: bool = False) -> tuple[dict, dict, float, dict]:
     """The class, through ``client`` ("http" or "gradio"): (timings per action, errors per action, wall seconds,
     CPU seconds the clients and the app used during the class)."""
     if client not in CLIENTS:
@@ -175,9 +200,9 @@ def run_class(url: str, learners: int, questions: int, share: float, app_pid: in
         cpu.update(began=time.perf_counter(), clients=cpu_seconds(), app=cpu_seconds(app_pid) if app_pid else None)
 
     if client == "http":
-        asyncio.run(http_class(url, learners, questions, share, timings, errors, clock_starts, files))
+        asyncio.run(http_class(url, learners, questions, share, timings, errors, clock_starts, files, seeded))
     else:
-        gradio_class(url, learners, questions, share, timings, errors, clock_starts)
+        gradio_class(url, learners, questions, share, timings, errors, clock_starts, seeded)
     wall = time.perf_counter() - cpu.pop("began")
     # on one machine the clients compete with the app for the CPU: say how much each used during the class
     used = {f"{who}_cpu_s": round(cpu_seconds(app_pid if who == "app" else None) - before, 1)
@@ -318,10 +343,10 @@ async def fetch_files(http, data) -> None:
 
 
 async def http_learner(number: int, http, api: GradioApi, questions: int, share: float, start: asyncio.Event,
-                       timings: dict, errors: dict, files: bool = True) -> None:
+                       timings: dict, errors: dict, files: bool = True, seeded: bool = False) -> None:
     async with HttpSession(http, api) as session:
         await start.wait()
-        for action, kwargs in session_plan(number, questions, share):
+        for action, kwargs in session_plan(number, questions, share, seeded):
             began = time.perf_counter()
             try:
                 data = await session.call(ENDPOINTS[action], **kwargs)
@@ -334,14 +359,15 @@ async def http_learner(number: int, http, api: GradioApi, questions: int, share:
 
 
 async def http_class(url: str, learners: int, questions: int, share: float, timings: dict, errors: dict,
-                     clock_starts, files: bool = True) -> None:
+                     clock_starts, files: bool = True, seeded: bool = False) -> None:
     import httpx
 
     api = GradioApi.fetch(url)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)  # two streams per learner at most
     async with httpx.AsyncClient(timeout=CLIENT_TIMEOUT_S, limits=limits) as http:
         start = asyncio.Event()
-        tasks = [asyncio.create_task(http_learner(i, http, api, questions, share, start, timings, errors, files))
+        tasks = [asyncio.create_task(http_learner(i, http, api, questions, share, start, timings, errors, files,
+                                                       seeded))
                  for i in range(learners)]
         await asyncio.sleep(0.5)  # the heartbeats connected, as the gradio clients are before the clock starts
         clock_starts()
@@ -352,11 +378,11 @@ async def http_class(url: str, learners: int, questions: int, share: float, timi
 # ------------------------------------------------------------- the heavy client: gradio_client, one per learner
 
 def gradio_learner(number: int, client, questions: int, share: float, start: threading.Barrier, timings: dict,
-                   errors: dict, lock: threading.Lock) -> None:
+                   errors: dict, lock: threading.Lock, seeded: bool = False) -> None:
     """Learner ``number``'s session through its own ``gradio_client.Client``; each action's wall time goes to
     ``timings[action]``, failures to ``errors``."""
     start.wait()
-    for action, kwargs in session_plan(number, questions, share):
+    for action, kwargs in session_plan(number, questions, share, seeded):
         began = time.perf_counter()
         try:
             client.predict(api_name=ENDPOINTS[action], **kwargs)
@@ -369,14 +395,14 @@ def gradio_learner(number: int, client, questions: int, share: float, start: thr
 
 
 def gradio_class(url: str, learners: int, questions: int, share: float, timings: dict, errors: dict,
-                 clock_starts) -> None:
+                 clock_starts, seeded: bool = False) -> None:
     from gradio_client import Client
 
     # connected before the clock starts; a learner waits as long as it takes (no client-side read timeout)
     clients = [Client(url, verbose=False, httpx_kwargs={"timeout": CLIENT_TIMEOUT_S}, analytics_enabled=False,
                       download_files=tempfile.mkdtemp(prefix="pathsynth-load-")) for _ in range(learners)]
     lock, start = threading.Lock(), threading.Barrier(learners + 1)
-    threads = [threading.Thread(target=gradio_learner, args=(i, c, questions, share, start, timings, errors, lock))
+    threads = [threading.Thread(target=gradio_learner, args=(i, c, questions, share, start, timings, errors, lock, seeded))
                for i, c in enumerate(clients)]
     for thread in threads:
         thread.start()
@@ -413,7 +439,7 @@ def main(argv=None) -> int:
             process, url = start_app(args)
         timings, errors, wall, cpu = run_class(url, args.learners, args.questions, args.generated_share,
                                                process.pid if process is not None else None, client=args.client,
-                                               files=args.files)
+                                               files=args.files, seeded=args.seeded)
     finally:
         if process is not None:
             process.terminate()
@@ -422,6 +448,8 @@ def main(argv=None) -> int:
     print_table(rows)
     result = {"client": args.client, "files_downloaded": args.files or args.client == "gradio", "learners": args.learners, "questions": args.questions,
               "generated_share": args.generated_share, "url": args.url or "started here", "wall_s": round(wall, 2),
+              "cold": args.cold, "seeded": args.seeded, "first_page_s": getattr(args, "first_page_s", None),
+              "arrive_after_s": args.arrive_after if args.cold else None,
               "cpus": os.cpu_count(), "load_average_1min": os.getloadavg()[0], "machine": platform.node(), **cpu,
               "actions": rows,
               "errors": errors, "raw_s": {a: [round(v, 4) for v in t] for a, t in timings.items()}}

@@ -338,3 +338,90 @@ def test_the_quiz_tab_opens_assignments_and_the_assignments_tab_lists_galleries_
     listing = [fn for fn in fns if getattr(fn.fn, "__name__", "") == "assignment_galleries"]
     assert ("Assignments", "select") in {(label(block), event) for fn in listing for block, event in fn.targets
                                          if block is not None}  # not only after a sign-in (``then``)
+
+
+def test_the_real_tiles_answer_keys_can_come_after_the_page_and_quizzes_ask_only_classified_tiles(services, tmp_path):
+    """serve_first (the app): the page is up before the real tiles are classified; until a tile is, its
+    probabilities are NaN and no quiz or review asks it; AnswerKeys fills them, keeps them, queues explanations."""
+    from pathsynth.learning.examples import example_index
+    from pathsynth.services import AnswerKeys, read_probabilities
+
+    images, labels = services.real_images[:36], services.real_labels[:36]
+    unknown = np.full((36, NUM_TISSUES), np.nan, np.float32)
+    waiting = Services(services.settings, services.verifier, services.resolver, services.store, images, labels,
+                       unknown, None, ExplanationCache(gradcam_explainer(services.classifier)))
+    assert len(waiting.real_sample(minimum=2)["real_images"]) == 0  # nothing classified: a quiz generates all
+    expected = services.classifier.predict_proba(images)
+    unknown[:12] = expected[:12]  # the first chunk done
+    sample = waiting.real_sample(minimum=2)
+    assert sample["real_ids"] == list(range(12)) and np.allclose(sample["real_probabilities"], expected[:12])
+    assert all(example_index(labels, unknown, t) in (None, *range(12)) for t in range(NUM_TISSUES))
+
+    pool = VerifiedPool(services.verifier, services.explainer, per_tissue=1)  # not started: only its queues
+    keys = AnswerKeys(services.classifier, images, labels, unknown, tmp_path / "keys.npy", pool)
+    keys.run()
+    assert np.allclose(unknown, expected, atol=1e-6) and np.allclose(read_probabilities(keys.path, 36), expected)
+    assert 0 < len(pool._ahead) and len(pool._ahead) + len(pool._later) == 36
+
+
+def test_a_served_first_app_logs_each_start_up_stage_and_classifies_in_the_background(tmp_path, monkeypatch, caplog):
+    import logging
+    import time
+
+    classifier_dir, generator_dir = save_tiny_models(tmp_path / "models")
+    from sample_tiles import sample_npz
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # empty: nothing classified before
+    settings = Settings.from_env({"PATHSYNTH_CLASSIFIER": str(classifier_dir), "PATHSYNTH_HOME": str(tmp_path),
+                                  "PATHSYNTH_GENERATOR": str(generator_dir),
+                                  "PATHSYNTH_DATA": str(sample_npz(tmp_path / "tiles.npz"))})
+    with caplog.at_level(logging.INFO, logger="pathsynth.services"):
+        built = Services.build(settings, pool_per_tissue=0, serve_first=True)
+    stages = [r.getMessage() for r in caplog.records if r.getMessage().startswith("start-up:")]
+    assert any("loading the classifier: done in" in line for line in stages), stages
+    assert any("loading the generator: done in" in line for line in stages), stages
+    assert not any("classifying the" in line and "done in" in line for line in stages)  # not before serving
+    deadline = time.monotonic() + 120
+    while not np.isfinite(built.real_probabilities).all() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert np.allclose(built.real_probabilities, built.classifier.predict_proba(built.real_images), atol=1e-5)
+    again = Services.build(settings, pool_per_tissue=0, serve_first=True)  # kept: read back, none NaN at once
+    assert np.isfinite(again.real_probabilities).all()
+
+
+def test_typed_seeds_asked_at_once_share_one_generator_batch_and_give_their_own_images(services):
+    import threading
+
+    from pathsynth.app.common import model_slots, seeded_batches, verified_images
+
+    calls = []
+    generate_alone = services.verifier.generate
+
+    class Counting:  # the services' verifier, counting its calls
+        def __getattr__(self, name):
+            return getattr(services.verifier, name)
+
+        def generate(self, *args, **kwargs):
+            calls.append(len(args[0]))
+            return generate_alone(*args, **kwargs)
+
+    counted = SimpleNamespace(verifier=Counting(), pool=None)
+    asked = [(tissue, 100 + tissue) for tissue in range(5)]
+    results = {}
+    for _ in range(2):  # hold both model slots until all five wait: then one thread takes them all
+        model_slots.acquire()
+    threads = [threading.Thread(target=lambda t=t, s=s: results.update({t: verified_images(counted, [t], s)[0]}))
+               for t, s in asked]
+    for thread in threads:
+        thread.start()
+    while len(seeded_batches._waiting) < len(asked):
+        threading.Event().wait(0.01)
+    for _ in range(2):
+        model_slots.release()
+    for thread in threads:
+        thread.join(60)
+    assert calls[0] == len(asked) and len(results) == len(asked)
+    for tissue, seed in asked:
+        alone = generate_alone([tissue], seed=seed)[0]
+        assert results[tissue].seed == alone.seed and results[tissue].tissue == tissue
+        assert np.abs(results[tissue].image.astype(int) - alone.image.astype(int)).max() <= 2  # batch rounding

@@ -70,7 +70,7 @@ def main(port: int | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings.from_env()
-        services = Services.build(settings)
+        services = Services.build(settings, serve_first=True)  # the real tiles' answer keys after the page is up
     except (ModelFileError, DataUnavailableError, ValueError) as error:  # useless without its models: say which file, stop
         print(f"PathSynth cannot start: {error}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None

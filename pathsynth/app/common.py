@@ -30,16 +30,65 @@ MODEL_EVENTS = {"concurrency_id": "model", "concurrency_limit": MODEL_CONCURRENC
 model_slots = threading.BoundedSemaphore(MODEL_CONCURRENCY)
 
 
+class SeededBatches:
+    """Concurrent requests with a typed seed share generator batches: a request waits for a model slot
+    (``model_slots``), and whoever gets one generates every seeded request waiting by then (up to ``max_batch``) in
+    one ``Verifier.generate(..., seeds=...)`` call (:func:`pathsynth.pool.verify_batch`: each image is the one its
+    seed gives alone, up to batch rounding). Twenty learners typing seeds at once cost a few batches, not twenty
+    generator runs queued two at a time."""
+
+    def __init__(self, max_batch: int = 32):
+        self.max_batch = max_batch
+        self._lock = threading.Lock()
+        self._waiting: list[dict] = []
+
+    def generate(self, verifier, tissue: int, seed: int) -> object:
+        request = {"tissue": tissue, "seed": seed, "done": threading.Event()}
+        with self._lock:
+            self._waiting.append(request)
+        while not request["done"].is_set():
+            with model_slots:
+                with self._lock:
+                    batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]
+                if batch:
+                    self._run(verifier, batch)
+            request["done"].wait(0.02)  # in a batch another thread runs: its result comes soon
+        if "error" in request:
+            raise request["error"]
+        return request["result"]
+
+    @staticmethod
+    def _run(verifier, batch: list[dict]) -> None:
+        from ..pool import verify_batch
+
+        try:
+            results = verify_batch(verifier, [r["tissue"] for r in batch], [r["seed"] for r in batch])
+            for request, result in zip(batch, results):
+                request["result"] = result
+        except Exception as error:  # every request of the batch reports it
+            for request in batch:
+                request["error"] = error
+        finally:
+            for request in batch:
+                request["done"].set()
+
+
+seeded_batches = SeededBatches()
+
+
 def verified_images(services, tissues: list[int], seed: int | None, on_progress=None,
                     prefer: str | None = None) -> list:
     """Verified images of ``tissues`` for an event outside the "model" queue: unseeded, those the pool has ready
     (no model call, no wait; ``prefer`` as ``VerifiedPool.take``); the rest (all of them for a typed seed, which
     must reproduce its images) generated now by the verifier, at most ``MODEL_CONCURRENCY`` at a time
-    (``model_slots``). Their occlusion maps are left to whoever shows one (computed once: ``services.explainer``
+    (``model_slots``), one typed-seed image in a batch with others asked at once (``seeded_batches``). Their
+    occlusion maps are left to whoever shows one (computed once: ``services.explainer``
     caches)."""
     pooled = seed is None and services.pool is not None
     results = services.pool.take(tissues, prefer=prefer) if pooled else [None] * len(tissues)
     missing = [i for i, result in enumerate(results) if result is None]
+    if seed is not None and len(tissues) == 1:  # one typed-seed image (Generate): batched with others at once
+        return [seeded_batches.generate(services.verifier, tissues[0], seed)]
     if missing:
         with model_slots:
             made = services.verifier.generate([tissues[i] for i in missing], seed=seed, progress=on_progress)

@@ -24,6 +24,7 @@ def example_index(labels: np.ndarray, probabilities: np.ndarray, tissue: int, ex
     probabilities = np.asarray(probabilities, np.float64)
     candidates = np.flatnonzero(labels == tissue)
     candidates = candidates[~np.isin(candidates, list(exclude))]
+    candidates = candidates[np.isfinite(probabilities[candidates]).all(1)]  # not classified yet (NaN): not shown
     if not len(candidates):
         return None
     agrees = probabilities[candidates].argmax(1) == tissue
