@@ -386,6 +386,9 @@ def cached_probabilities(classifier, images: np.ndarray, cache_dir: Path, *input
     return cached if cached is not None else classify_and_keep(classifier, images, path)
 
 
+ANSWER_KEYS_DONE = "classified"  # in the line AnswerKeys logs when done (tests wait for it: tests/conftest.py)
+
+
 class AnswerKeys:
     """Classifies the real tiles in the background after the page is up, a chunk at a time, each after a quiet
     moment of requests and at the lowest CPU priority, filling ``probabilities`` (NaN rows until then) in place;
@@ -399,6 +402,8 @@ class AnswerKeys:
         self.probabilities = probabilities
 
     def start(self) -> threading.Thread:
+        logger.info("classifying the %d real tiles in the background (their answer keys; quizzes use each as soon "
+                    "as it is done)", len(self.images))
         thread = threading.Thread(target=self.run, name="pathsynth-answer-keys", daemon=True)
         thread.start()
         return thread
@@ -408,14 +413,12 @@ class AnswerKeys:
 
         _lower_thread_priority()
         started, total = time.perf_counter(), len(self.images)
-        logger.info("classifying the %d real tiles in the background (their answer keys; quizzes use each as soon "
-                    "as it is done)", total)
         for first in range(0, total, self.CHUNK):
             REQUESTS.wait_quiet(max_wait_s=self.MAX_WAIT_S)
             chunk = slice(first, min(first + self.CHUNK, total))
             self.probabilities[chunk] = self.classifier.predict_proba(self.images[chunk])
         keep_probabilities(self.probabilities, self.path)
-        logger.info("the %d real tiles are classified (%.0f s in the background)", total,
+        logger.info("the %d real tiles are %s (%.0f s in the background)", total, ANSWER_KEYS_DONE,
                     time.perf_counter() - started)
         if self.pool is not None:
             self.pool.explain_later(*explanation_queues(self.images, self.labels, self.probabilities))

@@ -112,10 +112,24 @@ def start_app(home: Path, log_path: Path, model_env: dict[str, str], password: s
             raise RuntimeError(f"app.py exited with code {process.returncode}:\n{app.log()[-4000:]}")
         if app.answers_http():
             app.startup_s = time.perf_counter() - started
+            wait_for_answer_keys(app, started)
             return app
         time.sleep(0.5)
     stop_app(app)
     raise RuntimeError(f"app.py did not answer within {STARTUP_TIMEOUT_S:.0f} s:\n{app.log()[-4000:]}")
+
+
+def wait_for_answer_keys(app: RunningApp, started: float) -> None:
+    """On a machine whose cache lacks them, the app classifies its real tiles after its page is up (until then a
+    quiz asks generated tiles only); tests that ask real tiles want them all, so wait for the line saying so."""
+    from pathsynth.services import ANSWER_KEYS_DONE
+
+    if "real tiles in the background" not in app.log():
+        return
+    while f"real tiles are {ANSWER_KEYS_DONE}" not in app.log():
+        if app.process.poll() is not None or time.perf_counter() - started > STARTUP_TIMEOUT_S:
+            raise RuntimeError(f"app.py did not classify its real tiles:\n{app.log()[-4000:]}")
+        time.sleep(0.5)
 
 
 def stop_app(app: RunningApp) -> None:
