@@ -411,7 +411,7 @@ class VerifiedPool:
         return done()
 
     def _fill_forever(self) -> None:
-        _lower_thread_priority()  # before the first model call: torch's worker threads inherit it
+        lower_thread_priority()  # before the first model call: torch's worker threads inherit it
         while not self._stopped.is_set():
             try:
                 added = (self.explain_urgent() or self.fill_once()
@@ -447,7 +447,7 @@ def _take(stock: deque, prefer: str | None) -> VerifiedImage:
     return item
 
 
-def _lower_thread_priority() -> None:
+def lower_thread_priority() -> None:
     """Make the calling thread (and threads it starts) yield the CPU to request handlers (Linux: per thread)."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOWEST_PRIORITY)

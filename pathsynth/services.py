@@ -409,9 +409,9 @@ class AnswerKeys:
         return thread
 
     def run(self) -> None:
-        from .pool import REQUESTS, _lower_thread_priority
+        from .pool import REQUESTS, lower_thread_priority
 
-        _lower_thread_priority()
+        lower_thread_priority()
         started, total = time.perf_counter(), len(self.images)
         for first in range(0, total, self.CHUNK):
             REQUESTS.wait_quiet(max_wait_s=self.MAX_WAIT_S)

@@ -82,13 +82,12 @@ def verified_images(services, tissues: list[int], seed: int | None, on_progress=
     (no model call, no wait; ``prefer`` as ``VerifiedPool.take``); the rest (all of them for a typed seed, which
     must reproduce its images) generated now by the verifier, at most ``MODEL_CONCURRENCY`` at a time
     (``model_slots``), one typed-seed image in a batch with others asked at once (``seeded_batches``). Their
-    occlusion maps are left to whoever shows one (computed once: ``services.explainer``
-    caches)."""
+    occlusion maps are left to whoever shows one (computed once: ``services.explainer`` caches)."""
+    if seed is not None and len(tissues) == 1:  # one typed-seed image (Generate): batched with others at once
+        return [seeded_batches.generate(services.verifier, tissues[0], seed)]
     pooled = seed is None and services.pool is not None
     results = services.pool.take(tissues, prefer=prefer) if pooled else [None] * len(tissues)
     missing = [i for i, result in enumerate(results) if result is None]
-    if seed is not None and len(tissues) == 1:  # one typed-seed image (Generate): batched with others at once
-        return [seeded_batches.generate(services.verifier, tissues[0], seed)]
     if missing:
         with model_slots:
             made = services.verifier.generate([tissues[i] for i in missing], seed=seed, progress=on_progress)
