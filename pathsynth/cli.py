@@ -439,6 +439,16 @@ def cmd_app(args) -> dict:
     return {"stopped": True}, "app stopped"
 
 
+def cmd_worker(args) -> dict:
+    import logging
+
+    from .worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stock = run_worker(args.settings, until_full=args.until_full)
+    return {"stock": stock}, f"worker stopped; stock per tissue: {stock}"
+
+
 # --------------------------------------------------------------------------------------------- parser
 
 def _instructors_parser(sub, add) -> None:
@@ -582,6 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "settings such as background's 40 steps)")
 
     _instructors_parser(sub, add)
+
+    p = add("worker", cmd_worker, "fill the verified-image pool the app replicas share (see docs/deployment.md)")
+    p.add_argument("--until-full", action="store_true", help="stop once every tissue is stocked")
 
     p = add("app", cmd_app, "launch the Gradio app")
     p.add_argument("--port", type=whole_number(1, 65535, "a port"), default=None, help="default: $PORT, $GRADIO_SERVER_PORT or 7860")

@@ -41,6 +41,7 @@ import numpy as np
 
 from .learning.difficulty import fits
 from .settings import DEFAULT_POOL_PER_TISSUE
+from .stock import MemoryStock
 from .tissues import TISSUE_INDICES, tissue_index
 from .verify import VerifiedImage
 
@@ -237,13 +238,16 @@ class VerifiedPool:
 
     def __init__(self, verifier, explainer: Explain | None = None, per_tissue: int = DEFAULT_PER_TISSUE,
                  fill_batch: int = FILL_BATCH, ahead: Sequence[tuple[np.ndarray, int]] = (),
-                 borderline: int | None = None, later: Sequence[tuple[np.ndarray, int]] = ()):
+                 borderline: int | None = None, later: Sequence[tuple[np.ndarray, int]] = (), stock=None,
+                 fills: bool = True):
         borderline = per_tissue // BORDERLINE_SHARE if borderline is None else borderline
         if per_tissue < 0 or fill_batch < 1 or borderline < 0:
             raise ValueError("per_tissue and borderline must be at least 0 and fill_batch at least 1")
         self.verifier, self.explainer = verifier, explainer
         self.per_tissue, self.fill_batch, self.borderline = per_tissue, fill_batch, borderline
-        self._stock: dict[int, deque] = {t: deque() for t in TISSUE_INDICES}
+        # where the images wait (pathsynth.stock: this process, or the database shared with replicas and workers);
+        # without ``fills`` other processes (``pathsynth worker``) fill it and this one only takes and explains
+        self._store, self.fills = (stock if stock is not None else MemoryStock()), fills
         self._hunt_tries = {t: HUNT_TRIES for t in TISSUE_INDICES}  # left per tissue (see the module docstring)
         self._lock = threading.Lock()
         self._wake = threading.Event()  # set when stock was taken (or at stop): the filler looks again
@@ -278,9 +282,9 @@ class VerifiedPool:
         can do without, e.g. a quiz that asks a real tile instead, never waits for a model). Wakes the filler."""
         tissues = [tissue_index(t) for t in tissues]
         _check_preference(prefer)
+        taken = [self._store.take(t, prefer) for t in tissues]
+        taken = [None if item is None else replace(item, from_pool=True) for item in taken]
         with self._lock:
-            taken = [replace(_take(self._stock[t], prefer), from_pool=True) if self._stock[t] else None
-                     for t in tissues]
             for item in taken:
                 if item is not None and is_borderline(item):  # worth looking for another one
                     self._hunt_tries[item.tissue] = HUNT_TRIES
@@ -307,13 +311,16 @@ class VerifiedPool:
 
     def stock(self) -> dict[int, int]:
         """Images in stock per tissue."""
-        with self._lock:
-            return {t: len(items) for t, items in self._stock.items()}
+        return self._store.counts()
+
+    def stocked(self) -> list[VerifiedImage]:
+        """Every image in stock, left there (for reports and tests)."""
+        return self._store.items()
 
     def stocked_where(self, suits: Callable[[VerifiedImage], bool]) -> dict[int, int]:
-        """Images in stock per tissue that ``suits`` accepts (e.g. those that suit a quiz's difficulty)."""
-        with self._lock:
-            return {t: sum(1 for item in items if suits(item)) for t, items in self._stock.items()}
+        """Images in stock per tissue that ``suits`` accepts (e.g. those that suit a quiz's difficulty); ``suits``
+        reads ``confidence`` and ``realism`` only."""
+        return self._store.counts(suits)
 
     @property
     def full(self) -> bool:
@@ -335,8 +342,7 @@ class VerifiedPool:
         for tissue in wanted:  # one image per generator call: batch-mates shift pixels by rounding, and a pooled
             REQUESTS.wait_quiet(stopped=self._stopped)
             verified = [r for r in self.make([tissue]) if r.verified]  # image's seed must reproduce it exactly
-            with self._lock:  # unverified tries are never stocked
-                self._stock[tissue].extend(verified)
+            self._store.put(verified)  # unverified tries are never stocked
             added += len(verified)
             if self._stopped.is_set() or self._urgent:  # a quiz waits for explanations: those first
                 break
@@ -355,8 +361,7 @@ class VerifiedPool:
         REQUESTS.wait_quiet(stopped=self._stopped)
         found = [r for r in self.verifier.generate([tissue]) if r.verified and is_borderline(r)]
         found = explained(found, self.explainer)  # only the kept ones: an explanation costs more than a try
-        with self._lock:
-            self._stock[tissue].extend(found)
+        self._store.put(found)
         return 1
 
     def explain_ahead(self, queue: deque | None = None) -> int:
@@ -414,9 +419,10 @@ class VerifiedPool:
         lower_thread_priority()  # before the first model call: torch's worker threads inherit it
         while not self._stopped.is_set():
             try:
-                added = (self.explain_urgent() or self.fill_once()
-                         or ((self.explain_ahead() or self.hunt_borderline() or self.explain_ahead(self._later))
-                             if self.full else 0))
+                added = self.explain_urgent() or (self.fill_once() if self.fills else 0)
+                if not added and (not self.fills or self.full):
+                    added = (self.explain_ahead() or (self.hunt_borderline() if self.fills else 0)
+                             or self.explain_ahead(self._later))
             except Exception:  # the pool is an optimisation: requests fall back to generating on the spot
                 logger.exception("the verified-image pool could not refill; retrying in 30 s")
                 self._stopped.wait(30)
@@ -434,17 +440,6 @@ def is_borderline(result: VerifiedImage) -> bool:
 def _check_preference(prefer: str | None) -> None:
     if prefer not in PREFERENCES:
         raise ValueError(f"prefer must be one of {PREFERENCES}, got {prefer!r}")
-
-
-def _take(stock: deque, prefer: str | None) -> VerifiedImage:
-    """Remove and return the oldest stocked image, or the one with the highest / lowest confidence."""
-    if prefer is None:
-        return stock.popleft()
-    pick = max if prefer == "confident" else min
-    index = pick(range(len(stock)), key=lambda i: (stock[i].confidence, stock[i].realism))
-    item = stock[index]
-    del stock[index]
-    return item
 
 
 def lower_thread_priority() -> None:

@@ -71,6 +71,8 @@ class QuizSession:
     started_at: float | None = None  # clock() when the exam started
     closed: bool = False  # the time limit passed with questions unanswered: they count as missed
     clock: Callable[[], float] = field(default=_monotonic, repr=False, compare=False)  # injectable for tests
+    owner: object = None  # the learner its progress is kept for (the app's, see learning.attempts); None: not kept
+    saved_at: float | None = field(default=None, repr=False, compare=False)  # clock() when it was last kept
 
     @property
     def total(self) -> int:
@@ -598,7 +600,8 @@ def retry_missed(session: QuizSession) -> QuizSession:
                                      probabilities=list(session.questions[i].probabilities), shown_at=None)
                  for i in missed]
     title = f"{session.title} (retry)" if session.title else "Retry"
-    return QuizSession(questions, [None] * len(questions), title=title, mode="retry", clock=session.clock)
+    return QuizSession(questions, [None] * len(questions), title=title, mode="retry", clock=session.clock,
+                       owner=session.owner)
 
 
 def quiz_from_gallery(gallery, shuffle: bool = True, seed: int | None = None, explainer=None) -> QuizSession:

@@ -122,6 +122,7 @@ class Services:
         from .gallery import GalleryStore
         from .generators import get_generator
         from .resolver import TissueResolver
+        from .stock import DatabaseStock
         from .verify import Verifier, realism_reference
 
         settings = settings or Settings.from_env()
@@ -151,7 +152,9 @@ class Services:
             with start_up_stage(f"classifying the {len(real.images)} real tiles (their answer keys)"):
                 probabilities = classify_and_keep(classifier, real.images, keys_path)
         known = probabilities if not later else np.full((len(real.images), NUM_TISSUES), np.nan, np.float32)
-        pool = start_pool(verifier, explanations, per_tissue, real.images, real.labels, known) if per_tissue else None
+        stock = DatabaseStock(store.database, models=fingerprint)  # kept across restarts, shared by replicas
+        pool = start_pool(verifier, explanations, per_tissue, real.images, real.labels, known, stock,
+                          fills=settings.pool_filler == "app") if per_tissue else None
         if later:  # after the page is up: quizzes use the tiles classified so far (Services.real_sample)
             AnswerKeys(classifier, real.images, real.labels, known, keys_path, pool).start()
         logger.info("start-up: models ready after %.1f s (pool: %s per tissue)", time.perf_counter() - started,
@@ -185,13 +188,15 @@ def warm_imports(modules=LAZY_MODULES) -> None:
 
 
 def start_pool(verifier, explanations, per_tissue: int, images: np.ndarray, labels: np.ndarray,
-               probabilities: np.ndarray):
-    """A :class:`~pathsynth.pool.VerifiedPool` of ``per_tissue`` images per tissue, filling in the background; its
-    filler explains the real quiz tiles too: enough for quizzes to draw explained ones only first, the rest later."""
+               probabilities: np.ndarray, stock=None, fills: bool = True):
+    """A :class:`~pathsynth.pool.VerifiedPool` of ``per_tissue`` images per tissue, filling ``stock`` (default: in
+    memory) in the background unless ``fills`` is False (``pathsynth worker`` processes fill it); its thread explains
+    the real quiz tiles too: enough for quizzes to draw explained ones only first, the rest later."""
     from .pool import VerifiedPool
 
     ahead, later = explanation_queues(images, labels, probabilities)
-    return VerifiedPool(verifier, explanations, per_tissue, ahead=ahead, later=later).start()
+    return VerifiedPool(verifier, explanations, per_tissue, ahead=ahead, later=later, stock=stock,
+                        fills=fills).start()
 
 
 def explanation_queues(images: np.ndarray, labels: np.ndarray, probabilities: np.ndarray) -> tuple[list, list]:

@@ -52,6 +52,7 @@ INSTRUCTORS_ENV = "PATHSYNTH_INSTRUCTORS"
 SHARED_PASSWORD_ACCOUNT = "instructor"  # who the shared password signs in as (galleries' created_by, audit log)
 DATA_ENV = "PATHSYNTH_DATA"
 POOL_ENV = "PATHSYNTH_POOL_PER_TISSUE"
+FILLER_ENV = "PATHSYNTH_POOL_FILLER"  # app (default) or workers: see Settings.pool_filler
 DEVICE_ENV = "PATHSYNTH_DEVICE"
 DEFAULT_POOL_PER_TISSUE = 8  # verified images kept ready per tissue: a class of 20 starting at once draws ~3 each
 SPACES_DATA_DIR = Path("/data")  # Hugging Face Spaces' persistent storage, when the Space has it
@@ -131,6 +132,7 @@ class Settings:
     sd: StableDiffusionSettings = StableDiffusionSettings()
     assets: Path = ASSETS_DIR  # shipped data, models and reports (``$PATHSYNTH_ASSETS``)
     pool_per_tissue: int = DEFAULT_POOL_PER_TISSUE  # the app's stock of ready verified images (0: none)
+    pool_filler: str = "app"  # who fills the stock: "app" (this process) or "workers" (``pathsynth worker``)
     device: str = "cpu"  # where the classifier, evaluator and embedded generator run (``resolve_device``)
 
     @classmethod
@@ -163,6 +165,7 @@ class Settings:
                 resolution=_number(get, "PATHSYNTH_SD_RESOLUTION", int), device=get("PATHSYNTH_SD_DEVICE")),
             assets=assets,
             pool_per_tissue=_pool_size(get),
+            pool_filler=_pool_filler(get),
             device=resolve_device(get(DEVICE_ENV)),
         )
 
@@ -194,6 +197,14 @@ def _pool_size(get) -> int:
     if size is not None and size < 0:
         raise ValueError(f"{POOL_ENV} must be 0 (no pool) or more, got {size}")
     return DEFAULT_POOL_PER_TISSUE if size is None else size
+
+
+def _pool_filler(get) -> str:
+    filler = (get(FILLER_ENV) or "app").lower()
+    if filler not in ("app", "workers"):
+        raise ValueError(f"{FILLER_ENV} must be app (this process fills the pool) or workers (pathsynth worker "
+                         f"processes do), got {filler!r}")
+    return filler
 
 
 def _number(get, name: str, kind):

@@ -89,9 +89,9 @@ def model_env(tmp_path_factory) -> dict[str, str]:
 
 
 def start_app(home: Path, log_path: Path, model_env: dict[str, str], password: str | None = "",
-              extra_env: dict[str, str] | None = None) -> RunningApp:
-    """Launch ``python app.py`` on a free port and wait until it answers HTTP 200."""
-    port = free_port()
+              extra_env: dict[str, str] | None = None, port: int | None = None) -> RunningApp:
+    """Launch ``python app.py`` on ``port`` (default: a free one) and wait until it answers HTTP 200."""
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("PATHSYNTH_INSTRUCTOR_PASSWORD", "SPACE_ID",
                                                             "PATHSYNTH_CLASSIFIER", "PATHSYNTH_GENERATOR")}
     env.update(model_env)

@@ -199,7 +199,7 @@ def forbid_model_calls(services, monkeypatch) -> None:
 def with_real_tiles_explained_ahead(pooled, count: int = 20):
     """``pooled`` with its own explanation cache, ``count`` real tiles in it (what the pool's filler does)."""
     cache = ExplanationCache(gradcam_explainer(pooled.classifier))
-    for pair in ((item.image, item.predicted) for stock in pooled.pool._stock.values() for item in stock):
+    for pair in ((item.image, item.predicted) for item in pooled.pool.stocked()):
         cache.put(*pair, pooled.explanations(*pair))
     answers = pooled.real_probabilities.argmax(1)
     for i in range(count):

@@ -447,3 +447,63 @@ def test_app_killed_during_gallery_writes_restarts_with_galleries_intact(model_e
         assert store.integrity_check() == "ok"
         assert all(len(store.get_gallery(g.id).items) == 3 for g in store.list_galleries())
     assert not (home / G.IMAGES_DIR).exists()  # images live in the database: no file to orphan
+
+
+def _status_of(result) -> dict:
+    return next(x for x in result if isinstance(x, dict) and "quiz_id" in x)
+
+
+def test_app_killed_mid_exam_resumes_the_exam_and_the_assignment(model_env, tmp_path, storage_url):
+    """SIGKILL the app mid-exam and mid-assignment; after a restart (SQLite file or PostgreSQL) the learner's page
+    carries on at the same question with the answers given so far, and the exam's clock did not run meanwhile."""
+    import secrets
+    import signal
+
+    from conftest import start_app, stop_app
+    from pathsynth import assignments as A
+    from pathsynth.gallery import GalleryItemInput, GalleryStore
+    from pathsynth.tissues import DISPLAY_NAMES
+
+    home, password = tmp_path / "home", secrets.token_urlsafe(12)
+    extra = {"PATHSYNTH_DATABASE_URL": storage_url} if storage_url else {}
+    with GalleryStore(home, database_url=storage_url) as store:  # an instructor's assignment of 4 fixed images
+        items = [GalleryItemInput(np.full((28, 28, 3), 40 * n, np.uint8), tissue=n) for n in range(4)]
+        code = A.create_assignment(store.database, "Week 2", items, mode="exam").code
+    app = start_app(home, tmp_path / "first.log", model_env, password=password, extra_env=extra)
+    try:
+        learner = app.client()
+        learner.predict(code, "Kim", api_name="/assignment_open")
+        learner.predict(DISPLAY_NAMES[4], api_name="/assignment_answer")  # question 1 of the assignment stored
+        status = _status_of(learner.predict(4, 0.0, "Kim", False, "mixed", "exam", 10, api_name="/quiz_start"))
+        assert status["mode"] == "exam" and status["total"] == 4
+        for choice in DISPLAY_NAMES[:2]:
+            learner.predict(choice, api_name="/quiz_answer")
+            status = _status_of(learner.predict(api_name="/quiz_next"))
+        left_at_kill = status["seconds_left"]
+        app.process.send_signal(signal.SIGKILL)
+        app.process.wait(timeout=30)
+        killed = time.monotonic()
+    finally:
+        stop_app(app)
+
+    restarted = start_app(home, tmp_path / "second.log", model_env, password=password, extra_env=extra)
+    try:
+        time.sleep(max(0.0, 5 - (time.monotonic() - killed)))  # the server was away at least 5 s
+        back = restarted.client()  # a new page: only the learner's name is left (the browser remembers it)
+        resumed = back.predict("Kim", api_name="/quiz_resume")
+        status = _status_of(resumed)
+        assert status["answered"] == 2 and status["current"] == 2 and status["finished"] is False
+        assert any("Welcome back" in x for x in resumed if isinstance(x, str))
+        assert left_at_kill - 3 <= status["seconds_left"] <= left_at_kill  # no time lost while the server was away
+        for choice in DISPLAY_NAMES[2:4]:
+            back.predict(choice, api_name="/quiz_answer")
+            status = _status_of(back.predict(api_name="/quiz_next"))
+        assert status["finished"] and status["answered"] == 4
+
+        texts = [x for x in back.predict("Kim", api_name="/assignment_resume") if isinstance(x, str)]
+        assert any("question 2 of 4" in x for x in texts) and any("You had answered 1" in x for x in texts)
+        assert code in texts and "Kim" in texts  # the code and name boxes filled in again
+        back.predict(DISPLAY_NAMES[0], api_name="/assignment_answer")
+        assert any("question 3 of 4" in x for x in back.predict(api_name="/assignment_next") if isinstance(x, str))
+    finally:
+        stop_app(restarted)

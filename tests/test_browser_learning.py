@@ -245,3 +245,53 @@ def guess_and_flag_under_the_remembered_name(page, artifacts_dir) -> None:
     page.get_by_role("tab", name="Quiz").click()
     page.wait_for_function("() => { const b = document.querySelector('#quiz-learner textarea, #quiz-learner input');"
                            " return b && b.value === 'Renamed Trainee'; }")
+
+
+def test_an_exam_goes_on_after_the_server_is_killed_and_the_page_reloaded(browser, model_env, tmp_path,
+                                                                          artifacts_dir):
+    """SIGKILL the app mid-exam; restarted (same address), the reloaded page shows the exam at the same question,
+    says so, keeps the answers given so far and the time left; phone and desktop width."""
+    import signal
+    import time
+
+    from conftest import start_app, stop_app
+
+    home, log = tmp_path / "home", tmp_path / "app.log"
+    app = start_app(home, log, model_env)
+    port = int(app.url.rstrip("/").rsplit(":", 1)[1])
+    context = browser.new_context(viewport=VIEWPORTS["desktop"])
+    try:
+        page = new_page(browser, app.url, VIEWPORTS["desktop"], context)
+        start_quiz(page, 3, mode="exam", minutes="10")  # anonymous: kept for this browser's own id
+        page.locator("#quiz-choice").get_by_text("Mucus", exact=True).click()
+        page.get_by_role("button", name="Submit answer").click()
+        page.locator("#quiz-feedback").get_by_text("Answer saved").wait_for()
+        page.get_by_role("button", name="Next question").click()
+        page.get_by_role("heading", name="Question 2 of 3").wait_for()
+        app.process.send_signal(signal.SIGKILL)
+        app.process.wait(timeout=30)
+        time.sleep(3)
+    finally:
+        stop_app(app)
+    app = start_app(home, tmp_path / "again.log", model_env, port=port)
+    try:
+        page.reload()
+        page.get_by_role("tab", name="Quiz").click()
+        page.get_by_role("heading", name="Question 2 of 3").wait_for()
+        status = page.locator("#quiz-status")
+        status.get_by_text(re.compile(r"Welcome back: your exam goes on where you left it \(1 of 3 answered\)")).wait_for()
+        assert re.search(r"(9|10):\d\d left", status.inner_text())  # the clock stopped while the server was away
+        page.screenshot(path=str(artifacts_dir / "learning_desktop_exam_resumed.png"), full_page=True)
+        page.set_viewport_size(VIEWPORTS["phone"])
+        assert_fits_the_width(page, VIEWPORTS["phone"], "#quiz-status", "#quiz-question")
+        page.screenshot(path=str(artifacts_dir / "learning_phone_exam_resumed.png"), full_page=True)
+        for _ in range(2):
+            page.locator("#quiz-choice").get_by_text("Debris", exact=True).click()
+            page.get_by_role("button", name="Submit answer").click()
+            page.locator("#quiz-feedback").get_by_text("Answer saved").wait_for()
+            page.get_by_role("button", name=re.compile("Next question|See results")).click()
+        page.get_by_text(re.compile(r"Quiz finished: \d / 3")).wait_for()
+        assert page.dialogs == []
+    finally:
+        context.close()
+        stop_app(app)

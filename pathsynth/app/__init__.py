@@ -52,10 +52,12 @@ def build_demo(services: Services) -> gr.Blocks:
             with gr.Tab("Galleries", id="galleries"):
                 galleries.build(services, demo, quiz_view, tabs)
             with gr.Tab("Assignments", id="assignments") as assignments_tab:
-                assignments.build(services, demo, assignments_tab, quiz_view, tabs)
+                assignment_learner = assignments.build(services, demo, assignments_tab, quiz_view, tabs)
             with gr.Tab("About", id="about"):
                 about.build(services)
-        progress.wire_identity(demo, identity, anon, quiz_view.learner, progress_name, challenge_name)
+        loaded = progress.wire_identity(demo, identity, anon, quiz_view.learner, progress_name, challenge_name)
+        quiz.wire_resume(services, quiz_view, loaded, anon)  # a quiz in progress goes on after a restart
+        assignments.wire_resume(services, assignment_learner, loaded, quiz_view.learner)  # and an assignment
     return demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=QUEUE_MAX_SIZE)
 
 

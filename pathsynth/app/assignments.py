@@ -27,9 +27,10 @@ from .. import ui_helpers as ui
 from ..images import DISPLAY_SIZE, upscale
 from ..gallery import same_person
 from ..learning import accuracy_per_tissue, confusion
+from ..learning.attempts import AttemptStore
 from ..learning.progress import Learner
 from ..tissues import DISPLAY_NAMES
-from .common import (Refusal, bind, checked_inputs, pool_served_events, progress_callback, user_errors,
+from .common import (Refusal, bind, checked_inputs, logger, pool_served_events, progress_callback, user_errors,
                      verified_images, warning_line)
 from .galleries import download_path, instructor_config, require_instructor, sign_in_view, viewer
 from .progress import learner_for, on_spaces
@@ -134,10 +135,51 @@ def opened_view(services, code, learner_name=None, profile=None) -> tuple:
     assignment = A.open_assignment(database, code)
     session = A.learner_quiz(assignment, A.learner_answers(database, assignment, learner))
     attempt = Attempt(assignment, learner, session, database)
+    _keep_open(services, learner, assignment.code)
     answered = sum(a is not None for a in session.answers)
     resumed = f" You had answered {answered}; carrying on." if answered and not session.finished else ""
     return question_view(attempt, message=f"Opened {ui.escape_md(assignment.title)} "
                                           f"({session.total} questions).{resumed}")
+
+
+def _keep_open(services, learner: Learner, code: str) -> None:
+    """Remember the assignment this learner has open, so it reopens by itself after a restart (its answers are
+    stored as they are given); a database hiccup is logged and the assignment goes on."""
+    try:
+        AttemptStore(services.store.database).keep_assignment(learner, code)
+    except Exception:  # noqa: BLE001 - the log keeps the reason
+        logger.exception("could not remember an open assignment")
+
+
+RESUME_OUTPUTS = VIEW_OUTPUTS + 2  # the assignment's view, its code box and name box
+
+
+@user_errors(outputs=RESUME_OUTPUTS, status=MESSAGE)
+def assignment_resume(services, learner_name=None, profile: gr.OAuthProfile | None = None):
+    """On page load (after a restart, a reload, or on another replica): the assignment this learner had open and
+    not finished, at their first unanswered question. Nothing changes otherwise."""
+    nothing = tuple(gr.skip() for _ in range(RESUME_OUTPUTS))
+    try:
+        learner = _learner(services, learner_name, profile)
+    except (Refusal, ValueError):  # nobody identified (or a name no longer accepted): nothing to reopen
+        return nothing
+    code = AttemptStore(services.store.database).assignment_code(learner)
+    if code is None:
+        return nothing
+    try:
+        view = opened_view(services, code, learner_name, profile)
+    except A.AssignmentNotFoundError:  # deleted since
+        return nothing
+    if view[0].session.finished:
+        return nothing
+    return (*view, view[0].assignment.code, learner_name)
+
+
+def wire_resume(services, learner: dict, page_loaded, name_box) -> None:
+    """After ``page_loaded`` (the event that restores the learner's name, in ``name_box``): the assignment they had
+    open (see :func:`assignment_resume`); API clients call it as ``/assignment_resume`` with the name."""
+    page_loaded.then(bind(assignment_resume, services), name_box, [*learner["view"], learner["code"], learner["name"]],
+                     api_name="assignment_resume", show_progress="hidden")
 
 
 def _require(attempt) -> Attempt:
@@ -356,11 +398,12 @@ def assignment_sign_out(n_shown: int):
 # ------------------------------------------------------------------------------------------------- layout
 
 def build(services, demo: gr.Blocks | None = None, tab: gr.Tab | None = None, quiz_view: QuizView | None = None,
-          tabs: gr.Tabs | None = None) -> None:
+          tabs: gr.Tabs | None = None) -> dict:
     """The tab's components and events: taking an assignment for everyone; the instructor's tools behind a sign-in.
     ``demo``: the app, to sign a listed Hugging Face login in on page load on Spaces; ``tab``: this tab, whose
     opening refreshes the create form's gallery list; ``quiz_view`` and ``tabs``: the Quiz tab's "Have an
-    assignment code?" box opens assignments here (and switches ``tabs`` to this one)."""
+    assignment code?" box opens assignments here (and switches ``tabs`` to this one). Returns the learner's part
+    (see ``_learner_section``)."""
     gr.Markdown("Open an assignment with the code your instructor gave you. Every learner gets the same questions; "
                 "your answers go to your instructor.")
     learner = _learner_section(services)
@@ -368,6 +411,7 @@ def build(services, demo: gr.Blocks | None = None, tab: gr.Tab | None = None, qu
         _instructor_section(services, demo, tab)
     if quiz_view is not None and quiz_view.assignment_box and tabs is not None:
         _wire_quiz_shortcut(services, quiz_view, learner, tabs)
+    return learner
 
 
 def _wire_quiz_shortcut(services, quiz_view: QuizView, learner: dict, tabs: gr.Tabs) -> None:

@@ -21,6 +21,7 @@ from ..assignments import MODES  # practice or exam, as in assignments
 from ..images import (DISPLAY_SIZE, INTERPOLATIONS, PATHMNIST_TILE_UM, SCALE_BAR_STRIP, display_image,
                       microns_per_pixel, side_by_side, stacked)
 from ..learning import DIFFICULTIES, pair_examples, practice_tissues, record_from
+from ..learning.attempts import SAVE_EVERY_S, AttemptStore
 from ..learning.challenge import Tile
 from ..tissues import ABBREVIATIONS, DISPLAY_NAMES
 from .common import (Refusal, bind, check_interpolation, checked_inputs, logger, model_slots, pool_served_events,
@@ -59,6 +60,7 @@ class QuizView:
 
     outputs: list
     learner: object = None  # the name box (the browser remembers it)
+    after_show: dict = None  # the event that syncs the flag row with the quiz shown (``.then(**after_show)``)
     assignment_box: tuple = ()  # "Have an assignment code?": code box, button, message (wired by the Assignments tab)
 
 
@@ -250,6 +252,8 @@ def start(services, n, generated_share, learner_name=None, weak=False, difficult
     session.mode = "weak" if tissues else "practice"
     if mode == "exam":
         Q.start_exam(session, limit)
+    session.owner = optional_learner(services, learner_name, profile, anon)
+    keep(services, session)
     kind = f"{'an exam' if session.exam else 'a quiz'} of {session.total} question{'s' if session.total != 1 else ''}"
     timing = f" You have {limit:g} minute{'s' if limit != 1 else ''}." if limit else ""
     return question_view(session, f"Started {kind} ({session.difficulty}).{timing}" + note + _all_generated_note(
@@ -314,19 +318,22 @@ def answer(services, session, choice, learner_name=None, profile: gr.OAuthProfil
            zoom="1×", interpolation="pixel-exact", scale_bar=True):
     """Answer the current question with a tissue (display name); the answer key is the ResNet-18's label. The
     answer is saved to the learner's progress (the login on Spaces, else the typed name, else this browser's
-    anonymous id; nobody: not saved). In an exam the verdict waits for the end."""
-    session = _require(session)
+    anonymous id; nobody: not saved). In an exam the verdict waits for the end. A page whose server died (or
+    another replica, after a failover) has no quiz in its session: the learner's kept one carries on."""
+    learner = optional_learner(services, learner_name, profile, anon)  # a bad name is refused before anything changes
+    session = _require(session if session is not None else kept_quiz(services, learner))
     look_from(zoom, interpolation, scale_bar)  # bad view settings are refused before the answer counts
     if choice is None or (isinstance(choice, str) and not choice.strip()):
         raise Refusal("Pick a tissue first.")
-    learner = optional_learner(services, learner_name, profile, anon)  # a bad name is refused before anything changes
     try:
         feedback = Q.answer(session, choice)  # ValueError leaves the session unchanged
     except Q.TimeUp as error:
+        keep(services, session, learner)
         return (session, gr.skip(), gr.update(interactive=False), gr.update(interactive=False),
                 gr.update(visible=True, value="See results"), f"⏰ **{ui.escape_md(str(error))}**", None,
                 _score_line(session), _status(session))
     saved = _save(services, learner, session, feedback)
+    keep(services, session, learner)
     item = session.questions[feedback.question]
     next_label = "See results" if feedback.finished else "Next question"
     if session.exam:
@@ -342,6 +349,52 @@ def answer(services, session, choice, learner_name=None, profile: gr.OAuthProfil
     return (session, gr.skip(), gr.update(interactive=False), gr.update(interactive=False),
             gr.update(visible=True, value=next_label), text, ready_overlay(services, item),
             _score_line(session), _status(session, feedback))
+
+
+def attempt_store(services) -> AttemptStore:
+    """Quizzes in progress live in the app's one database, beside the answers."""
+    return AttemptStore(services.store.database)
+
+
+def keep(services, session, learner=None) -> None:
+    """Keep ``session`` in the database for its learner (whoever answers first, when it started without one), so
+    a crash, a restart or another replica loses nothing; a database hiccup is logged and the quiz goes on."""
+    if services is None or session is None:
+        return
+    if session.owner is None:
+        session.owner = learner
+    if session.owner is None:  # nobody identified: nothing to resume it for
+        return
+    try:
+        attempt_store(services).keep_quiz(session.owner, session)
+    except Exception:  # noqa: BLE001 - the quiz goes on in this process either way; the log keeps the reason
+        logger.exception("could not keep a quiz in progress")
+
+
+def kept_quiz(services, learner):
+    """``learner``'s unfinished quiz as kept in the database, or None (nobody identified, none, or finished)."""
+    session = None if learner is None else attempt_store(services).quiz(learner)
+    return None if session is None or session.finished else session
+
+
+@user_errors(outputs=VIEW_OUTPUTS, status=STATUS)
+def resume(services, learner_name=None, anon=None, profile: gr.OAuthProfile | None = None):
+    """On page load (after a restart, a reload, or on another replica): the learner's unfinished quiz at the
+    question they were at, with the answers given so far. Nothing changes when there is none."""
+    nothing = tuple(gr.skip() for _ in range(VIEW_OUTPUTS))
+    try:
+        learner = optional_learner(services, learner_name, profile, anon)
+    except (Refusal, ValueError):  # a remembered name no longer accepted: the quiz tab says so when it is used
+        return nothing
+    session = kept_quiz(services, learner)
+    if session is None:
+        return nothing
+    answered = sum(a is not None for a in session.answers)
+    left = Q.remaining(session)
+    clock = (f" The exam's clock stopped while the server was away: {int(left) // 60}:{int(left) % 60:02d} left."
+             if left else "")
+    return question_view(session, f"Welcome back: your {'exam' if session.exam else 'quiz'} goes on where you "
+                                  f"left it ({answered} of {session.total} answered).{clock}", services=services)
 
 
 def ready_overlay(services, question):
@@ -409,14 +462,18 @@ def pair_view(services, session, zoom="1×", interpolation="pixel-exact", scale_
 @user_errors(outputs=VIEW_OUTPUTS, status=STATUS)
 def next_question(session, zoom="1×", interpolation="pixel-exact", scale_bar=True, services=None):
     """Show the next unanswered question, or the summary when the quiz is finished."""
-    return question_view(_require(session), look=look_from(zoom, interpolation, scale_bar), services=services)
+    view = question_view(_require(session), look=look_from(zoom, interpolation, scale_bar), services=services)
+    keep(services, session)  # the question on screen and since when
+    return view
 
 
 @user_errors(outputs=VIEW_OUTPUTS, status=STATUS)
 def retry(session, zoom="1×", interpolation="pixel-exact", scale_bar=True, services=None):
     """A new quiz made of the questions answered wrongly."""
-    return question_view(Q.retry_missed(_require(session)), look=look_from(zoom, interpolation, scale_bar),
-                         services=services)
+    again = Q.retry_missed(_require(session))
+    view = question_view(again, look=look_from(zoom, interpolation, scale_bar), services=services)
+    keep(services, again)
+    return view
 
 
 @user_errors(outputs=VIEW_OUTPUTS, status=STATUS)
@@ -428,11 +485,14 @@ def tick(services, session, zoom="1×", interpolation="pixel-exact", scale_bar=T
         skipped[18] = gr.Timer(active=False)
         return tuple(skipped)
     if Q.close_if_time_is_up(session):
+        keep(services, session)
         try:
             look = look_from(zoom, interpolation, scale_bar)
         except ValueError:
             look = Look()
         return summary_view(session, "⏰ Time is up: the exam is closed.", look, services)
+    if session.saved_at is None or session.clock() - session.saved_at >= SAVE_EVERY_S:
+        keep(services, session)  # the clock as it stands: a crash now costs the learner no exam time
     skipped[17] = clock_text(session)
     return tuple(skipped)
 
@@ -598,12 +658,13 @@ def build(services, anon=None) -> QuizView:
     view = [state, header, image, choice, submit, next_button, feedback, cam, score, status, summary_box, summary,
             table, misses, retry_button, question_box, message, clock, timer, pair_box, pair_right, pair_chosen]
     assert len(view) == VIEW_OUTPUTS
-    _wire(services, view, settings, anon, look, start_button, flags)
-    return QuizView(view, learner=settings[2], assignment_box=assignment_box)
+    flag_sync = _wire(services, view, settings, anon, look, start_button, flags)
+    return QuizView(view, learner=settings[2], assignment_box=assignment_box, after_show=flag_sync)
 
 
-def _wire(services, view, settings, anon, look, start_button, flags) -> None:
-    """The tab's events: start, answer, next, retry, the exam clock, view settings, flags."""
+def _wire(services, view, settings, anon, look, start_button, flags) -> dict:
+    """The tab's events: start, answer, next, retry, the exam clock, view settings, flags; returns the event that
+    syncs the flag row with the quiz shown."""
     (state, _, image, choice, submit, next_button, feedback, cam, score, status, _, _, _, _, retry_button, _, message,
      _, timer, pair_box, pair_right, pair_chosen) = view
     flag_box, flag_note, flag_button, flag_message = flags
@@ -640,3 +701,11 @@ def _wire(services, view, settings, anon, look, start_button, flags) -> None:
         control.change(**pair_sync, show_progress="hidden")
     flag_button.click(bind(flag_question, services), [state, flag_note, learner], [flag_message, flag_note],
                       api_name="quiz_flag")
+    return flag_sync
+
+
+def wire_resume(services, view: QuizView, page_loaded, anon) -> None:
+    """After ``page_loaded`` (the event that restores the learner's name and anonymous id): their unfinished quiz
+    (see :func:`resume`); API clients call it as ``/quiz_resume`` with the name."""
+    page_loaded.then(bind(resume, services), [view.learner, anon], view.outputs, api_name="quiz_resume",
+                     show_progress="hidden").then(**view.after_show)

@@ -107,6 +107,42 @@ class AnswerRow(Base):
     late: Mapped[bool | None] = mapped_column(Boolean)  # answered after the assignment's due date
 
 
+class QuizProgressRow(Base):
+    """A learner's attempt in progress (revision 0008), so a crash or a restart loses none of it: ``kind`` 'quiz'
+    (the Quiz tab's quiz or exam: images and heatmaps in ``images_npz``, the rest in ``state_json``) or
+    'assignment' (the open assignment's code; its answers are ``AnswerRow`` rows). One row per learner and kind."""
+
+    __tablename__ = "quiz_progress"
+    __table_args__ = (CheckConstraint("kind IN ('quiz', 'assignment')", name="quiz_progress_kind"),)
+
+    learner_id: Mapped[int] = mapped_column(Integer, ForeignKey("learners.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(Text, primary_key=True)
+    attempt_id: Mapped[str] = mapped_column(Text, nullable=False)  # the quiz's id, or the assignment's code
+    saved_at: Mapped[str] = mapped_column(Text, nullable=False)
+    state_json: Mapped[str] = mapped_column(Text, nullable=False)
+    images_npz: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+
+class PoolImageRow(Base):
+    """One verified image in the pool's stock (revision 0008, ``pathsynth.stock.DatabaseStock``): ready to hand out,
+    with its classifier record (JSON), its heatmap, and the fingerprint of the classifier that verified it."""
+
+    __tablename__ = "pool_images"
+    __table_args__ = (CheckConstraint(f"tissue BETWEEN 0 AND {NUM_TISSUES - 1}", name="pool_images_tissue"),
+                      Index("pool_images_by_tissue", "models", "tissue", "id"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    models: Mapped[str] = mapped_column(Text, nullable=False)
+    tissue: Mapped[int] = mapped_column(Integer, nullable=False)
+    seed: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    confidence: Mapped[float] = mapped_column(Float, nullable=False)
+    realism: Mapped[float] = mapped_column(Float, nullable=False)
+    made_at: Mapped[str] = mapped_column(Text, nullable=False)
+    record_json: Mapped[str] = mapped_column(Text, nullable=False)  # VerifiedImage.to_dict() without the above
+    image_npy: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # uint8 (S, S, 3), ``np.save``
+    heatmap_npy: Mapped[bytes | None] = mapped_column(LargeBinary)  # float32, ``np.save``; None: not explained
+
+
 class AssignmentRow(Base):
     """An instructor's assignment: a title, practice or exam, an optional due date and the code learners type."""
 
