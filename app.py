@@ -13,7 +13,8 @@ if __name__ == "__main__":  # torch and Gradio take seconds to import on a fresh
 from pathsynth.app import create_app, main  # noqa: E402
 
 if __name__ == "__main__":
-    print(f"PathSynth: libraries imported in {time.perf_counter() - STARTED:.1f} s; loading the models ...", flush=True)
+    print(f"PathSynth: libraries imported in {time.perf_counter() - STARTED:.1f} s; the page comes next, the models "
+          "load behind it ...", flush=True)
 
 
 def __getattr__(name: str):

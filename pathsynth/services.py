@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -111,56 +113,150 @@ class Services:
         """Load everything; a broken model or data file raises ``ModelFileError``/``DataUnavailableError``.
 
         The real tiles' answer keys (the classifier's probabilities: an 8x-TTA pass of the ensemble, minutes on a
-        laptop) are read from the cache, else computed now; with ``serve_first`` (the app) they are computed in
-        the background instead (:class:`AnswerKeys`), so the page is up in seconds: until a tile is classified its
-        ``real_probabilities`` row is NaN and quizzes do not ask it.
+        laptop) are read from the cache, else computed now. A pool of ``pool_per_tissue`` verified images per
+        tissue (default: ``settings.pool_per_tissue``; 0: none) starts filling in the background, so unseeded
+        requests (``services.images``) need not wait for the generator.
 
-        A pool of ``pool_per_tissue`` verified images per tissue (default: ``settings.pool_per_tissue``; 0: none)
-        starts filling in the background, so unseeded requests (``services.images``) need not wait for the generator.
+        With ``serve_first`` (the app) the page comes first: the real tiles and the database are read now, the
+        models load in a background thread (:class:`Loading`: a request that needs one waits for it; a model file
+        that cannot be loaded stops the process with one line), and the answer keys are computed after that
+        (:class:`AnswerKeys`): until a tile is classified its ``real_probabilities`` row is NaN and quizzes do not
+        ask it. Only where the tile size is known without loading the generator (:func:`expected_tile_size`).
         """
-        from .classifier import load_classifier, model_files
-        from .gallery import GalleryStore
-        from .generators import get_generator
-        from .resolver import TissueResolver
-        from .stock import DatabaseStock
-        from .verify import Verifier, realism_reference
-
         settings = settings or Settings.from_env()
+        per_tissue = settings.pool_per_tissue if pool_per_tissue is None else pool_per_tissue
         started = time.perf_counter()
         with start_up_stage("importing the libraries request handlers use (matplotlib, captum, scikit-learn, ...)"):
             warm_imports()
-        with start_up_stage("loading the classifier"):
-            classifier = load_classifier(settings.classifier_dir).to(settings.device)
-        with start_up_stage("loading the generator"):
-            generator = get_generator(settings=settings)
-        with start_up_stage("reading the real tiles"):
-            real = load_real_tiles(settings, int(getattr(generator, "output_size", REAL_TILE_SIZE)))
-            classifier_hash = hashed_files(*model_files(settings.classifier_dir))  # read once: it names the caches
-            reference = realism_reference(settings.classifier_dir, classifier,
-                                          *(real.reference or (real.images, real.labels)), source=real.source,
-                                          classifier_digest=classifier_hash.hexdigest()[:DIGEST_LENGTH])
-            verifier = Verifier(generator, classifier, reference=reference)
-            keys_path = probabilities_path(shared_cache_dir(settings), real_tiles_digest(classifier_hash, real))
-            probabilities = read_probabilities(keys_path, len(real.images))
-            fingerprint = explanation_fingerprint(settings.classifier_dir, classifier_hash.hexdigest()[:DIGEST_LENGTH])
-            explanations = real_explanations(settings, classifier, real.images, fingerprint)  # the pool's land too
-        with start_up_stage("loading the free-text resolver and opening the database"):
-            resolver, store = TissueResolver(), GalleryStore(settings.home, database_url=settings.database_url)
-        per_tissue = settings.pool_per_tissue if pool_per_tissue is None else pool_per_tissue
-        later = probabilities is None and serve_first
-        if probabilities is None and not later:
-            with start_up_stage(f"classifying the {len(real.images)} real tiles (their answer keys)"):
-                probabilities = classify_and_keep(classifier, real.images, keys_path)
-        known = probabilities if not later else np.full((len(real.images), NUM_TISSUES), np.nan, np.float32)
-        stock = DatabaseStock(store.database, models=fingerprint)  # kept across restarts, shared by replicas
-        pool = start_pool(verifier, explanations, per_tissue, real.images, real.labels, known, stock,
-                          fills=settings.pool_filler == "app") if per_tissue else None
-        if later:  # after the page is up: quizzes use the tiles classified so far (Services.real_sample)
-            AnswerKeys(classifier, real.images, real.labels, known, keys_path, pool).start()
-        logger.info("start-up: models ready after %.1f s (pool: %s per tissue)", time.perf_counter() - started,
-                    per_tissue)
-        return cls(settings, verifier, resolver, store, real.images, real.labels, known, pool, explanations,
-                   real.note, real.off)
+        size = expected_tile_size(settings) if serve_first else None
+        if size is None:
+            parts = load_parts(settings, per_tissue, answer_keys_later=serve_first)
+            logger.info("start-up: models ready after %.1f s (pool: %s per tissue)", time.perf_counter() - started,
+                        per_tissue)
+            return cls(**parts)
+        from .gallery import GalleryStore
+
+        with start_up_stage("reading the real tiles and opening the database"):
+            real = load_real_tiles(settings, size)
+            store = GalleryStore(settings.home, database_url=settings.database_url)
+        known = np.full((len(real.images), NUM_TISSUES), np.nan, np.float32)  # filled in place once classified
+        ready = threading.Event()
+        pending = {name: Loading(name, ready) for name in LOADED_LATER}
+        services = cls(settings, pending["verifier"], pending["resolver"], store, real.images, real.labels, known,
+                       pending["pool"] if per_tissue else None, pending["explanations"], real.note, real.off)
+        threading.Thread(target=services._load_models, args=(per_tissue, real, known, ready, started),
+                         name="pathsynth-models", daemon=True).start()
+        return services
+
+    def _load_models(self, per_tissue: int, real, known: np.ndarray, ready: threading.Event, started: float):
+        """The background half of a ``serve_first`` build: load the models, then put them in place of their
+        :class:`Loading` stand-ins. A file that cannot be loaded stops the app with one line, as before serving."""
+        from .errors import DataUnavailableError, ModelFileError
+
+        try:
+            parts = load_parts(self.settings, per_tissue, answer_keys_later=True, real=real, store=self.store,
+                               known=known)
+        except BaseException as error:  # noqa: BLE001 - the app cannot work without its models: say why, stop
+            if not isinstance(error, (ModelFileError, DataUnavailableError, ValueError)):
+                logger.exception("the models could not be loaded")
+            print(f"PathSynth cannot start: {error}", file=sys.stderr, flush=True)
+            os._exit(1)
+        for name in LOADED_LATER:
+            stand_in = getattr(self, name)
+            if isinstance(stand_in, Loading):  # for whoever kept the stand-in itself (e.g. an event's closure)
+                stand_in._loading_part = parts[name]
+            setattr(self, name, parts[name])
+        ready.set()
+        logger.info("start-up: models ready after %.1f s (pool: %s per tissue), loaded while serving",
+                    time.perf_counter() - started, per_tissue)
+
+
+LOADED_LATER = ("verifier", "resolver", "pool", "explanations")  # what a serve-first start loads after serving
+
+
+class Loading:
+    """A part of the services still loading in the background (a ``serve_first`` start): using it waits until the
+    part is loaded, then acts as the part itself (the services then hold the part, not this stand-in)."""
+
+    def __init__(self, name: str, ready: threading.Event):
+        self._loading_name, self._loading_ready = name, ready
+
+    def __getattr__(self, attribute):
+        if attribute.startswith("_loading"):
+            raise AttributeError(attribute)
+        self._loading_ready.wait()
+        return getattr(self._loading_part, attribute)
+
+    def __call__(self, *args, **kwargs):
+        self._loading_ready.wait()
+        return self._loading_part(*args, **kwargs)
+
+    def __len__(self) -> int:
+        self._loading_ready.wait()
+        return len(self._loading_part)
+
+
+def loaded(part):
+    """``part`` when it is loaded, None while it is a :class:`Loading` stand-in still loading (never waits)."""
+    return None if isinstance(part, Loading) and not part._loading_ready.is_set() else part
+
+
+def expected_tile_size(settings: Settings) -> int | None:
+    """The embedded generator's tile size from its UNet's config (``sample_size``), without loading it; None for
+    another backend, or a config that cannot tell (then everything loads before serving)."""
+    if settings.backend != "embedded":
+        return None
+    try:
+        size = json.loads((Path(settings.generator_dir) / "unet" / "config.json").read_text())["sample_size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return size if isinstance(size, int) and size > 0 else None
+
+
+def load_parts(settings: Settings, per_tissue: int, answer_keys_later: bool, real=None, store=None,
+               known: np.ndarray | None = None) -> dict:
+    """The :class:`Services` constructor's arguments: the models loaded, the real tiles (``real``: read already)
+    and their answer keys (``known``: filled in place), the database (``store``: opened already), the pool."""
+    from .classifier import load_classifier, model_files
+    from .gallery import GalleryStore
+    from .generators import get_generator
+    from .resolver import TissueResolver
+    from .stock import DatabaseStock
+    from .verify import Verifier, realism_reference
+
+    with start_up_stage("loading the classifier"):
+        classifier = load_classifier(settings.classifier_dir).to(settings.device)
+    with start_up_stage("loading the generator"):
+        generator = get_generator(settings=settings)
+    with start_up_stage("reading the real tiles"):
+        real = real or load_real_tiles(settings, int(getattr(generator, "output_size", REAL_TILE_SIZE)))
+        classifier_hash = hashed_files(*model_files(settings.classifier_dir))  # read once: it names the caches
+        reference = realism_reference(settings.classifier_dir, classifier,
+                                      *(real.reference or (real.images, real.labels)), source=real.source,
+                                      classifier_digest=classifier_hash.hexdigest()[:DIGEST_LENGTH])
+        verifier = Verifier(generator, classifier, reference=reference)
+        keys_path = probabilities_path(shared_cache_dir(settings), real_tiles_digest(classifier_hash, real))
+        probabilities = read_probabilities(keys_path, len(real.images))
+        fingerprint = explanation_fingerprint(settings.classifier_dir, classifier_hash.hexdigest()[:DIGEST_LENGTH])
+        explanations = real_explanations(settings, classifier, real.images, fingerprint)  # the pool's land too
+    with start_up_stage("loading the free-text resolver and opening the database"):
+        resolver = TissueResolver()
+        store = store or GalleryStore(settings.home, database_url=settings.database_url)
+    if probabilities is None and not answer_keys_later:
+        with start_up_stage(f"classifying the {len(real.images)} real tiles (their answer keys)"):
+            probabilities = classify_and_keep(classifier, real.images, keys_path)
+    if known is None:
+        known = np.full((len(real.images), NUM_TISSUES), np.nan, np.float32)
+    if probabilities is not None:
+        known[:] = probabilities
+    stock = DatabaseStock(store.database, models=fingerprint)  # kept across restarts, shared by replicas
+    pool = start_pool(verifier, explanations, per_tissue, real.images, real.labels, known, stock,
+                      fills=settings.pool_filler == "app") if per_tissue else None
+    if probabilities is None:  # after the page is up: quizzes use the tiles classified so far (Services.real_sample)
+        AnswerKeys(classifier, real.images, real.labels, known, keys_path, pool).start()
+    return dict(settings=settings, verifier=verifier, resolver=resolver, store=store, real_images=real.images,
+                real_labels=real.labels, real_probabilities=known, pool=pool, explanations=explanations,
+                real_tiles_note=real.note, real_tiles_off=real.off)
 
 
 @contextlib.contextmanager

@@ -120,10 +120,15 @@ def start_app(home: Path, log_path: Path, model_env: dict[str, str], password: s
 
 
 def wait_for_answer_keys(app: RunningApp, started: float) -> None:
-    """On a machine whose cache lacks them, the app classifies its real tiles after its page is up (until then a
-    quiz asks generated tiles only); tests that ask real tiles want them all, so wait for the line saying so."""
+    """The app loads its models after its page is up, and on a machine whose cache lacks them classifies its real
+    tiles after that (until then a quiz asks generated tiles only); tests that ask real tiles want them all, so wait
+    for the lines saying so."""
     from pathsynth.services import ANSWER_KEYS_DONE
 
+    while "models ready after" not in app.log():  # the page comes first, the models load behind it
+        if app.process.poll() is not None or time.perf_counter() - started > STARTUP_TIMEOUT_S:
+            raise RuntimeError(f"app.py did not load its models:\n{app.log()[-4000:]}")
+        time.sleep(0.5)
     if "real tiles in the background" not in app.log():
         return
     while f"real tiles are {ANSWER_KEYS_DONE}" not in app.log():

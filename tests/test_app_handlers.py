@@ -13,7 +13,8 @@ import pytest
 from pathsynth.app import build_demo, galleries, generate, quiz
 from pathsynth.gallery import GalleryStore
 from pathsynth.resolver import TissueResolver
-from pathsynth.services import Services, cached_probabilities
+from pathsynth.app.generate import tile_size
+from pathsynth.services import Loading, Services, cached_probabilities
 from pathsynth.settings import Settings
 from pathsynth.tissues import DISPLAY_NAMES, NUM_TISSUES
 from pathsynth.pool import ExplanationCache, VerifiedPool, gradcam_explainer
@@ -377,6 +378,10 @@ def test_a_served_first_app_logs_each_start_up_stage_and_classifies_in_the_backg
                                   "PATHSYNTH_DATA": str(sample_npz(tmp_path / "tiles.npz"))})
     with caplog.at_level(logging.INFO, logger="pathsynth.services"):
         built = Services.build(settings, pool_per_tissue=0, serve_first=True)
+        assert isinstance(built.verifier, Loading) and isinstance(built.explanations, Loading)  # the page first
+        assert tile_size(built) == 28 and not np.isfinite(built.real_probabilities).any()
+        assert built.classifier.predict_proba(built.real_images[:1]).shape == (1, NUM_TISSUES)  # waits for it
+        assert not isinstance(built.verifier, Loading)  # then the services hold the models themselves
     stages = [r.getMessage() for r in caplog.records if r.getMessage().startswith("start-up:")]
     assert any("loading the classifier: done in" in line for line in stages), stages
     assert any("loading the generator: done in" in line for line in stages), stages
@@ -385,7 +390,8 @@ def test_a_served_first_app_logs_each_start_up_stage_and_classifies_in_the_backg
     while not np.isfinite(built.real_probabilities).all() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert np.allclose(built.real_probabilities, built.classifier.predict_proba(built.real_images), atol=1e-5)
-    again = Services.build(settings, pool_per_tissue=0, serve_first=True)  # kept: read back, none NaN at once
+    again = Services.build(settings, pool_per_tissue=0, serve_first=True)  # kept: read back once loaded
+    again.verifier.threshold  # noqa: B018 - waits for the models
     assert np.isfinite(again.real_probabilities).all()
 
 

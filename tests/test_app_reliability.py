@@ -361,11 +361,12 @@ def app_error_or_text(call, *args, api_name) -> str:
 
 @pytest.mark.parametrize("damage", ["classifier_truncated", "generator_missing"])
 def test_broken_model_files_stop_startup_with_the_file_and_the_fix(tmp_path, damage):
-    """A broken weight file is a one-line startup error naming the file and the rebuild command."""
+    """A broken weight file is a one-line startup error naming the file and the rebuild command (the models load
+    behind the page: the app stops as soon as one cannot be loaded)."""
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from conftest import ROOT, free_port
     from tiny_models import save_tiny_models
 
     classifier_dir, generator_dir = save_tiny_models(tmp_path / "models")
@@ -379,7 +380,7 @@ def test_broken_model_files_stop_startup_with_the_file_and_the_fix(tmp_path, dam
         fix = "train/generator.py"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PATHSYNTH_")}
     env.update(PATHSYNTH_CLASSIFIER=str(classifier_dir), PATHSYNTH_GENERATOR=str(generator_dir),
-               PATHSYNTH_HOME=str(tmp_path / "home"), PORT="0", HF_HUB_OFFLINE="1")
+               PATHSYNTH_HOME=str(tmp_path / "home"), PORT=str(free_port()), HF_HUB_OFFLINE="1")
     done = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 1

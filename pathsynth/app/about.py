@@ -16,6 +16,7 @@ import gradio as gr
 from ..generators.base import OUTPUT_SIZE
 from ..images import PATHMNIST_TILE_UM, microns_per_pixel
 from ..settings import ASSETS_DIR
+from ..services import loaded
 from ..tissues import DISPLAY_NAMES, TISSUES
 from .common import logger
 
@@ -230,8 +231,10 @@ def build(services) -> None:
             download = gr.Button("Download PathMNIST", size="sm", scale=0, min_width=220, elem_id="about-download")
             downloaded = gr.Markdown(elem_id="about-download-status")
         download.click(lambda: download_real_tiles(services), None, downloaded, api_name="download_real_tiles")
-    gr.Markdown(trainee_page(load_reports(), getattr(services, "verifier", None),
-                             getattr(settings, "home_persistent", True)), elem_id="about-trainees")
+    reports, persistent = load_reports(), getattr(settings, "home_persistent", True)
+    # written when a page opens: on a fresh start the verifier (its thresholds) may still be loading
+    gr.Markdown(lambda: trainee_page(reports, loaded(getattr(services, "verifier", None)), persistent),
+                elem_id="about-trainees")
     if getattr(services, "store", None) is not None:
         gr.Markdown(lambda: votes_section(services), elem_id="about-votes")
     with gr.Accordion("Technical details: model cards and evaluation plots", open=False):

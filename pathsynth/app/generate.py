@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gradio as gr
+import numpy as np
 
 from .. import ui_helpers as ui
 from ..classifier import gradcam_overlay
@@ -83,7 +84,11 @@ def shown(image, interpolation="pixel-exact", scale_bar=False):
 
 
 def tile_size(services) -> int:
-    """The size of the tiles this app's generator draws (the shipped 28 px when it cannot tell)."""
+    """The size of the tiles this app's generator draws (the shipped 28 px when it cannot tell): the real tiles'
+    (read at that size, and known before the generator has loaded), else the generator's own."""
+    real = getattr(services, "real_images", None)
+    if isinstance(real, np.ndarray) and real.ndim == 4:
+        return int(real.shape[1])
     return int(getattr(getattr(getattr(services, "verifier", None), "generator", None), "output_size", OUTPUT_SIZE))
 
 
