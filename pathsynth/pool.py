@@ -313,6 +313,10 @@ class VerifiedPool:
         """Images in stock per tissue."""
         return self._store.counts()
 
+    def put(self, items: Sequence[VerifiedImage]) -> None:
+        """Stock verified images made elsewhere (e.g. by hand in a test); the filler stocks its own."""
+        self._store.put([item for item in items if item.verified])
+
     def stocked(self) -> list[VerifiedImage]:
         """Every image in stock, left there (for reports and tests)."""
         return self._store.items()

@@ -390,7 +390,7 @@ def test_the_pool_hands_out_its_most_or_least_certain_image_when_asked():
     for confidence in (0.7, 0.99, 0.8):
         image = VerifiedImage(image=np.zeros((28, 28, 3), np.uint8), tissue=2, verified=True, attempts=1, seed=1,
                               probabilities=[0.0] * 9, predicted=2, confidence=confidence, realism=0.5)
-        pool._stock[2].append(image)
+        pool.put([image])
     assert pool.generate([2], prefer="confident")[0].confidence == 0.99
     assert pool.generate([2], prefer="borderline")[0].confidence == 0.7
     assert pool.generate([2])[0].confidence == 0.8 and pool.stock()[2] == 0
@@ -408,9 +408,9 @@ def scripted_pool(borderline: dict[int, int], confident: dict[int, int]):
         for confidence in [0.7] * borderline.get(tissue, 0) + [0.97] * confident.get(tissue, 0):
             probabilities = [(1 - confidence) / (NUM_TISSUES - 1)] * NUM_TISSUES
             probabilities[tissue] = confidence
-            pool._stock[tissue].append(VerifiedImage(
+            pool.put([VerifiedImage(
                 image=np.full((28, 28, 3), 200 + tissue, np.uint8), tissue=tissue, verified=True, attempts=1, seed=7,
-                probabilities=probabilities, predicted=tissue, confidence=confidence, realism=0.5))
+                probabilities=probabilities, predicted=tissue, confidence=confidence, realism=0.5)])
     return pool
 
 
