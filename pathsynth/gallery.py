@@ -44,7 +44,7 @@ import io
 import json
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
@@ -273,10 +273,6 @@ def clean_timestamp(value, field: str = "created_at") -> str | None:
     return value
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
 def default_home() -> Path:
     from .settings import Settings
 
@@ -374,11 +370,11 @@ class GalleryStore:
             raise missing from None
 
     def _touch(self, db: Connection, gallery_id: int, **values) -> None:
-        db.execute(update(GalleryRow).where(GalleryRow.id == gallery_id).values(**values, updated_at=_now()))
+        db.execute(update(GalleryRow).where(GalleryRow.id == gallery_id).values(**values, updated_at=storage.now_stamp()))
 
     def _add(self, gallery, prepared: list[PreparedItem], create: dict | None, actor: str,
              action: str) -> tuple[int, list[int]]:
-        now = _now()
+        now = storage.now_stamp()
         with self.database.write() as db:
             if create is not None:
                 gallery_id = self._insert_gallery(db, create, now, actor)

@@ -20,7 +20,6 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -28,7 +27,7 @@ from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .settings import SHARED_PASSWORD_ACCOUNT
-from .storage import AuditRow, Database, InstructorRow
+from .storage import AuditRow, Database, InstructorRow, now_stamp
 from .text import clip_text
 
 USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,39}")
@@ -69,10 +68,6 @@ class AuditEntry:
     target_kind: str
     target_id: int | None
     detail: str
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 # ------------------------------------------------------------------------------------------ checking input
@@ -136,7 +131,7 @@ def _dummy_hash() -> str:
 
 def create_account(database: Database, username, password, *, actor: str = CLI_ACTOR) -> Account:
     """A new enabled account; ``ValueError`` when the name is taken (in any case) or the input is bad."""
-    name, password_hash, now = clean_username(username), hash_password(password), _now()
+    name, password_hash, now = clean_username(username), hash_password(password), now_stamp()
     with database.write() as db:
         try:
             with db.begin_nested():  # a savepoint: PostgreSQL aborts the whole transaction on a violation
@@ -226,7 +221,7 @@ def authenticate(database: Database, username, password) -> str:
 def record(db: Connection, actor: str, action: str, target_kind: str, target_id: int | None = None,
            detail="") -> None:
     """Add one audit row inside the caller's write transaction (so it commits with the write, or not at all)."""
-    db.execute(insert(AuditRow).values(at=_now(), actor=clip_text(actor, 100), action=action,
+    db.execute(insert(AuditRow).values(at=now_stamp(), actor=clip_text(actor, 100), action=action,
                                        target_kind=target_kind, target_id=target_id,
                                        detail=clip_text(detail, MAX_DETAIL_CHARS)))
 

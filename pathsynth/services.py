@@ -141,7 +141,7 @@ class Services:
             store = GalleryStore(settings.home, database_url=settings.database_url)
         known = np.full((len(real.images), NUM_TISSUES), np.nan, np.float32)  # filled in place once classified
         ready = threading.Event()
-        pending = {name: Loading(name, ready) for name in LOADED_LATER}
+        pending = {name: Loading(ready) for name in LOADED_LATER}
         services = cls(settings, pending["verifier"], pending["resolver"], store, real.images, real.labels, known,
                        pending["pool"] if per_tissue else None, pending["explanations"], real.note, real.off)
         threading.Thread(target=services._load_models, args=(per_tissue, real, known, ready, started),
@@ -178,8 +178,8 @@ class Loading:
     """A part of the services still loading in the background (a ``serve_first`` start): using it waits until the
     part is loaded, then acts as the part itself (the services then hold the part, not this stand-in)."""
 
-    def __init__(self, name: str, ready: threading.Event):
-        self._loading_name, self._loading_ready = name, ready
+    def __init__(self, ready: threading.Event):
+        self._loading_ready = ready
 
     def __getattr__(self, attribute):
         if attribute.startswith("_loading"):

@@ -17,12 +17,10 @@ import json
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
-
 import numpy as np
 from sqlalchemy import delete, func, select
 
-from .storage import Database, PoolImageRow
+from .storage import Database, PoolImageRow, now_stamp
 from .tissues import TISSUE_INDICES
 from .verify import VerifiedImage
 
@@ -94,7 +92,7 @@ class DatabaseStock:
             record.pop(name)
         return {"models": self.models, "tissue": int(item.tissue), "seed": int(item.seed),
                 "confidence": float(item.confidence), "realism": float(item.realism),
-                "made_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                "made_at": now_stamp(),
                 "record_json": json.dumps(record), "image_npy": _array_bytes(np.asarray(item.image, np.uint8)),
                 "heatmap_npy": None if item.heatmap is None else _array_bytes(np.asarray(item.heatmap, np.float32))}
 

@@ -132,12 +132,17 @@ def _status(session, feedback=None) -> dict:
     return status
 
 
+def minutes_and_seconds(seconds: float) -> str:
+    """"4:32" for 272.6 seconds (an exam's time left)."""
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
+
+
 def clock_text(session) -> str:
     """"⏱ 4:32 left" for a timed exam, else nothing."""
     left = Q.remaining(session)
     if left is None or session.finished:
         return ""
-    return f"⏱ **{int(left) // 60}:{int(left) % 60:02d}** left"
+    return f"⏱ **{minutes_and_seconds(left)}** left"
 
 
 VIEW_OUTPUTS = 22  # see ``build``: state ... question panel, status line, clock, timer, the pair of real examples
@@ -391,8 +396,7 @@ def resume(services, learner_name=None, anon=None, profile: gr.OAuthProfile | No
         return nothing
     answered = sum(a is not None for a in session.answers)
     left = Q.remaining(session)
-    clock = (f" The exam's clock stopped while the server was away: {int(left) // 60}:{int(left) % 60:02d} left."
-             if left else "")
+    clock = f" The exam's clock stopped while the server was away: {minutes_and_seconds(left)} left." if left else ""
     return question_view(session, f"Welcome back: your {'exam' if session.exam else 'quiz'} goes on where you "
                                   f"left it ({answered} of {session.total} answered).{clock}", services=services)
 

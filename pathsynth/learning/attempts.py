@@ -20,24 +20,19 @@ from __future__ import annotations
 import io
 import json
 import time
-from datetime import datetime, timezone
 
 import numpy as np
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..quiz import Question, QuizSession
-from ..storage import Database, QuizProgressRow
+from ..storage import Database, QuizProgressRow, now_stamp
 from .progress import Learner, ProgressStore
 
 SAVE_EVERY_S = 15.0  # a timed exam on screen is kept at least this often (its clock, see above)
 QUIZ, ASSIGNMENT = "quiz", "assignment"
 STATE_VERSION = 1
 _QUESTION_FIELDS = ("answer", "source", "true_label", "seed", "probabilities", "caption", "real_index", "item_id")
-
-
-def _stamp() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _ago(moment: float | None, now: float) -> float | None:
@@ -93,12 +88,12 @@ class AttemptStore:
         state = json.dumps(session_state(session, now))
         with self.database.write() as db:
             learner_id = self.learners.learner_id(db, learner, create=True)
-            where = (QuizProgressRow.learner_id == learner_id) & (QuizProgressRow.kind == QUIZ)
-            kept = db.execute(update(QuizProgressRow).where(where, QuizProgressRow.attempt_id == session.id)
-                              .values(saved_at=_stamp(), state_json=state))
+            kept = db.execute(update(QuizProgressRow).where(QuizProgressRow.learner_id == learner_id,
+                                                            QuizProgressRow.kind == QUIZ,
+                                                            QuizProgressRow.attempt_id == session.id)
+                              .values(saved_at=now_stamp(), state_json=state))
             if kept.rowcount == 0:  # a new quiz: it replaces the learner's last one, pictures and all
-                db.execute(delete(QuizProgressRow).where(where))
-                self._insert(db, learner_id, QUIZ, session.id, state, session_images(session))
+                self._replace(db, learner_id, QUIZ, session.id, state, session_images(session))
         session.saved_at = now
 
     def quiz(self, learner: Learner, clock=time.monotonic) -> QuizSession | None:
@@ -114,9 +109,7 @@ class AttemptStore:
         """Remember that ``learner`` has the assignment ``code`` open."""
         with self.database.write() as db:
             learner_id = self.learners.learner_id(db, learner, create=True)
-            db.execute(delete(QuizProgressRow).where(QuizProgressRow.learner_id == learner_id,
-                                                     QuizProgressRow.kind == ASSIGNMENT))
-            self._insert(db, learner_id, ASSIGNMENT, code, "{}", b"")
+            self._replace(db, learner_id, ASSIGNMENT, code, "{}", b"")
 
     def assignment_code(self, learner: Learner) -> str | None:
         """The code of the assignment ``learner`` had open last, or None."""
@@ -132,13 +125,15 @@ class AttemptStore:
                                                             QuizProgressRow.kind == kind)).first()
 
     @staticmethod
-    def _insert(db, learner_id: int, kind: str, attempt_id: str, state: str, images: bytes) -> None:
+    def _replace(db, learner_id: int, kind: str, attempt_id: str, state: str, images: bytes) -> None:
+        """The learner's row of ``kind`` becomes this attempt (inserted when there is none)."""
+        values = dict(attempt_id=attempt_id, saved_at=now_stamp(), state_json=state, images_npz=images)
+        replace = update(QuizProgressRow).where(QuizProgressRow.learner_id == learner_id,
+                                                QuizProgressRow.kind == kind).values(**values)
+        if db.execute(replace).rowcount:
+            return
         try:
             with db.begin_nested():  # a savepoint: another replica may keep the same learner's attempt this instant
-                db.execute(QuizProgressRow.__table__.insert().values(
-                    learner_id=learner_id, kind=kind, attempt_id=attempt_id, saved_at=_stamp(), state_json=state,
-                    images_npz=images))
+                db.execute(QuizProgressRow.__table__.insert().values(learner_id=learner_id, kind=kind, **values))
         except IntegrityError:  # it did: the later save wins
-            db.execute(update(QuizProgressRow).where(QuizProgressRow.learner_id == learner_id,
-                                                     QuizProgressRow.kind == kind)
-                       .values(attempt_id=attempt_id, saved_at=_stamp(), state_json=state, images_npz=images))
+            db.execute(replace)

@@ -7,11 +7,11 @@ modules that use this package, e.g. ``pathsynth.gallery``.
 """
 
 from .database import (BASELINE_REVISION, Database, StorageError, alembic_config, migrating, normalise_url,
-                       open_database, remove_legacy_images, sqlite_url, upgrade)
+                       now_stamp, open_database, remove_legacy_images, sqlite_url, upgrade)
 from .models import (AnswerRow, AssignmentQuestionRow, AssignmentRow, AuditRow, Base, ChallengeVoteRow, FlagRow,
                      GalleryRow, InstructorRow, ItemRow, LearnerRow, PoolImageRow, QuizProgressRow)
 
 __all__ = ["AnswerRow", "AssignmentQuestionRow", "AssignmentRow", "AuditRow", "BASELINE_REVISION", "Base",
            "ChallengeVoteRow", "Database", "FlagRow", "GalleryRow", "InstructorRow", "ItemRow", "LearnerRow",
            "PoolImageRow", "QuizProgressRow", "StorageError", "alembic_config", "migrating", "normalise_url",
-           "open_database", "remove_legacy_images", "sqlite_url", "upgrade"]
+           "now_stamp", "open_database", "remove_legacy_images", "sqlite_url", "upgrade"]

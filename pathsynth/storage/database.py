@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 
 class StorageError(RuntimeError):
     """The database is damaged or was written by a newer PathSynth."""
+
+
+def now_stamp() -> str:
+    """Now, as every timestamp in the database is stored: ISO-8601 UTC text with milliseconds (sorts in time order)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def sqlite_url(path: str | os.PathLike) -> str:
