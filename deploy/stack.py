@@ -19,7 +19,6 @@ machines: run PostgreSQL once, give every replica and worker its URL (``PATHSYNT
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import shutil
 import signal
@@ -31,6 +30,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pathsynth.storage.server import start_postgres, stop_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_TEMPLATE = Path(__file__).resolve().parent / "nginx.conf"
@@ -49,19 +50,6 @@ def answers(url: str) -> bool:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
-
-
-def postgres_program(name: str) -> str:
-    found = shutil.which(name) or max(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), default=None,
-                                       key=lambda path: int(Path(path).parts[-3].split(".")[0]))
-    if found is None:
-        raise SystemExit(f"{name} not found: install PostgreSQL (Debian: apt-get install postgresql)")
-    return found
-
-
-def as_server_user() -> list[str]:
-    """PostgreSQL refuses to run as root: run its programs as the ``postgres`` user then."""
-    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
 
 @dataclass
@@ -112,33 +100,10 @@ class Stack:
     # ------------------------------------------------------------------------------------------- PostgreSQL
     def start_postgres(self) -> str:
         """The server in ``postgres/`` (created the first time), listening on a free localhost port."""
-        root = self.directory / "postgres"
-        root.mkdir(parents=True, exist_ok=True)
-        prefix = as_server_user()
-        if prefix:  # the postgres user must reach its folder (every folder above it must let others pass too)
-            shutil.chown(root, "postgres")
-            os.chmod(self.directory, self.directory.stat().st_mode | 0o711)
-        if not (root / "data" / "PG_VERSION").exists():
-            self._run(prefix + [postgres_program("initdb"), "-D", str(root / "data"), "-A", "trust", "-U",
-                                "postgres", "-E", "UTF8"], root)
-        port = free_port()
-        self._run(prefix + [postgres_program("pg_ctl"), "-D", str(root / "data"), "-l", str(root / "server.log"),
-                            "-w", "-t", "60", "-o", f"-p {port} -k {root} -h 127.0.0.1", "start"], root)
-        return f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        return start_postgres(self.directory / "postgres", free_port())
 
     def stop_postgres(self) -> None:
-        data = self.directory / "postgres" / "data"
-        if (data / "postmaster.pid").exists():
-            subprocess.run(as_server_user() + [postgres_program("pg_ctl"), "-D", str(data), "-m", "fast", "-w",
-                                               "stop"], capture_output=True, timeout=120)
-
-    @staticmethod
-    def _run(command: list[str], root: Path) -> None:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=180)
-        if done.returncode != 0:
-            log = (root / "server.log").read_text()[-800:] if (root / "server.log").exists() else ""
-            program = next(Path(part).name for part in command if "initdb" in part or "pg_ctl" in part)
-            raise RuntimeError(f"{program} failed: {done.stderr.strip()[-800:]} {log}")
+        stop_postgres(self.directory / "postgres")
 
     # ------------------------------------------------------------------------------------------- the app
     def app_env(self, **extra: str) -> dict[str, str]:

@@ -228,7 +228,7 @@ def load_parts(settings: Settings, per_tissue: int, answer_keys_later: bool, rea
         classifier = load_classifier(settings.classifier_dir).to(settings.device)
     with start_up_stage("loading the generator"):
         generator = get_generator(settings=settings)
-    with start_up_stage("reading the real tiles"):
+    with start_up_stage(("" if real else "reading the real tiles, ") + "the realism reference and cached maps"):
         real = real or load_real_tiles(settings, int(getattr(generator, "output_size", REAL_TILE_SIZE)))
         classifier_hash = hashed_files(*model_files(settings.classifier_dir))  # read once: it names the caches
         reference = realism_reference(settings.classifier_dir, classifier,
@@ -239,7 +239,8 @@ def load_parts(settings: Settings, per_tissue: int, answer_keys_later: bool, rea
         probabilities = read_probabilities(keys_path, len(real.images))
         fingerprint = explanation_fingerprint(settings.classifier_dir, classifier_hash.hexdigest()[:DIGEST_LENGTH])
         explanations = real_explanations(settings, classifier, real.images, fingerprint)  # the pool's land too
-    with start_up_stage("loading the free-text resolver and opening the database"):
+    stage = "loading the free-text resolver" + ("" if store else " and opening the database")
+    with start_up_stage(stage):  # a serve-first start opened the database before serving
         resolver = TissueResolver()
         store = store or GalleryStore(settings.home, database_url=settings.database_url)
     if probabilities is None and not answer_keys_later:

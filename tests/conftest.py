@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from pathsynth.classifier import model_files_present
+from pathsynth.storage.server import start_postgres, stop_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_CLASSIFIER = ROOT / "assets" / "models" / "classifier"
@@ -175,43 +176,6 @@ def artifacts_dir() -> Path:
 POSTGRES_URL_ENV = "PATHSYNTH_TEST_POSTGRES_URL"
 
 
-def _postgres_program(name: str) -> str:
-    import glob
-    import shutil
-
-    found = shutil.which(name) or max(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), default=None,
-                                       key=lambda path: int(Path(path).parts[-3].split(".")[0]))
-    if found is None:
-        raise FileNotFoundError(f"{name} not found (apt-get install postgresql; scripts/test.sh does)")
-    return found
-
-
-def _as_server_user() -> list[str]:
-    """The command prefix that runs a PostgreSQL program: the server refuses to run as root."""
-    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-
-
-def _start_postgres(root: Path) -> str:
-    """initdb + pg_ctl start in ``root`` (trust auth, TCP on localhost, fsync off: test data only); returns the
-    server's URL."""
-    import shutil
-
-    as_postgres = _as_server_user()
-    if as_postgres:
-        shutil.chown(root, "postgres")
-    port = free_port()
-    steps = [[_postgres_program("initdb"), "-D", str(root / "data"), "-A", "trust", "-U", "postgres", "-E", "UTF8",
-              "--no-sync"],
-             [_postgres_program("pg_ctl"), "-D", str(root / "data"), "-l", str(root / "server.log"), "-w", "-t", "60",
-              "-o", f"-p {port} -k {root} -h 127.0.0.1 -F", "start"]]
-    for step in steps:
-        done = subprocess.run(as_postgres + step, capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
-            raise RuntimeError(f"{Path(step[0]).name} failed: {done.stderr.strip()[-800:]} {log[-800:]}")
-    return f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-
-
 @pytest.fixture(scope="session")
 def postgres_server():
     """The admin URL of a running PostgreSQL server. Cannot start one: fails under CI (CI=true), else skips."""
@@ -223,7 +187,7 @@ def postgres_server():
         return
     root = Path(tempfile.mkdtemp(prefix="pathsynth-pg-"))
     try:
-        url = _start_postgres(root)
+        url = start_postgres(root / "server", free_port(), throwaway=True)
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
         shutil.rmtree(root, ignore_errors=True)
         message = f"PostgreSQL could not be started for the storage tests: {error}"
@@ -233,8 +197,7 @@ def postgres_server():
     try:
         yield url
     finally:
-        subprocess.run(_as_server_user() + [_postgres_program("pg_ctl"), "-D", str(root / "data"), "-m", "immediate",
-                                      "-w", "stop"], capture_output=True, timeout=120)
+        stop_postgres(root / "server", mode="immediate")
         shutil.rmtree(root, ignore_errors=True)
 
 

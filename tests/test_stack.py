@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, free_port
+
+from pathsynth.storage.server import postgres_program
 
 LEARNERS = 40
 QUESTIONS = 4
@@ -50,8 +51,8 @@ def stack(model_env, tmp_path):
     module = load_stack_module()
     needs("nginx", bool(shutil.which("nginx") or Path("/usr/sbin/nginx").exists()))
     try:
-        module.postgres_program("initdb")
-    except SystemExit:
+        postgres_program("initdb")
+    except FileNotFoundError:
         needs("PostgreSQL", False)
     password = secrets.token_urlsafe(12)
     env = {**model_env, "PATHSYNTH_INSTRUCTOR_PASSWORD": password, "PATHSYNTH_POOL_PER_TISSUE": "2",
