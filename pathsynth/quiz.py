@@ -592,7 +592,11 @@ def summary(session: QuizSession) -> Summary:
 
 
 def retry_missed(session: QuizSession) -> QuizSession:
-    """A new session with the wrongly answered questions, in their original order (the old one is untouched)."""
+    """A new session with the wrongly answered questions, in their original order (the old one is untouched).
+    Refused during an exam: which answers were wrong is its result, given only at the end."""
+    if session.exam and not session.finished:
+        raise ValueError("Retrying the missed questions opens when the exam is over: answer every question first "
+                         "(or let its time run out); your results come at the end.")
     missed = summary(session).missed
     if not missed:
         raise ValueError("no missed questions to retry")

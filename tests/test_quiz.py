@@ -499,6 +499,18 @@ def test_an_exam_answered_in_time_is_not_closed_and_no_limit_never_closes():
     assert Q.remaining(untimed) is None and Q.answer(untimed, 0).correct
 
 
+
+def test_retrying_the_missed_questions_waits_for_the_end_of_an_exam():
+    """Issue 32: a retry mid-exam listed the questions answered wrongly so far, i.e. the verdicts the exam keeps
+    for its end."""
+    session = timed_exam(minutes=None)
+    Q.answer(session, 5)  # wrong
+    with pytest.raises(ValueError, match="when the exam is over"):
+        Q.retry_missed(session)
+    for choice in (1, 2, 3):
+        Q.answer(session, choice)
+    assert [q.answer for q in Q.retry_missed(session).questions] == [0]  # over: the review may go on
+
 @pytest.mark.parametrize("minutes,expected", [(None, None), ("", None), (0, None), (2.5, 2.5), ("10", 10.0)])
 def test_time_limits_in_minutes(minutes, expected):
     assert Q.check_minutes(minutes) == expected

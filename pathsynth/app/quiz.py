@@ -107,10 +107,14 @@ def look_from(zoom="1×", interpolation="pixel-exact", scale_bar=True) -> Look:
 
 
 def _score_line(session) -> str:
+    """The score so far and where the learner is: the question on screen, as its header numbers it (after an
+    answer, the one just answered, not the next one)."""
     answered = sum(a is not None for a in session.answers)
-    position = (f"question {session.current + 1} of {session.total}" if not session.finished
-                else f"all {session.total} questions answered" if not session.closed
-                else f"time is up: {answered} of {session.total} answered")
+    on_screen = _answered_on_screen(session)
+    position = (f"time is up: {answered} of {session.total} answered" if session.closed
+                else f"all {session.total} questions answered" if session.finished
+                else f"question {on_screen + 1} of {session.total} answered" if on_screen is not None
+                else f"question {session.current + 1} of {session.total}")
     if session.exam and not session.finished:
         return f"### Exam: {answered} of {session.total} answered  \n{position}; results at the end"
     return f"### Score: {session.score} / {session.total if session.closed else answered}  \n{position}"
@@ -166,7 +170,9 @@ def question_view(session, status: str = "", look: Look = Look(), services=None)
     header = f"### Question {index + 1} of {session.total}{title}\nWhich tissue is this?"
     return (session, header, question_image(look, session.questions[index], services),
             gr.update(value=None, interactive=True),
-            gr.update(interactive=True, visible=True), gr.update(visible=False), "", None, _score_line(session),
+            gr.update(interactive=True, visible=True), gr.update(visible=False), "",
+            gr.update(value=None, visible=not session.exam),  # an exam shows no map: no empty panel either
+            _score_line(session),
             _status(session), gr.update(visible=False), "", None, None, gr.update(visible=False),
             gr.update(visible=True), status, clock_text(session),
             gr.Timer(active=Q.remaining(session) is not None), *HIDDEN_PAIR)
