@@ -98,6 +98,16 @@ def test_an_exam_hides_the_map_panel_and_refuses_a_retry_until_it_is_over(servic
     again = quiz.retry(session, services=services)
     assert again[0].total == 1 and not again[0].exam and again[7]["visible"] is True  # practice: the map is back
 
+
+def test_the_quiz_summary_says_how_the_learner_did_on_real_and_synthetic_tiles(services):
+    """Issue 32: "Real tiles: 1 of 2 right; synthetic: 1 of 1." under the score (the real tiles come first)."""
+    images = [np.full((28, 28, 3), 40 * i, np.uint8) for i in range(3)]
+    session = quiz.Q.quiz_from_images(images, [0, 1, 2], sources=["generated", "real", "real"])
+    for choice in (0, 1, 5):
+        quiz.answer(services, session, DISPLAY_NAMES[choice])
+    text = quiz.next_question(session)[11]
+    assert "Quiz finished: 2 / 3" in text and "Real tiles: 1 of 2 right; synthetic: 1 of 1." in text
+
 def test_gallery_round_trip_needs_the_instructor(services):
     request = SimpleNamespace(client=SimpleNamespace(host="test"))
     assert "password" in galleries.instructor_generate(services, "wrong", ["Mucus"], 2, "1", None, request)[3]

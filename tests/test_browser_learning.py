@@ -88,13 +88,13 @@ def overlap(a: dict, b: dict) -> bool:
             and min(a["y"] + a["height"], b["y"] + b["height"]) - max(a["y"], b["y"]) > 1)
 
 
-def assert_review_is_readable(page, viewport: dict) -> None:
+def assert_review_is_readable(page, viewport: dict, gallery: str = "#quiz-misses") -> None:
     """Each missed question's caption lies below its picture, whole (no text clipped) and inside the screen, and no
-    picture or caption overlaps another, nor the gallery's label."""
-    page.wait_for_function("() => [...document.querySelectorAll('#quiz-misses .thumbnail-lg img')]"
+    picture or caption overlaps another, nor the gallery's label (``gallery``: the review's selector)."""
+    page.wait_for_function(f"() => [...document.querySelectorAll('{gallery} .thumbnail-lg img')]"
                            ".every(i => i.complete && i.naturalWidth > 0)")
-    items = page.locator("#quiz-misses .thumbnail-lg")
-    boxes = [page.locator("#quiz-misses label").first.bounding_box()]
+    items = page.locator(f"{gallery} .thumbnail-lg")
+    boxes = [page.locator(f"{gallery} label").first.bounding_box()]
     for k in range(items.count()):
         picture = items.nth(k).locator("img").first.bounding_box()
         caption = items.nth(k).locator(".caption-label")

@@ -511,6 +511,16 @@ def test_retrying_the_missed_questions_waits_for_the_end_of_an_exam():
         Q.answer(session, choice)
     assert [q.answer for q in Q.retry_missed(session).questions] == [0]  # over: the review may go on
 
+
+def test_the_summary_counts_real_and_generated_tiles_apart():
+    """Issue 32: generated tiles can be easier than real ones, so the summary says how the learner did on each."""
+    session = make_session((0, 1, 2, 3, 4), sources=["real", "generated", "real", "generated", "real"])
+    for choice in (0, 1, 5, 5):  # real: right, wrong; generated: right, wrong; the last real one unanswered
+        Q.answer(session, choice)
+    result = Q.summary(session)
+    assert result.per_source == {"generated": (1, 2), "real": (1, 2)}  # unanswered: not counted
+    assert list(result.per_source) == ["generated", "real"]  # in images.SOURCES order
+
 @pytest.mark.parametrize("minutes,expected", [(None, None), ("", None), (0, None), (2.5, 2.5), ("10", 10.0)])
 def test_time_limits_in_minutes(minutes, expected):
     assert Q.check_minutes(minutes) == expected
