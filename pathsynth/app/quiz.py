@@ -599,7 +599,7 @@ def _settings_row(services):
             weak = gr.Checkbox(label="Practice my weak tissues", elem_id="quiz-weak")
         with gr.Column(min_width=260):
             difficulty = gr.Radio(list(DIFFICULTIES), value="mixed", label="Difficulty", elem_id="quiz-difficulty",
-                                  info="easy: textbook tiles; hard: borderline tiles and look-alike pairs")
+                                  info="easy: textbook tiles; hard: borderline and atypical tiles, look-alike pairs")
             mode = gr.Radio(list(MODES), value="practice", label="Mode", elem_id="quiz-mode",
                             info="practice: feedback after each answer; exam: at the end")
             minutes = gr.Number(None, label="Exam time limit (minutes; blank: none)", minimum=0,
