@@ -53,6 +53,10 @@ REVIEW_CSS = """
 @media (max-width: 600px) { #quiz-misses .grid-container { grid-template-columns: 1fr !important; } }
 """
 
+# An exam shows no occlusion map (question_view hides it): its column goes too, so the question and the answers
+# share the width instead of leaving an empty third (whether Gradio drops a hidden component or only hides it).
+EXAM_CSS = "#quiz-cam-column:not(:has(#quiz-cam:not(.hidden))) { display: none; }\n"
+
 
 @dataclass
 class QuizView:
@@ -657,7 +661,7 @@ def _question_panel(size: int, real_note: str = ""):
                 next_button = gr.Button("Next question", visible=False)
                 feedback = gr.Markdown(elem_id="quiz-feedback")
                 flags = flag_components("quiz")
-            with gr.Column(scale=3, min_width=300):
+            with gr.Column(scale=3, min_width=300, elem_id="quiz-cam-column"):
                 cam = gr.Image(label="Classifier's occlusion map for the answer (rough)", format="png",
                                interactive=False, height=DISPLAY_SIZE, buttons=[], elem_classes="pixelated",
                                elem_id="quiz-cam")
