@@ -12,11 +12,12 @@ the real tiles' maps on disk, so a restart finds them made instead of spending ~
 are generated as asked, so a typed seed still reproduces its image. ``pool.take(tissues)`` never generates: a
 tissue out of stock gives ``None`` (quizzes then ask a real tile instead, and never wait for a model).
 
-Hard quizzes ask for *borderline* images (the classifier verified them, but less than ``EASY_CONFIDENCE`` sure), and
-the generator rarely makes one (about 1 verified image in 10, for some tissues almost never): a stock filled in
-order of arrival would seldom hold any. So once stocked, the filler also looks for up to ``borderline`` extra
-borderline images per tissue, spending at most ``HUNT_TRIES`` generator calls on a tissue until one of its borderline
-images is taken (a tissue that never yields one stops costing anything).
+Hard quizzes ask for *borderline* images (the classifier verified them, but less than ``EASY_CONFIDENCE`` sure, or
+they are as atypical as the least typical fifth of real tiles: ``learning.difficulty.fits``), and the generator
+rarely makes one (about 1 verified image in 10, for some tissues almost never): a stock filled in order of arrival
+would seldom hold any. So once stocked, the filler also looks for up to ``borderline`` extra borderline images per
+tissue, spending at most ``HUNT_TRIES`` generator calls on a tissue until one of its borderline images is taken (a
+tissue that never yields one stops costing anything).
 
 :func:`verify_batch` serves concurrent *seeded* requests (e.g. Gradio's ``batch=True``) with one
 ``Verifier.generate(..., seeds=...)`` call: they share every generator batch, and each result is what

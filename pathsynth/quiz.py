@@ -114,6 +114,7 @@ class Summary:
     per_tissue: dict[int, tuple[int, int]]  # answer tissue -> (correct, answered)
     missed: list[int]  # indices of wrongly answered questions
     unanswered: list[int]
+    per_source: dict[str, tuple[int, int]] = field(default_factory=dict)  # images.SOURCES -> (correct, answered)
 
     @property
     def percent(self) -> float:
@@ -574,9 +575,11 @@ def contrast(answer: int, chosen: int) -> str:
 
 
 def summary(session: QuizSession) -> Summary:
-    """Score, per-tissue results and the missed questions; in a quiz closed by its time limit the unanswered
-    questions count as missed (asked, not right), otherwise they are only listed as unanswered."""
+    """Score, per-tissue and per-source (real, generated, uploaded) results and the missed questions; in a quiz
+    closed by its time limit the unanswered questions count as missed (asked, not right), otherwise they are only
+    listed as unanswered."""
     per_tissue: dict[int, tuple[int, int]] = {}
+    per_source: dict[str, tuple[int, int]] = {}  # real and generated tiles apart: generated ones can be easier
     missed, unanswered = [], []
     for index, (item, chosen) in enumerate(zip(session.questions, session.answers)):
         if chosen is None:
@@ -585,14 +588,21 @@ def summary(session: QuizSession) -> Summary:
                 continue
         correct, asked = per_tissue.get(item.answer, (0, 0))
         per_tissue[item.answer] = (correct + (chosen == item.answer), asked + 1)
+        correct, asked = per_source.get(item.source, (0, 0))
+        per_source[item.source] = (correct + (chosen == item.answer), asked + 1)
         if chosen != item.answer:
             missed.append(index)
     return Summary(score=session.score, total=session.total, answered=session.total - len(unanswered),
-                   per_tissue=dict(sorted(per_tissue.items())), missed=missed, unanswered=unanswered)
+                   per_tissue=dict(sorted(per_tissue.items())), missed=missed, unanswered=unanswered,
+                   per_source={s: per_source[s] for s in SOURCES if s in per_source})
 
 
 def retry_missed(session: QuizSession) -> QuizSession:
-    """A new session with the wrongly answered questions, in their original order (the old one is untouched)."""
+    """A new session with the wrongly answered questions, in their original order (the old one is untouched).
+    Refused during an exam: which answers were wrong is its result, given only at the end."""
+    if session.exam and not session.finished:
+        raise ValueError("Retrying the missed questions opens when the exam is over: answer every question first "
+                         "(or let its time run out); your results come at the end.")
     missed = summary(session).missed
     if not missed:
         raise ValueError("no missed questions to retry")

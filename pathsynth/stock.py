@@ -18,8 +18,9 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, case, delete, func, or_, select
 
+from .learning.difficulty import EASY_CONFIDENCE, EASY_REALISM, SOUND_CONFIDENCE, fits
 from .storage import Database, PoolImageRow, now_stamp
 from .tissues import TISSUE_INDICES
 from .verify import VerifiedImage
@@ -40,15 +41,19 @@ class MemoryStock:
                 self._items[item.tissue].append(item)
 
     def take(self, tissue: int, prefer: str | None = None) -> VerifiedImage | None:
-        """Remove and return the oldest image of ``tissue`` (or the one the classifier is most / least sure of)."""
+        """Remove and return the oldest image of ``tissue`` (or the one the classifier is most sure of, or a hard
+        quiz's: one that suits it, the least sure first)."""
         with self._lock:
             stock = self._items[tissue]
             if not stock:
                 return None
             if prefer is None:
                 return stock.popleft()
-            pick = max if prefer == "confident" else min
-            index = pick(range(len(stock)), key=lambda i: (stock[i].confidence, stock[i].realism))
+            if prefer == "confident":
+                index = max(range(len(stock)), key=lambda i: (stock[i].confidence, stock[i].realism))
+            else:  # an atypical image the classifier is sure of suits a hard quiz, a typical 0.95-sure one does not
+                index = min(range(len(stock)), key=lambda i: (not fits("hard", stock[i].confidence, stock[i].realism),
+                                                               stock[i].confidence, stock[i].realism))
             item = stock[index]
             del stock[index]
             return item
@@ -97,11 +102,14 @@ class DatabaseStock:
                 "heatmap_npy": None if item.heatmap is None else _array_bytes(np.asarray(item.heatmap, np.float32))}
 
     def take(self, tissue: int, prefer: str | None = None) -> VerifiedImage | None:
-        """Claim and remove one image of ``tissue`` (the oldest, or the one the classifier is most / least sure
-        of); None when there is none. Concurrent takers never get the same image, nor wait for each other."""
+        """Claim and remove one image of ``tissue`` (the oldest, or the one the classifier is most sure of, or a
+        hard quiz's: one that suits it, the least sure first; as ``MemoryStock.take``); None when there is none.
+        Concurrent takers never get the same image, nor wait for each other."""
+        suits_hard = case((and_(PoolImageRow.confidence >= SOUND_CONFIDENCE, or_(
+            PoolImageRow.confidence < EASY_CONFIDENCE, PoolImageRow.realism < EASY_REALISM)), 0), else_=1)  # fits()
         order = {None: [PoolImageRow.id],
                  "confident": [PoolImageRow.confidence.desc(), PoolImageRow.realism.desc(), PoolImageRow.id],
-                 "borderline": [PoolImageRow.confidence, PoolImageRow.realism, PoolImageRow.id]}[prefer]
+                 "borderline": [suits_hard, PoolImageRow.confidence, PoolImageRow.realism, PoolImageRow.id]}[prefer]
         claimed = (select(PoolImageRow.id).where(PoolImageRow.models == self.models, PoolImageRow.tissue == tissue)
                    .order_by(*order).limit(1).with_for_update(skip_locked=True).scalar_subquery())
         with self.database.write() as db:

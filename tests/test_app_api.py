@@ -173,6 +173,20 @@ def test_quiz_summary_and_retry_of_missed(client, grader):
     assert status["total"] == 2 and status["answered"] == 0 and status["title"] == "Retry"
 
 
+def test_quiz_retry_mid_exam_is_refused_until_the_exam_is_over(client):
+    """Issue 32: /quiz_retry mid-exam answered with the questions missed so far: the verdicts the exam keeps for
+    its end. It is refused with a message until every question is answered."""
+    fresh = client.__class__(client.src, verbose=False)  # its own session: its own exam
+    status = quiz_status(fresh.predict(2, 0.0, None, False, "mixed", "exam", None, api_name="/quiz_start"))
+    assert status["mode"] == "exam"
+    fresh.predict("Debris", api_name="/quiz_answer")
+    assert "when the exam is over" in app_error(fresh.predict, api_name="/quiz_retry")
+    fresh.predict(api_name="/quiz_next")
+    fresh.predict("Debris", api_name="/quiz_answer")
+    finished = quiz_status(fresh.predict(api_name="/quiz_next"))
+    assert finished["finished"] and "score" in finished  # over: the results, and a retry if anything was missed
+
+
 def test_quiz_bad_input(client):
     fresh = client.__class__(client.src, verbose=False)  # a new session has no quiz yet
     assert "Start a quiz first" in app_error(fresh.predict, "Mucus", api_name="/quiz_answer")

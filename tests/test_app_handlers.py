@@ -70,6 +70,44 @@ def test_quiz_start_answer_next_and_retry(services):
     assert "Start a quiz first" in quiz.answer(services, None, "Mucus")[5]
 
 
+
+def test_the_score_line_names_the_question_the_header_shows(services):
+    """Issue 32: after answering question 2 the score line said "question 3 of 8" under "Question 2 of 8"."""
+    session = quiz.start(services, 3, 0.0)[0]
+    quiz.answer(services, session, DISPLAY_NAMES[session.questions[0].answer])
+    shown = quiz.next_question(session)
+    assert shown[1].startswith("### Question 2 of 3") and "question 2 of 3" in shown[8]
+    answered = quiz.answer(services, session, DISPLAY_NAMES[session.questions[1].answer])
+    assert "question 2 of 3 answered" in answered[7] and "question 3" not in answered[7]
+    quiz.answer(services, quiz.next_question(session)[0], DISPLAY_NAMES[session.questions[2].answer])
+    assert "all 3 questions answered" in quiz._score_line(session)
+
+
+def test_an_exam_hides_the_map_panel_and_refuses_a_retry_until_it_is_over(services):
+    """Issue 32: an exam kept an empty occlusion-map panel on screen, and /quiz_retry mid-exam revealed which
+    answers were wrong."""
+    view = quiz.start(services, 2, 0.0, mode="exam")
+    session = view[0]
+    assert view[7]["visible"] is False  # no map in an exam: no empty panel
+    wrong = next(i for i in range(NUM_TISSUES) if i != session.questions[0].answer)
+    quiz.answer(services, session, DISPLAY_NAMES[wrong])
+    refused = quiz.retry(session, services=services)
+    assert "when the exam is over" in refused[quiz.STATUS] and all(v == gr.skip() for v in refused[:quiz.STATUS])
+    quiz.answer(services, session, DISPLAY_NAMES[session.questions[1].answer])
+    assert "Quiz finished: 1 / 2" in quiz.next_question(session)[11]
+    again = quiz.retry(session, services=services)
+    assert again[0].total == 1 and not again[0].exam and again[7]["visible"] is True  # practice: the map is back
+
+
+def test_the_quiz_summary_says_how_the_learner_did_on_real_and_synthetic_tiles(services):
+    """Issue 32: "Real tiles: 1 of 2 right; synthetic: 1 of 1." under the score (the real tiles come first)."""
+    images = [np.full((28, 28, 3), 40 * i, np.uint8) for i in range(3)]
+    session = quiz.Q.quiz_from_images(images, [0, 1, 2], sources=["generated", "real", "real"])
+    for choice in (0, 1, 5):
+        quiz.answer(services, session, DISPLAY_NAMES[choice])
+    text = quiz.next_question(session)[11]
+    assert "Quiz finished: 2 / 3" in text and "Real tiles: 1 of 2 right; synthetic: 1 of 1." in text
+
 def test_gallery_round_trip_needs_the_instructor(services):
     request = SimpleNamespace(client=SimpleNamespace(host="test"))
     assert "password" in galleries.instructor_generate(services, "wrong", ["Mucus"], 2, "1", None, request)[3]

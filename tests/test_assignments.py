@@ -4,6 +4,7 @@ Every store test runs on SQLite and on PostgreSQL (``storage_url`` in tests/conf
 
 import csv
 import io
+import re
 import secrets
 from datetime import datetime, timezone
 from types import SimpleNamespace
@@ -20,6 +21,7 @@ from pathsynth import storage
 from pathsynth.app import assignments as tab
 from pathsynth.app import common
 from pathsynth.gallery import DB_NAME, GalleryItemInput, GalleryStore
+from pathsynth.images import DISPLAY_SIZE, SCALE_BAR_STRIP
 from pathsynth.learning import ProgressStore, local_learner
 from pathsynth.settings import Settings
 from pathsynth.tissues import DISPLAY_NAMES, TISSUE_INDICES, tissue_index
@@ -345,6 +347,53 @@ def test_the_gallery_list_is_refreshed_on_sign_in_sign_out_and_when_the_tab_open
         "select", "then <lambda>", *["then assignment_sign_in"] * 3]  # click, Enter in either box; sign-out
     services.store.close()
 
+
+
+def with_real_tiles(services):
+    """``services`` with a real sample: four tiles per tissue, each tissue its own flat colour (found in a review)."""
+    labels = np.repeat(np.arange(len(TISSUE_INDICES)), 4)
+    services.real_images = np.stack([np.full((28, 28, 3), real_colour(t), np.uint8) for t in labels])
+    services.real_labels = labels
+    services.real_probabilities = np.eye(len(TISSUE_INDICES))[labels] * 0.9 + 0.1 / len(TISSUE_INDICES)
+    return services
+
+
+def real_colour(tissue: int) -> tuple[int, int, int]:
+    return 200, 10 + 20 * tissue, 77
+
+
+def shows_colour(image: np.ndarray, colour) -> bool:
+    return bool((np.asarray(image) == colour).all(-1).any())
+
+
+def test_an_exam_assignment_ends_with_the_quizs_review_of_each_miss(tmp_path):
+    """Issue 32: assignments gave nothing to review (no zoom, no scale bar, after an exam only a table of answers):
+    questions now carry the quiz's view controls and scale bar, and the results show each missed tile above real
+    examples of the right tissue and of the one chosen, at one scale, with how to tell them apart."""
+    services = with_real_tiles(services_for(tmp_path))
+    make_gallery(services.store)
+    code = create(services, mode="exam")
+    opened = tab.assignment_open(services, code, "Ana")
+    attempt = opened[0]
+    assert opened[2]["value"].shape == (DISPLAY_SIZE + SCALE_BAR_STRIP, DISPLAY_SIZE, 3)  # with its scale bar
+    assert opened[9]["visible"] is True and opened[10]["visible"] is False  # view controls; no review yet
+    _, zoomed, _ = tab.assignment_restyle(attempt, "2×", "pixel-exact", False)
+    assert zoomed.shape == (DISPLAY_SIZE, DISPLAY_SIZE, 3) and attempt.look.zoom == 2  # kept for the next ones
+    debris = tissue_index("DEB")  # in no question: a sure miss
+    first = attempt.session.questions[0].answer
+    shown = tab.assignment_answer(attempt, DISPLAY_NAMES[debris])
+    assert shown[2]["value"].shape == (DISPLAY_SIZE, DISPLAY_SIZE, 3)  # the next question as set: no bar
+    for _ in range(len(KEYS) - 1):
+        shown = tab.assignment_answer(attempt, DISPLAY_NAMES[attempt.session.questions[attempt.session.current].answer])
+    assert "3 / 4" in shown[7] and "You missed 1 question(s)" in shown[7] and "real example" in shown[7]
+    assert re.search(r"(Real tiles|Synthetic): \d of \d right", shown[7])  # real and generated tiles apart
+    assert shown[9]["visible"] is False and shown[8]["visible"] is True  # the answers' table stays
+    [(panel, caption)] = shown[10]["value"]
+    assert caption.startswith(f"Q1: it is {DISPLAY_NAMES[first]} (you said {DISPLAY_NAMES[debris]}) — note")
+    assert shows_colour(panel, real_colour(first)) and shows_colour(panel, real_colour(debris))
+    again = tab.assignment_open(services, code, "ana")  # reopened: the same review from the stored answers
+    assert [c for _, c in again[10]["value"]] == [caption]
+    services.store.close()
 
 # ------------------------------------------------------------------------------- opened from the Quiz tab
 

@@ -15,10 +15,14 @@ from __future__ import annotations
 import csv
 import re
 
+import numpy as np
 import pytest
 from playwright.sync_api import expect
 
+from sample_tiles import needs_real_data
 from test_browser import CHROMIUM, TIMEOUT_MS, browser  # noqa: F401  (browser: the shared fixture)
+from test_browser_learning import VIEWPORTS as VIEWPORTS_BY_DEVICE
+from test_browser_learning import assert_fits_the_width, assert_review_is_readable, shown_pixels
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium")]
@@ -254,6 +258,51 @@ def test_the_whole_assignment_flow(browser, running_app, instructor, assignment,
         for a in given]
     assert page.dialogs == []
 
+
+
+@needs_real_data  # the review's real examples: without data there are none
+@pytest.mark.parametrize("device", ["phone", "desktop"])
+def test_a_learner_reviews_each_miss_beside_real_examples(browser, running_app, assignment, artifacts_dir, device):
+    """Issue 32: an assignment's questions carry the quiz's view controls and scale bar, and its results end with
+    the quiz's review: each missed tile above real examples of the right tissue and of the one chosen, at one
+    scale, captioned below (never cut off), at phone and desktop width."""
+    viewport = VIEWPORTS_BY_DEVICE[device]
+    page, panel = open_assignments(browser, running_app.url)
+    page.set_viewport_size(viewport)  # after choosing the tab (at phone width some tabs fold into a menu)
+    panel.locator("#assignment-code").get_by_role("textbox").fill(assignment["code"])
+    panel.get_by_label("Your name").fill(f"Rev {device}")
+    panel.get_by_role("button", name="Open assignment").click()
+    image = page.locator("#assignment-question img").first
+    image.wait_for()
+    assert shown_pixels(page, image).shape == (360, 336, 3)  # the tile with its scale bar strip
+    before = image.get_attribute("src")
+    page.locator("#assignment-zoom").get_by_text("2×", exact=True).click()  # the question is shown again, zoomed
+    page.wait_for_function("src => { const i = document.querySelector('#assignment-question img');"
+                           " return i && i.getAttribute('src') !== src; }", arg=before)
+    zoomed = shown_pixels(page, image)
+    assert len(np.unique(zoomed[24:48, 24:48].reshape(-1, 3), axis=0)) == 1  # a tile pixel: a flat 24 x 24 block
+    page.screenshot(path=str(artifacts_dir / f"assignment_{device}_question_zoomed.png"), full_page=True)
+    assert_fits_the_width(page, viewport, "#assignment-question", "#assignment-look")
+    for number in range(1, assignment["questions"] + 1):  # every answer a miss
+        page.locator("#assignment-choice").get_by_text(WRONG, exact=True).click()
+        panel.get_by_role("button", name="Submit answer").click()
+        page.locator("#assignment-feedback").get_by_text("Not quite").first.wait_for()
+        last = number == assignment["questions"]
+        panel.get_by_role("button", name="See my results" if last else "Next question").click()
+    review = page.locator("#assignment-review")
+    review.locator(".caption-label").first.wait_for()
+    captions = review.locator(".caption-label").all_inner_texts()
+    assert len(captions) == assignment["questions"] and all(f"(you said {WRONG})" in c for c in captions), captions
+    assert "You missed 2 question(s)" in page.locator("#assignment-summary").inner_text()
+    expect(page.locator("#assignment-look")).to_be_hidden()  # no question left: no view controls
+    review.scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts_dir / f"assignment_{device}_review.png"), full_page=True)
+    assert_fits_the_width(page, viewport, "#assignment-summary", "#assignment-review")
+    assert_review_is_readable(page, viewport, "#assignment-review")
+    panel_pixels = shown_pixels(page, review.locator(".thumbnail-lg img").first)
+    assert panel_pixels.shape[0] > panel_pixels.shape[1] // 2  # the miss above a row of examples, not a tile alone
+    assert page.dialogs == []
+    page.context.close()
 
 def test_a_gallery_saved_meanwhile_is_listed_saying_whose_it_is(instructor, saved_gallery, artifacts_dir):
     """The gallery saved in the Galleries tab (after this tab's sign-in) is in the "From gallery" list on coming

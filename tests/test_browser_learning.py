@@ -88,13 +88,13 @@ def overlap(a: dict, b: dict) -> bool:
             and min(a["y"] + a["height"], b["y"] + b["height"]) - max(a["y"], b["y"]) > 1)
 
 
-def assert_review_is_readable(page, viewport: dict) -> None:
+def assert_review_is_readable(page, viewport: dict, gallery: str = "#quiz-misses") -> None:
     """Each missed question's caption lies below its picture, whole (no text clipped) and inside the screen, and no
-    picture or caption overlaps another, nor the gallery's label."""
-    page.wait_for_function("() => [...document.querySelectorAll('#quiz-misses .thumbnail-lg img')]"
+    picture or caption overlaps another, nor the gallery's label (``gallery``: the review's selector)."""
+    page.wait_for_function(f"() => [...document.querySelectorAll('{gallery} .thumbnail-lg img')]"
                            ".every(i => i.complete && i.naturalWidth > 0)")
-    items = page.locator("#quiz-misses .thumbnail-lg")
-    boxes = [page.locator("#quiz-misses label").first.bounding_box()]
+    items = page.locator(f"{gallery} .thumbnail-lg")
+    boxes = [page.locator(f"{gallery} label").first.bounding_box()]
     for k in range(items.count()):
         picture = items.nth(k).locator("img").first.bounding_box()
         caption = items.nth(k).locator(".caption-label")
@@ -167,6 +167,35 @@ def test_a_missed_question_beside_real_examples_at_phone_and_desktop_width(brows
     assert_fits_the_width(page, viewport, "#quiz-summary", "#quiz-misses")
     assert_review_is_readable(page, viewport)
     page.screenshot(path=str(artifacts_dir / f"learning_{device}_review.png"), full_page=True)
+    assert page.dialogs == []
+    page.context.close()
+
+
+def test_an_exam_shows_no_map_panel_and_its_score_line_follows_the_header(browser, running_app, artifacts_dir):
+    """Issue 32: an exam kept an empty occlusion-map panel on screen, and after answering question 1 the score line
+    said "question 2 of 2" under "Question 1 of 2"; the summary says how the learner did on real tiles apart."""
+    page = new_page(browser, running_app.url, VIEWPORTS["desktop"])
+    start_quiz(page, 2, mode="exam")  # share of generated images 0: real tiles only
+    cam = page.locator("#quiz-cam")
+    assert cam.count() == 0 or not cam.first.is_visible()
+    answers = page.locator("#quiz-choice").bounding_box()  # the question and the answers share the width:
+    assert answers["x"] + answers["width"] > 0.8 * VIEWPORTS["desktop"]["width"], answers  # no empty map column
+    page.screenshot(path=str(artifacts_dir / "learning_desktop_exam_question.png"), full_page=True)
+    for number in (1, 2):
+        page.get_by_role("heading", name=f"Question {number} of 2").wait_for()
+        page.locator("#quiz-choice").get_by_text("Debris", exact=True).click()
+        page.get_by_role("button", name="Submit answer").click()
+        page.locator("#quiz-feedback").get_by_text("Answer saved").wait_for()
+        score = page.locator("#quiz-score").inner_text()
+        position = "question 1 of 2 answered" if number == 1 else "all 2 questions answered"
+        assert position in score and f"question {number + 1}" not in score, score
+        assert page.get_by_role("heading", name=f"Question {number} of 2").is_visible()  # the header agrees
+        assert cam.count() == 0 or not cam.first.is_visible()
+        page.get_by_role("button", name="See results" if number == 2 else "Next question").click()
+    summary = page.locator("#quiz-summary")
+    summary.get_by_text("Quiz finished").wait_for()
+    assert re.search(r"Real tiles: [0-2] of 2 right\.", summary.inner_text()), summary.inner_text()
+    page.screenshot(path=str(artifacts_dir / "learning_desktop_exam_summary.png"), full_page=True)
     assert page.dialogs == []
     page.context.close()
 

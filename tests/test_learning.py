@@ -177,6 +177,19 @@ def test_rank_real_puts_suitable_tiles_first_on_scripted_confidences():
     assert check_difficulty(" Hard ") == "hard" and check_difficulty(None) == "mixed"
 
 
+@pytest.mark.parametrize("confidence,realism,easy,hard", [
+    (0.97, 0.5, True, False),  # a textbook tile
+    (0.7, 0.5, False, True),  # borderline: the classifier less sure
+    (0.97, 0.1, False, True),  # atypical (issue 32): as unusual as the least typical fifth of real tiles
+    (0.97, None, True, False),  # realism not judged: by confidence alone
+    (0.45, 0.1, False, False),  # not sound: the answer key is doubtful
+])
+def test_hard_takes_borderline_or_atypical_tiles_with_a_sound_key(confidence, realism, easy, hard):
+    from pathsynth.learning.difficulty import fits
+
+    assert (fits("easy", confidence, realism), fits("hard", confidence, realism)) == (easy, hard)
+
+
 def test_the_real_tiles_explained_ahead_hold_confident_and_borderline_ones_in_turn():
     from pathsynth.services import quiz_tiles_ahead
 

@@ -414,6 +414,28 @@ def scripted_pool(borderline: dict[int, int], confident: dict[int, int]):
     return pool
 
 
+def test_hard_quizzes_ask_atypical_generated_images_too():
+    """Issue 32: the generator's tiles are more prototypical than real ones; a verified image as atypical as the
+    least typical fifth of real tiles (realism < 0.2) is asked in a hard quiz even when the classifier is sure of
+    it, while a typical sure one stays for other quizzes."""
+    from pathsynth.pool import VerifiedPool
+
+    DEB, MUS = 2, 5  # a confusable pair: a hard quiz of these two tissues asks both
+    pool = VerifiedPool(FakeVerifier(), per_tissue=4)
+    for tissue, realism in ((DEB, 0.1), (DEB, 0.6), (MUS, 0.05), (MUS, 0.6)):
+        probabilities = [0.03 / (NUM_TISSUES - 1)] * NUM_TISSUES
+        probabilities[tissue] = 0.97
+        pool.put([VerifiedImage(image=np.full((28, 28, 3), 100 + 10 * tissue + int(10 * realism), np.uint8),
+                                tissue=tissue, verified=True, attempts=1, seed=7, probabilities=probabilities,
+                                predicted=tissue, confidence=0.97, realism=realism)])
+    images, labels, probabilities = scripted_sample([0.7] * 180)
+    hard = Q.build_quiz(2, classifier=None, real_images=images, real_labels=labels, real_probabilities=probabilities,
+                        verifier=pool, generated_share=1.0, difficulty="hard", tissues=[DEB, MUS])
+    assert [q.source for q in hard.questions] == ["generated"] * 2 and pool.verifier.calls == []
+    assert sorted(q.answer for q in hard.questions) == [DEB, MUS]
+    assert sorted(item.realism for item in pool.stocked()) == [0.6, 0.6]  # the typical ones stay in stock
+
+
 def test_hard_quizzes_mix_borderline_images_from_the_pool_with_borderline_real_tiles():
     # as with the real generator: only some tissues have a borderline image in stock (DEB, MUS, STR, TUM), two have
     # none at all (ADI, BACK: asking for them would generate on the spot, seconds, only to be rejected)
@@ -498,6 +520,28 @@ def test_an_exam_answered_in_time_is_not_closed_and_no_limit_never_closes():
     untimed.clock.now += 10**6
     assert Q.remaining(untimed) is None and Q.answer(untimed, 0).correct
 
+
+
+def test_retrying_the_missed_questions_waits_for_the_end_of_an_exam():
+    """Issue 32: a retry mid-exam listed the questions answered wrongly so far, i.e. the verdicts the exam keeps
+    for its end."""
+    session = timed_exam(minutes=None)
+    Q.answer(session, 5)  # wrong
+    with pytest.raises(ValueError, match="when the exam is over"):
+        Q.retry_missed(session)
+    for choice in (1, 2, 3):
+        Q.answer(session, choice)
+    assert [q.answer for q in Q.retry_missed(session).questions] == [0]  # over: the review may go on
+
+
+def test_the_summary_counts_real_and_generated_tiles_apart():
+    """Issue 32: generated tiles can be easier than real ones, so the summary says how the learner did on each."""
+    session = make_session((0, 1, 2, 3, 4), sources=["real", "generated", "real", "generated", "real"])
+    for choice in (0, 1, 5, 5):  # real: right, wrong; generated: right, wrong; the last real one unanswered
+        Q.answer(session, choice)
+    result = Q.summary(session)
+    assert result.per_source == {"generated": (1, 2), "real": (1, 2)}  # unanswered: not counted
+    assert list(result.per_source) == ["generated", "real"]  # in images.SOURCES order
 
 @pytest.mark.parametrize("minutes,expected", [(None, None), ("", None), (0, None), (2.5, 2.5), ("10", 10.0)])
 def test_time_limits_in_minutes(minutes, expected):

@@ -14,13 +14,13 @@ from pathsynth.verify import VerifiedImage
 from test_pool import CountingExplainer, StubVerifier
 
 
-def image(tissue: int, seed: int, confidence: float = 0.9, heatmap: bool = True) -> VerifiedImage:
+def image(tissue: int, seed: int, confidence: float = 0.9, heatmap: bool = True, realism: float = 0.4) -> VerifiedImage:
     probabilities = np.full(NUM_TISSUES, (1 - confidence) / (NUM_TISSUES - 1))
     probabilities[tissue] = confidence
     rng = np.random.default_rng(seed)
     return VerifiedImage(image=rng.integers(0, 256, (28, 28, 3), dtype=np.uint8), tissue=tissue, verified=True,
                          attempts=2, seed=seed, probabilities=list(probabilities), predicted=tissue,
-                         confidence=confidence, realism=0.4, backend="embedded",
+                         confidence=confidence, realism=realism, backend="embedded",
                          history=[{"seed": seed - 1, "predicted": 0, "confidence": 0.2, "realism": 0.1}],
                          heatmap=rng.random((28, 28), dtype=np.float32) if heatmap else None)
 
@@ -55,6 +55,20 @@ def test_preferences_and_filters_match_the_memory_stock(database):
         suits = lambda row: row.confidence < 0.75  # noqa: E731
         assert memory.counts(suits) == shared.counts(suits) and shared.counts(suits)[2] == 2
         assert [memory.take(2, prefer).seed for _ in items] == [shared.take(2, prefer).seed for _ in items]
+
+
+def test_a_hard_quiz_takes_atypical_images_the_classifier_is_sure_of(database):
+    """Issue 32: the generator's tiles are more prototypical than real ones, so a verified image as atypical as the
+    least typical fifth of real tiles (realism < 0.2) suits a hard quiz even when the classifier is sure of it; a
+    typical 0.95-sure one does not, though it is the least sure."""
+    items = [image(2, 1, 0.95), image(2, 2, 0.99, realism=0.1), image(2, 3, 0.97)]
+    assert [is_borderline(item) for item in items] == [False, True, False]
+    memory, shared = MemoryStock(), DatabaseStock(database, models="m")
+    memory.put(items)
+    shared.put(items)
+    assert memory.counts(is_borderline)[2] == shared.counts(is_borderline)[2] == 1
+    assert memory.take(2, "borderline").seed == shared.take(2, "borderline").seed == 2
+    assert memory.take(2, "borderline").seed == shared.take(2, "borderline").seed == 1  # then the least sure
 
 
 def test_replicas_taking_at_once_never_get_the_same_image(database):

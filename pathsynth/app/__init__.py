@@ -31,7 +31,8 @@ Every generated image is checked by a ResNet-18 classifier and a realism test be
 _For education only — not for diagnosis._"""
 CSS = """
 .pixelated img { image-rendering: pixelated; }
-""" + quiz.REVIEW_CSS + assignments.MISSED_CSS  # the reviews' captions below their pictures (see quiz.REVIEW_CSS)
+""" + quiz.REVIEW_CSS + assignments.MISSED_CSS + quiz.EXAM_CSS  # the reviews' captions below their pictures (see
+# quiz.REVIEW_CSS); an exam's question without an empty map column (quiz.EXAM_CSS)
 
 
 def build_demo(services: Services) -> gr.Blocks:

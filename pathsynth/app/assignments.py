@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gradio as gr
 import numpy as np
@@ -24,7 +24,7 @@ import numpy as np
 from .. import assignments as A
 from .. import quiz as Q
 from .. import ui_helpers as ui
-from ..images import DISPLAY_SIZE, upscale
+from ..images import DISPLAY_SIZE, SCALE_BAR_STRIP, upscale
 from ..gallery import same_person
 from ..learning import accuracy_per_tissue, confusion
 from ..learning.attempts import AttemptStore
@@ -34,15 +34,19 @@ from .common import (Refusal, bind, checked_inputs, logger, pool_served_events, 
                      verified_images, warning_line)
 from .galleries import download_path, instructor_config, require_instructor, sign_in_view, viewer
 from .progress import learner_for, on_spaces
-from .quiz import REVIEW_CSS, QuizView
+from .generate import tile_size
+from .quiz import (REVIEW_CSS, REVIEW_INTRO, Look, QuizView, _view_controls, look_from, missed_review,
+                   question_image, question_on_screen, source_line)
 
 MAX_PER_TISSUE = 10
 MAX_GENERATED = 30  # generated questions per assignment: generation is the slow part
-VIEW_OUTPUTS = 10  # see ``build``: state, header, image, choice, submit, next, feedback, summary, table, message
+VIEW_OUTPUTS = 12  # see ``_learner_section``: state, header, image, choice, submit, next, feedback, summary, table,
+# the view controls, the review of the misses, message
 MESSAGE = VIEW_OUTPUTS - 1
 RESULT_HEADERS = ["Question", "Right answer", "Your answer", "Correct", "Late"]
-# the most-missed images laid out as the quiz review's: captions below the pictures, never cut off
-MISSED_CSS = REVIEW_CSS.replace("#quiz-misses", "#assignment-missed")
+# the most-missed images and the learner's review laid out as the quiz review's: captions below, never cut off
+MISSED_CSS = (REVIEW_CSS.replace("#quiz-misses", "#assignment-missed")
+              + REVIEW_CSS.replace("#quiz-misses", "#assignment-review"))
 
 
 @dataclass
@@ -53,6 +57,8 @@ class Attempt:
     learner: Learner
     session: Q.QuizSession
     database: object  # the app's one database (``services.store.database``), for this learner's own results
+    services: object = None  # the app's services: the review's real examples and the tiles' scale
+    look: Look = field(default_factory=Look)  # how the question is shown (the view controls)
 
 
 # ------------------------------------------------------------------------------------------------ learners
@@ -83,28 +89,37 @@ def question_view(attempt: Attempt, feedback: str = "", message: str = "") -> tu
     mode = "exam: your results appear at the end" if attempt.assignment.mode == "exam" else "practice"
     header = (f"### {ui.escape_md(attempt.assignment.title)}: question {index + 1} of {session.total}\n"
               f"_{mode}._{ui.escape_md(_due_note(attempt.assignment))}")
-    return (attempt, header, gr.update(value=upscale(session.questions[index].image), visible=True),
+    image = question_image(attempt.look, session.questions[index], attempt.services)  # scale bar, zoom: the quiz's
+    return (attempt, header, gr.update(value=image, visible=True),
             gr.update(value=None, interactive=True, visible=True),
             gr.update(interactive=True, visible=True), gr.update(visible=False), feedback, "",
-            gr.update(value=None, visible=False), message)  # the learner's answers show with the results
+            gr.update(value=None, visible=False),  # the learner's answers and review show with the results
+            gr.update(visible=True), gr.update(value=None, visible=False), message)
 
 
 def results_view(attempt: Attempt, message: str = "") -> tuple:
-    """The learner's own results: score, and per question the right answer beside theirs."""
+    """The learner's own results: score, per question the right answer beside theirs, and the quiz's review of the
+    misses (each missed tile above real examples of the right tissue and of the one chosen, at one scale)."""
     assignment, session = attempt.assignment, attempt.session
     mine = A.learner_answers(attempt.database, assignment, attempt.learner)
+    for position, answer in mine.items():  # the stored answers are the ones graded
+        session.answers[position] = answer.chosen
     rows = [[q.position + 1, DISPLAY_NAMES[q.tissue],
              DISPLAY_NAMES[mine[q.position].chosen] if q.position in mine else "",
              "yes" if q.position in mine and mine[q.position].correct else "no",
              "yes" if q.position in mine and mine[q.position].late else ""] for q in assignment.questions]
     correct = sum(a.correct for a in mine.values())
     late = sum(a.late for a in mine.values())
+    misses, review = missed_review(attempt.services, session, attempt.look)
     text = (f"## {ui.escape_md(assignment.title)}: {correct} / {session.total} "
             f"({correct / session.total:.0%})\n\nYour answers are with your instructor."
-            + (f" {late} of them came after the due date." if late else ""))
+            + (f" {late} of them came after the due date." if late else "")
+            + f"\n\n{source_line(Q.summary(session))}"
+            + (f"\n\nYou missed {len(misses)} question(s); {REVIEW_INTRO}.\n{review}" if misses else ""))
     return (attempt, "", gr.update(value=None, visible=False),  # no question left: no empty picture or choices
             gr.update(value=None, interactive=False, visible=False), gr.update(visible=False),
-            gr.update(visible=False), "", text, gr.update(value=rows, visible=True), message)
+            gr.update(visible=False), "", text, gr.update(value=rows, visible=True), gr.update(visible=False),
+            gr.update(value=misses or None, visible=bool(misses)), message)
 
 
 @user_errors(outputs=VIEW_OUTPUTS, status=MESSAGE)
@@ -134,7 +149,7 @@ def opened_view(services, code, learner_name=None, profile=None) -> tuple:
     database = services.store.database
     assignment = A.open_assignment(database, code)
     session = A.learner_quiz(assignment, A.learner_answers(database, assignment, learner))
-    attempt = Attempt(assignment, learner, session, database)
+    attempt = Attempt(assignment, learner, session, database, services)
     _keep_open(services, learner, assignment.code)
     answered = sum(a is not None for a in session.answers)
     resumed = f" You had answered {answered}; carrying on." if answered and not session.finished else ""
@@ -179,7 +194,7 @@ def wire_resume(services, learner: dict, page_loaded, name_box) -> None:
     """After ``page_loaded`` (the event that restores the learner's name, in ``name_box``): the assignment they had
     open (see :func:`assignment_resume`); API clients call it as ``/assignment_resume`` with the name."""
     page_loaded.then(bind(assignment_resume, services), name_box, [*learner["view"], learner["code"], learner["name"]],
-                     api_name="assignment_resume", show_progress="hidden")
+                     api_name="assignment_resume", show_progress="hidden").then(**learner["restyled"])
 
 
 def _require(attempt) -> Attempt:
@@ -218,7 +233,23 @@ def assignment_answer(attempt, choice):
             f"{ui.escape_md(feedback.explanation)}")
     next_label = "See my results" if feedback.finished else "Next question"
     return (attempt, gr.skip(), gr.skip(), gr.update(interactive=False), gr.update(interactive=False),
-            gr.update(visible=True, value=next_label), text, gr.skip(), gr.skip(), f"Saved{saved}.")
+            gr.update(visible=True, value=next_label), text, *[gr.skip()] * 4, f"Saved{saved}.")
+
+
+def assignment_restyle(attempt, zoom="1×", interpolation="pixel-exact", scale_bar=True):
+    """The question on screen shown again with the view controls' settings, which the attempt keeps for the next
+    questions (also after an assignment opens: the controls may have been set before)."""
+    try:
+        look = look_from(zoom, interpolation, scale_bar)
+    except ValueError as error:
+        return gr.skip(), gr.skip(), f"⚠️ {ui.escape_md(str(error))}"
+    if attempt is None:
+        return gr.skip(), gr.skip(), ""
+    attempt.look = look
+    index = question_on_screen(attempt.session)
+    if index is None or attempt.session.finished:
+        return attempt, gr.skip(), ""
+    return attempt, question_image(look, attempt.session.questions[index], attempt.services), ""
 
 
 def _seconds(question) -> float | None:
@@ -420,7 +451,7 @@ def _wire_quiz_shortcut(services, quiz_view: QuizView, learner: dict, tabs: gr.T
     handler = bind(assignment_open_from_quiz, services)
     outputs = [*learner["view"], learner["code"], learner["name"], tabs, message]
     for event in (button.click, code.submit):
-        event(handler, [code, quiz_view.learner], outputs, api_visibility="private")
+        event(handler, [code, quiz_view.learner], outputs, api_visibility="private").then(**learner["restyled"])
 
 
 def _instructor_section(services, demo, tab) -> None:
@@ -468,8 +499,12 @@ def _learner_section(services) -> dict:
     message = gr.Markdown(elem_id="assignment-status")
     header = gr.Markdown()
     with gr.Row():
-        image = gr.Image(label="Which tissue is this?", format="png", interactive=False, height=DISPLAY_SIZE,
-                         buttons=[], elem_classes="pixelated", elem_id="assignment-question", visible=False)
+        with gr.Column():
+            image = gr.Image(label="Which tissue is this?", format="png", interactive=False,
+                             height=DISPLAY_SIZE + SCALE_BAR_STRIP, buttons=["fullscreen"], elem_classes="pixelated",
+                             elem_id="assignment-question", visible=False)
+            with gr.Column(visible=False, elem_id="assignment-look-box") as look_box:  # shown with a question
+                look = _view_controls(tile_size(services), prefix="assignment")
         with gr.Column():
             choice = gr.Radio(list(DISPLAY_NAMES), label="Your answer", interactive=False, visible=False,
                               elem_id="assignment-choice")  # shown with a question
@@ -479,12 +514,21 @@ def _learner_section(services) -> dict:
     summary = gr.Markdown(elem_id="assignment-summary")
     table = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, label="My answers", elem_id="assignment-answers",
                          visible=False)  # shown with the learner's results
-    view = [state, header, image, choice, submit, next_button, feedback, summary, table, message]
-    open_button.click(bind(assignment_open, services), [code, name], view, api_name="assignment_open")
-    code.submit(bind(assignment_open, services), [code, name], view, api_visibility="private")
+    review = gr.Gallery(label="Your misses above real examples (click to enlarge)", columns=3, height="auto",
+                        fit_columns=False, format="png", interactive=False, elem_classes="pixelated",
+                        object_fit="contain", elem_id="assignment-review", visible=False)
+    view = [state, header, image, choice, submit, next_button, feedback, summary, table, look_box, review, message]
+    assert len(view) == VIEW_OUTPUTS
+    # the controls' settings follow the learner into a newly opened assignment
+    restyled = dict(fn=assignment_restyle, inputs=[state, *look], outputs=[state, image, message],
+                    api_visibility="private", show_progress="hidden")
+    open_button.click(bind(assignment_open, services), [code, name], view, api_name="assignment_open").then(**restyled)
+    code.submit(bind(assignment_open, services), [code, name], view, api_visibility="private").then(**restyled)
     submit.click(assignment_answer, [state, choice], view, api_name="assignment_answer")
     next_button.click(assignment_next, state, view, api_name="assignment_next")
-    return {"view": view, "code": code, "name": name}
+    for control in look:
+        control.change(**restyled)
+    return {"view": view, "code": code, "name": name, "restyled": restyled}
 
 
 def _create_section(services, password, account) -> tuple:

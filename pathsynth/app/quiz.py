@@ -53,6 +53,10 @@ REVIEW_CSS = """
 @media (max-width: 600px) { #quiz-misses .grid-container { grid-template-columns: 1fr !important; } }
 """
 
+# An exam shows no occlusion map (question_view hides it): its column goes too, so the question and the answers
+# share the width instead of leaving an empty third (whether Gradio drops a hidden component or only hides it).
+EXAM_CSS = "#quiz-cam-column:not(:has(#quiz-cam:not(.hidden))) { display: none; }\n"
+
 
 @dataclass
 class QuizView:
@@ -107,10 +111,14 @@ def look_from(zoom="1×", interpolation="pixel-exact", scale_bar=True) -> Look:
 
 
 def _score_line(session) -> str:
+    """The score so far and where the learner is: the question on screen, as its header numbers it (after an
+    answer, the one just answered, not the next one)."""
     answered = sum(a is not None for a in session.answers)
-    position = (f"question {session.current + 1} of {session.total}" if not session.finished
-                else f"all {session.total} questions answered" if not session.closed
-                else f"time is up: {answered} of {session.total} answered")
+    on_screen = _answered_on_screen(session)
+    position = (f"time is up: {answered} of {session.total} answered" if session.closed
+                else f"all {session.total} questions answered" if session.finished
+                else f"question {on_screen + 1} of {session.total} answered" if on_screen is not None
+                else f"question {session.current + 1} of {session.total}")
     if session.exam and not session.finished:
         return f"### Exam: {answered} of {session.total} answered  \n{position}; results at the end"
     return f"### Score: {session.score} / {session.total if session.closed else answered}  \n{position}"
@@ -166,7 +174,9 @@ def question_view(session, status: str = "", look: Look = Look(), services=None)
     header = f"### Question {index + 1} of {session.total}{title}\nWhich tissue is this?"
     return (session, header, question_image(look, session.questions[index], services),
             gr.update(value=None, interactive=True),
-            gr.update(interactive=True, visible=True), gr.update(visible=False), "", None, _score_line(session),
+            gr.update(interactive=True, visible=True), gr.update(visible=False), "",
+            gr.update(value=None, visible=not session.exam),  # an exam shows no map: no empty panel either
+            _score_line(session),
             _status(session), gr.update(visible=False), "", None, None, gr.update(visible=False),
             gr.update(visible=True), status, clock_text(session),
             gr.Timer(active=Q.remaining(session) is not None), *HIDDEN_PAIR)
@@ -191,7 +201,7 @@ def review_text(session, index: int) -> str:
 
 def real_tiles(services, session, index: int) -> tuple:
     """Real example tiles (right tissue, tissue chosen) for an answered question; None where there is none."""
-    if services is None:
+    if getattr(services, "real_images", None) is None:  # no services, or a test's stand-in without real tiles
         return None, None
     question, chosen = session.questions[index], session.answers[index]
     exclude = [question.real_index] if question.source == "real" and question.real_index is not None else []
@@ -216,18 +226,44 @@ def review_panel(services, session, index: int, look: Look) -> np.ndarray:
     return stacked(rows)
 
 
+def missed_review(services, session, look: Look = Look()) -> tuple[list, str]:
+    """The review of a finished quiz (or assignment): each missed tile above real examples of the right tissue and
+    of the one chosen, at one scale, captioned (gallery items), and how to tell each pair apart (Markdown)."""
+    missed = Q.summary(session).missed
+    return ([(review_panel(services, session, i, look), review_line(session, i)) for i in missed],
+            "".join(review_text(session, i) for i in missed))
+
+
+REVIEW_INTRO = ("review them below (each with a real example of the right tissue and of your answer, at the same "
+                "scale)")
+
+
+SOURCE_NAMES = {"real": "Real tiles", "generated": "synthetic", "uploaded": "instructor's uploads"}  # in this order
+
+
+def source_line(result: Q.Summary) -> str:
+    """How the learner did on real versus generated tiles ("Real tiles: 3 of 4 right; synthetic: 2 of 4."): the
+    generated ones may be easier than real ones, so a score on them alone says less."""
+    counts = [(SOURCE_NAMES[source], result.per_source[source]) for source in SOURCE_NAMES
+              if source in result.per_source]
+    parts = [f"{name}: {correct} of {asked}" + (" right" if k == 0 else "")  # "right" said once
+             for k, (name, (correct, asked)) in enumerate(counts)]
+    line = "; ".join(parts)
+    return line[:1].upper() + line[1:] + ("." if line else "")
+
+
 def summary_view(session, status: str = "", look: Look = Look(), services=None) -> tuple:
     result = Q.summary(session)
     table = [[DISPLAY_NAMES[t], correct, asked, f"{correct / asked:.0%}"]
              for t, (correct, asked) in result.per_tissue.items()]
-    misses = [(review_panel(services, session, i, look), review_line(session, i)) for i in result.missed]
-    review = "".join(review_text(session, i) for i in result.missed)
+    misses, review = missed_review(services, session, look)
     timed_out = (f"⏰ Time ran out: {len(result.unanswered)} unanswered question(s) count as missed.\n\n"
                  if session.closed else "")
-    text = (f"## Quiz finished: {result.score} / {result.total} ({result.percent:.0f}%)\n\n{timed_out}"
+    by_source = source_line(result)
+    text = (f"## Quiz finished: {result.score} / {result.total} ({result.percent:.0f}%)\n\n"
+            + (f"{by_source}\n\n" if by_source else "") + timed_out
             + ("Perfect score — well done!" if not result.missed else
-               f"You missed {len(result.missed)} question(s); review them below (each with a real example of the "
-               f"right tissue and of your answer, at the same scale) or retry them.\n{review}"))
+               f"You missed {len(result.missed)} question(s); {REVIEW_INTRO} or retry them.\n{review}"))
     # the question panel is hidden: an empty question above the summary only confuses
     return (session, "", None, gr.update(value=None, interactive=False),
             gr.update(interactive=False, visible=False), gr.update(visible=False), "", None,
@@ -507,11 +543,17 @@ def restyle(services, session, zoom="1×", interpolation="pixel-exact", scale_ba
         look = look_from(zoom, interpolation, scale_bar)
     except ValueError as error:
         return gr.skip(), f"⚠️ {ui.escape_md(str(error))}"
-    index = _answered_on_screen(session)
-    index = session.current if index is None and session is not None else index
+    index = question_on_screen(session)
     if index is None:
         return gr.skip(), ""
     return question_image(look, session.questions[index], services), ""
+
+
+def question_on_screen(session) -> int | None:
+    """The question on screen: the one just answered while its feedback shows, else the current one (None: no
+    quiz, or its results show)."""
+    index = _answered_on_screen(session)
+    return session.current if index is None and session is not None else index
 
 
 def _answered_on_screen(session) -> int | None:
@@ -561,7 +603,7 @@ def _settings_row(services):
             weak = gr.Checkbox(label="Practice my weak tissues", elem_id="quiz-weak")
         with gr.Column(min_width=260):
             difficulty = gr.Radio(list(DIFFICULTIES), value="mixed", label="Difficulty", elem_id="quiz-difficulty",
-                                  info="easy: textbook tiles; hard: borderline tiles and look-alike pairs")
+                                  info="easy: textbook tiles; hard: borderline and atypical tiles, look-alike pairs")
             mode = gr.Radio(list(MODES), value="practice", label="Mode", elem_id="quiz-mode",
                             info="practice: feedback after each answer; exam: at the end")
             minutes = gr.Number(None, label="Exam time limit (minutes; blank: none)", minimum=0,
@@ -586,17 +628,18 @@ def _assignment_box() -> tuple:
     return code, button, message
 
 
-def _view_controls(size: int):
-    """How the question is shown: zoom, pixel-exact or smooth enlargement, scale bar (``size``: the tiles' px)."""
-    with gr.Group(elem_id="quiz-look"):
+def _view_controls(size: int, prefix: str = "quiz"):
+    """How the question is shown: zoom, pixel-exact or smooth enlargement, scale bar (``size``: the tiles' px;
+    ``prefix``: of the controls' element ids, one per tab)."""
+    with gr.Group(elem_id=f"{prefix}-look"):
         with gr.Row():  # each in its own column: at phone width they wrap instead of squeezing
             with gr.Column(min_width=190):
-                zoom = gr.Radio(list(ZOOMS), value="1×", label="Zoom (centre of the tile)", elem_id="quiz-zoom")
+                zoom = gr.Radio(list(ZOOMS), value="1×", label="Zoom (centre of the tile)", elem_id=f"{prefix}-zoom")
             with gr.Column(min_width=230):
                 interpolation = gr.Radio(list(INTERPOLATIONS), value="pixel-exact", label="Enlarge",
-                                         elem_id="quiz-interpolation")
+                                         elem_id=f"{prefix}-interpolation")
         scale_bar = gr.Checkbox(True, label=f"Scale bar (PathMNIST: {microns_per_pixel(size):g} µm per pixel, "
-                                f"{PATHMNIST_TILE_UM:g} µm per tile)", elem_id="quiz-scale-bar")
+                                f"{PATHMNIST_TILE_UM:g} µm per tile)", elem_id=f"{prefix}-scale-bar")
     return [zoom, interpolation, scale_bar]
 
 
@@ -618,7 +661,7 @@ def _question_panel(size: int, real_note: str = ""):
                 next_button = gr.Button("Next question", visible=False)
                 feedback = gr.Markdown(elem_id="quiz-feedback")
                 flags = flag_components("quiz")
-            with gr.Column(scale=3, min_width=300):
+            with gr.Column(scale=3, min_width=300, elem_id="quiz-cam-column"):
                 cam = gr.Image(label="Classifier's occlusion map for the answer (rough)", format="png",
                                interactive=False, height=DISPLAY_SIZE, buttons=[], elem_classes="pixelated",
                                elem_id="quiz-cam")

@@ -3,9 +3,11 @@
 * ``easy``: prototypical tiles. Real ones where the dataset and the classifier agree and the classifier is at
   least ``EASY_CONFIDENCE`` sure; generated ones as sure and at least ``EASY_REALISM`` realistic.
 * ``mixed`` (default): any verified tile, tissues spread evenly (the quiz as it always was).
-* ``hard``: borderline tiles, the classifier between ``SOUND_CONFIDENCE`` and ``EASY_CONFIDENCE`` sure, still
-  verified (a real tile's dataset label agrees, a generated one passed verification), so the answer key is sound;
-  and the tissues come in confusable pairs (``tissues.CONFUSABLE_PAIRS``), both of a pair in the same quiz.
+* ``hard``: borderline or atypical tiles, still verified (a real tile's dataset label agrees, a generated one
+  passed verification) and at least ``SOUND_CONFIDENCE`` sure, so the answer key is sound: the classifier less
+  than ``EASY_CONFIDENCE`` sure, or (generated tiles) less than ``EASY_REALISM`` typical, i.e. as unusual as the
+  least typical fifth of real tiles of the tissue (the generator's tiles are more prototypical than real ones:
+  issue 32). The tissues come in confusable pairs (``tissues.CONFUSABLE_PAIRS``), both of a pair in one quiz.
 
 Pure functions of probabilities and labels: no models, no UI. ``pathsynth.quiz.build_quiz`` uses them.
 """
@@ -21,7 +23,8 @@ from ..tissues import CONFUSABLE_PAIRS
 
 DIFFICULTIES = ("easy", "mixed", "hard")
 EASY_CONFIDENCE = 0.9  # easy tiles: the classifier is at least this sure; hard ones: less sure than this
-EASY_REALISM = 0.2  # easy generated tiles: at least this typical of real ones (the verifier's realism score)
+EASY_REALISM = 0.2  # easy generated tiles: at least this typical of real ones (the verifier's realism score: the
+# share of real tiles of the tissue at least as far from the real set); below it, atypical: they suit hard quizzes
 SOUND_CONFIDENCE = 0.5  # below this the answer key is doubtful (the verifier's own threshold)
 POOL_PREFERENCE = {"easy": "confident", "mixed": None, "hard": "borderline"}  # VerifiedPool.generate(prefer=...)
 
@@ -56,8 +59,9 @@ def fits(difficulty: str, confidence: float, realism: float | None = None) -> bo
     """Whether a verified generated tile with this classifier ``confidence`` (and ``realism``) suits ``difficulty``."""
     if difficulty == "easy":
         return confidence >= EASY_CONFIDENCE and (realism is None or realism >= EASY_REALISM)
-    if difficulty == "hard":
-        return SOUND_CONFIDENCE <= confidence < EASY_CONFIDENCE
+    if difficulty == "hard":  # sound, and not prototypical: less sure, or less typical
+        atypical = realism is not None and realism < EASY_REALISM
+        return confidence >= SOUND_CONFIDENCE and (confidence < EASY_CONFIDENCE or atypical)
     return True
 
 
