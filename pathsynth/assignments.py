@@ -133,6 +133,18 @@ def parse_due(value) -> str | None:
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def format_due(due_at: str | None) -> str:
+    """A stored due date (``parse_due``) as people read it: "Mon 14 Dec 2026, 17:00 UTC"; "" for none."""
+    if not due_at:
+        return ""
+    moment = datetime.fromisoformat(due_at).astimezone(timezone.utc)
+    return f"{WEEKDAYS[moment.weekday()]} {moment.day} {MONTHS[moment.month - 1]} {moment:%Y, %H:%M} UTC"
+
+
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # English whatever the server's locale
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def normalise_code(value) -> str:
     """A typed code in its stored form (upper case, spaces and dashes dropped); a clear message when it cannot be
     one."""

@@ -143,7 +143,7 @@ def verified_summary(result) -> str:
                f"⚠️ **Not verified** after {result.attempts} attempts: the classifier's best guess is {predicted}. "
                "Treat this image with caution.")
     return (f"{verdict}\n\n"
-            f"| | |\n|---|---|\n"
+            f"| Check | Result |\n|---|---|\n"  # a header row with words: an empty one shows as a blank bar
             f"| Requested | {name} |\n"
             f"| Classifier says | {predicted} ({result.probabilities[result.predicted]:.0%}) |\n"
             f"| Confidence in requested tissue | {result.confidence:.0%} |\n"

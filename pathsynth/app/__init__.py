@@ -20,7 +20,7 @@ from ..errors import DataUnavailableError, ModelFileError
 from ..services import Services
 from ..settings import Settings
 from . import about, assignments, challenge, galleries, generate, progress, quiz
-from .common import install_atomic_image_cache
+from .common import install_atomic_image_cache, install_quiet_refusals
 
 QUEUE_MAX_SIZE = 128
 DEFAULT_CONCURRENCY = 8  # events outside the "model" group (reading galleries, answering, resolving)
@@ -29,19 +29,33 @@ INTRO = """# PathSynth
 Verified synthetic colorectal histology tiles (28 × 28 px H&E, PathMNIST classes) for teaching.
 Every generated image is checked by a ResNet-18 classifier and a realism test before you see it.
 _For education only — not for diagnosis._"""
+# On a phone the quiz's (and an assignment's) columns stack: their contents are laid out as one column in which the view controls (zoom,
+# enlargement, scale bar) and the occlusion map come after the answers, so the tile sits right above the choices.
+PHONE_CSS = """
+@media (max-width: 600px) {
+  #quiz-question-row { flex-direction: column; }
+  #quiz-question-row > .column { display: contents; }
+  #quiz-question-row #quiz-look { order: 1; }
+  #quiz-question-row #quiz-cam { order: 2; }
+  #assignment-question-row { flex-direction: column; }
+  #assignment-question-row > .column { display: contents; }
+  #assignment-question-row #assignment-look-box { order: 1; }
+}
+"""
 CSS = """
 .pixelated img { image-rendering: pixelated; }
-""" + quiz.REVIEW_CSS + assignments.MISSED_CSS + quiz.EXAM_CSS  # the reviews' captions below their pictures (see
-# quiz.REVIEW_CSS); an exam's question without an empty map column (quiz.EXAM_CSS)
+""" + PHONE_CSS + quiz.REVIEW_CSS + assignments.MISSED_CSS + quiz.EXAM_CSS  # the reviews' captions below their
+# pictures (see quiz.REVIEW_CSS); an exam's question without an empty map column (quiz.EXAM_CSS)
 
 
 def build_demo(services: Services) -> gr.Blocks:
     """The whole app (queue configured, not launched)."""
     install_atomic_image_cache()
+    install_quiet_refusals()  # a refused request is one log line, not a traceback
     with gr.Blocks(title="PathSynth", delete_cache=(3600, 3600), analytics_enabled=False) as demo:
         gr.Markdown(INTRO)
         identity, anon = progress.identity_components(services)  # the learner, remembered by the browser
-        with gr.Tabs() as tabs:
+        with gr.Tabs(overflow_behavior="wrap") as tabs:  # on a phone every tab shows its name (no "•••")
             with gr.Tab("Generate", id="generate"):
                 generate.build(services)
             with gr.Tab("Quiz", id="quiz"):
@@ -54,9 +68,10 @@ def build_demo(services: Services) -> gr.Blocks:
                 galleries.build(services, demo, quiz_view, tabs)
             with gr.Tab("Assignments", id="assignments") as assignments_tab:
                 assignment_learner = assignments.build(services, demo, assignments_tab, quiz_view, tabs)
-            with gr.Tab("About", id="about"):
-                about.build(services)
-        loaded = progress.wire_identity(demo, identity, anon, quiz_view.learner, progress_name, challenge_name)
+            with gr.Tab("About", id="about") as about_tab:
+                about.build(services, about_tab)
+        loaded = progress.wire_identity(demo, identity, anon, quiz_view.learner, progress_name, challenge_name,
+                                        assignment_learner["name"])  # one learner name, whichever tab it is typed in
         quiz.wire_resume(services, quiz_view, loaded, anon)  # a quiz in progress goes on after a restart
         assignments.wire_resume(services, assignment_learner, loaded, quiz_view.learner)  # and an assignment
     return demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=QUEUE_MAX_SIZE)

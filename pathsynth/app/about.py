@@ -223,7 +223,8 @@ def download_real_tiles(services) -> str:
     return f"✅ Downloaded to `{path}`. Restart the app to use the real tiles."
 
 
-def build(services) -> None:
+def build(services, tab: gr.Tab | None = None) -> None:
+    """The page; with ``tab`` (the About tab), its votes are read again each time it is opened."""
     settings = getattr(services, "settings", None)
     gr.Markdown(real_tiles_line(services), elem_id="about-real-tiles")
     if getattr(services, "real_tiles_off", ""):  # the line above says why; the button and its answer under it
@@ -236,7 +237,10 @@ def build(services) -> None:
     gr.Markdown(lambda: trainee_page(reports, loaded(getattr(services, "verifier", None)), persistent),
                 elem_id="about-trainees")
     if getattr(services, "store", None) is not None:
-        gr.Markdown(lambda: votes_section(services), elem_id="about-votes")
+        votes = gr.Markdown(lambda: votes_section(services), elem_id="about-votes")
+        if tab is not None:  # guesses made since the page loaded count at once, without a reload
+            tab.select(lambda: votes_section(services), None, votes, api_visibility="private",
+                       show_progress="hidden")
     with gr.Accordion("Technical details: model cards and evaluation plots", open=False):
         figures = []
         for title, path in MODEL_CARDS.items():

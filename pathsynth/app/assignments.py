@@ -76,7 +76,7 @@ def _due_note(assignment: A.Assignment) -> str:
     if assignment.due_at is None:
         return ""
     late = assignment.is_late(A.utc_now())
-    return f" Due {assignment.due_at[:16].replace('T', ' ')} UTC" + (": answers now are marked late." if late else ".")
+    return f" Due {A.format_due(assignment.due_at)}" + (": answers now are marked late." if late else ".")
 
 
 def question_view(attempt: Attempt, feedback: str = "", message: str = "") -> tuple:
@@ -107,7 +107,7 @@ def results_view(attempt: Attempt, message: str = "") -> tuple:
     rows = [[q.position + 1, DISPLAY_NAMES[q.tissue],
              DISPLAY_NAMES[mine[q.position].chosen] if q.position in mine else "",
              "yes" if q.position in mine and mine[q.position].correct else "no",
-             "yes" if q.position in mine and mine[q.position].late else ""] for q in assignment.questions]
+             "yes" if q.position in mine and mine[q.position].late else "no"] for q in assignment.questions]
     correct = sum(a.correct for a in mine.values())
     late = sum(a.late for a in mine.values())
     misses, review = missed_review(attempt.services, session, attempt.look)
@@ -349,9 +349,14 @@ def assignment_list(services, password, profile: gr.OAuthProfile | None = None, 
                     account=None):
     """Every assignment with its code (instructors only: the codes open them)."""
     require_instructor(services, password, profile, request, account)
-    rows = [[a.code, a.title, a.mode, a.due_at or "", a.created_by, a.created_at[:16].replace("T", " ")]
+    rows = [[a.code, a.title, a.mode, A.format_due(a.due_at), a.created_by, a.created_at[:16].replace("T", " ")]
             for a in A.list_assignments(services.store.database)]
     return rows or None, "" if rows else "No assignments yet."
+
+
+def late_count(late: int) -> str:
+    """The Late column: "no", or how many answers came after the due date (a bare 0 read as a number)."""
+    return f"yes ({late})" if late else "no"
 
 
 DASHBOARD_OUTPUTS = 6  # summary, learners, tissues, confusion image, most-missed images, message
@@ -368,13 +373,13 @@ def assignment_dashboard(services, password, code, profile: gr.OAuthProfile | No
     answers = A.results(database, assignment)
     scores = A.learner_scores(assignment, answers)
     learners = [[s["learner"], s["key"], s["correct"], s["answered"], s["total"],
-                 f"{s['correct'] / s['total']:.0%}", s["late"]] for s in scores]
+                 f"{s['correct'] / s['total']:.0%}", late_count(s["late"])] for s in scores]
     tissues = [[DISPLAY_NAMES[t], c, n, f"{c / n:.0%}"] for t, (c, n) in accuracy_per_tissue(answers).items()]
     missed = [(upscale(assignment.questions[p].image),
                f"Q{p + 1}: {DISPLAY_NAMES[assignment.questions[p].tissue]}, missed by {m} of {n}")
               for p, m, n in A.most_missed(assignment, answers)]
     correct = sum(a.correct for a in answers)
-    due = f" · due {assignment.due_at[:16].replace('T', ' ')} UTC" if assignment.due_at else ""
+    due = f" · due {A.format_due(assignment.due_at)}" if assignment.due_at else ""
     text = (f"### {ui.escape_md(assignment.title)} ({assignment.code}, {assignment.mode}{due})\n"
             f"{len(scores)} learner(s) · {len(answers)} answer(s)"
             + (f" · class accuracy {correct / len(answers):.0%}" if answers else " · nobody has answered yet"))
@@ -494,13 +499,14 @@ def _learner_section(services) -> dict:
         code = gr.Textbox(label="Assignment code", max_length=20, scale=2, elem_id="assignment-code")
         if on_spaces(services):
             gr.LoginButton()
-        name = gr.Textbox(label="Your name", max_length=40, visible=not on_spaces(services), scale=2)
+        name = gr.Textbox(label="Your name", max_length=40, visible=not on_spaces(services), scale=2,
+                          elem_id="assignment-learner")
         open_button = gr.Button("Open assignment", variant="primary", scale=0)
     message = gr.Markdown(elem_id="assignment-status")
     header = gr.Markdown()
-    with gr.Row():
+    with gr.Row(elem_id="assignment-question-row"):  # on a phone: the view controls after the answers (PHONE_CSS)
         with gr.Column():
-            image = gr.Image(label="Which tissue is this?", format="png", interactive=False,
+            image = gr.Image(label="Which tissue is this?", show_label=False, format="png", interactive=False,
                              height=DISPLAY_SIZE + SCALE_BAR_STRIP, buttons=["fullscreen"], elem_classes="pixelated",
                              elem_id="assignment-question", visible=False)
             with gr.Column(visible=False, elem_id="assignment-look-box") as look_box:  # shown with a question

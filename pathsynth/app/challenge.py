@@ -24,6 +24,7 @@ from .common import Refusal, bind, logger, pool_served_events, user_errors, veri
 from .progress import LOCAL_NOTE, SPACES_NOTE, on_spaces, optional_learner
 
 GENERATION_TRIES = 3  # an unverified image is never shown here: draw again rather than show a bad tile
+GUESSES = ("Real", "Synthetic")
 PROMPT = "### Real or synthetic?\nIs this tile from a real slide, or drawn by the generator?"
 _random = secrets.SystemRandom()  # unpredictable: the 50/50 draw must not be guessable from earlier tiles
 
@@ -185,7 +186,7 @@ def build(services):
     with gr.Row():
         with gr.Column(scale=3):
             prompt = gr.Markdown(PROMPT)
-            image = gr.Image(label="Real or synthetic?", format="png", interactive=False, height=DISPLAY_SIZE,
+            image = gr.Image(label="Real or synthetic?", show_label=False, format="png", interactive=False, height=DISPLAY_SIZE,
                              buttons=[], elem_classes="pixelated", elem_id="challenge-tile")
         with gr.Column(scale=3):
             with gr.Row():
@@ -198,7 +199,12 @@ def build(services):
                       [state, image, prompt, real, synthetic, feedback, flag_box, note, flag_message, status],
                       api_name="challenge_next", **pool_served_events(services))
     guess_outputs = [state, real, synthetic, feedback, score, flag_box, status]
-    real.click(bind(guess, services), [real, state, learner], guess_outputs, api_name="challenge_guess")
-    synthetic.click(bind(guess, services), [synthetic, state, learner], guess_outputs, api_visibility="private")
+    # The guess is a parameter of its own (a hidden radio) that each button fills in the browser: a button as an
+    # input is left out of the API page, so the documented call sent one value too few.
+    choice = gr.Radio(list(GUESSES), label="Your guess", visible=False)
+    for button, guessed in ((real, "Real"), (synthetic, "Synthetic")):
+        api = {"api_name": "challenge_guess"} if guessed == "Real" else {"api_visibility": "private"}
+        button.click(bind(guess, services), [choice, state, learner], guess_outputs,
+                     js=f"(choice, state, name) => [{guessed!r}, state, name]", **api)
     flag_button.click(bind(flag, services), [state, note, learner], [flag_message, note], api_name="challenge_flag")
     return learner

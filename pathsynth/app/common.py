@@ -6,8 +6,10 @@ import functools
 import inspect
 import logging
 import os
+import sys
 import tempfile
 import threading
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +136,43 @@ def save_pil_to_cache_atomically(img, cache_dir: str, name: str = "image", forma
 def install_atomic_image_cache() -> None:
     """Route every image Gradio caches (``gr.Image``, ``gr.Gallery``) through :func:`save_pil_to_cache_atomically`."""
     processing_utils.save_pil_to_cache = save_pil_to_cache_atomically
+
+
+class _QuietRefusals:
+    """Stands in for the ``traceback`` module where Gradio prints a failed event: a request that Gradio itself
+    refuses (a value a component rejects, too few inputs) or a ``gr.Error`` is an ordinary refusal, logged as one
+    line; anything raised inside PathSynth's own code keeps its full traceback (a bug to find)."""
+
+    def __getattr__(self, name):
+        return getattr(traceback, name)
+
+    @staticmethod
+    def print_exc(*args, **kwargs):
+        error = sys.exc_info()[1]
+        if error is None or not is_ordinary_refusal(error):
+            return traceback.print_exc(*args, **kwargs)
+        first_line = (str(error).strip().splitlines() or [""])[0][:200]
+        logger.info("request refused: %s: %s", type(error).__name__, first_line)
+
+
+def is_ordinary_refusal(error: BaseException) -> bool:
+    """A ``gr.Error`` (already worded for the user), or a ``ValueError``/``TypeError`` Gradio raised checking a
+    request before any PathSynth code ran."""
+    if isinstance(error, gr.Error):
+        return True
+    if not isinstance(error, (ValueError, TypeError)):  # pydantic's ValidationError is a ValueError
+        return False
+    frames = traceback.extract_tb(error.__traceback__)
+    package = str(Path(__file__).resolve().parent.parent)
+    return not any(frame.filename.startswith(package) for frame in frames)
+
+
+def install_quiet_refusals() -> None:
+    """Log Gradio's refusals of bad requests in one line instead of a traceback (see :class:`_QuietRefusals`)."""
+    from gradio import queueing, routes
+
+    for module in (queueing, routes):
+        module.traceback = _QuietRefusals()
 
 
 class Refusal(Exception):

@@ -111,7 +111,7 @@ def identity_components(services):
 
 
 def wire_identity(demo, identity, anon, *name_boxes):
-    """Fill the name boxes (the Quiz, My progress and Real or synthetic? tabs') and the anonymous id from the
+    """Fill the name boxes (the Quiz, My progress, Real or synthetic? and Assignments tabs') and the anonymous id from the
     browser on load; remember a name when it changes, and copy what is typed in one box to the others (``input``:
     typing only, so a copy never types back). Returns the load event (what needs the learner follows it)."""
     loaded = demo.load(lambda stored: restore_identity(stored, len(name_boxes)), identity,
@@ -185,7 +185,8 @@ def build(services, anon=None):
     summary = gr.Markdown(elem_id="progress-summary")
     with gr.Row():
         accuracy = gr.Dataframe(headers=ACCURACY_HEADERS, interactive=False, label="Accuracy per tissue")
-        plot = gr.Plot(label="Accuracy per tissue and per day")
+        # the figure carries its own titles: Gradio's label badge would cover the left chart's title and axis
+        plot = gr.Plot(label="Accuracy per tissue and per day", show_label=False, elem_id="progress-plot")
     confusions = gr.Dataframe(headers=CONFUSION_HEADERS, interactive=False,
                               label="Your confusion matrix (rows: the right tissue, columns: what you chose)")
     show.click(bind(my_progress, services), [name] if anon is None else [name, anon],

@@ -648,10 +648,10 @@ def _question_panel(size: int, real_note: str = ""):
     panel, hidden as a whole when the results show. ``size``: the tiles' px; ``real_note``: what to know about the
     real tiles (upsampled ones show less detail)."""
     with gr.Column(visible=False) as question_box:
-        with gr.Row(equal_height=False):
+        with gr.Row(equal_height=False, elem_id="quiz-question-row"):  # PHONE_CSS: the view controls below answers
             with gr.Column(scale=3, min_width=300):
                 header = gr.Markdown()
-                image = gr.Image(label="Which tissue is this?", format="png", interactive=False,
+                image = gr.Image(label="Which tissue is this?", show_label=False, format="png", interactive=False,
                                  height=DISPLAY_SIZE + SCALE_BAR_STRIP, buttons=["fullscreen"],
                                  elem_classes="pixelated", elem_id="quiz-question")
                 look = _view_controls(size)

@@ -207,6 +207,24 @@ def confused_pairs(history: list[AnswerRecord], limit: int = 5) -> list[tuple[in
     return sorted(pairs, key=lambda pair: (-pair[2], pair[0], pair[1]))[:limit]
 
 
+NOT_PRACTISED_COLOUR, WEAK_COLOUR, GOOD_COLOUR = "#bbbbbb", "#c0392b", "#27ae60"
+STUB_PERCENT = 3  # the height of a bar standing for "nothing": 0 % still shows, never-practised too
+
+
+def _accuracy_bars(axes, values: list[float | None]) -> None:
+    """One bar per tissue with its figure written above it. The weakest tissues must be the most visible: 0 % is a
+    red stub marked "0 %", and a tissue never practised a grey hatched stub marked "–", so neither reads as the
+    other."""
+    colours = [NOT_PRACTISED_COLOUR if v is None else WEAK_COLOUR if v < 70 else GOOD_COLOUR for v in values]
+    heights = [STUB_PERCENT if v is None else max(v, STUB_PERCENT) for v in values]
+    drawn = axes.bar(ABBREVIATIONS, heights, color=colours)
+    for bar, value in zip(drawn, values):
+        if value is None:
+            bar.set_hatch("///")
+    axes.bar_label(drawn, labels=["–" if v is None else f"{v:.0f} %" for v in values], fontsize=7, padding=1)
+    axes.set(ylim=(0, 110), ylabel="% correct", title="Accuracy per tissue (grey –: not practised yet)")
+
+
 def progress_figure(history: list[AnswerRecord]):
     """Accuracy per tissue (bars) and per day (line), as a matplotlib Figure (no pyplot state: thread-safe)."""
     from matplotlib.figure import Figure
@@ -215,10 +233,7 @@ def progress_figure(history: list[AnswerRecord]):
     bars, line = figure.subplots(1, 2, width_ratios=(3, 2))
     accuracy = accuracy_per_tissue(history)
     values = [100 * accuracy[t][0] / accuracy[t][1] if t in accuracy else None for t in TISSUE_INDICES]
-    colours = ["#bbbbbb" if v is None else "#c0392b" if v < 70 else "#27ae60" for v in values]
-    # never answered: a thin grey stub, so "no data" never reads as "0% correct"
-    bars.bar(ABBREVIATIONS, [2 if v is None else v for v in values], color=colours)
-    bars.set(ylim=(0, 100), ylabel="% correct", title="Accuracy per tissue (grey: not practised yet)")
+    _accuracy_bars(bars, values)
     daily: dict[date, list[int]] = {}
     for record in history:
         daily.setdefault(record.answered_at.astimezone(timezone.utc).date(), []).append(record.correct)
