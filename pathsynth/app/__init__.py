@@ -29,8 +29,9 @@ INTRO = """# PathSynth
 Verified synthetic colorectal histology tiles (28 × 28 px H&E, PathMNIST classes) for teaching.
 Every generated image is checked by a ResNet-18 classifier and a realism test before you see it.
 _For education only — not for diagnosis._"""
-# On a phone the quiz's (and an assignment's) columns stack: their contents are laid out as one column in which the view controls (zoom,
-# enlargement, scale bar) and the occlusion map come after the answers, so the tile sits right above the choices.
+# On a phone the quiz's (and an assignment's) columns stack: their contents are laid out as one column in which the
+# view controls (zoom, enlargement, scale bar) and the occlusion map come after the answers, so the tile sits right
+# above the choices.
 PHONE_CSS = """
 @media (max-width: 600px) {
   #quiz-question-row { flex-direction: column; }
