@@ -41,7 +41,7 @@ PHONE_CSS = """
 """
 CSS = """
 .pixelated img { image-rendering: pixelated; }
-""" + PHONE_CSS + quiz.REVIEW_CSS + assignments.MISSED_CSS  # the reviews' captions below their pictures (see quiz.REVIEW_CSS)
+""" + PHONE_CSS + quiz.REVIEW_CSS + assignments.MISSED_CSS  # reviews: captions below pictures (quiz.REVIEW_CSS)
 
 
 def build_demo(services: Services) -> gr.Blocks:

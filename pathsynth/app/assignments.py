@@ -474,8 +474,9 @@ def _learner_section(services) -> dict:
     message = gr.Markdown(elem_id="assignment-status")
     header = gr.Markdown()
     with gr.Row():
-        image = gr.Image(label="Which tissue is this?", show_label=False, format="png", interactive=False, height=DISPLAY_SIZE,
-                         buttons=[], elem_classes="pixelated", elem_id="assignment-question", visible=False)
+        image = gr.Image(label="Which tissue is this?", show_label=False, format="png", interactive=False,
+                         height=DISPLAY_SIZE, buttons=[], elem_classes="pixelated", elem_id="assignment-question",
+                         visible=False)
         with gr.Column():
             choice = gr.Radio(list(DISPLAY_NAMES), label="Your answer", interactive=False, visible=False,
                               elem_id="assignment-choice")  # shown with a question

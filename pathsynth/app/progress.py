@@ -111,9 +111,10 @@ def identity_components(services):
 
 
 def wire_identity(demo, identity, anon, *name_boxes):
-    """Fill the name boxes (the Quiz, My progress, Real or synthetic? and Assignments tabs') and the anonymous id from the
-    browser on load; remember a name when it changes, and copy what is typed in one box to the others (``input``
-    and ``blur``: the learner's own actions only, so a copy never types back and never overwrites a newer name). Returns the load event (what needs the learner follows it)."""
+    """Fill the name boxes (the Quiz, My progress, Real or synthetic? and Assignments tabs') and the anonymous id
+    from the browser on load; remember a name when it changes, and copy what is typed in one box to the others
+    (``input`` and ``blur``: the learner's own actions only, so a copy never types back and never overwrites a
+    newer name). Returns the load event (what needs the learner follows it)."""
     loaded = demo.load(lambda stored: restore_identity(stored, len(name_boxes)), identity,
                        [identity, anon, *name_boxes], api_visibility="private", queue=False)
     for box in name_boxes:
