@@ -22,6 +22,7 @@ from pathsynth.app import common
 from pathsynth.learning import AnswerRecord
 from pathsynth.learning import progress as LP
 from pathsynth.tissues import ABBREVIATIONS, tissue_index
+
 from test_challenge import _free_port, fake_services
 
 NOW = datetime(2026, 12, 14, 17, 0, tzinfo=timezone.utc)
@@ -97,7 +98,7 @@ def challenge_app(tmp_path):
 def test_challenge_guess_works_as_its_api_page_documents_it(challenge_app):
     from gradio_client.exceptions import AppError
 
-    services, _, client = challenge_app
+    _, _, client = challenge_app
     parameters = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/challenge_guess"]
     names = [parameter["parameter_name"] for parameter in parameters["parameters"]]
     assert names == ["choice", "learner_name"]  # the guess is a parameter (a button input was left out)
@@ -116,9 +117,8 @@ def test_a_refused_request_is_one_log_line_not_a_traceback(challenge_app, caplog
 
     _, _, client = challenge_app
     client.predict(api_name="/challenge_next")
-    with caplog.at_level(logging.INFO, logger="pathsynth.app"):
-        with pytest.raises(AppError):
-            client.predict(choice="Maybe", learner_name="Ana", api_name="/challenge_guess")  # not a choice
+    with caplog.at_level(logging.INFO, logger="pathsynth.app"), pytest.raises(AppError):
+        client.predict(choice="Maybe", learner_name="Ana", api_name="/challenge_guess")  # not a choice
     refused = [r.getMessage() for r in caplog.records if r.getMessage().startswith("request refused")]
     assert len(refused) == 1 and "Maybe" in refused[0] and "\n" not in refused[0]
     assert "Traceback" not in capfd.readouterr().err

@@ -186,8 +186,8 @@ def build(services):
     with gr.Row():
         with gr.Column(scale=3):
             prompt = gr.Markdown(PROMPT)
-            image = gr.Image(label="Real or synthetic?", show_label=False, format="png", interactive=False, height=DISPLAY_SIZE,
-                             buttons=[], elem_classes="pixelated", elem_id="challenge-tile")
+            image = gr.Image(label="Real or synthetic?", show_label=False, format="png", interactive=False,
+                             height=DISPLAY_SIZE, buttons=[], elem_classes="pixelated", elem_id="challenge-tile")
         with gr.Column(scale=3):
             with gr.Row():
                 real = gr.Button("Real", interactive=False, elem_id="challenge-real")

@@ -528,7 +528,10 @@ def _save_section(services, credentials, choice, table, batch_state, refresh_lis
 def _edit_section(services, credentials, choice, shown, refresh_list, refresh_view) -> None:
     gr.Markdown("#### Edit the chosen gallery")
     with gr.Row():
-        number = gr.Number(None, label="Image number (click an image)")  # range checked in the handler
+        # a text box: Gradio's number box shows an empty value as 0, which reads as a chosen image; the handler
+        # checks the number and its range (ui.parse_int)
+        number = gr.Textbox(label="Image number (click an image)", placeholder="blank: no image chosen",
+                            max_length=12, elem_id="gallery-image-number")
         caption = gr.Textbox(label="New caption", max_length=500, scale=3)
         caption_button = gr.Button("Update caption", scale=0)
     with gr.Row():

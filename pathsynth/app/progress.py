@@ -111,16 +111,18 @@ def identity_components(services):
 
 
 def wire_identity(demo, identity, anon, *name_boxes):
-    """Fill the name boxes (the Quiz, My progress, Real or synthetic? and Assignments tabs') and the anonymous id from the
-    browser on load; remember a name when it changes, and copy what is typed in one box to the others (``input``:
-    typing only, so a copy never types back). Returns the load event (what needs the learner follows it)."""
+    """Fill the name boxes (the Quiz, My progress, Real or synthetic? and Assignments tabs') and the anonymous id
+    from the browser on load; remember a name when it changes, and copy what is typed in one box to the others
+    (``input`` and ``blur``: the learner's own actions only, so a copy never types back and never overwrites a
+    newer name). Returns the load event (what needs the learner follows it)."""
     loaded = demo.load(lambda stored: restore_identity(stored, len(name_boxes)), identity,
                        [identity, anon, *name_boxes], api_visibility="private", queue=False)
     for box in name_boxes:
         others = [other for other in name_boxes if other is not box]
         box.change(remember_name, [box, identity], identity, api_visibility="private", queue=False,
                    trigger_mode="always_last")
-        box.input(copy_name(len(others)), box, others, api_visibility="private", queue=False,
+        for typed in (box.input, box.blur):  # and on leaving the box: a pasted or autofilled name may send no
+            typed(copy_name(len(others)), box, others, api_visibility="private", queue=False,  # input event
                   trigger_mode="always_last")
     return loaded
 

@@ -221,7 +221,10 @@ def _accuracy_bars(axes, values: list[float | None]) -> None:
     for bar, value in zip(drawn, values):
         if value is None:
             bar.set_hatch("///")
-    axes.bar_label(drawn, labels=["–" if v is None else f"{v:.0f} %" for v in values], fontsize=7, padding=1)
+    texts = axes.bar_label(drawn, labels=["–" if v is None else f"{v:.0f} %" for v in values], fontsize=8, padding=1)
+    for text, value in zip(texts, values):
+        if value == 0:
+            text.set(color=WEAK_COLOUR, fontweight="bold")
     axes.set(ylim=(0, 110), ylabel="% correct", title="Accuracy per tissue (grey –: not practised yet)")
 
 
