@@ -65,9 +65,13 @@ def area_words(pixels: np.ndarray) -> str:
         return "empty"
     classes = _pixel_classes(rgb)
     if classes["white"].mean() > 0.5:
-        return "white, empty-looking"
+        return "white and empty-looking"
     tissue = rgb[~classes["white"]]
     grey, (red, _, blue) = float(tissue.mean()), tissue.mean(0)
-    hue = "purple" if blue >= red - 10 else "pink"
-    shade = "dark " if grey < 150 else "pale " if grey > 190 else ""
+    purple, pink = classes["purple"].sum(), classes["pink"].sum()
+    if purple + pink < 0.2 * len(tissue):  # pale, neither stain strong: the mean's hue
+        hue = "purple" if blue >= red - 10 else "pink"
+    else:
+        hue = "purple" if purple > 1.5 * pink else "pink" if pink > 1.5 * purple else "pink-purple"
+    shade = "dark " if grey < 150 else "pale " if grey > 180 else ""
     return f"{shade}{hue}"

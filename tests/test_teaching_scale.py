@@ -92,7 +92,7 @@ def test_each_visible_claim_holds_on_the_tiles(medians):
 
 
 def test_area_words_name_what_one_sees():
-    assert area_words(np.full((10, 3), 245)) == "white, empty-looking"
+    assert area_words(np.full((10, 3), 245)) == "white and empty-looking"
     assert area_words(np.tile([[110, 60, 130]], (10, 1))) == "dark purple"
-    assert area_words(np.tile([[230, 150, 190]], (10, 1))) == "pink"
+    assert area_words(np.tile([[210, 130, 175]], (10, 1))) == "pink"
     assert area_words(np.tile([[225, 200, 230]], (10, 1))) == "pale purple"
