@@ -58,8 +58,8 @@ def tile_measures(images) -> dict[str, np.ndarray]:
 
 
 def area_words(pixels: np.ndarray) -> str:
-    """A few words for the colour of ``pixels`` (float or uint8 RGB ``(N, 3)``): "white, empty", "dark purple",
-    "pale pink"... (what one can check by eye on the tile)."""
+    """A few words for the colour of ``pixels`` (float or uint8 RGB ``(N, 3)``): "white and empty-looking",
+    "dark purple", "pale pink", "pink-purple"... (what one can check by eye on the tile)."""
     rgb = np.asarray(pixels, dtype=np.float32).reshape(-1, 3)
     if not len(rgb):
         return "empty"
