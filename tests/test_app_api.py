@@ -77,7 +77,7 @@ def test_generate_returns_image_probabilities_and_record(client):
     assert label["label"] == DISPLAY_NAMES[details["predicted"]]
     assert ("Verified" in summary) if details["verified"] else ("Not verified" in summary)
     assert f"| Seed | {details['seed']} |" in summary
-    assert "Sheets of small, round" in card  # the catalogue's teaching description
+    assert "The darkest, most crowded tissue tile" in card and "At higher magnification" in card  # both scales, labelled
     original = Image.open(download["value"])
     assert original.size == (28, 28) and original.format == "PNG"
     # the enlarged image is the original, pixel for pixel
