@@ -313,13 +313,12 @@ def fit_temperature(view_logits: torch.Tensor, labels, bounds: tuple[float, floa
     return round(float(np.exp(result.x)), 4)
 
 
-def gradcam_overlay(image, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """The image with a jet-coloured attribution heatmap (:meth:`TissueClassifier.gradcam`) blended over it."""
-    from matplotlib import colormaps
+def gradcam_overlay(image, heatmap: np.ndarray, alpha: float = 0.7) -> np.ndarray:
+    """The image in grey with an attribution heatmap (:meth:`TissueClassifier.gradcam`) in one orange over it, at the
+    image's size (:func:`pathsynth.explain.blend_map`; the app shows :func:`pathsynth.explain.map_figure`)."""
+    from .explain import blend_map
 
-    base = to_rgb_uint8(image).astype(np.float32)
-    colour = colormaps["jet"](heatmap)[..., :3] * 255.0
-    return np.clip((1 - alpha) * base + alpha * colour, 0, 255).astype(np.uint8)
+    return blend_map(image, heatmap, size=None, max_alpha=alpha)
 
 
 def load_classifier(path: str | Path | None = None) -> TissueClassifier:

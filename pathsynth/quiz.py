@@ -27,9 +27,10 @@ import numpy as np
 
 from .errors import UnknownTissueError
 from .generators.base import MAX_SEED
-from .images import SOURCES, to_rgb_uint8
+from .images import SOURCES, microns_per_pixel, to_rgb_uint8
 from .learning.difficulty import POOL_PREFERENCE, check_difficulty, fits, rank_real, tissue_plan
-from .tissues import DISPLAY_NAMES, NUM_TISSUES, TISSUE_INDICES, TISSUES, confusable_pair, tissue_index
+from .tissues import (DISPLAY_NAMES, NUM_TISSUES, TISSUE_INDICES, TISSUES, confusable_pair, pair_text, teaching_text,
+                      tissue_index)
 
 MAX_QUESTIONS = 100
 MAX_MINUTES = 180  # an exam's time limit at most
@@ -492,7 +493,7 @@ def answer(session: QuizSession, choice, question: int | None = None, now: float
         now = session.clock()
     seconds = None if item.shown_at is None else max(0.0, now - item.shown_at)
     return Feedback(question=index, correct=chosen == item.answer, chosen=chosen, answer=item.answer,
-                    description=TISSUES[item.answer].description, explanation=explain(item, chosen),
+                    description=teaching_text(item.answer, tile_scale(item)), explanation=explain(item, chosen),
                     finished=session.finished, seconds=seconds)
 
 
@@ -546,14 +547,21 @@ def close_if_time_is_up(session: QuizSession, now: float | None = None) -> bool:
     return session.closed
 
 
+def tile_scale(item: Question) -> float:
+    """µm per pixel of a question's tile: a whole PathMNIST tile (uploads are converted to the classifier's
+    scale), so it follows from the width: 4 µm at 28 px, where the feedback keeps to what the tile shows."""
+    return microns_per_pixel(item.image.shape[1])
+
+
 def explain(item: Question, chosen: int) -> str:
-    """Plain-text feedback for one answered question."""
+    """Plain-text feedback for one answered question: only what its tile can show at its scale."""
     right = TISSUES[item.answer]
+    um = tile_scale(item)
     if chosen == item.answer:
-        text = f"Correct: this is {right.display_name}. {right.description}"
+        text = f"Correct: this is {right.display_name}. {teaching_text(item.answer, um)}"
     else:
         text = f"Not quite: you chose {TISSUES[chosen].display_name}, but this is {right.display_name}. "
-        text += contrast(item.answer, chosen)
+        text += contrast(item.answer, chosen, um)
     if item.probabilities:
         text += f" The classifier is {item.probabilities[item.answer]:.0%} sure of {right.display_name}."
     if item.source == "generated":
@@ -564,14 +572,15 @@ def explain(item: Question, chosen: int) -> str:
     return text
 
 
-def contrast(answer: int, chosen: int) -> str:
-    """How to tell the right tissue from the one chosen: the catalogue's pairwise text when the two are a listed
-    confusable pair, else both tissues' teaching texts."""
+def contrast(answer: int, chosen: int, um_per_pixel: float | None = None) -> str:
+    """How to tell the right tissue from the one chosen in a tile at ``um_per_pixel`` (None: 28 px): the
+    catalogue's pairwise text when the two are a listed confusable pair, else both tissues' teaching texts."""
     pair = confusable_pair(answer, chosen)
     if pair is not None:
-        return pair.text
-    right, wrong = TISSUES[answer], TISSUES[chosen]
-    return f"Look for: {right.description} ({wrong.display_name} would show: {wrong.description})"
+        return pair_text(pair, um_per_pixel)
+    wrong = TISSUES[chosen]
+    return (f"Look for: {teaching_text(answer, um_per_pixel)} ({wrong.display_name} would show: "
+            f"{teaching_text(chosen, um_per_pixel)})")
 
 
 def summary(session: QuizSession) -> Summary:

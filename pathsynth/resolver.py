@@ -100,7 +100,8 @@ def _names(tissue: Tissue) -> tuple[str, ...]:
 
 
 def _prototype_phrases(tissue: Tissue) -> list[str]:
-    sentences = [s.strip() for s in re.split(r"[.:;]", tissue.description) if len(s.strip()) > 10]
+    teaching = f"{tissue.description} {tissue.magnified}"  # both scales: learners describe either
+    sentences = [s.strip() for s in re.split(r"[.:;]", teaching) if len(s.strip()) > 10]
     return [*_names(tissue), *sentences]
 
 
@@ -114,7 +115,7 @@ class TissueResolver:
                 self.phrases.setdefault(_normalise_phrase(key), tissue.index)
         self.max_phrase_len = max(len(k) for k in self.phrases)
         phrase_words = {w for key in self.phrases for w in key}
-        description_words = {w for t in TISSUES for w in _normalise_phrase(t.description)}
+        description_words = {w for t in TISSUES for w in _normalise_phrase(f"{t.description} {t.magnified}")}
         self.vocabulary = sorted(w for w in phrase_words | description_words if len(w) >= 3)
         self._known = set(self.vocabulary)
         self.fillers = FILLER_WORDS - phrase_words

@@ -3,6 +3,12 @@
 Plays the role of medmnist's ``INFO`` dict for PathSynth: every module (data, classifier, generator,
 resolver, quiz, app) reads labels, abbreviations and teaching text from here. Index order and
 ``label`` strings match ``medmnist.INFO["pathmnist"]["label"]``.
+
+Teaching text comes per scale. ``description`` says only what a whole 28 px tile shows at about 4 µm per pixel
+(colour, texture, density, spaces, architecture: a nucleus is a 1-2 px dot there), checked against the real tiles
+(tests/test_teaching_scale.py measures each claim); ``magnified`` says what one sees at higher magnification (a
+nucleus's shape, chromatin, cell types), shown labelled as such: for finer tiles and "for reading"
+(:func:`teaching_text`).
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ class Tissue:
     label: str  # medmnist's label name, verbatim
     abbreviation: str  # NCT-CRC-HE-100K class code
     display_name: str
-    description: str  # what a trainee should look for in H&E
+    description: str  # what a trainee can see in a 28 px tile (~4 µm per pixel): checkable on that tile
+    magnified: str  # what one sees at higher magnification (finer tiles, reading): nuclei, cell types
     synonyms: tuple[str, ...] = field(default=())  # everyday phrases that mean this tissue
     resolver_phrases: tuple[str, ...] = field(default=())  # teaching and report wording the resolver also knows
 
@@ -26,32 +33,44 @@ class Tissue:
 TISSUES: tuple[Tissue, ...] = (
     Tissue(
         0, "adipose", "ADI", "Adipose tissue",
-        "Large, empty-looking polygonal cells (the fat dissolves during processing) separated by thin pink "
-        "membranes, like chicken wire or a honeycomb. Nuclei are few, flat and pushed to the cell edge.",
+        "Mostly white, empty-looking space (the brightest tissue tile) divided by thin pink lines that meet at "
+        "angles, like chicken wire or a honeycomb. One fat cell is 50-150 µm across, so a tile shows only a few "
+        "of these spaces, sometimes a single curved line; hardly any dark dots.",
+        "Large polygonal cells that look empty (the fat dissolves during processing), separated by thin pink "
+        "membranes. Nuclei are few, flat and pushed to the cell edge.",
         ("fat", "fat cells", "adipocytes", "fatty tissue", "lipid", "honeycomb", "chicken wire"),
         ("adipocyte", "fat tissue", "adipose tissue", "fat globules", "fat vacuoles", "large empty cells",
          "white fat", "lipocytes"),
     ),
     Tissue(
         1, "background", "BACK", "Background",
-        "No tissue: bare glass or mounting medium, nearly uniform white to pale grey, sometimes with faint "
-        "dust or out-of-focus debris. Useful as a negative control.",
+        "No tissue: a flat, nearly uniform field without any structure (the smoothest tile of all). In "
+        "PathMNIST it is most often an even dark purple-grey, sometimes pale pink or white, with at most a few "
+        "specks or a soft colour gradient. Useful as a negative control.",
+        "Bare glass or mounting medium, or tissue far out of focus: no cells, at most dust or out-of-focus "
+        "debris.",
         ("empty glass", "blank slide", "no tissue", "glass", "empty", "white space", "slide background"),
         ("blank", "bare glass", "no cells", "empty space", "nothing", "white background", "mounting medium",
          "blank area"),
     ),
     Tissue(
         2, "debris", "DEB", "Debris",
-        "Necrotic material: granular pink-purple fragments, karyorrhectic nuclear dust and cell ghosts without "
-        "organised architecture, often next to tumour.",
+        "Mostly pink, granular or smudgy material with irregular dark purple specks and blotches scattered "
+        "unevenly through it, and no organised structure: no glands, no parallel fibres, no even spacing; "
+        "sometimes cracked by white gaps.",
+        "Necrotic material: karyorrhectic nuclear dust (fragments of broken nuclei) and ghost outlines of dead "
+        "cells in granular eosinophilic debris, often next to tumour (dirty necrosis).",
         ("necrosis", "necrotic", "dead cells", "cell debris", "karyorrhexis", "necrotic debris"),
         ("necrotic tissue", "cellular debris", "nuclear dust", "apoptotic debris", "dirty necrosis",
          "dead tissue", "necrotic material"),
     ),
     Tissue(
         3, "lymphocytes", "LYM", "Lymphocytes",
-        "Sheets of small, round, dark-blue nuclei with almost no cytoplasm, densely packed: the most purple, "
-        "most cellular tile. Seen in lymphoid aggregates and tumour-infiltrating immune cells.",
+        "The darkest, most crowded tissue tile: dark purple dots packed evenly over the whole tile (each dot "
+        "a small immune cell, about 7 µm: 1-2 px), with tiny white gaps between them and very little pink, a "
+        "salt-and-pepper look.",
+        "Sheets of small round lymphocytes with dense, dark-blue nuclei and almost no cytoplasm, seen in "
+        "lymphoid aggregates and tumour-infiltrating immune cells.",
         ("immune cells", "immune cell infiltrate", "lymphoid", "lymphocytic infiltrate", "inflammation",
          "inflammatory cells", "white blood cells", "lymph node"),
         ("lymphocyte", "t cells", "b cells", "t lymphocytes", "tumour infiltrating lymphocytes",
@@ -60,15 +79,21 @@ TISSUES: tuple[Tissue, ...] = (
     ),
     Tissue(
         4, "mucus", "MUC", "Mucus",
-        "Pale blue-grey to light pink, wispy, almost acellular material with a streaky or bubbly texture; "
-        "extracellular mucin pools from goblet cells or mucinous carcinoma.",
+        "Pale lilac to pink-purple material, lighter than tumour and far less crowded than lymphocytes: "
+        "smooth, streaky or wavy, with soft folds and sometimes pale bubbles or white gaps; few dark dots and "
+        "no glands.",
+        "Extracellular mucin: pools of faintly staining (pale blue-grey to lilac in H&E), wispy, almost "
+        "acellular material with a few floating cells; from goblet cells or mucinous carcinoma.",
         ("mucin", "mucin pool", "mucous", "mucinous", "slime", "goblet cell secretion"),
         ("mucin lake", "mucus pool", "extracellular mucin", "mucoid material", "mucinous material"),
     ),
     Tissue(
         5, "smooth muscle", "MUS", "Smooth muscle",
-        "Bright pink (eosinophilic) fibres in parallel bundles with elongated, cigar-shaped nuclei with blunt "
-        "ends; the muscularis propria of the bowel wall.",
+        "Pink, streaky tissue whose fibres run in parallel across most of the tile (the most strongly "
+        "aligned texture of all), with short dark dashes lying along the fibres; bundles may change direction, "
+        "with white clefts between them.",
+        "Bright pink (eosinophilic) smooth muscle cells in parallel bundles, with elongated, cigar-shaped "
+        "nuclei with blunt ends; the muscularis propria of the bowel wall.",
         ("muscle", "muscularis", "muscularis propria", "muscle fibres", "muscle fibers", "myocytes",
          "spindle cells"),
         ("smooth muscle cells", "muscle bundles", "muscle layer", "muscularis mucosae", "leiomyocytes",
@@ -76,8 +101,11 @@ TISSUES: tuple[Tissue, ...] = (
     ),
     Tissue(
         6, "normal colon mucosa", "NORM", "Normal colon mucosa",
-        "Orderly test-tube-shaped crypts cut in cross-section as round glands, lined by a single layer of "
-        "columnar cells with basal nuclei and many pale goblet cells, in a lamina propria.",
+        "Orderly glands: round or tube-shaped profiles of even size with a purple rim and a paler centre, "
+        "often rows of pale round spots or a white lumen, and loose dotty pink tissue between them. Lighter and "
+        "more regular than tumour.",
+        "Test-tube-shaped crypts lined by a single layer of columnar cells with small basal nuclei and many "
+        "goblet cells (the pale spots), in a lamina propria with scattered inflammatory cells.",
         ("normal mucosa", "healthy colon", "normal colon", "crypts", "colonic crypts", "healthy tissue",
          "normal glands", "goblet cells"),
         ("normal epithelium", "benign mucosa", "normal crypts", "healthy mucosa", "benign glands",
@@ -85,8 +113,11 @@ TISSUES: tuple[Tissue, ...] = (
     ),
     Tissue(
         7, "cancer-associated stroma", "STR", "Cancer-associated stroma",
-        "Desmoplastic connective tissue around invasive tumour: pink collagen with scattered spindle "
-        "fibroblasts, looser and more disordered than muscle, sometimes with a few inflammatory cells.",
+        "Pink, wavy strands arranged loosely and patchily, less aligned than muscle, with pale gaps and "
+        "scattered dark dots or dashes pointing in different directions; sometimes a small purple cluster of "
+        "immune cells.",
+        "Desmoplastic connective tissue around invasive tumour: collagen with scattered spindle fibroblasts "
+        "with tapered nuclei, looser and more disordered than muscle, sometimes with inflammatory cells.",
         ("stroma", "tumour stroma", "tumor stroma", "desmoplasia", "desmoplastic stroma", "fibrosis",
          "connective tissue", "fibroblasts", "collagen"),
         ("fibrous tissue", "desmoplastic reaction", "scar tissue", "fibroblast", "tumour associated stroma",
@@ -94,8 +125,11 @@ TISSUES: tuple[Tissue, ...] = (
     ),
     Tissue(
         8, "colorectal adenocarcinoma epithelium", "TUM", "Colorectal adenocarcinoma epithelium",
-        "Malignant glands: crowded, irregular and fused glands with stratified, enlarged, hyperchromatic "
-        "nuclei, loss of goblet cells and polarity, often with dirty necrosis in the lumen.",
+        "Dense pink-purple tissue, the darkest tile after lymphocytes: crowded, irregular or fused glands seen "
+        "as thick dark purple bands around slit-like or irregular white spaces; darker than normal mucosa, with "
+        "fewer pale spaces and no orderly round glands; sometimes debris in the spaces.",
+        "Malignant glands lined by stratified, enlarged, hyperchromatic nuclei with loss of goblet cells and "
+        "of polarity, often with dirty necrosis in the lumen.",
         ("tumour", "tumor", "cancer", "carcinoma", "adenocarcinoma", "tumour glands", "tumor glands",
          "malignant epithelium", "cancer cells", "malignant glands", "colorectal cancer"),
         ("malignant", "cancerous", "cancerous glands", "neoplastic glands", "adenocarcinoma cells", "crc",
@@ -156,55 +190,89 @@ def check_against_medmnist() -> bool:
 
 # ------------------------------------------------------------------------------------- confusable pairs
 # Tissues trainees mix up at this scale (a tile is 112 µm across at every PathMNIST size: one lymphocyte nucleus is
-# about 7 µm, 1-2 px at 28 px and 14 px at 224; one fat cell can fill the tile). Each text says how to tell the two
-# apart in such a tile, in micrometres, so it holds at every tile size (pathsynth.images.microns_per_pixel).
+# about 7 µm, 1-2 px at 28 px and 14 px at 224; one fat cell can fill the tile). ``text`` says how to tell the two
+# apart in a 28 px tile (colour, texture, density, spaces), ``magnified`` what tells them apart at higher
+# magnification (pathsynth.images.microns_per_pixel gives a tile's scale; :func:`pair_text` picks).
 
 @dataclass(frozen=True)
 class ConfusablePair:
     first: int
     second: int
-    text: str  # the distinguishing features of one versus the other, in a 112 µm tile
+    text: str  # how to tell one from the other in a 28 px tile (~4 µm per pixel): checkable on that tile
+    magnified: str  # what tells them apart at higher magnification (finer tiles, reading)
 
 
 CONFUSABLE_PAIRS: tuple[ConfusablePair, ...] = (
     ConfusablePair(
         7, 5,
-        "Stroma versus smooth muscle: both are pink and spindly. Muscle is dense, evenly bright pink and "
-        "homogeneous, its fibres run in parallel across the whole tile, with evenly spaced cigar-shaped nuclei "
-        "with blunt ends (cut across, the bundles show round profiles with central nuclei). Desmoplastic stroma "
-        "is paler and patchier: wavy, haphazard collagen strands with pale gaps between them, fewer and thinner, "
-        "tapered nuclei pointing in different directions, and often a stray inflammatory cell or tumour gland.",
+        "Stroma versus smooth muscle: both are pink and streaky. Muscle is evenly pink and its fibres run in "
+        "parallel across most of the tile, with short dark dashes lined up along them and white clefts between "
+        "bundles. Stroma is patchier: wavy strands running in different directions with pale gaps "
+        "between them, dark dots pointing every way, and sometimes a purple cluster of immune cells or a piece "
+        "of gland.",
+        "Muscle cells have evenly spaced cigar-shaped nuclei with blunt ends (cut across, round profiles with "
+        "central nuclei); stroma has fewer, thinner, tapered fibroblast nuclei in wavy, haphazard collagen.",
     ),
     ConfusablePair(
         2, 4,
-        "Debris versus mucus: both lack architecture. Debris (necrosis) is granular, a mix of pink and purple, "
-        "speckled with dark dots of broken nuclei (karyorrhexis, a few µm each) and ghost outlines of dead cells. "
-        "Mucus is pale blue-grey to faint pink, smooth, wispy or stringy, and almost free of dots; a few floating "
-        "cells at most.",
+        "Debris versus mucus: both lack structure. Debris is mostly pink and granular, speckled unevenly with "
+        "irregular dark purple specks and blotches. Mucus is paler and lilac rather than pink, smooth and "
+        "streaky or wavy, with few dark dots.",
+        "Debris shows karyorrhectic nuclear dust (a few µm each) and ghost outlines of dead cells; mucin is "
+        "acellular apart from a few floating cells.",
     ),
     ConfusablePair(
         6, 8,
-        "Normal mucosa versus adenocarcinoma: at 112 µm a tile shows one or two gland profiles. Normal crypts "
-        "are round and evenly sized, with one neat row of small dark nuclei at the base and pale goblet cells "
-        "(clear bubbles) filling the lining, separated by loose lamina propria. Tumour glands are crowded, "
-        "irregular or fused, lined by tall, enlarged, dark nuclei stacked in several layers up towards the lumen, "
-        "with few or no goblet cells and often necrotic debris inside: the tile looks more purple and disordered.",
+        "Normal mucosa versus adenocarcinoma: at 112 µm a tile shows one or two gland profiles. Normal glands "
+        "are round and evenly sized, with a neat purple rim and paler centres (often rows of pale round spots), "
+        "separated by loose pink tissue. Tumour glands are crowded, irregular or fused: thick dark purple bands "
+        "around slit-like spaces with little pale tissue between them; the tile looks darker and disordered, "
+        "with fewer pale spaces.",
+        "Normal crypts have one neat row of small basal nuclei and many goblet cells; tumour glands are lined by "
+        "tall, enlarged, hyperchromatic nuclei stacked in several layers, with few goblet cells and often "
+        "necrotic debris in the lumen.",
     ),
     ConfusablePair(
         3, 2,
-        "Lymphocytes versus debris: both are dark and dotty. Lymphocytes are uniform: small round dark-blue "
-        "nuclei of one size (about 7 µm), evenly packed, with hardly any pink between them. Debris is irregular: "
-        "dots of varying size and shape (nuclear dust) scattered in granular pink material, with no even spacing "
-        "and cell ghosts instead of intact cells.",
+        "Lymphocytes versus debris: both are dotty. Lymphocytes are dark purple dots of one size packed evenly "
+        "over the whole tile, with hardly any pink between them. Debris is mostly pink and granular, with dark "
+        "specks of varying size scattered unevenly and no even spacing.",
+        "Lymphocytes are intact small round cells (about 7 µm) with dense nuclei; debris is karyorrhectic "
+        "nuclear dust of varying size with ghost outlines of dead cells.",
     ),
     ConfusablePair(
         0, 1,
-        "Adipose versus background: both are mostly white. A fat cell is 50-150 µm wide, so a tile may show only "
-        "one or two of them: look for thin, sharp pink membranes curving around the empty spaces (chicken wire), "
-        "sometimes a flattened nucleus squeezed against one. Background has no membranes at all: a uniform white "
-        "to pale grey field, at most a faint colour gradient, dust or an out-of-focus smudge.",
+        "Adipose versus background: both lack cells. Adipose shows thin pink lines curving around white empty "
+        "spaces (chicken wire); a fat cell is 50-150 µm wide, so a tile may show only one or two of them. "
+        "Background has no lines at all: a flat, even field, in PathMNIST usually dark purple-grey, sometimes "
+        "pale or white.",
+        "The membranes of fat cells are sharp, sometimes with a flattened nucleus squeezed against one; "
+        "background is glass or mounting medium with no cells at all.",
     ),
 )
+
+# Below this pixel size (µm) a tile shows nuclei and cells, so the higher-magnification text applies to it too
+# (224 px PathMNIST tiles: 0.5 µm; instructors' uploads at a scanner's 0.25-0.5 µm before conversion).
+MAGNIFIED_BELOW_UM = 1.0
+MAGNIFIED_HEADING = "At higher magnification (not visible in a 28 px tile)"
+
+
+def _scaled(visible: str, magnified: str, um_per_pixel: float | None) -> str:
+    if um_per_pixel is not None and um_per_pixel < MAGNIFIED_BELOW_UM:
+        return f"{visible} At this magnification: {magnified}"
+    return visible
+
+
+def teaching_text(tissue: int | str, um_per_pixel: float | None = None) -> str:
+    """What to look for in a tile of ``tissue`` at ``um_per_pixel``: the visible-scale text, plus the
+    higher-magnification one when the tile is fine enough to show it (None: a 28 px tile, ~4 µm per pixel)."""
+    entry = get_tissue(tissue)
+    return _scaled(entry.description, entry.magnified, um_per_pixel)
+
+
+def pair_text(pair: ConfusablePair, um_per_pixel: float | None = None) -> str:
+    """How to tell ``pair`` apart in a tile at ``um_per_pixel`` (as :func:`teaching_text`)."""
+    return _scaled(pair.text, pair.magnified, um_per_pixel)
 
 
 def confusable_pair(a: int | str, b: int | str) -> ConfusablePair | None:

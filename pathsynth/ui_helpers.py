@@ -23,7 +23,7 @@ from .images import DISPLAY_SIZE, to_rgb_uint8, upscale
 from .resolver import MAX_CHARS as MAX_DESCRIPTION_CHARS  # longer descriptions are rejected, not truncated
 from .settings import SHARED_PASSWORD_ACCOUNT, InstructorConfig, Settings
 from .text import clean_text
-from .tissues import DISPLAY_NAMES, TISSUE_INDICES, TISSUES, tissue_index
+from .tissues import DISPLAY_NAMES, MAGNIFIED_HEADING, TISSUE_INDICES, TISSUES, tissue_index
 
 __all__ = ["DISPLAY_SIZE", "InstructorConfig", "MAX_DESCRIPTION_CHARS", "MAX_SEED", "authorize",
            "clean_text", "escape_md", "instructor_config", "parse_fraction", "parse_gallery_key", "parse_int", "parse_seed",
@@ -130,9 +130,11 @@ def probability_label(probabilities) -> dict[str, float]:
 
 
 def tissue_card(index: int) -> str:
-    """The catalogue's teaching description as Markdown."""
+    """The catalogue's teaching text as Markdown: what the 28 px tile shows, then, labelled, what one would see at
+    higher magnification (for reading: not checkable on the tile)."""
     tissue = TISSUES[index]
-    return f"**{tissue.display_name}** ({tissue.abbreviation})\n\n{tissue.description}"
+    return (f"**{tissue.display_name}** ({tissue.abbreviation})\n\n**In this tile:** {tissue.description}\n\n"
+            f"_{MAGNIFIED_HEADING}:_ {tissue.magnified}")
 
 
 def verified_summary(result) -> str:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pathsynth.explain import MAP_LEGEND_HEIGHT
 from pathsynth.tissues import DISPLAY_NAMES
 
 pytestmark = pytest.mark.slow
@@ -66,7 +67,7 @@ def test_generate_returns_image_probabilities_and_record(client):
     shown = Image.open(image)
     assert shown.size == (336, 336)
     assert np.asarray(shown.convert("RGB")).std() > 0  # a real picture, not a blank
-    assert Image.open(cam).size == (336, 336)
+    assert Image.open(cam).size == (336, 336 + MAP_LEGEND_HEIGHT)  # the map over the tile, legend and reading
     confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
     assert set(confidences) == set(DISPLAY_NAMES)
     assert abs(sum(confidences.values()) - 1.0) < 1e-3
@@ -76,7 +77,7 @@ def test_generate_returns_image_probabilities_and_record(client):
     assert label["label"] == DISPLAY_NAMES[details["predicted"]]
     assert ("Verified" in summary) if details["verified"] else ("Not verified" in summary)
     assert f"| Seed | {details['seed']} |" in summary
-    assert "Sheets of small, round" in card  # the catalogue's teaching description
+    assert "The darkest, most crowded tissue tile" in card and "At higher magnification" in card  # both scales, labelled
     original = Image.open(download["value"])
     assert original.size == (28, 28) and original.format == "PNG"
     # the enlarged image is the original, pixel for pixel

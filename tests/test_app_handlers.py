@@ -14,12 +14,15 @@ from pathsynth.app import build_demo, galleries, generate, quiz
 from pathsynth.gallery import GalleryStore
 from pathsynth.resolver import TissueResolver
 from pathsynth.app.generate import tile_size
+from pathsynth.explain import MAP_LEGEND_HEIGHT
 from pathsynth.services import Loading, Services, cached_probabilities
 from pathsynth.settings import Settings
 from pathsynth.tissues import DISPLAY_NAMES, NUM_TISSUES
 from pathsynth.pool import ExplanationCache, VerifiedPool, gradcam_explainer
 from pathsynth.verify import Verifier
 from tiny_models import save_tiny_models, tiny_classifier, tiny_generator
+
+MAP_SHAPE = (336 + MAP_LEGEND_HEIGHT, 336, 3)  # the occlusion map as shown: legend and reading under it
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,7 @@ def services(tmp_path_factory):
 
 def test_generate_returns_the_image_its_record_and_a_download(services):
     image, cam, label, summary, card, download, details, *_ = generate.generate(services, "Mucus", "", "7", True)
-    assert image.shape == (336, 336, 3) and cam.shape == (336, 336, 3)
+    assert image.shape == (336, 336, 3) and cam.shape == MAP_SHAPE  # the map with its legend and reading
     assert set(label) == set(DISPLAY_NAMES) and details["tissue"] == 4 and details["seed"] is not None
     assert "| Seed |" in summary and "Mucus" in card and download["visible"] is True
     again = generate.generate(services, "Mucus", "", "7", False)
@@ -219,7 +222,7 @@ def test_answering_needs_no_model_call(pooled, monkeypatch):
     monkeypatch.setattr(pooled.explanations, "explainer", forbidden)
     for question in session.questions:
         answered = quiz.answer(pooled, session, DISPLAY_NAMES[question.answer])
-        assert answered[-1]["correct"] is True and answered[6].shape == (336, 336, 3)  # the overlay, from cache
+        assert answered[-1]["correct"] is True and answered[6].shape == MAP_SHAPE  # the overlay, from cache
         quiz.next_question(session)
     assert session.score == 4
 
@@ -251,12 +254,12 @@ def test_from_a_stocked_pool_no_learner_action_calls_a_model(pooled, monkeypatch
     ready = with_real_tiles_explained_ahead(pooled)
     forbid_model_calls(ready, monkeypatch)
     image, cam, *_, details, _, _, _, status = generate.generate(ready, "Mucus", "", "", True)
-    assert details["from_pool"] is True and cam.shape == (336, 336, 3) and "pool" in status
+    assert details["from_pool"] is True and cam.shape == MAP_SHAPE and "pool" in status
     session = quiz.start(ready, 4, 1.0)[0]  # the stock's other 8 tissues: the generated ones come from it
     assert session.total == 4 and [q.source for q in session.questions].count("generated") == 4
     for question in list(session.questions):
         answered = quiz.answer(ready, session, DISPLAY_NAMES[question.answer])
-        assert answered[-1]["correct"] is True and answered[6].shape == (336, 336, 3)  # the overlay, ready
+        assert answered[-1]["correct"] is True and answered[6].shape == MAP_SHAPE  # the overlay, ready
         assert quiz.late_overlay(ready, session) == gr.skip()  # nothing left to make after the answer
         quiz.next_question(session, services=ready)
     ready.pool.take(range(NUM_TISSUES))  # the rest of the class drained the pool
@@ -278,7 +281,7 @@ def test_an_answer_without_a_ready_heatmap_shows_it_after_calling_no_model(poole
         assert answered[6] is None and "Not quite" in answered[5]
     assert len(pooled.pool._urgent) == 0  # nothing queued yet: the answer only looked
     late = quiz.late_overlay(pooled, session)
-    assert late.shape == (336, 336, 3) and session.questions[0].heatmap is not None
+    assert late.shape == MAP_SHAPE and session.questions[0].heatmap is not None
     assert len(pooled.pool._urgent) == 2  # the quiz's other tiles: explained by the pool's filler next
     quiz.next_question(session, services=pooled)
     quiz.answer(pooled, session, "Mucus")

@@ -67,7 +67,7 @@ def test_generate_shows_a_verified_image(page, artifacts_dir):
     image.wait_for()
     size = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
     assert size == [336, 336]
-    assert page.get_by_text("Large, empty-looking polygonal cells").is_visible()  # teaching description
+    assert page.get_by_text("Mostly white, empty-looking space").is_visible()  # teaching description
     assert page.get_by_role("button", name=re.compile("Download original PNG")).is_visible()
     page.screenshot(path=str(artifacts_dir / "tab_generate.png"), full_page=True)
 

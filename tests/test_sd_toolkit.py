@@ -69,7 +69,7 @@ def test_cli_options_and_recipes(train_sd_lora, capsys):
 
 
 def test_catalogue_and_token_prompts():
-    assert caption(0, "catalogue").startswith(caption(0) + ": large, empty-looking polygonal cells")
+    assert caption(0, "catalogue").startswith(caption(0) + ": mostly white, empty-looking space")
     tokens = [tissue_token(t.index) for t in TISSUES]
     assert tokens[5] == "<smooth-muscle>" and len(set(tokens)) == NUM_TISSUES
     assert all(" " not in token for token in tokens)

@@ -6,9 +6,9 @@ import gradio as gr
 import numpy as np
 
 from .. import ui_helpers as ui
-from ..classifier import gradcam_overlay
+from ..explain import MAP_LEGEND_HEIGHT, map_figure
 from ..generators.base import OUTPUT_SIZE
-from ..images import DISPLAY_SIZE, INTERPOLATIONS, display_image, microns_per_pixel, upscale
+from ..images import DISPLAY_SIZE, INTERPOLATIONS, display_image, microns_per_pixel
 from ..resolver import NOT_UNDERSTOOD_BELOW, tissue_from_text
 from ..tissues import ABBREVIATIONS, DISPLAY_NAMES, NUM_TISSUES
 from .common import (Refusal, bind, check_interpolation, model_slots, pool_served_events, progress_callback,
@@ -47,8 +47,9 @@ def resolve_description(services, description):
 
 def overlay(services, image, target: int, heatmap=None):
     """The classifier's occlusion map for ``target`` (``heatmap`` when given, else computed once per image:
-    ``services.explainer`` caches) blended over ``image``, enlarged for display."""
-    return upscale(gradcam_overlay(image, services.explainer(image, target) if heatmap is None else heatmap))
+    ``services.explainer`` caches) over ``image`` in grey, enlarged, with its legend and reading under it."""
+    heatmap = services.explainer(image, target) if heatmap is None else heatmap
+    return map_figure(image, heatmap, DISPLAY_NAMES[target])
 
 
 def origin_line(result) -> str:
@@ -169,8 +170,9 @@ def build(services) -> None:
                 image = gr.Image(label=f"Generated image ({size} px, enlarged)", format="png", interactive=False,
                                  height=DISPLAY_SIZE, buttons=["download", "fullscreen"], elem_classes="pixelated",
                                  elem_id="gen-image")
-                cam = gr.Image(label="Occlusion map", format="png", interactive=False, height=DISPLAY_SIZE,
-                               buttons=[], elem_classes="pixelated")
+                cam = gr.Image(label="Occlusion map", format="png", interactive=False,
+                               height=DISPLAY_SIZE + MAP_LEGEND_HEIGHT, buttons=[], elem_id="gen-cam")
+                # not "pixelated": the legend's text is scaled smoothly (the tile is already in 12 px blocks)
             with gr.Row():
                 interpolation = gr.Radio(list(INTERPOLATIONS), value="pixel-exact", label="Enlarge (next image)",
                                          min_width=160, elem_id="gen-interpolation")

@@ -18,6 +18,7 @@ import numpy as np
 from .. import quiz as Q
 from .. import ui_helpers as ui
 from ..assignments import MODES  # practice or exam, as in assignments
+from ..explain import MAP_LEGEND_HEIGHT
 from ..images import (DISPLAY_SIZE, INTERPOLATIONS, PATHMNIST_TILE_UM, SCALE_BAR_STRIP, display_image,
                       microns_per_pixel, side_by_side, stacked)
 from ..learning import DIFFICULTIES, pair_examples, practice_tissues, record_from
@@ -663,8 +664,8 @@ def _question_panel(size: int, real_note: str = ""):
                 flags = flag_components("quiz")
             with gr.Column(scale=3, min_width=300, elem_id="quiz-cam-column"):
                 cam = gr.Image(label="Classifier's occlusion map for the answer (rough)", format="png",
-                               interactive=False, height=DISPLAY_SIZE, buttons=[], elem_classes="pixelated",
-                               elem_id="quiz-cam")
+                               interactive=False, height=DISPLAY_SIZE + MAP_LEGEND_HEIGHT, buttons=[],
+                               elem_id="quiz-cam")  # smooth scaling: its legend is text
         with gr.Column(visible=False, elem_id="quiz-pair") as pair_box:
             gr.Markdown("**Compare with real tiles** of the right tissue and of your answer, at the question's zoom "
                         f"and scale:{f' _{ui.escape_md(real_note)}_' if real_note else ''}")
