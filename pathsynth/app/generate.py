@@ -170,7 +170,7 @@ def build(services) -> None:
                 image = gr.Image(label=f"Generated image ({size} px, enlarged)", format="png", interactive=False,
                                  height=DISPLAY_SIZE, buttons=["download", "fullscreen"], elem_classes="pixelated",
                                  elem_id="gen-image")
-                cam = gr.Image(label="Occlusion map", format="png", interactive=False,
+                cam = gr.Image(label="Occlusion map", show_label=False, format="png", interactive=False,
                                height=DISPLAY_SIZE + MAP_LEGEND_HEIGHT, buttons=[], elem_id="gen-cam")
                 # not "pixelated": the legend's text is scaled smoothly (the tile is already in 12 px blocks)
             with gr.Row():
