@@ -663,8 +663,8 @@ def _question_panel(size: int, real_note: str = ""):
                 feedback = gr.Markdown(elem_id="quiz-feedback")
                 flags = flag_components("quiz")
             with gr.Column(scale=3, min_width=300, elem_id="quiz-cam-column"):
-                cam = gr.Image(label="Classifier's occlusion map for the answer (rough)", show_label=False, format="png",
-                               interactive=False, height=DISPLAY_SIZE + MAP_LEGEND_HEIGHT, buttons=[],
+                cam = gr.Image(label="Classifier's occlusion map for the answer (rough)", show_label=False,
+                               format="png", interactive=False, height=DISPLAY_SIZE + MAP_LEGEND_HEIGHT, buttons=[],
                                elem_id="quiz-cam")  # smooth scaling: its legend is text
         with gr.Column(visible=False, elem_id="quiz-pair") as pair_box:
             gr.Markdown("**Compare with real tiles** of the right tissue and of your answer, at the question's zoom "
