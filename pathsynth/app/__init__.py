@@ -31,7 +31,7 @@ Every generated image is checked by a ResNet-18 classifier and a realism test be
 _For education only — not for diagnosis._"""
 CSS = """
 .pixelated img { image-rendering: pixelated; }
-""" + quiz.REVIEW_CSS + assignments.MISSED_CSS  # the reviews' captions below their pictures (see quiz.REVIEW_CSS)
+""" + quiz.REVIEW_CSS + assignments.MISSED_CSS + galleries.GALLERY_CSS  # captions below their pictures
 
 
 def build_demo(services: Services) -> gr.Blocks:
