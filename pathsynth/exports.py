@@ -28,8 +28,8 @@ import tempfile
 import zipfile
 from datetime import datetime, timezone
 
-from .gallery import Gallery, GalleryItemInput
-from .images import encode_png
+from .gallery import Gallery, GalleryItemInput, instructor_caption
+from .images import UM_PER_PIXEL, encode_png
 from .tissues import ABBREVIATIONS, DISPLAY_NAMES, LABELS, TISSUES, tissue_index
 from .uploads import UploadedFile, UploadError, decode_image, zip_members
 
@@ -220,7 +220,7 @@ def export_anki(gallery: Gallery) -> bytes:
         media_name = f"pathsynth_{hashlib.sha256(png).hexdigest()[:24]}.png"  # Anki's media folder is shared
         media[media_name] = png
         fields = [f'<img src="{media_name}">', html.escape(DISPLAY_NAMES[item.tissue]),
-                  html.escape(TISSUES[item.tissue].description), html.escape(item.caption),
+                  html.escape(TISSUES[item.tissue].description), html.escape(instructor_caption(item)),
                   html.escape(PROVENANCE.get(item.source, item.source))]
         deck.add_note(genanki.Note(model=model, fields=fields, guid=genanki.guid_for(deck.deck_id, media_name),
                                    tags=["pathsynth", ABBREVIATIONS[item.tissue]]))
@@ -253,38 +253,63 @@ def _write_apkg(package, media: dict[str, bytes]) -> bytes:
 # ----------------------------------------------------------------------------------------------- handout
 
 HANDOUT_CSS = """@page { size: A4; margin: 12mm; }
-body { font-family: sans-serif; color: #222; margin: 0; font-size: 10pt; }
+body { font-family: sans-serif; color: #222; margin: 12mm auto; padding: 0 6mm; max-width: 190mm; font-size: 10pt; }
+@media print { body { margin: 0; padding: 0; } }
 h1 { font-size: 16pt; margin: 0 0 2mm; } .description { margin: 0 0 4mm; white-space: pre-line; }
-.tiles { display: grid; grid-template-columns: repeat(6, 1fr); gap: 3mm; }
-figure { margin: 0; break-inside: avoid; } figcaption { font-size: 8pt; }
-img { width: 100%; image-rendering: pixelated; border: 1px solid #ccc; }
+.notice { font-weight: bold; margin: 0 0 4mm; }
+.tiles { display: grid; grid-template-columns: repeat(6, minmax(0, 1fr)); gap: 3mm; }
+@media (max-width: 600px) { .tiles { grid-template-columns: repeat(3, minmax(0, 1fr)); } }
+figure { margin: 0; break-inside: avoid; min-width: 0; } figcaption { font-size: 8pt; overflow-wrap: anywhere; }
+img { display: block; width: 100%; aspect-ratio: 1 / 1; object-fit: contain; image-rendering: pixelated;
+  border: 1px solid #ccc; box-sizing: border-box; }
+.scale { height: 2px; background: #222; margin: 1mm 0 0; } .scale-label { font-size: 7pt; color: #444; }
+.origin { font-size: 7pt; text-transform: uppercase; letter-spacing: .03em; color: #555; }
 .features dt { font-weight: bold; margin-top: 2mm; } .features dd { margin: 0; }
 footer { margin-top: 4mm; font-size: 7pt; color: #666; }"""
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"  # nothing loads, nothing runs
+ORIGINS = {"generated": "synthetic", "real": "real tile", "uploaded": "real: instructor's slide"}
+SCALE_BAR_UM = 50  # short enough to fit under a 28 px tile (112 um)
+NOTICE = "For education only — not for diagnosis. Tiles marked “synthetic” were drawn by a generative model."
+
+
+def _scale_bar(image) -> str:
+    """A bar of ``SCALE_BAR_UM`` under a tile: gallery tiles are at the PathMNIST scale (uploads are converted to
+    it), so the tile's width in microns follows from its pixels (28 px = 112 um)."""
+    width_um = image.shape[1] * UM_PER_PIXEL
+    share = min(100.0, 100.0 * SCALE_BAR_UM / width_um)
+    return (f'<div class="scale" style="width:{share:.1f}%"></div>'
+            f'<span class="scale-label">{SCALE_BAR_UM} µm</span>')
 
 
 def _figure(number: int, item) -> str:
     import base64
 
     source = "data:image/png;base64," + base64.b64encode(encode_png(item.image)).decode("ascii")
-    caption = f" · {html.escape(item.caption)}" if item.caption else ""
-    return (f'<figure><img src="{source}" alt="Tile {number}">'
-            f"<figcaption><b>{number}.</b> {html.escape(DISPLAY_NAMES[item.tissue])}{caption}</figcaption></figure>")
+    caption = instructor_caption(item)
+    caption = f" — {html.escape(caption)}" if caption else ""
+    origin = ORIGINS.get(item.source, item.source)
+    return (f'<figure><img src="{source}" alt="Tile {number} ({origin})">{_scale_bar(item.image)}'
+            f'<figcaption><span class="origin">{html.escape(origin)}</span><br><b>{number}.</b> '
+            f"{html.escape(DISPLAY_NAMES[item.tissue])}{caption}</figcaption></figure>")
 
 
 def export_handout(gallery: Gallery) -> str:
-    """A printable one-page HTML handout: the tiles with captions, then the key features of each tissue shown."""
+    """A printable one-page HTML handout: the tiles (each marked synthetic or real, with a scale bar) and their
+    captions, then the key features of each tissue shown; "for education only" at the top."""
     title = html.escape(gallery.name)
     figures = "\n".join(_figure(number, item) for number, item in enumerate(gallery.items, start=1))
     shown = sorted({item.tissue for item in gallery.items})
     features = "\n".join(f"<dt>{html.escape(TISSUES[t].display_name)} ({TISSUES[t].abbreviation})</dt>"
                          f"<dd>{html.escape(TISSUES[t].description)}</dd>" for t in shown)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<meta http-equiv="Content-Security-Policy" content="{_CSP}"><title>{title}</title>'
             f"<style>{HANDOUT_CSS}</style></head><body>\n<h1>{title}</h1>\n"
+            f'<p class="notice">{html.escape(NOTICE)}</p>\n'
             f'<p class="description">{html.escape(gallery.description)}</p>\n<section class="tiles">\n{figures}\n'
             f'</section>\n<h2>Key features</h2>\n<dl class="features">\n{features}\n</dl>\n'
-            f"<footer>{len(gallery.items)} tiles · PathSynth · colorectal H&amp;E tiles</footer>\n</body></html>\n")
+            f"<footer>{len(gallery.items)} tiles · {UM_PER_PIXEL:g} µm per pixel · PathSynth · colorectal H&amp;E "
+            f"tiles · for education only</footer>\n</body></html>\n")
 
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "anki_deck_id", "anki_deck_name", "csv_cell", "export_anki", "export_handout",

@@ -541,6 +541,23 @@ def _item_id(value) -> int:
     return int(value)
 
 
+def instructor_caption(item) -> str:
+    """The instructor's own words for an item, or "" when there are none: a caption that only repeats the tissue's
+    name (the batch table's old default) says nothing the tissue name does not, so it is not shown twice."""
+    from .tissues import DISPLAY_NAMES
+
+    caption = (item.caption or "").strip()
+    return "" if caption.casefold() == DISPLAY_NAMES[item.tissue].casefold() else caption
+
+
+def item_label(item) -> str:
+    """The tissue's name, then the instructor's caption when there is one: "Mucus — pools of mucin"."""
+    from .tissues import DISPLAY_NAMES
+
+    caption = instructor_caption(item)
+    return f"{DISPLAY_NAMES[item.tissue]} — {caption}" if caption else DISPLAY_NAMES[item.tissue]
+
+
 def items_from_verified(results, captions: Sequence[str] | None = None) -> list[GalleryItemInput]:
     """Gallery items from ``Verifier.generate`` results, keeping the verification facts in ``meta``."""
     captions = list(captions) if captions is not None else [""] * len(results)
@@ -557,5 +574,6 @@ def items_from_verified(results, captions: Sequence[str] | None = None) -> list[
 
 __all__ = ["AmbiguousGalleryError", "Gallery", "GalleryItem", "GalleryItemInput", "GalleryNotFoundError",
            "GalleryStore", "GalleryStoreError", "GallerySummary", "PreparedItem", "VISIBILITIES", "clean_caption",
+           "instructor_caption", "item_label",
            "clean_name", "clean_timestamp", "clean_visibility", "decode_png", "default_home", "items_from_verified",
            "prepare_item", "visible_to"]

@@ -1,7 +1,9 @@
 """Instructors' own slides: PNG/JPEG/TIFF tiles (single files or ZIPs) checked, converted and added to a gallery.
 
-Every file is read and checked before anything is stored, so a bad file changes nothing: the whole upload is
-refused with one line naming the file (``UploadError``, a ``ValueError``). The checks:
+Every file is read and checked before anything is stored, so a bad file is never stored: an image that cannot be
+read is left out with one line naming it (``UploadReport.refused``) and the others are added; when none can be, or
+the upload as a whole breaks a limit, it is refused with one line (``UploadError``, a ``ValueError``) and nothing
+changes. The checks:
 
 * sizes: at most ``MAX_FILE_BYTES`` per file and ``MAX_UPLOAD_BYTES`` in all as sent, ``MAX_IMAGES`` images per
   upload, ``MAX_PIXELS`` pixels and ``MIN_SIDE`` to ``MAX_SIDE`` px per side, checked from the header before a
@@ -14,7 +16,8 @@ refused with one line naming the file (``UploadError``, a ``ValueError``). The c
   nothing is written to disk.
 
 Accepted tiles go through the classifier's external-image preparation (:meth:`TissueClassifier.prepare`:
-Macenko stain normalisation, then the PathMNIST scale from the microns per pixel), are stored with
+Macenko stain normalisation unless the instructor skips it, then the PathMNIST scale from the microns per pixel),
+are stored with
 ``source="uploaded"`` and ``meta["provenance"] = "instructor-validated"``: the instructor's label is the answer
 key, and the classifier's opinion is kept beside it (``meta["classifier"]``) and reported when they disagree.
 """
@@ -83,6 +86,7 @@ class UploadReport:
     item_ids: list[int]
     tiles: list[ConvertedTile]
     skipped: list[str] = field(default_factory=list)  # ZIP members that were not images (names)
+    refused: list[str] = field(default_factory=list)  # one line per image that was not added, naming it
 
     def lines(self) -> list[str]:
         """One line per tile: the label kept and the classifier's opinion, with a warning when they differ."""
@@ -250,9 +254,10 @@ def check_microns_per_pixel(value) -> float | None:
 
 
 def convert(classifier, name: str, pixels: np.ndarray, tissue: int,
-            microns_per_pixel: float | None = None) -> ConvertedTile:
-    """Prepare one image as the classifier sees external images (stain + scale) and ask its opinion."""
-    prepared = classifier.prepare(pixels, microns_per_pixel)  # pathsynth.stain.prepare_image
+            microns_per_pixel: float | None = None, normalise_stain: bool = True) -> ConvertedTile:
+    """Prepare one image as the classifier sees external images (stain + scale) and ask its opinion.
+    ``normalise_stain=False`` keeps the colours as they are (tiles already normalised, e.g. PathMNIST's own)."""
+    prepared = classifier.prepare(pixels, microns_per_pixel, normalise_stain)  # pathsynth.stain.prepare_image
     tile = tensor_to_uint8(prepared.tensor[None])[0]
     if max(tile.shape[:2]) > MAX_IMAGE_SIDE:
         raise UploadError(f"{name}: {tile.shape[1]}x{tile.shape[0]} px at the PathMNIST scale; a gallery tile is "
@@ -275,9 +280,12 @@ def gallery_item(tile: ConvertedTile, instructor: str, microns_per_pixel: float 
 
 
 def upload_tiles(store, gallery, classifier, files: Sequence[UploadedFile], tissue,
-                 microns_per_pixel=None, instructor: str = "") -> UploadReport:
-    """Check, convert and add instructor tiles to ``gallery`` (all or nothing). The caller authorises; the audit
-    log records the upload under ``instructor``, who must be able to see the gallery (a private one: its owner)."""
+                 microns_per_pixel=None, instructor: str = "", normalise_stain: bool = True) -> UploadReport:
+    """Check, convert and add instructor tiles to ``gallery``. An image that cannot be read or converted is left
+    out and named in ``report.refused`` while the others are added (the app clears its file list after each
+    upload, so the message must say what went where); nothing is stored when every image is refused, nor when
+    the upload as a whole is (label, scale, sizes, ZIP safety). The caller authorises; the audit log records the
+    upload under ``instructor``, who must be able to see the gallery (a private one: its owner)."""
     try:
         label = tissue_index(tissue)
     except (KeyError, ValueError):
@@ -289,10 +297,18 @@ def upload_tiles(store, gallery, classifier, files: Sequence[UploadedFile], tiss
     if not images:
         raise UploadError("no PNG, JPEG or TIFF images found in the upload")
     # every file is checked and converted before any is kept; one full-size image in memory at a time
-    tiles = [convert(classifier, file.name, decode_image(file), label, scale) for file in images]
+    tiles, refused = [], []
+    for file in images:
+        try:
+            tiles.append(convert(classifier, file.name, decode_image(file), label, scale, normalise_stain))
+        except UploadError as error:
+            refused.append(str(error))
+    if not tiles:
+        raise UploadError(refused[0] if len(refused) == 1 else
+                          f"none of the {len(refused)} images could be added: " + "; ".join(refused))
     ids = store.add_items(gallery, [gallery_item(tile, instructor, scale) for tile in tiles], actor=instructor,
                           action="upload")
-    return UploadReport(ids, tiles, skipped)
+    return UploadReport(ids, tiles, skipped, refused)
 
 
 __all__ = ["ConvertedTile", "MAX_FILE_BYTES", "MAX_IMAGES", "MAX_PIXELS", "MAX_UPLOAD_BYTES", "MAX_ZIP_BYTES",

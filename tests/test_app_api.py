@@ -253,7 +253,7 @@ def test_instructor_writes_need_the_right_password(running_app):
     assert [item["caption"] for item in details["items"]] == ["caption 1", "caption 3", "caption 4"]
     for shown_image, item in zip(images, details["items"]):  # unverified images are flagged to trainees
         suffix = " (not verified)" if item["verified"] is False else ""
-        assert shown_image["caption"] == item["caption"] + suffix
+        assert shown_image["caption"] == f"{item['tissue']} — {item['caption']}{suffix}"  # the tissue, then the caption
     assert [item["tissue"] for item in details["items"]] == ["Adipose tissue", "Mucus", "Mucus"]
     assert "API test gallery" in info
     for call in ((entry["id"], "renamed", "/gallery_rename"), (entry["id"], True, "/gallery_delete"),
@@ -268,6 +268,14 @@ def test_instructor_writes_need_the_right_password(running_app):
     assert "updated" in instructor.predict(password, entry["id"], 2, "new caption",
                                            api_name="/gallery_update_caption")
     assert trainee.predict(entry["id"], api_name="/gallery_get")[2]["items"][1]["caption"] == "new caption"
+    # issue 32: a scale given as text answers the library's message, not Gradio's preprocessing error
+    from gradio_client import handle_file
+
+    slide = running_app.home / "slide.png"
+    Image.fromarray(np.full((56, 56, 3), 200, np.uint8)).save(slide)
+    refused = app_error(instructor.predict, password, entry["id"], [handle_file(str(slide))], "Mucus", "abc", "",
+                        False, api_name="/gallery_upload")
+    assert "microns per pixel must be a number" in refused and "abc" in refused
     quiz = trainee.predict(entry["id"], api_name="/gallery_quiz")
     assert quiz_status(quiz)["total"] == 3 and quiz_status(quiz)["title"] == "API test gallery"
     assert "Renamed" in instructor.predict(password, entry["id"], "API gallery v2", api_name="/gallery_rename")[0]

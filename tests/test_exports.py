@@ -161,3 +161,32 @@ def test_handout_is_self_contained_and_escaped(tmp_path):
         assert TISSUES[tissue].description in page
     assert TISSUES[5].description not in page  # only the tissues shown
     assert np.all([f"<b>{n}.</b>" in page for n in range(1, 6)])
+
+
+def test_handout_marks_synthetic_tiles_education_only_and_a_scale_bar(tmp_path):
+    """Issue 32: no mark that tiles were synthetic, no "education only" line, no scale bar; a caption that repeats
+    the tissue's name printed it twice ("Lymphocytes · Lymphocytes")."""
+    from pathsynth.images import UM_PER_PIXEL
+
+    repeated = GalleryItemInput(image=tile(52), caption="Lymphocytes", tissue="LYM", seed=1, source="generated")
+    with GalleryStore(tmp_path) as store:
+        gallery = store.get_gallery(store.create_gallery("Week 1", "", "", [*mixed_items(), repeated]))
+    page = E.export_handout(gallery)
+    assert page.count('<span class="origin">synthetic</span>') == 4  # three generated + the repeated caption's
+    assert page.count('<span class="origin">real tile</span>') == 1
+    assert page.count("<span class=\"origin\">real: instructor&#x27;s slide</span>") == 1
+    assert "For education only — not for diagnosis." in page and "Lymphocytes — Lymphocytes" not in page
+    assert "<b>6.</b> Lymphocytes</figcaption>" in page
+    bar_28 = 100 * E.SCALE_BAR_UM / (28 * UM_PER_PIXEL)  # 50 um of a 112 um tile
+    assert f'style="width:{bar_28:.1f}%"' in page and f'style="width:{bar_28 / 2:.1f}%"' in page  # the 56 px tile
+    assert "repeat(6, minmax(0, 1fr))" in page and "@media (max-width: 600px)" in page
+
+
+def test_captions_are_the_instructors_words_beside_the_tissue_name():
+    from pathsynth.gallery import instructor_caption, item_label
+
+    plain = GalleryItemInput(image=tile(1), caption="", tissue=4)
+    same = GalleryItemInput(image=tile(1), caption=" mucus ", tissue=4)
+    own = GalleryItemInput(image=tile(1), caption="Pale pools: mucin between glands " * 3, tissue=4)
+    assert item_label(plain) == item_label(same) == "Mucus" and instructor_caption(same) == ""
+    assert item_label(own) == "Mucus — " + own.caption.strip()  # in full: the gallery wraps it

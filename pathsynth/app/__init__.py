@@ -45,8 +45,9 @@ PHONE_CSS = """
 """
 CSS = """
 .pixelated img { image-rendering: pixelated; }
-""" + PHONE_CSS + quiz.REVIEW_CSS + assignments.MISSED_CSS + quiz.EXAM_CSS  # the reviews' captions below their
-# pictures (see quiz.REVIEW_CSS); an exam's question without an empty map column (quiz.EXAM_CSS)
+""" + PHONE_CSS + quiz.REVIEW_CSS + assignments.MISSED_CSS + quiz.EXAM_CSS + galleries.GALLERY_CSS
+# the reviews' and galleries' captions below their pictures, in full (quiz.REVIEW_CSS, galleries.GALLERY_CSS); an
+# exam's question without an empty map column (quiz.EXAM_CSS)
 
 
 def build_demo(services: Services) -> gr.Blocks:

@@ -24,7 +24,7 @@ from .. import exports, instructors
 from .. import quiz as Q
 from .. import ui_helpers as ui
 from .. import uploads
-from ..gallery import items_from_verified
+from ..gallery import item_label, items_from_verified
 from ..images import upscale
 from ..settings import SHARED_PASSWORD_ACCOUNT, InstructorConfig
 from ..text import clip_text
@@ -33,6 +33,15 @@ from .common import (Refusal, bind, checked_in_handler, checked_inputs, model_sl
                      progress_callback, user_errors)
 from .quiz import VIEW_OUTPUTS, explain_soon, question_view
 
+# the gallery's captions wrap below their tiles in full (Gradio cuts them to one line over the picture)
+GALLERY_CSS = """
+#gallery-view .thumbnail-lg { aspect-ratio: auto; height: auto; display: flex; flex-direction: column; }
+#gallery-view .thumbnail-lg > img { width: 100%; height: auto; object-fit: contain; }
+#gallery-view .thumbnail-lg .caption-label { position: static; max-width: none; white-space: normal;
+  overflow: visible; text-overflow: clip; border: 0; border-radius: 0; opacity: 1; }
+#gallery-view .preview .caption { white-space: normal; overflow: visible; text-overflow: clip; }
+#gallery-view .grid-container { grid-template-rows: none; grid-auto-rows: auto; align-items: start; }
+"""
 BATCH_HEADERS = ["Keep", "#", "Tissue", "Verified", "Caption"]
 MAX_BATCH_PER_TISSUE = 8
 MAX_BATCH_IMAGES = 24
@@ -88,7 +97,7 @@ def gallery_list(services, password=None, profile: gr.OAuthProfile | None = None
 
 
 def _item_caption(item) -> str:
-    caption = item.caption or DISPLAY_NAMES[item.tissue]
+    caption = item_label(item)  # the tissue's name once, then the instructor's caption in full
     return caption + " (not verified)" if item.meta.get("verified") is False else caption
 
 
@@ -233,7 +242,8 @@ def instructor_sign_in(services, password, profile: gr.OAuthProfile | None = Non
 
 
 def _batch_rows(batch) -> list[list]:
-    return [[r.verified, n + 1, DISPLAY_NAMES[r.tissue], "yes" if r.verified else "no", DISPLAY_NAMES[r.tissue]]
+    # no default caption: the tissue's name is shown anyway, so a caption is only ever the instructor's own words
+    return [[r.verified, n + 1, DISPLAY_NAMES[r.tissue], "yes" if r.verified else "no", ""]
             for n, r in enumerate(batch)]
 
 
@@ -399,21 +409,28 @@ def _upload_message(report) -> str:
     lines = [f"✅ Added {len(report.tiles)} tile(s) as instructor-validated (your label is the answer key)."]
     if report.disagreements:
         lines[0] += f" ⚠️ The classifier disagrees on {report.disagreements}: check those tiles."
+    if report.refused:
+        lines.append(f"⚠️ Not added: {len(report.refused)} file(s) (fix them and upload them again):")
+        lines += [f"- {ui.escape_md(reason)}" for reason in report.refused]
     if report.skipped:
         lines.append(f"Skipped {len(report.skipped)} file(s) in the ZIP that are not PNG, JPEG or TIFF.")
     return "\n".join([lines[0], *lines[1:], "", *(f"- {ui.escape_md(line)}" for line in report.lines())])
 
 
-@user_errors(outputs=2, status=0)
+@user_errors(outputs=3, status=0, clear=(2,))
 def gallery_upload(services, password, gallery, files, tissue, microns_per_pixel,
-                   profile: gr.OAuthProfile | None = None, request: gr.Request = None, account=None):
+                   profile: gr.OAuthProfile | None = None, request: gr.Request = None, account=None,
+                   skip_stain_normalisation=False):
     """Add the instructor's own tiles (PNG/JPEG/TIFF or a ZIP) to the chosen gallery with their tissue label
-    (instructors only); the classifier's opinion is reported beside the label."""
+    (instructors only); the classifier's opinion is reported beside the label. ``microns_per_pixel``: blank for
+    "not given", else a number (text is parsed here, so "abc" gets a message, not Gradio's preprocessing error).
+    The file list is emptied after every upload, added or refused (the message says which file went where)."""
     instructor = require_instructor(services, password, profile, request, account)
     key = ui.parse_gallery_key(gallery)
     report = uploads.upload_tiles(services.store, key, services.classifier, uploads.read_paths(_paths(files)),
-                                  tissue, microns_per_pixel, instructor)
-    return _upload_message(report), _dropdown(services, instructor)
+                                  tissue, microns_per_pixel, instructor,
+                                  normalise_stain=skip_stain_normalisation is not True)
+    return _upload_message(report), _dropdown(services, instructor), None
 
 
 # ------------------------------------------------------------------------------------------------- layout
@@ -585,10 +602,15 @@ def _import_section(services, credentials, choice, refresh_list, refresh_view) -
                 "stain-normalised and scaled like PathMNIST; your label is the answer key.")
     with gr.Row():
         files = gr.File(label="Tiles or a ZIP", file_count="multiple", type="filepath",
-                        file_types=[*uploads.IMAGE_SUFFIXES, ".zip"])
+                        file_types=[*uploads.IMAGE_SUFFIXES, ".zip"], elem_id="upload-files")
         tissue = gr.Dropdown(list(DISPLAY_NAMES), value=None, label="Tissue these tiles show")
-        scale = gr.Number(None, label="Microns per pixel (optional)", minimum=0)
-        upload_button = gr.Button("Upload my slides", scale=0)
-    upload_message = gr.Markdown()
-    upload_button.click(bind(gallery_upload, services), [password, choice, files, tissue, scale, account],
-                        [upload_message, choice], api_name="gallery_upload", **UPLOAD_EVENTS).then(**refresh_view)
+        # text, parsed by the library: blank means "not given", and "abc" gets a message beside the button
+        scale = gr.Textbox(label="Microns per pixel (optional)", placeholder="blank = not given; 40x is about 0.25",
+                           max_length=20, elem_id="upload-scale")
+    with gr.Row():
+        skip_stain = gr.Checkbox(False, label="Skip stain normalisation (tiles already normalised, e.g. PathMNIST)")
+        upload_button = gr.Button("Upload my slides", scale=0, elem_id="upload-button")
+    upload_message = gr.Markdown(elem_id="upload-status")
+    upload_button.click(bind(gallery_upload, services), [password, choice, files, tissue, scale, account, skip_stain],
+                        [upload_message, choice, files], api_name="gallery_upload",
+                        **UPLOAD_EVENTS).then(**refresh_view)
