@@ -34,7 +34,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import quiz as Q
 from .exports import csv_cell  # the galleries' CSV rule: no cell runs as a formula
-from .gallery import GalleryItemInput, decode_png, items_from_verified, prepare_item
+from .gallery import GalleryItemInput, decode_png, instructor_caption, items_from_verified, prepare_item
 from .instructors import record
 from .learning.progress import AnswerRecord, Learner, ProgressStore, _check
 from .storage import AnswerRow, AssignmentQuestionRow, AssignmentRow, Database, LearnerRow
@@ -274,7 +274,7 @@ def learner_quiz(assignment: Assignment, answered: dict[int, ClassAnswer] | None
     probabilities = [q.meta.get("probabilities") or [] for q in questions]
     session = Q.quiz_from_images(
         [q.image for q in questions], [q.tissue for q in questions], sources=[q.source for q in questions],
-        seeds=[q.seed for q in questions], captions=[q.caption for q in questions],
+        seeds=[q.seed for q in questions], captions=[instructor_caption(q) for q in questions],
         probabilities=probabilities if all(len(p) == NUM_TISSUES for p in probabilities) else None,
         item_ids=[q.gallery_item_id for q in questions], title=assignment.title)
     for position, answer in (answered or {}).items():

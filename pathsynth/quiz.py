@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import UnknownTissueError
+from .gallery import instructor_caption
 from .generators.base import MAX_SEED
 from .images import SOURCES, microns_per_pixel, to_rgb_uint8
 from .learning.difficulty import POOL_PREFERENCE, check_difficulty, fits, rank_real, tissue_plan
@@ -638,7 +639,7 @@ def quiz_from_gallery(gallery, shuffle: bool = True, seed: int | None = None, ex
                             seeds=[item.seed if item.seed is None or item.seed <= MAX_SEED else None for item in items],
                             probabilities=probabilities if all(len(p) == NUM_TISSUES for p in probabilities) else None,
                             shuffle=shuffle, seed=seed, title=gallery.name, explainer=explainer,
-                            captions=[item.caption for item in items],
+                            captions=[instructor_caption(item) for item in items],
                             item_ids=[getattr(item, "id", None) for item in items])
     session.mode = "gallery"
     return session

@@ -325,6 +325,19 @@ def test_quiz_from_gallery_keeps_sources_seeds_and_probabilities():
         Q.quiz_from_gallery(SimpleNamespace(name="empty", items=[]))
 
 
+def test_a_caption_that_only_repeats_the_tissue_name_is_no_instructors_note():
+    """Galleries saved with the old default caption (the tissue's name) do not print "Instructor's note: Mucus"."""
+    from types import SimpleNamespace
+
+    from pathsynth.tissues import DISPLAY_NAMES, tissue_index
+
+    mucus = tissue_index("MUC")
+    items = [SimpleNamespace(image=np.zeros((28, 28, 3), np.uint8), tissue=mucus, source="generated", seed=1,
+                             meta={}, caption=caption) for caption in (DISPLAY_NAMES[mucus], "pools of mucin")]
+    session = Q.quiz_from_gallery(SimpleNamespace(name="old", items=items), shuffle=False)
+    assert [q.caption for q in session.questions] == ["", "pools of mucin"]
+
+
 # ------------------------------------------------------------------------------------------ difficulty
 
 def scripted_sample(confidences_per_tile: list[float], agree_every: int = 1):
