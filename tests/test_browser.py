@@ -103,8 +103,13 @@ def test_instructor_builds_a_gallery_that_trainees_see_literally(page, running_a
     page.get_by_label("Instructor password").fill(running_app.password)
     page.get_by_role("button", name="Sign in").click()
     page.get_by_text("Signed in as").wait_for()
+    assert not page.locator("#gallery-candidates").is_visible()  # no large empty box before a batch
     page.get_by_role("button", name="Generate batch").click()
     page.get_by_text(re.compile(r"\d+ of 18 images verified")).wait_for()
+    page.locator("#gallery-candidates img").first.wait_for()
+    caption = page.locator("#gallery-candidates .caption-label").first  # in full, below the picture
+    assert caption.evaluate("e => getComputedStyle(e).whiteSpace") == "normal"
+    assert caption.evaluate("e => e.scrollWidth <= e.clientWidth + 1")
     page.get_by_label("New gallery name").fill(HOSTILE_NAME)
     page.get_by_role("button", name="Save as new gallery").click()
     page.get_by_text(re.compile(r"Saved|Tick at least one image")).first.wait_for()

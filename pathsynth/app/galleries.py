@@ -33,15 +33,17 @@ from .common import (Refusal, bind, checked_in_handler, checked_inputs, model_sl
                      progress_callback, user_errors)
 from .quiz import VIEW_OUTPUTS, explain_soon, question_view
 
-# the gallery's captions wrap below their tiles in full (Gradio cuts them to one line over the picture)
-GALLERY_CSS = """
-#gallery-view .thumbnail-lg { aspect-ratio: auto; height: auto; display: flex; flex-direction: column; }
-#gallery-view .thumbnail-lg > img { width: 100%; height: auto; object-fit: contain; }
-#gallery-view .thumbnail-lg .caption-label { position: static; max-width: none; white-space: normal;
+_CAPTIONS_IN_FULL = """
+#ID .thumbnail-lg { aspect-ratio: auto; height: auto; display: flex; flex-direction: column; }
+#ID .thumbnail-lg > img { width: 100%; height: auto; object-fit: contain; }
+#ID .thumbnail-lg .caption-label { position: static; max-width: none; white-space: normal;
   overflow: visible; text-overflow: clip; border: 0; border-radius: 0; opacity: 1; }
-#gallery-view .preview .caption { white-space: normal; overflow: visible; text-overflow: clip; }
-#gallery-view .grid-container { grid-template-rows: none; grid-auto-rows: auto; align-items: start; }
+#ID .preview .caption { white-space: normal; overflow: visible; text-overflow: clip; }
+#ID .grid-container { grid-template-rows: none; grid-auto-rows: auto; align-items: start; }
 """
+# A gallery's pictures and an instructor's batch of candidates show their captions in full, below each picture
+# (Gradio cuts them to one line over the picture).
+GALLERY_CSS = "".join(_CAPTIONS_IN_FULL.replace("#ID", f"#{name}") for name in ("gallery-view", "gallery-candidates"))
 BATCH_HEADERS = ["Keep", "#", "Tissue", "Verified", "Caption"]
 MAX_BATCH_PER_TISSUE = 8
 MAX_BATCH_IMAGES = 24
@@ -508,7 +510,7 @@ def _batch_section(services, credentials, batch_state):
         button = gr.Button("Generate batch", variant="primary", scale=0)
     message = gr.Markdown()
     view = gr.Gallery(label="Candidates", columns=8, height="auto", format="png", interactive=False,
-                      elem_classes="pixelated")
+                      elem_classes="pixelated", elem_id="gallery-candidates", visible=False)  # shown with a batch
     gr.Markdown("#### 2. Pick images and write captions")
     table = checked_in_handler(gr.Dataframe(
         headers=BATCH_HEADERS, datatype=["bool", "number", "str", "str", "str"], type="array", interactive=True,
@@ -517,7 +519,8 @@ def _batch_section(services, credentials, batch_state):
     inputs = [password, tissues, count, seed]  # checked here; the account name follows Gradio's own arguments
     button.click(checked_inputs(bind(instructor_generate, services), inputs, {count: "a number"}), [*inputs, account],
                  [batch_state, view, table, message], api_name="instructor_generate", preprocess=False,
-                 **pool_served_events(services))  # with a pool: its own queue, never ahead of learners
+                 **pool_served_events(services)  # with a pool: its own queue, never ahead of learners
+                 ).then(lambda: gr.Gallery(visible=True), None, view, queue=False, api_visibility="private")
     return table
 
 
