@@ -443,3 +443,60 @@ def test_a_learner_reaches_neither_the_dashboard_nor_the_export(browser, running
             with pytest.raises(AppError) as caught:
                 client.predict(password, *args, "", api_name=api_name)
             assert "password" in str(caught.value).lower(), (api_name, str(caught.value))
+
+
+def test_one_sign_in_for_galleries_and_assignments(browser, running_app, artifacts_dir):
+    """Signing in under Galleries signs the instructor in under Assignments too (no second password); "Sign out" in
+    either tab signs out of both, and a wrong password in one tab leaves the other as it was."""
+    page, panel = open_assignments(browser, running_app.url)
+    page.get_by_role("tab", name="Galleries").click()
+    galleries = page.locator(".tabitem:visible")
+    galleries.get_by_text("Instructor tools").click()
+    galleries.get_by_label("Instructor password").fill(running_app.password)
+    galleries.get_by_role("button", name="Sign in", exact=True).click()
+    page.locator("#gallery-sign-in-status").get_by_text("Signed in as").wait_for()
+
+    page.get_by_role("tab", name="Assignments").click()
+    panel = page.locator(".tabitem:visible")
+    panel.get_by_text("Instructors: create assignments and see class results").click()
+    page.locator("#assignment-sign-in-status").get_by_text("Signed in as").wait_for()  # nothing typed here
+    for name in INSTRUCTOR_CONTROLS:
+        expect(panel.get_by_role("button", name=name, exact=True)).to_be_visible()
+    page.screenshot(path=str(artifacts_dir / "assignment_signed_in_from_galleries.png"), full_page=True)
+
+    panel.get_by_role("button", name="Sign out").click()
+    page.locator("#assignment-sign-in-status").get_by_text("Signed out").wait_for()
+    expect_no_instructor_controls(panel)
+    page.get_by_role("tab", name="Galleries").click()
+    galleries = page.locator(".tabitem:visible")
+    page.locator("#gallery-sign-in-status").get_by_text("Signed out").wait_for()
+    expect(galleries.get_by_role("button", name="Generate batch")).to_be_hidden()
+    expect(galleries.get_by_label("Instructor password")).to_have_value("")
+
+    # signed in under Assignments this time; Galleries follows; its own "Sign out" ends both
+    page.get_by_role("tab", name="Assignments").click()
+    panel = page.locator(".tabitem:visible")
+    panel.get_by_label("Instructor password").fill(running_app.password)
+    panel.get_by_role("button", name="Sign in", exact=True).click()
+    page.locator("#assignment-sign-in-status").get_by_text("Signed in as").wait_for()
+    page.get_by_role("tab", name="Galleries").click()
+    galleries = page.locator(".tabitem:visible")
+    page.locator("#gallery-sign-in-status").get_by_text("Signed in as").wait_for()
+    expect(galleries.get_by_role("button", name="Generate batch")).to_be_visible()
+    galleries.get_by_label("Instructor password").fill("a wrong guess")
+    galleries.get_by_role("button", name="Sign in", exact=True).click()
+    page.locator("#gallery-sign-in-status").get_by_text("password missing or wrong").wait_for()
+    page.get_by_role("tab", name="Assignments").click()
+    expect(page.locator("#assignment-sign-in-status")).to_contain_text("Signed in as")  # one wrong try, one place
+    page.get_by_role("tab", name="Galleries").click()
+    galleries = page.locator(".tabitem:visible")
+    galleries.get_by_label("Instructor password").fill(running_app.password)
+    galleries.get_by_role("button", name="Sign in", exact=True).click()
+    page.locator("#gallery-sign-in-status").get_by_text("Signed in as").wait_for()
+    page.locator("#gallery-sign-out").click()
+    page.locator("#gallery-sign-in-status").get_by_text("Signed out").wait_for()
+    page.get_by_role("tab", name="Assignments").click()
+    page.locator("#assignment-sign-in-status").get_by_text("Signed out").wait_for()
+    expect_no_instructor_controls(page.locator(".tabitem:visible"))
+    assert page.dialogs == []
+    page.context.close()

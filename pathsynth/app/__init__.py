@@ -20,7 +20,7 @@ from ..errors import DataUnavailableError, ModelFileError
 from ..services import Services
 from ..settings import Settings
 from . import about, assignments, challenge, galleries, generate, progress, quiz
-from .common import install_atomic_image_cache, install_quiet_refusals
+from .common import install_atomic_image_cache, install_quiet_refusals, share_sign_in
 
 QUEUE_MAX_SIZE = 128
 DEFAULT_CONCURRENCY = 8  # events outside the "model" group (reading galleries, answering, resolving)
@@ -67,13 +67,14 @@ def build_demo(services: Services) -> gr.Blocks:
             with gr.Tab("Real or synthetic?", id="challenge"):
                 challenge_name = challenge.build(services)
             with gr.Tab("Galleries", id="galleries"):
-                galleries.build(services, demo, quiz_view, tabs)
+                gallery_sign_in = galleries.build(services, demo, quiz_view, tabs)
             with gr.Tab("Assignments", id="assignments") as assignments_tab:
                 assignment_learner = assignments.build(services, demo, assignments_tab, quiz_view, tabs)
             with gr.Tab("About", id="about") as about_tab:
                 about.build(services, about_tab)
         loaded = progress.wire_identity(demo, identity, anon, quiz_view.learner, progress_name, challenge_name,
                                         assignment_learner["name"])  # one learner name, whichever tab it is typed in
+        share_sign_in(gallery_sign_in, assignment_learner["sign_in"])  # one instructor sign-in for both tabs
         quiz.wire_resume(services, quiz_view, loaded, anon)  # a quiz in progress goes on after a restart
         assignments.wire_resume(services, assignment_learner, loaded, quiz_view.learner)  # and an assignment
     return demo.queue(default_concurrency_limit=DEFAULT_CONCURRENCY, max_size=QUEUE_MAX_SIZE)

@@ -14,6 +14,7 @@ here.
 
 from __future__ import annotations
 
+import functools
 import io
 import time
 from dataclasses import dataclass, field
@@ -30,8 +31,8 @@ from ..learning import accuracy_per_tissue, confusion
 from ..learning.attempts import AttemptStore
 from ..learning.progress import Learner
 from ..tissues import DISPLAY_NAMES
-from .common import (Refusal, bind, checked_inputs, logger, pool_served_events, progress_callback, user_errors,
-                     verified_images, warning_line)
+from .common import (SIGNED_OUT_LINE, Refusal, SignIn, bind, checked_inputs, logger, pool_served_events,
+                     progress_callback, user_errors, verified_images, warning_line)
 from .galleries import download_path, instructor_config, require_instructor, sign_in_view, viewer
 from .progress import learner_for, on_spaces
 from .generate import tile_size
@@ -427,7 +428,7 @@ def assignment_sign_in(services, password, profile: gr.OAuthProfile | None = Non
 def assignment_sign_out(n_shown: int):
     """Hide the instructor tools, forget the typed password and empty what they showed (the class's results stay
     off a shared screen); the server keeps no session to end."""
-    return ("Signed out.", gr.update(visible=False), gr.update(visible=False), "",
+    return (SIGNED_OUT_LINE, gr.update(visible=False), gr.update(visible=False), "",
             *([None] * n_shown))
 
 
@@ -439,12 +440,12 @@ def build(services, demo: gr.Blocks | None = None, tab: gr.Tab | None = None, qu
     ``demo``: the app, to sign a listed Hugging Face login in on page load on Spaces; ``tab``: this tab, whose
     opening refreshes the create form's gallery list; ``quiz_view`` and ``tabs``: the Quiz tab's "Have an
     assignment code?" box opens assignments here (and switches ``tabs`` to this one). Returns the learner's part
-    (see ``_learner_section``)."""
+    (see ``_learner_section``) and, under ``"sign_in"``, the instructor's sign-in (the app shares it with Galleries)."""
     gr.Markdown("Open an assignment with the code your instructor gave you. Every learner gets the same questions; "
                 "your answers go to your instructor.")
     learner = _learner_section(services)
     with gr.Accordion("Instructors: create assignments and see class results", open=False):
-        _instructor_section(services, demo, tab)
+        learner["sign_in"] = _instructor_section(services, demo, tab)  # shared with Galleries by the app
     if quiz_view is not None and quiz_view.assignment_box and tabs is not None:
         _wire_quiz_shortcut(services, quiz_view, learner, tabs)
     return learner
@@ -459,7 +460,7 @@ def _wire_quiz_shortcut(services, quiz_view: QuizView, learner: dict, tabs: gr.T
         event(handler, [code, quiz_view.learner], outputs, api_visibility="private").then(**learner["restyled"])
 
 
-def _instructor_section(services, demo, tab) -> None:
+def _instructor_section(services, demo, tab) -> SignIn:
     config = instructor_config(services)
     if not config.enabled:
         gr.Markdown(f"🔒 {config.disabled_message}")
@@ -490,6 +491,20 @@ def _instructor_section(services, demo, tab) -> None:
         tab.select(**galleries)
     if config.on_spaces and demo is not None:  # a listed Hugging Face login is signed in as the page opens
         demo.load(handler, [password, account], outputs, api_visibility="private").then(**galleries)
+    return SignIn(line=signed_in, password=password, account=account, outputs=[*outputs, *shown],
+                  sign_in=functools.partial(_signed_in_elsewhere, services, len(shown)),
+                  sign_out=functools.partial(_signed_out_elsewhere, len(shown)), after=galleries)
+
+
+def _signed_in_elsewhere(services, n_shown: int, password, account, request) -> tuple:
+    """This tab after the Galleries tab signed the instructor in: the tools (what they showed is left as is)."""
+    return (*assignment_sign_in(services, password, None, request, account), *[gr.skip()] * n_shown)
+
+
+def _signed_out_elsewhere(n_shown: int) -> tuple:
+    """This tab after the Galleries tab signed out: as its own "Sign out" (the password box is the caller's)."""
+    line, tools, sign_out, _password, *shown = assignment_sign_out(n_shown)
+    return (line, tools, sign_out, *shown)
 
 
 def _learner_section(services) -> dict:

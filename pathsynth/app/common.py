@@ -11,7 +11,8 @@ import tempfile
 import threading
 import traceback
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import gradio as gr
 from gradio.context import LocalContext
@@ -314,3 +315,50 @@ def _preprocess(component, payload, expected: str):
 def progress_callback(progress):
     """A library progress callback ``(fraction, message)`` reporting to a ``gr.Progress``."""
     return lambda fraction, message: progress(float(fraction), desc=message)
+
+
+# ------------------------------------------------------------------------------------------------- one sign-in
+
+SIGNED_IN_MARK = "✅"  # how a tab's sign-in line starts when right credentials signed the instructor in
+SIGNED_OUT_LINE = "Signed out."
+
+
+@dataclass
+class SignIn:
+    """One tab's instructor sign-in: its line, credential boxes and sign-in ``outputs`` (the line first), what a
+    sign-in and a sign-out show there (``sign_in(password, account, request)``, ``sign_out()``: values for
+    ``outputs``) and the event to run after either (``after``: e.g. refresh a gallery list)."""
+
+    line: Any
+    password: Any
+    account: Any
+    outputs: list
+    sign_in: Callable[..., tuple]
+    sign_out: Callable[[], tuple]
+    after: dict
+
+
+def follow_sign_in(target: SignIn, line, password, account, target_line, request: gr.Request = None) -> tuple:
+    """``target``'s boxes and view after another tab's sign-in ``line`` changed: signed in with the same
+    credentials (checked again on the server, as every instructor action is), or signed out; nothing when that
+    tab already says the same (the two tabs follow each other without bouncing) or when the sign-in failed (a
+    wrong password is counted once, where it was typed)."""
+    skip = (gr.skip(),) * (2 + len(target.outputs))
+    if line == target_line:
+        return skip
+    if str(line or "").startswith(SIGNED_IN_MARK):
+        return (password, account, *target.sign_in(password, account, request))
+    if line == SIGNED_OUT_LINE:
+        return ("", gr.skip(), *target.sign_out())
+    return skip
+
+
+def share_sign_in(first: SignIn, second: SignIn) -> None:
+    """One sign-in for the whole app: signing in or out in either tab does the same in the other."""
+    for source, target in ((first, second), (second, first)):
+        def follow(line, password, account, target_line, request: gr.Request, target=target):
+            return follow_sign_in(target, line, password, account, target_line, request)
+
+        source.line.change(follow, [source.line, source.password, source.account, target.line],
+                           [target.password, target.account, *target.outputs], api_visibility="private",
+                           show_progress="hidden").then(**target.after)

@@ -29,8 +29,8 @@ from ..images import upscale
 from ..settings import SHARED_PASSWORD_ACCOUNT, InstructorConfig
 from ..text import clip_text
 from ..tissues import DISPLAY_NAMES
-from .common import (Refusal, bind, checked_in_handler, checked_inputs, model_slots, pool_served_events,
-                     progress_callback, user_errors)
+from .common import (SIGNED_OUT_LINE, Refusal, SignIn, bind, checked_in_handler, checked_inputs, model_slots,
+                     pool_served_events, progress_callback, user_errors)
 from .quiz import VIEW_OUTPUTS, explain_soon, question_view
 
 _CAPTIONS_IN_FULL = """
@@ -437,8 +437,9 @@ def gallery_upload(services, password, gallery, files, tissue, microns_per_pixel
 
 # ------------------------------------------------------------------------------------------------- layout
 
-def build(services, demo, quiz_view, tabs) -> None:
-    """The tab's components and events; "Quiz me" shows the quiz in ``quiz_view`` and switches ``tabs`` to it."""
+def build(services, demo, quiz_view, tabs) -> SignIn:
+    """The tab's components and events; "Quiz me" shows the quiz in ``quiz_view`` and switches ``tabs`` to it.
+    Returns the instructor's sign-in (``SignIn``: the app shares it with the Assignments tab)."""
     with gr.Row():
         # custom values: API clients name a gallery by id or name; choices are filled per session
         choice = gr.Dropdown([], value=None, label="Gallery", scale=3, allow_custom_value=True)
@@ -466,10 +467,10 @@ def build(services, demo, quiz_view, tabs) -> None:
     _download_section(services, choice, credentials)
     with gr.Accordion("Instructor tools", open=False):
         # after a save or a delete the list, its counts and its "no galleries yet" line are refreshed too
-        _instructor_tools(services, demo, config, credentials, choice, shown, list_outputs)
+        return _instructor_tools(services, demo, config, credentials, choice, shown, list_outputs)
 
 
-def _instructor_tools(services, demo, config, credentials, choice, shown, list_outputs) -> None:
+def _instructor_tools(services, demo, config, credentials, choice, shown, list_outputs) -> SignIn:
     if not config.enabled:
         gr.Markdown(f"🔒 {config.disabled_message}")
     if config.on_spaces:
@@ -479,12 +480,13 @@ def _instructor_tools(services, demo, config, credentials, choice, shown, list_o
         account.render()
         password.render()
         sign_in = gr.Button("Sign in", scale=0)
-    signed_in = gr.Markdown()
+    signed_in = gr.Markdown(elem_id="gallery-sign-in-status")
     refresh_list = {"fn": bind(gallery_list, services), "inputs": credentials, "outputs": list_outputs,
                     "api_visibility": "private"}
     refresh_view = {"fn": bind(gallery_get, services), "inputs": [choice, *credentials], "outputs": shown,
                     "api_visibility": "private"}
     with gr.Column(visible=False) as tools:
+        sign_out = gr.Button("Sign out", size="sm", elem_id="gallery-sign-out")
         batch_state = gr.State(None)  # this instructor's candidate batch (list of VerifiedImage)
         table = _batch_section(services, credentials, batch_state)
         _save_section(services, credentials, choice, table, batch_state, refresh_list, refresh_view)
@@ -496,8 +498,24 @@ def _instructor_tools(services, demo, config, credentials, choice, shown, list_o
     for box in credentials:
         box.submit(bind(instructor_sign_in, services), credentials, sign_in_outputs,
                    api_visibility="private").then(**refresh_list)
+    sign_out.click(gallery_sign_out, None, [*sign_in_outputs, password], api_visibility="private",
+                   queue=False).then(**refresh_list)  # private galleries leave the list
     if config.on_spaces:
         demo.load(bind(instructor_sign_in, services), credentials, sign_in_outputs, api_visibility="private")
+    return SignIn(line=signed_in, password=password, account=account, outputs=sign_in_outputs,
+                  sign_in=functools.partial(_sign_in_outputs, services), sign_out=lambda: gallery_sign_out()[:2],
+                  after=refresh_list)
+
+
+def _sign_in_outputs(services, password, account, request) -> tuple:
+    """What a sign-in shows in this tab (the line, the tools): when another tab signed the instructor in."""
+    return instructor_sign_in(services, password, None, request, account)
+
+
+def gallery_sign_out():
+    """Hide the instructor tools and forget the typed password (the list loses private galleries next); the
+    server keeps no session to end. Outputs: the sign-in line, the tools, the password box."""
+    return SIGNED_OUT_LINE, gr.update(visible=False), ""
 
 
 def _batch_section(services, credentials, batch_state):
