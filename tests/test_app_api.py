@@ -142,7 +142,7 @@ def test_quiz_start_answer_and_score(client, grader):
     right = DISPLAY_NAMES[int(grader.predict(tile_from_display(question_image))[0])]
     _, _, feedback, cam, score, status = client.predict(right, api_name="/quiz_answer")
     assert status["correct"] is True and status["score"] == 1 and status["answered"] == 1
-    assert "Correct" in feedback and right in feedback and Image.open(cam).size == (336, 336)
+    assert "Correct" in feedback and right in feedback and Image.open(cam).size == (336, 336 + MAP_LEGEND_HEIGHT)
     assert "Score: 1 / 1" in score
 
     shown = client.predict(api_name="/quiz_next")
