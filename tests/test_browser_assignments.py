@@ -240,7 +240,7 @@ def test_the_whole_assignment_flow(browser, running_app, instructor, assignment,
     page, tools = instructor
     learners = show_dashboard(page, tools, code)
     assert learners == [[LEARNER, f"local:{LEARNER.lower()}", str(correct), str(total), str(total),
-                         f"{correct / total:.0%}", "0"]], learners
+                         f"{correct / total:.0%}", "no"]], learners  # "Late": no, not 0
     missed = page.locator("#assignment-missed")
     caption = missed.get_by_text(f"Q1: {given[0]['right']}, missed by 1 of 1")  # the only miss, readable
     caption.wait_for()
