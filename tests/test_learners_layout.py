@@ -11,10 +11,12 @@ from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
 import gradio as gr
+import numpy as np
 import pytest
 from matplotlib.colors import to_hex
 
 from pathsynth import assignments as A
+from pathsynth import quiz as Q
 from pathsynth import ui_helpers as ui
 from pathsynth.app import assignments as assignment_tab
 from pathsynth.app import challenge as C
@@ -72,7 +74,9 @@ def test_the_learners_own_results_say_no_when_an_answer_was_on_time(monkeypatch)
     assignment = SimpleNamespace(title="Week 1", questions=[question])
     mine = {0: SimpleNamespace(chosen=tissue_index("ADI"), correct=True, late=False)}
     monkeypatch.setattr(A, "learner_answers", lambda *args: mine)
-    attempt = SimpleNamespace(assignment=assignment, session=SimpleNamespace(total=1), database=None, learner=None)
+    session = Q.quiz_from_images([np.zeros((28, 28, 3), np.uint8)], [tissue_index("ADI")], shuffle=False)
+    attempt = SimpleNamespace(assignment=assignment, session=session, database=None, learner=None, services=None,
+                              look=None)
     rows = assignment_tab.results_view(attempt)[8]["value"]
     assert rows[0][assignment_tab.RESULT_HEADERS.index("Late")] == "no"
 

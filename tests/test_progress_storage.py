@@ -133,7 +133,7 @@ def test_the_progress_tab_shows_only_the_typed_learners_own_answers(tmp_path, st
     assert "you chose Debris" not in summary  # Ben's mix-up, not Ana's
     history = P.progress_store(services).history(local_learner("Ana"))
     assert [r.mode for r in history] == ["practice", "practice"] and history[0].seconds is not None
-    assert "stroma is paler" in feedback  # the pairwise teaching text (stroma vs smooth muscle)
+    assert "Stroma is patchier" in feedback  # the pairwise teaching text (stroma vs smooth muscle)
     services.store.close()
 
 
