@@ -377,7 +377,8 @@ def test_an_exam_assignment_ends_with_the_quizs_review_of_each_miss(tmp_path):
     attempt = opened[0]
     assert opened[2]["value"].shape == (DISPLAY_SIZE + SCALE_BAR_STRIP, DISPLAY_SIZE, 3)  # with its scale bar
     assert opened[9]["visible"] is True and opened[10]["visible"] is False  # view controls; no review yet
-    _, zoomed, _ = tab.assignment_restyle(attempt, "2×", "pixel-exact", False)
+    _, zoomed, status = tab.assignment_restyle(attempt, "2×", "pixel-exact", False)
+    assert status == gr.skip()  # the "Opened ..." line it follows stays on screen
     assert zoomed.shape == (DISPLAY_SIZE, DISPLAY_SIZE, 3) and attempt.look.zoom == 2  # kept for the next ones
     debris = tissue_index("DEB")  # in no question: a sure miss
     first = attempt.session.questions[0].answer

@@ -239,18 +239,19 @@ def assignment_answer(attempt, choice):
 
 def assignment_restyle(attempt, zoom="1×", interpolation="pixel-exact", scale_bar=True):
     """The question on screen shown again with the view controls' settings, which the attempt keeps for the next
-    questions (also after an assignment opens: the controls may have been set before)."""
+    questions (also after an assignment opens: the controls may have been set before). The status line is left
+    alone unless the settings are refused: it runs right after "Opened ..." and must not blank it."""
     try:
         look = look_from(zoom, interpolation, scale_bar)
     except ValueError as error:
         return gr.skip(), gr.skip(), f"⚠️ {ui.escape_md(str(error))}"
     if attempt is None:
-        return gr.skip(), gr.skip(), ""
+        return gr.skip(), gr.skip(), gr.skip()
     attempt.look = look
     index = question_on_screen(attempt.session)
     if index is None or attempt.session.finished:
-        return attempt, gr.skip(), ""
-    return attempt, question_image(look, attempt.session.questions[index], attempt.services), ""
+        return attempt, gr.skip(), gr.skip()
+    return attempt, question_image(look, attempt.session.questions[index], attempt.services), gr.skip()
 
 
 def _seconds(question) -> float | None:

@@ -539,15 +539,16 @@ def tick(services, session, zoom="1×", interpolation="pixel-exact", scale_bar=T
 
 
 def restyle(services, session, zoom="1×", interpolation="pixel-exact", scale_bar=True):
-    """The question on screen shown again with new view settings (status line: a message for bad ones)."""
+    """The question on screen shown again with new view settings (status line: a message for bad ones, else left as
+    it is, so a zoom change does not wipe what the learner was told)."""
     try:
         look = look_from(zoom, interpolation, scale_bar)
     except ValueError as error:
         return gr.skip(), f"⚠️ {ui.escape_md(str(error))}"
     index = question_on_screen(session)
     if index is None:
-        return gr.skip(), ""
-    return question_image(look, session.questions[index], services), ""
+        return gr.skip(), gr.skip()
+    return question_image(look, session.questions[index], services), gr.skip()
 
 
 def question_on_screen(session) -> int | None:
