@@ -45,7 +45,7 @@ def small_input_stem(size: int) -> bool:
 
 
 def build_resnet18(num_classes: int = NUM_TISSUES, small_input: bool = True, keep_maxpool: bool = True,
-                   pretrained: bool = False) -> nn.Module:
+                   pretrained: bool = False, in_channels: int = 3) -> nn.Module:
     """torchvision's ResNet-18, with a stem for 28 px tiles when ``small_input`` (see :func:`small_input_stem`).
 
     The ImageNet stem (7x7 conv stride 2 + max-pool) shrinks 28 px to 7 px before the first residual block
@@ -53,13 +53,16 @@ def build_resnet18(num_classes: int = NUM_TISSUES, small_input: bool = True, kee
     first features see every pixel, and keep the max-pool: the stages then run at 14 -> 7 -> 4 -> 2 px.
     Dropping the max-pool too (the CIFAR stem, ``keep_maxpool=False``) costs 4x the compute for a
     training run that must fit in minutes on 2 CPU cores. Larger tiles keep the ImageNet stem.
+    ``in_channels=1``: a greyscale network (chest films), its first convolution taking one channel.
     """
     from torchvision.models import ResNet18_Weights, resnet18
 
     model = resnet18(weights=ResNet18_Weights.IMAGENET1K_V1 if pretrained else None)
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     if small_input:
-        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    elif in_channels != 3:
+        model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         if not keep_maxpool:
             model.maxpool = nn.Identity()
     return model
@@ -82,7 +85,8 @@ def build_network(config: dict) -> nn.Module:
     small_input = config.get("small_input", small_input_stem(int(config.get("input_size", 28))))
 
     def resnet() -> nn.Module:
-        return build_resnet18(config.get("num_classes", NUM_TISSUES), small_input, config.get("keep_maxpool", True))
+        return build_resnet18(config.get("num_classes", NUM_TISSUES), small_input, config.get("keep_maxpool", True),
+                              in_channels=int(config.get("in_channels", 3)))
 
     count = int(config.get("ensemble", 1))
     return resnet() if count == 1 else LogitEnsemble([resnet() for _ in range(count)])
@@ -144,8 +148,12 @@ class TissueClassifier:
         self.model = model.eval()
         self.config = config
         self.input_size = int(config.get("input_size", 28))  # the tile size it was trained on (28 px before sizes)
-        self.mean = torch.tensor(config["mean"]).view(1, 3, 1, 1)
-        self.std = torch.tensor(config["std"]).view(1, 3, 1, 1)
+        self.in_channels = int(config.get("in_channels", 3))  # 1: a greyscale network (films)
+        self.num_classes = int(config.get("num_classes", NUM_TISSUES))
+        self.mean = torch.tensor(config["mean"]).view(1, self.in_channels, 1, 1)
+        self.std = torch.tensor(config["std"]).view(1, self.in_channels, 1, 1)
+        # Test-time views: the 8 dihedral ones for tiles (no up or down), a left-right flip for films (upright).
+        self.test_time_views = config.get("test_time_views", "dihedral")
         self.tta = bool(config.get("tta", False))
         # Temperature scaling (Guo et al. 2017), fitted on the held-out fold; 1.0 = the raw softmax.
         self.temperature = float(config.get("temperature", 1.0))
@@ -209,20 +217,30 @@ class TissueClassifier:
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised and on the network's device (a classifier being trained on a GPU is validated there)."""
         device = next(self.model.parameters()).device
+        if self.in_channels == 1 and x.shape[1] == 3:  # images arrive as RGB (display-ready); a film is its grey
+            x = x.mean(1, keepdim=True)
         return ((x - self.mean.to(x.device)) / self.std.to(x.device)).to(device)
+
+    def _views(self, batch: torch.Tensor, tta: bool) -> list[torch.Tensor]:
+        if not tta:
+            return [batch]
+        if self.test_time_views == "hflip":
+            return [batch, batch.flip(-1)]
+        return [dihedral(batch, k) for k in range(8)]
 
     @torch.no_grad()
     def view_logits(self, images, tta: bool | None = None, batch_size: int = 256) -> torch.Tensor:
-        """Uncalibrated logits ``(V, N, 9)`` of every test-time view (V = 8 dihedral views with TTA, else 1)."""
+        """Uncalibrated logits ``(V, N, C)`` of every test-time view (with TTA: 8 dihedral views for tiles, 2 for
+        films; else 1)."""
         x = images if isinstance(images, torch.Tensor) else images_to_tensor(images, self.input_size)
         use_tta = self.tta if tta is None else tta
-        n_views = 8 if use_tta else 1
+        n_views = len(self._views(x[:0], use_tta))
         out = []
         for batch in x.split(batch_size):
             batch = self._normalise(batch)
-            views = [dihedral(batch, k) for k in range(n_views)]
+            views = self._views(batch, use_tta)
             out.append(self.model(torch.cat(views)).float().cpu().view(n_views, len(batch), -1))
-        return torch.cat(out, 1) if out else torch.zeros(n_views, 0, NUM_TISSUES)
+        return torch.cat(out, 1) if out else torch.zeros(n_views, 0, self.num_classes)
 
     def predict_proba(self, images, tta: bool | None = None, batch_size: int = 256,
                       calibrated: bool = True) -> np.ndarray:
@@ -259,7 +277,7 @@ class TissueClassifier:
             prepared = self.prepare(image, microns_per_pixel, normalise_stain, pad)
             probs.append(self.predict_proba(prepared.tensor[None], tta))
             notes.append(prepared.notes)
-        return (np.concatenate(probs) if probs else np.zeros((0, NUM_TISSUES), np.float32)), notes
+        return (np.concatenate(probs) if probs else np.zeros((0, self.num_classes), np.float32)), notes
 
     def predict(self, images, tta: bool | None = None) -> np.ndarray:
         return self.predict_proba(images, tta).argmax(-1)

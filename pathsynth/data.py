@@ -40,7 +40,8 @@ MAX_DISPLAY_TILES = 800
 MEDMNIST_SIZE_MB = {28: 206, 64: 1100, 128: 4300, 224: 12900}
 
 
-def load_npz(path: str | os.PathLike, split: str = "train", size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_npz(path: str | os.PathLike, split: str = "train", size: int | None = None,
+             num_classes: int = NUM_TISSUES) -> tuple[np.ndarray, np.ndarray]:
     """Images and labels of one split from an npz in medmnist's key layout (``{split}_images``/``_labels``).
 
     ``size``: the tile size the caller needs; a file of another size is refused (from its header, before the
@@ -60,7 +61,7 @@ def load_npz(path: str | os.PathLike, split: str = "train", size: int | None = N
             labels = np.asarray(archive[f"{split}_labels"]).reshape(-1).astype(np.int64)
     except (OSError, ValueError) as error:  # not an npz, truncated, pickled objects...
         raise DataUnavailableError(f"cannot read {path} as an npz archive: {error}") from error
-    return _check(images, labels, str(path))
+    return _check(images, labels, str(path), num_classes)
 
 
 def _missing_split(path: Path, split: str, keys) -> str:
@@ -137,6 +138,40 @@ def load_pathmnist(split: str = "train", size: int = 28, data: str | os.PathLike
         ) from None
 
 
+def load_domain(domain, split: str = "train", data: str | os.PathLike | None = None,
+                download: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """One split of a domain's data (:mod:`pathsynth.domains`) at its shipped size, as uint8 ``(N, H, W, 3)``
+    (greyscale films repeated into 3 channels, display-ready) and labels.
+
+    ``data`` (or the domain's setting, e.g. ``$PATHSYNTH_DATA_PNEUMONIAMNIST``) names a local npz in medmnist
+    layout; ``"medmnist"`` or nothing means medmnist's cache, downloaded on first use with a network.
+    """
+    from .settings import data_for
+
+    if domain.flag == "pathmnist":
+        return load_pathmnist(split, domain.size, data, download)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    source = data if data is not None else data_for(_settings(), domain.flag)
+    if source and str(source) != "medmnist":
+        return load_npz(source, split, domain.size, domain.num_classes)
+    try:
+        import medmnist
+        from medmnist import INFO
+
+        root = Path(_settings().medmnist_root)
+        root.mkdir(parents=True, exist_ok=True)
+        dataset = getattr(medmnist, INFO[domain.flag]["python_class"])(split=split, size=domain.size,
+                                                                        root=str(root), download=download)
+        return _check(np.asarray(dataset.imgs), np.asarray(dataset.labels).reshape(-1).astype(np.int64),
+                      f"medmnist {domain.flag}/{split}", domain.num_classes)
+    except Exception as error:  # network failures surface as many exception types
+        raise DataUnavailableError(
+            f"{domain.name} data ({domain.flag} '{split}') is not available: medmnist could not load it "
+            f"({type(error).__name__}: {_first_line(error)}). Connect to the internet so medmnist can download "
+            f"it, or pass a local npz in medmnist layout with --data PATH or {domain.data_env}=PATH.") from None
+
+
 def download_pathmnist(size: int = 28, root: str | os.PathLike | None = None) -> Path:
     """medmnist's PathMNIST file of ``size`` px in ``root`` (default ``$PATHSYNTH_MEDMNIST_ROOT``), downloaded once
     with medmnist's progress bar; ``DataUnavailableError`` saying why when it cannot be (no network, say)."""
@@ -186,7 +221,7 @@ def load_npz_head(path: str | os.PathLike, count: int, split: str = "train",
             labels = _npy_head(archive, f"{split}_labels.npy", count).reshape(-1).astype(np.int64)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise DataUnavailableError(f"cannot read {path} as an npz archive: {error}") from error
-    return _check(images, labels, str(path))
+    return _check(images, labels, str(path), num_classes)
 
 
 def _npy_header(handle, member: str) -> tuple[tuple, np.dtype]:
@@ -303,15 +338,16 @@ def _settings():
     return Settings.from_env()
 
 
-def _check(images: np.ndarray, labels: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
-    if images.ndim == 3:  # grayscale -> RGB, so every consumer sees (N, H, W, 3)
+def _check(images: np.ndarray, labels: np.ndarray, source: str,
+           num_classes: int = NUM_TISSUES) -> tuple[np.ndarray, np.ndarray]:
+    if images.ndim == 3:  # grayscale -> RGB, so every consumer sees (N, H, W, 3) (films too: display-ready)
         images = np.repeat(images[..., None], 3, axis=-1)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise DataUnavailableError(f"{source}: expected uint8 images (N, H, W, 3), got {images.dtype} {images.shape}")
     if len(images) != len(labels):
         raise DataUnavailableError(f"{source}: {len(images)} images but {len(labels)} labels")
-    if len(labels) and (labels.min() < 0 or labels.max() >= NUM_TISSUES):
-        raise DataUnavailableError(f"{source}: labels must be 0-{NUM_TISSUES - 1}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataUnavailableError(f"{source}: labels must be 0-{num_classes - 1}")
     return images, labels
 
 
@@ -344,13 +380,16 @@ def stratified_subset(labels: np.ndarray, count: int, seed: int = 0) -> np.ndarr
 
 
 def load_training_data(data: str | os.PathLike | None, size: int = 28, fold: int = 0, n_folds: int = 5,
-                       seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                       seed: int = 0, domain=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Train/val arrays of ``size`` px tiles for a training script.
 
     ``data``: an npz, ``"medmnist"``, or None for ``$PATHSYNTH_DATA`` (else medmnist). A source with an official
     val split (medmnist, or an npz holding ``val_*``) uses it; a train-only npz (like the 800-tile sample the
-    shipped models were trained on) is split into stratified folds and fold ``fold`` is held out.
+    shipped models were trained on) is split into stratified folds and fold ``fold`` is held out. Another
+    ``domain`` (:mod:`pathsynth.domains`) reads its own data (see :func:`load_domain`) with its official splits.
     """
+    if domain is not None and domain.flag != "pathmnist":
+        return {split: load_domain(domain, split, data) for split in ("train", "val")}  # official splits
     data = data if data is not None else (_settings().data or "medmnist")
     images, labels = load_pathmnist("train", size, data)
     if str(data) == "medmnist":

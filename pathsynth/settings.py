@@ -126,7 +126,8 @@ class Settings:
     home_persistent: bool = True  # False on a Space without persistent storage: galleries vanish on restart
     server_name: str = "127.0.0.1"  # the address ``python app.py`` listens on
     database_url: str | None = None  # None: SQLite under ``home``
-    data: str | None = None  # a local npz in medmnist layout
+    data: str | None = None  # a local npz in medmnist layout (histology)
+    domain_data: tuple[tuple[str, str], ...] = ()  # (flag, npz) of other domains: $PATHSYNTH_DATA_<FLAG>
     medmnist_root: Path = field(default_factory=lambda: Path.home() / ".medmnist")
     instructors: InstructorConfig = InstructorConfig("", False, frozenset())
     sd: StableDiffusionSettings = StableDiffusionSettings()
@@ -157,6 +158,8 @@ class Settings:
             server_name=server_name(env),
             database_url=get("PATHSYNTH_DATABASE_URL"),
             data=get(DATA_ENV),
+            domain_data=tuple(sorted((name[len(DATA_ENV) + 1:].lower(), value.strip()) for name, value in env.items()
+                                     if name.startswith(DATA_ENV + "_") and value.strip())),
             medmnist_root=Path(get("PATHSYNTH_MEDMNIST_ROOT") or Path.home() / ".medmnist").expanduser(),
             instructors=InstructorConfig(env.get(PASSWORD_ENV, ""), bool(env.get("SPACE_ID")), usernames),
             sd=StableDiffusionSettings(
@@ -168,6 +171,12 @@ class Settings:
             pool_filler=_pool_filler(get),
             device=resolve_device(get(DEVICE_ENV)),
         )
+
+
+def data_for(settings: Settings, flag: str) -> str | None:
+    """The local npz set for a domain: ``$PATHSYNTH_DATA`` for histology, ``$PATHSYNTH_DATA_<FLAG>`` for the others
+    (e.g. ``PATHSYNTH_DATA_PNEUMONIAMNIST``); None means medmnist's cache (or its download)."""
+    return settings.data if flag == "pathmnist" else dict(settings.domain_data).get(flag)
 
 
 def resolve_device(value: str | None) -> str:

@@ -7,6 +7,11 @@ line (``--epochs 80 --lr 3e-3``). CPU by default, CUDA when present, several GPU
     python train/classifier.py --data PATH.npz --export_dir assets/models/classifier  # a train-only npz: fold 0 held out
     python train/classifier.py --data medmnist --pretrained                     # full PathMNIST + ImageNet init
     python train/classifier.py --data medmnist --size 64                        # 64 px tiles (ImageNet stem)
+    python train/classifier.py --domain pneumoniamnist --data F.npz --export_dir assets/models/pneumoniamnist/classifier
+
+Chest films (``--domain pneumoniamnist``) train a greyscale network on the official train split and are checked on
+the official val split; they are upright, so their augmentation is a left-right flip, small shifts, rotations and
+zoom, and exposure (brightness / contrast) jitter instead of the dihedral group and stain jitter.
 
 Levers for 800 training images: the 8 dihedral transforms + stain (HED) and colour jitter + small shifts +
 scale jitter, label smoothing, MixUp/CutMix, a one-cycle schedule, an EMA of the weights, and test-time
@@ -39,14 +44,15 @@ from pathsynth.data import (
     to_tensor,
     train_augmentation,
 )
+from pathsynth.domains import get_domain
 from pathsynth.images import microns_per_pixel
 from pathsynth.stain import fit_stain_reference
-from pathsynth.tissues import NUM_TISSUES
 from pathsynth.verify import reference_from_splits
 
 
 @dataclass
 class Config:
+    domain: str = "pathmnist"  # pathmnist (histology) or pneumoniamnist (chest X-ray): see pathsynth.domains
     data: str | None = None  # npz path, "medmnist", or None for $PATHSYNTH_DATA, else medmnist
     size: int = 28  # tile size: 28, 64, 128 or 224 px (the data must be this size; it also picks the stem)
     fold: int = 0  # held-out validation fold of a train-only npz
@@ -84,6 +90,9 @@ class Config:
     teacher: str = ""  # classifier directory to distil from ("" = plain training on the labels)
     distill_weight: float = 0.8  # share of the loss that matches the teacher; the rest is cross-entropy on labels
     distill_temperature: float = 2.0
+    exposure_jitter: float = 0.25  # films: brightness / contrast jitter (other machines and exposures)
+    rotate_degrees: float = 8.0  # films: small rotations (patients are not always straight)
+    init_from: str = ""  # warm start: a classifier directory of the same domain and architecture
 
 
 def parse_config(argv: list[str] | None = None) -> Config:
@@ -94,8 +103,13 @@ def parse_config(argv: list[str] | None = None) -> Config:
 def accuracy_and_f1(classifier: TissueClassifier, images: torch.Tensor, labels: np.ndarray, tta: bool) -> dict:
     from sklearn.metrics import f1_score
 
-    pred = classifier.predict_proba(images, tta=tta).argmax(-1)
-    return {"accuracy": float((pred == labels).mean()), "macro_f1": float(f1_score(labels, pred, average="macro"))}
+    from sklearn.metrics import roc_auc_score
+
+    proba = classifier.predict_proba(images, tta=tta)
+    pred = proba.argmax(-1)
+    auc = roc_auc_score(labels, proba[:, 1]) if proba.shape[1] == 2 else roc_auc_score(labels, proba, multi_class="ovr")
+    return {"accuracy": float((pred == labels).mean()), "macro_f1": float(f1_score(labels, pred, average="macro")),
+            "auc": float(auc)}
 
 
 def load_teacher(cfg: Config, config: dict, device) -> torch.nn.Module | None:
@@ -156,12 +170,16 @@ def uint8_batches(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2)
 
 
-def channel_statistics(images: np.ndarray, chunk_pixels: int = 4_000_000) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 ``(N, H, W, 3)`` images in [0, 1], accumulated in chunks (float64)."""
-    total, squares, count = np.zeros(3), np.zeros(3), 0
+def channel_statistics(images: np.ndarray, chunk_pixels: int = 4_000_000,
+                       channels: int = 3) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 ``(N, H, W, 3)`` images in [0, 1], accumulated in chunks (float64);
+    ``channels=1``: of their grey (films)."""
+    if channels == 1:
+        images = images.mean(-1, keepdims=True)
+    total, squares, count = np.zeros(channels), np.zeros(channels), 0
     chunk = max(1, chunk_pixels // (images.shape[1] * images.shape[2]))
     for start in range(0, len(images), chunk):
-        block = images[start:start + chunk].reshape(-1, 3).astype(np.float64) / 255.0
+        block = images[start:start + chunk].reshape(-1, channels).astype(np.float64) / 255.0
         total, squares, count = total + block.sum(0), squares + (block ** 2).sum(0), count + len(block)
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - mean ** 2, 0) * count / max(count - 1, 1))
@@ -180,11 +198,37 @@ def stain_reference_images(images: np.ndarray, max_pixels: int = 80_000_000, see
 
 def classifier_config(cfg: Config, mean: list[float], std: list[float], train_images: np.ndarray) -> dict:
     """``config.json``: preprocessing, the tile size and the stem chosen for it, and the stain reference."""
-    return {"architecture": "resnet18", "num_classes": NUM_TISSUES, "input_size": cfg.size,
+    domain = get_domain(cfg.domain)
+    if domain.augmentation == "radiograph":
+        return {"architecture": "resnet18", "domain": domain.flag, "num_classes": domain.num_classes,
+                "in_channels": domain.channels, "input_size": cfg.size, "small_input": small_input_stem(cfg.size),
+                "keep_maxpool": cfg.keep_maxpool, "mean": mean, "std": std, "tta": cfg.tta,
+                "test_time_views": domain.test_time_views, "stain_reference": None}
+    return {"architecture": "resnet18", "num_classes": domain.num_classes, "input_size": cfg.size,
             "microns_per_pixel": microns_per_pixel(cfg.size), "small_input": small_input_stem(cfg.size),
             "keep_maxpool": cfg.keep_maxpool, "mean": mean, "std": std, "tta": cfg.tta,
             # Other labs' images are stain-normalised to the training images before classification.
             "stain_reference": fit_stain_reference(stain_reference_images(train_images, seed=cfg.seed))}
+
+
+def augmentations(cfg: Config, domain) -> tuple:
+    """The image augmentations of a batch in [0, 1]: (per batch, per image, after); see the module docstring."""
+    rescale = RandomScale(cfg.scale_low, cfg.scale_high, cfg.scale_prob)
+    if domain.augmentation == "radiograph":
+        exposure = v2.ColorJitter(brightness=cfg.exposure_jitter, contrast=cfg.exposure_jitter)
+        per_image = v2.Compose([v2.RandomHorizontalFlip(), exposure,
+                                v2.RandomAffine(cfg.rotate_degrees, translate=(shift_for(cfg) / cfg.size,) * 2)])
+        return (lambda x: x), per_image, rescale
+    shift = v2.RandomCrop(cfg.size, padding=shift_for(cfg), padding_mode="reflect") if shift_for(cfg) else None
+    return train_augmentation(cfg.stain_sigma, cfg.stain_bias, cfg.colour_jitter), shift, rescale
+
+
+def warm_start(model: torch.nn.Module, init_from: str) -> None:
+    """Start from a shipped classifier's first network (same domain and architecture): training time accumulates."""
+    if init_from:
+        source = TissueClassifier.from_pretrained(init_from).model
+        source = source.members[0] if hasattr(source, "members") else source
+        model.load_state_dict(source.state_dict())
 
 
 def main(cfg: Config) -> None:
@@ -195,10 +239,12 @@ def main(cfg: Config) -> None:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    splits = load_training_data(cfg.data, cfg.size, fold=cfg.fold)
+    domain = get_domain(cfg.domain)
+    classes = domain.num_classes
+    splits = load_training_data(cfg.data, cfg.size, fold=cfg.fold, domain=domain)
     train_x, train_y = uint8_batches(splits["train"][0]), torch.from_numpy(splits["train"][1])
     val_x, val_y = to_tensor(splits["val"][0]), splits["val"][1]
-    mean, std = channel_statistics(splits["train"][0])
+    mean, std = channel_statistics(splits["train"][0], channels=domain.channels)
     real_count = len(train_x)
     if cfg.synthetic_per_class:
         synthetic_x, synthetic_y = synthetic_training_set(cfg, out_dir)
@@ -207,14 +253,14 @@ def main(cfg: Config) -> None:
 
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(train_x, train_y), batch_size=cfg.batch_size,
                                          shuffle=True, drop_last=True)
-    augment = train_augmentation(cfg.stain_sigma, cfg.stain_bias, cfg.colour_jitter)
-    rescale = RandomScale(cfg.scale_low, cfg.scale_high, cfg.scale_prob)
-    shift = v2.RandomCrop(cfg.size, padding=shift_for(cfg), padding_mode="reflect") if shift_for(cfg) else None
-    mix = v2.RandomChoice([v2.MixUp(num_classes=NUM_TISSUES), v2.CutMix(num_classes=NUM_TISSUES)])
+    augment, shift, rescale = augmentations(cfg, domain)
+    mix = v2.RandomChoice([v2.MixUp(num_classes=classes), v2.CutMix(num_classes=classes)])
     normalise = v2.Normalize(mean, std)
+    grey = domain.channels == 1  # films arrive display-ready (grey in 3 channels); the network takes one
 
-    model = build_resnet18(NUM_TISSUES, small_input=small_input_stem(cfg.size), keep_maxpool=cfg.keep_maxpool,
-                           pretrained=cfg.pretrained)
+    model = build_resnet18(classes, small_input=small_input_stem(cfg.size), keep_maxpool=cfg.keep_maxpool,
+                           pretrained=cfg.pretrained, in_channels=domain.channels)
+    warm_start(model, cfg.init_from)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * len(loader),
                                                     pct_start=0.15)
@@ -235,10 +281,10 @@ def main(cfg: Config) -> None:
             if shift is not None:
                 x = torch.stack([shift(img) for img in x])
             x = rescale(x)
-            target = F.one_hot(y, NUM_TISSUES).float()
+            target = F.one_hot(y, classes).float()
             if torch.rand(()) < cfg.mix_prob:
                 x, target = mix(x, y)
-            inputs = normalise(x)
+            inputs = normalise(x.mean(1, keepdim=True) if grey else x)
             logits = model(inputs)
             loss = F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
             if teacher is not None:  # the teacher sees the very same augmented, mixed view
@@ -260,8 +306,9 @@ def main(cfg: Config) -> None:
     # The last epoch (or its EMA) is shipped: no picking the best epoch on the validation fold, which would flatter it.
     train_seconds = time.time() - started
     candidates = {"last": accelerator.unwrap_model(model), "ema": ema.module}
-    metrics = {"train_seconds": round(train_seconds, 1), "train_images": len(train_x), "real_train_images": real_count,
-               "val_images": len(val_x), "image_size_px": cfg.size, "microns_per_pixel": microns_per_pixel(cfg.size),
+    metrics = {"domain": domain.flag, "train_seconds": round(train_seconds, 1), "train_images": len(train_x), "real_train_images": real_count,
+               "val_images": len(val_x), "image_size_px": cfg.size,
+               **({"microns_per_pixel": microns_per_pixel(cfg.size)} if domain.flag == "pathmnist" else {}),
                "stem": "3x3 stride 1" if small_input_stem(cfg.size) else "ImageNet 7x7 stride 2 + max-pool",
                "shift_pixels_used": shift_for(cfg),
                "device": str(accelerator.device), "torch_threads": torch.get_num_threads()}

@@ -98,18 +98,20 @@ def unet_config_for_size(size: int, block_out_channels: Sequence[int] | None = N
 
 
 def build_unet(sample_size: int = 28, block_out_channels: Sequence[int] | None = None,
-               layers_per_block: int = 2, base_channels: int = 32, max_channels: int = 256) -> UNet2DModel:
+               layers_per_block: int = 2, base_channels: int = 32, max_channels: int = 256,
+               channels: int = 3, num_classes: int = NUM_TISSUES) -> UNet2DModel:
     """The denoiser for ``sample_size`` px tiles (:func:`unet_config_for_size`): convolutional on the large grids,
-    self-attention only on the small ones where it is cheap (at 28 px: conv at 28 and 14 px, attention at 7)."""
+    self-attention only on the small ones where it is cheap (at 28 px: conv at 28 and 14 px, attention at 7).
+    ``channels`` 1 draws greyscale films; ``num_classes`` classes plus the null class are embedded."""
     architecture = unet_config_for_size(sample_size, block_out_channels, base_channels, max_channels)
     return UNet2DModel(
         **architecture,
-        in_channels=3,
-        out_channels=3,
+        in_channels=channels,
+        out_channels=channels,
         layers_per_block=layers_per_block,
         attention_head_dim=32,
         norm_num_groups=16 if min(architecture["block_out_channels"]) % 16 == 0 else 8,
-        num_class_embeds=NUM_TISSUES + 1,
+        num_class_embeds=num_classes + 1,
         class_embed_type=None,
     )
 
@@ -148,18 +150,34 @@ class PathSynthPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "unet"
     _optional_components = ["discriminator"]
 
-    def __init__(self, unet: UNet2DModel, scheduler, discriminator: NoisyDiscriminator | None = None):
+    def __init__(self, unet: UNet2DModel, scheduler, discriminator: NoisyDiscriminator | None = None,
+                 domain: str = "pathmnist"):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler, discriminator=discriminator)
+        self.register_to_config(domain=domain)  # saved in model_index.json (pipelines before domains: histology)
+
+    @property
+    def domain(self):
+        """The catalogue of the classes this pipeline draws (:mod:`pathsynth.domains`)."""
+        from ..domains import get_domain
+
+        return get_domain(getattr(self.config, "domain", None) or "pathmnist")
+
+    @property
+    def null_class(self) -> int:
+        """The "no class given" condition (the last class embedding), trained by condition dropout."""
+        return int(self.unet.config.num_class_embeds) - 1
 
     def get_label_ids(self, label: int | str | Sequence[int | str]) -> list[int]:
-        """Tissue indices for catalogue entries (index, medmnist label, abbreviation or display name).
+        """Class indices for catalogue entries of the pipeline's domain (index, medmnist label, abbreviation or
+        display name).
 
         A plain catalogue lookup, like ``DiTPipeline.get_label_ids``: anything else raises
         :class:`~pathsynth.errors.UnknownTissueError` (a ``ValueError`` and a ``KeyError``) naming the labels.
         """
         labels = [label] if isinstance(label, (int, str, np.integer)) else list(label)
-        return [tissue_index(item) for item in labels]
+        domain = self.domain
+        return [domain.class_index(item) for item in labels]
 
     def discriminator_weight(self, requested: float | None = None) -> float:
         """The discriminator-guidance weight to use: the requested one, else the one stored with the discriminator."""
@@ -219,7 +237,7 @@ class PathSynthPipeline(DiffusionPipeline):
         use_guidance = guidance_scale > 1.0
         dg_weight = self.discriminator_weight(discriminator_weight)
         if use_guidance:
-            class_labels = torch.cat([class_labels, torch.full_like(class_labels, NULL_CLASS)])
+            class_labels = torch.cat([class_labels, torch.full_like(class_labels, self.null_class)])
 
         # 2. Denoise.
         num_train_timesteps = self.scheduler.config.num_train_timesteps
@@ -243,6 +261,8 @@ class PathSynthPipeline(DiffusionPipeline):
 
         # 3. [-1, 1] -> images.
         images = (latents.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+        if images.shape[-1] == 1:  # a greyscale film, display-ready like the data (grey in 3 channels)
+            images = np.repeat(images, 3, axis=-1)
         if output_type == "uint8":
             images = (images * 255).round().astype(np.uint8)
         elif output_type == "pil":
@@ -288,7 +308,7 @@ class EmbeddedGenerator(Generator):
         # tissue index -> settings that replace the defaults above for that tissue ({} = one sampler for all)
         self.tissue_sampler = {tissue_index(name): {key: value for key, value in settings.items()
                                                     if key != "discriminator_weight" or pipeline.discriminator}
-                               for name, settings in TISSUE_SAMPLER.items()}
+                               for name, settings in TISSUE_SAMPLER.items()} if pipeline.domain.flag == "pathmnist" else {}
         self._owner = threading.get_ident()
         self._local = threading.local()
 
