@@ -235,12 +235,14 @@ class TissueClassifier:
         x = images if isinstance(images, torch.Tensor) else images_to_tensor(images, self.input_size)
         use_tta = self.tta if tta is None else tta
         n_views = len(self._views(x[:0], use_tta))
+        if len(x) == 0:
+            return torch.zeros(n_views, 0, self.num_classes)
         out = []
         for batch in x.split(batch_size):
             batch = self._normalise(batch)
             views = self._views(batch, use_tta)
             out.append(self.model(torch.cat(views)).float().cpu().view(n_views, len(batch), -1))
-        return torch.cat(out, 1) if out else torch.zeros(n_views, 0, self.num_classes)
+        return torch.cat(out, 1)
 
     def predict_proba(self, images, tta: bool | None = None, batch_size: int = 256,
                       calibrated: bool = True) -> np.ndarray:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .errors import BadInputError as UsageError  # bad input from the user: one line, exit code 2
+from .domains import DOMAIN_FLAGS
 from .images import MAX_SEED
 
 MAX_IMAGES = 10_000  # per `generate` run: images are written as they are made, but a run should end today
@@ -208,10 +209,12 @@ def _read_images(names: list[str]) -> list:
 def cmd_classify(args) -> dict:
     from .classifier import load_classifier
     from .images import undo_pixel_upscale
-    from .tissues import TISSUES
 
+    domain = _domain(args)
+    if args.microns_per_pixel and domain.flag != "pathmnist":
+        raise UsageError(f"--microns-per-pixel is for histology tiles; {domain.name} images are classified as given")
     images = _read_images(args.images)  # all files checked before the model loads
-    classifier = load_classifier(args.model or args.settings.classifier_dir).to(args.settings.device)
+    classifier = _domain_classifier(args, domain)
     # A tile saved enlarged (e.g. `generate --scale 8`) is shrunk back exactly, so the answer does not depend on
     # the size it was saved at; other sizes are left to the classifier's own resizing.
     reduced = [undo_pixel_upscale(image, classifier.input_size) for image in images]
@@ -222,9 +225,10 @@ def cmd_classify(args) -> dict:
     rows = []
     for path, original, (_, factor), p, note in zip(args.images, images, reduced, probabilities, notes):
         top = int(p.argmax())
-        rows.append({"path": path, "tissue": top, "label": TISSUES[top].label, "confidence": round(float(p[top]), 4),
-                     "size": list(original.shape[:2]), "reduced_by": factor, "preparation": note,
-                     "probabilities": {TISSUES[i].abbreviation: round(float(x), 4) for i, x in enumerate(p)}})
+        rows.append({"path": path, "tissue": top, "label": domain.classes[top].label,
+                     "confidence": round(float(p[top]), 4), "size": list(original.shape[:2]), "reduced_by": factor,
+                     "preparation": note,
+                     "probabilities": {domain.classes[i].abbreviation: round(float(x), 4) for i, x in enumerate(p)}})
     human = "\n".join(f"{r['path']}: {r['label']} ({r['confidence']:.2f})"
                       + (f" [pixel-exact {r['reduced_by']}x enlargement, classified at its original size]"
                          if r["reduced_by"] > 1 else "")
@@ -232,11 +236,36 @@ def cmd_classify(args) -> dict:
     return {"predictions": rows}, human
 
 
+def _domain(args):
+    """The ``--domain`` of a subcommand (:mod:`pathsynth.domains`); histology when absent."""
+    from .domains import get_domain
+
+    return get_domain(getattr(args, "domain", None))
+
+
+def _domain_classifier(args, domain):
+    """``--model``, else the domain's shipped classifier, on the settings' device; the classifier must be of the
+    domain (a histology network cannot grade films)."""
+    from .classifier import load_classifier
+    from .settings import model_dir
+
+    classifier = load_classifier(args.model or model_dir(args.settings, domain.flag, "classifier"))
+    if classifier.config.get("domain", "pathmnist") != domain.flag:
+        raise UsageError(f"the classifier in {args.model} is a {classifier.config.get('domain', 'pathmnist')} model, "
+                         f"not {domain.flag}: pass --domain {classifier.config.get('domain', 'pathmnist')}")
+    return classifier.to(args.settings.device)
+
+
 def _load_eval_data(args, size: int):
     """(images, labels, source) for ``evaluate classifier``: the ``--split`` of ``--data`` (default
     ``$PATHSYNTH_DATA``, else medmnist) at ``size`` px; a train-only npz (like the 800-tile sample the shipped
     models were trained on) gives its held-out fold 0 (never trained on). An npz of another size is refused."""
-    from .data import display_split, load_npz, load_pathmnist, train_val_split
+    from .data import display_split, load_domain, load_npz, load_pathmnist, train_val_split
+
+    domain = _domain(args)
+    if domain.flag != "pathmnist":  # other domains ship their official splits: no folds
+        data = args.data or None
+        return (*load_domain(domain, args.split, data), f"{data or domain.flag}:{args.split}")
 
     data = args.data or args.settings.data or "medmnist"
     if data == "medmnist":
@@ -249,18 +278,18 @@ def _load_eval_data(args, size: int):
 
 
 def cmd_evaluate_classifier(args) -> dict:
-    from .classifier import load_classifier
     from .evaluation import evaluate_classifier
 
     if args.out:
         writable_dir(args.out)
-    classifier = load_classifier(args.model or args.settings.classifier_dir).to(args.settings.device)
+    domain = _domain(args)
+    classifier = _domain_classifier(args, domain)
     size = args.size or classifier.input_size  # the classifier's own tile size unless asked otherwise
     if size != classifier.input_size:
         print(f"note: the classifier takes {classifier.input_size} px tiles; the {size} px images are resized",
               file=sys.stderr)
     images, labels, source = _load_eval_data(args, size)
-    result = evaluate_classifier(classifier, images, labels, out_dir=args.out, tta=args.tta)
+    result = evaluate_classifier(classifier, images, labels, out_dir=args.out, tta=args.tta, domain=domain)
     result["data"] = source
     return result, (f"{source}: accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} "
                     f"on {result['n']} images ({size} px)")
@@ -511,6 +540,18 @@ def _real_data_arguments(p) -> None:
                         f"{MAX_REAL_DEFAULT:,}: full PathMNIST has 90,000 training tiles)")
 
 
+# Subcommands that work for every domain so far; the others are histology's until their chest X-ray models ship.
+EVERY_DOMAIN = frozenset({"cmd_classify", "cmd_evaluate_classifier", "cmd_resolve"})
+
+
+def check_domain(args) -> None:
+    """A clear refusal for a subcommand asked for a domain it cannot serve yet (instead of histology's models)."""
+    if getattr(args, "domain", "pathmnist") != "pathmnist" and args.func.__name__ not in EVERY_DOMAIN:
+        name = " ".join(filter(None, (args.command, getattr(args, "target", None), getattr(args, "action", None))))
+        raise UsageError(f"`pathsynth {name}` is histology-only so far (no {args.domain} model for it ships yet); "
+                         f"for {args.domain}, use: classify, resolve, evaluate classifier")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="pathsynth", description="Verified synthetic colorectal histopathology.")
     sub = parser.add_subparsers(dest="command", required=True)  # subparsers are Parser too (parser_class)
@@ -518,6 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name, func, help_text, parent=sub):
         p = parent.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--json", action="store_true", help="print one JSON object as the last line of stdout")
+        p.add_argument("--domain", choices=DOMAIN_FLAGS, default="pathmnist",
+                       help="pathmnist (histology, the default) or pneumoniamnist (chest X-ray)")
         p.set_defaults(func=func)
         return p
 
@@ -609,6 +652,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args.settings = Settings.from_env()
+        check_domain(args)
         result, human = args.func(args)
     except (UsageError, DataUnavailableError, ModelFileError, ValueError, KeyError) as error:
         message = error.args[0] if error.args else str(error)

@@ -179,6 +179,14 @@ def data_for(settings: Settings, flag: str) -> str | None:
     return settings.data if flag == "pathmnist" else dict(settings.domain_data).get(flag)
 
 
+def model_dir(settings: Settings, flag: str, kind: str) -> Path:
+    """Where a domain's model of ``kind`` ("classifier", "generator") is: histology's from the settings
+    (``$PATHSYNTH_CLASSIFIER``...), another domain's under ``assets/models/<flag>/<kind>``."""
+    if flag == "pathmnist":
+        return {"classifier": settings.classifier_dir, "generator": settings.generator_dir}[kind]
+    return settings.assets / "models" / flag / kind
+
+
 def resolve_device(value: str | None) -> str:
     """The torch device named by ``$PATHSYNTH_DEVICE``: ``cpu`` when unset, ``auto`` = the GPU when torch sees one
     (else the CPU), or a device name (``cuda``, ``cuda:1``, ``mps``). One this machine lacks is refused at start,

@@ -38,16 +38,19 @@ def _check_labels(y_true, y_pred, num_classes: int) -> tuple[np.ndarray, np.ndar
     return y_true.astype(np.int64), y_pred.astype(np.int64)
 
 
-def class_names(num_classes: int) -> list[str]:
+def class_names(num_classes: int, names=None) -> list[str]:
+    if names is not None:
+        return list(names)
     return list(LABELS) if num_classes == NUM_TISSUES else [str(c) for c in range(num_classes)]
 
 
-def classification_report(y_true, y_pred, probs=None, num_classes: int = NUM_TISSUES) -> dict:
+def classification_report(y_true, y_pred, probs=None, num_classes: int = NUM_TISSUES, names=None) -> dict:
     """Accuracy (+ Wilson 95 % interval), macro precision/recall/F1, per-class scores, one-vs-rest AUC.
 
     Macro averages run over the classes present in ``y_true`` or ``y_pred`` (scikit-learn's default); a class
     neither present nor predicted has support 0 and ``None`` scores. ``auc_macro`` averages the one-vs-rest
-    AUC of the classes that have both positives and negatives (``None`` without ``probs``).
+    AUC of the classes that have both positives and negatives (``None`` without ``probs``). ``names``: the
+    classes' labels (default: the histology tissues' for 9 classes).
     """
     y_true, y_pred = _check_labels(y_true, y_pred, num_classes)
     everything = list(range(num_classes))
@@ -67,7 +70,7 @@ def classification_report(y_true, y_pred, probs=None, num_classes: int = NUM_TIS
                         "recall": float(recall[c]) if c in present else None,
                         "f1": float(f1[c]) if c in present else None,
                         "support": int(support[c]), "auc": auc[c]}
-                 for c, name in enumerate(class_names(num_classes))}
+                 for c, name in enumerate(class_names(num_classes, names))}
     correct = int((y_true == y_pred).sum())
     mean_over_present = (lambda v: float(np.mean(v[present])) if present else float("nan"))
     return {

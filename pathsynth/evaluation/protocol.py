@@ -355,13 +355,19 @@ PROTOCOL_TEXT = {
 
 
 def evaluate_classifier(classifier, images, labels, out_dir: str | Path | None = None, tta: bool | None = None,
-                        progress: bool = True, robustness: bool = True, external_dir: str | Path | None = None) -> dict:
+                        progress: bool = True, robustness: bool = True, external_dir: str | Path | None = None,
+                        domain=None) -> dict:
     """Accuracy (Wilson 95 % CI), macro P/R/F1, one-vs-rest AUC, per-tissue scores and a confusion matrix.
 
     With ``robustness`` (and a classifier that has ``view_logits``): calibration (ECE before and after
     temperature scaling, cross-fitted), accuracy under simulated stain shifts, and accuracy on another lab's
-    tiles (``external_dir`` or ``$PATHSYNTH_EXTERNAL_TILES``); see :mod:`pathsynth.evaluation.robustness`.
+    tiles (``external_dir`` or ``$PATHSYNTH_EXTERNAL_TILES``); see :mod:`pathsynth.evaluation.robustness`. Another
+    ``domain`` (:mod:`pathsynth.domains`; default histology) gets its class names and calibration only (stains and
+    the other lab's tiles are histology's).
     """
+    from ..domains import get_domain
+
+    domain = get_domain(domain)
     images, labels = np.asarray(images), np.asarray(labels).reshape(-1)
     if len(images) == 0 or len(images) != len(labels):
         raise ValueError(f"need a non-empty labelled set, got {len(images)} images and {len(labels)} labels")
@@ -369,15 +375,17 @@ def evaluate_classifier(classifier, images, labels, out_dir: str | Path | None =
     start = time.perf_counter()
     probs = in_batches(lambda b: classifier.predict_proba(b, tta=use_tta), images, "classifying", progress)
     seconds = time.perf_counter() - start
-    result = M.classification_report(labels, probs.argmax(1), probs)
-    result.update(tta=use_tta, seconds=seconds, images_per_s=len(images) / seconds if seconds > 0 else None,
+    result = M.classification_report(labels, probs.argmax(1), probs, domain.num_classes, domain.labels)
+    result.update(domain=domain.flag, class_abbreviations=list(domain.abbreviations), tta=use_tta, seconds=seconds,
+                  images_per_s=len(images) / seconds if seconds > 0 else None,
                   input_size=getattr(classifier, "input_size", None))
     if robustness and hasattr(classifier, "view_logits"):
         from . import robustness as R
 
         result["calibration"] = R.calibration_stage(classifier, images, labels)
-        result["stain_shift"] = R.stain_shift_stage(classifier, images, labels)
-        result["external"] = R.external_tiles_stage(classifier, external_dir)
+        if domain.flag == "pathmnist":
+            result["stain_shift"] = R.stain_shift_stage(classifier, images, labels)
+            result["external"] = R.external_tiles_stage(classifier, external_dir)
     from .report import write_classifier_report
 
     return write_classifier_report(result, out_dir)

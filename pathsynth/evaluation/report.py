@@ -22,11 +22,12 @@ def _figure(width: float, height: float):
     return figure
 
 
-def plot_confusion_matrix(cm, path: str | Path, title: str = "") -> Path:
-    """Counts in the cells, colour = row-normalised share (recall), tissue abbreviations on both axes."""
+def plot_confusion_matrix(cm, path: str | Path, title: str = "", names=None) -> Path:
+    """Counts in the cells, colour = row-normalised share (recall), class abbreviations on both axes."""
     cm = np.asarray(cm)
     k = cm.shape[0]
-    names = list(ABBREVIATIONS) if k == NUM_TISSUES else [str(c) for c in range(k)]
+    if names is None:
+        names = list(ABBREVIATIONS) if k == NUM_TISSUES else [str(c) for c in range(k)]
     rows = cm.sum(1, keepdims=True)
     share = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
     figure = _figure(6.4, 5.6)
@@ -218,7 +219,8 @@ def write_classifier_report(result: dict, out_dir: str | Path | None) -> dict:
         out_dir = Path(out_dir)
         title = f"Classifier on {result['n']} images (acc {result['accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f})"
         result["confusion_matrix_png"] = str(plot_confusion_matrix(result["confusion_matrix"],
-                                                                   out_dir / "classifier_confusion.png", title))
+                                                                   out_dir / "classifier_confusion.png", title,
+                                                                   result.get("class_abbreviations")))
         if result.get("calibration"):
             result["reliability_png"] = str(plot_reliability(result["calibration"],
                                                              out_dir / "classifier_reliability.png"))
@@ -261,7 +263,8 @@ def classifier_markdown(result: dict) -> str:
         f"- macro precision {result['macro_precision']:.4f}, recall {result['macro_recall']:.4f}, "
         f"F1 **{result['macro_f1']:.4f}**, one-vs-rest AUC {jsonable(result['auc_macro'])}", "",
         markdown_table(result["per_class"], {"precision": "precision", "recall": "recall", "f1": "F1", "auc": "AUC",
-                                             "support": "support"}, "tissue"), ""]
+                                             "support": "support"},
+                       "tissue" if result.get("domain", "pathmnist") == "pathmnist" else "finding"), ""]
     return "\n".join(lines + robustness_markdown(result))
 
 

@@ -36,7 +36,7 @@ def expected_calibration_error(probs, labels, n_bins: int = 10) -> float:
 
     return float(multiclass_calibration_error(torch.as_tensor(np.asarray(probs), dtype=torch.float32),
                                               torch.as_tensor(np.asarray(labels), dtype=torch.long),
-                                              num_classes=NUM_TISSUES, n_bins=n_bins, norm="l1"))
+                                              num_classes=np.asarray(probs).shape[1], n_bins=n_bins, norm="l1"))
 
 
 def reliability_bins(probs, labels, n_bins: int = 10) -> dict:
