@@ -1,8 +1,10 @@
 """Free text -> tissue: what a trainee or instructor types ("fat cells", "tumour glands", "lymfocytes").
 
-Three signals, each good at what the others miss, combined per tissue by taking the strongest:
+The resolver works on one domain (:mod:`pathsynth.domains`; histology unless told otherwise): its classes are
+the tissues below ("findings" on a chest X-ray: "clear lungs", "lobar consolidation"). Three signals, each good
+at what the others miss, combined per class by taking the strongest:
 
-1. **Exact catalogue match** (``tissue_index``): an index, medmnist label, abbreviation or display name.
+1. **Exact catalogue match** (``Domain.class_index``): an index, medmnist label, abbreviation or display name.
 2. **Lexical match after spelling correction**: words the catalogue vocabulary does not know are corrected to
    their closest vocabulary word (difflib, character level; "adipse" -> "adipose"), then whole catalogue
    phrases (labels, display names, synonyms) are looked up in the text. The score grows with the share of
@@ -33,9 +35,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .domains import Domain, get_domain
 from .errors import UnknownTissueError
 from .text import clip_text
-from .tissues import ABBREVIATIONS, DISPLAY_NAMES, NUM_TISSUES, TISSUE_INDICES, TISSUES, Tissue, tissue_index
+from .tissues import Tissue
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +51,8 @@ SPELLING_CUTOFF = 0.8  # difflib ratio needed to correct a word ("lymfocytes" ->
 MIN_CORRECTABLE = 4  # shorter words are never corrected: "fat" is one edit from "cat", "far", "fit"
 
 # Request wording that says nothing about the tissue; ignored when measuring how much of the text a phrase
-# covers. Words that occur in a catalogue phrase ("no", "slide", "cells") are removed from this set below.
+# covers. Words that occur in a catalogue phrase ("no", "slide", "cells") are removed from this set below; a
+# domain's own ``filler_words`` ("film", "cxr") are added after that.
 FILLER_WORDS = frozenset("""
 a an the of some any with and or in on at to for from by as is are be this that these those it its
 i me my we our you your please can could would like want need show give make create generate draw render
@@ -66,7 +70,7 @@ class Resolution:
     text: str  # the input as matched (control characters removed, cut to MAX_CHARS)
     tissue: int | None  # None exactly when status == "not_understood"
     confidence: float  # 0..1
-    candidates: list[tuple[int, float]]  # all 9 tissues with their scores, best first
+    candidates: list[tuple[int, float]]  # every class of the domain with its score, best first
     status: str  # "ok" | "unsure" | "not_understood"
     message: str  # what was understood, or why not (contains user text: escape before rendering)
     interpreted: str = ""  # the text after spelling correction and abbreviation expansion
@@ -105,21 +109,37 @@ def _prototype_phrases(tissue: Tissue) -> list[str]:
     return [*_names(tissue), *sentences]
 
 
-class TissueResolver:
-    """Maps free text to a tissue; see the module docstring. Thread-safe; build once, reuse."""
+def _quoted(words, last_separator: str) -> str:
+    """"'a', 'b' or 'c'" with last_separator " or "."""
+    quoted = [f"'{w}'" for w in words]
+    return last_separator.join([", ".join(quoted[:-1]), quoted[-1]]) if len(quoted) > 1 else "".join(quoted)
 
-    def __init__(self, use_encoder: bool = True, model_path: str | os.PathLike | None = None):
-        self.phrases: dict[tuple[str, ...], int] = {}  # catalogue phrase tokens -> tissue
-        for tissue in TISSUES:
-            for key in _names(tissue):
-                self.phrases.setdefault(_normalise_phrase(key), tissue.index)
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+class TissueResolver:
+    """Maps free text to a class of ``domain`` (None: histology's tissues); see the module docstring.
+    Thread-safe; build once, reuse."""
+
+    def __init__(self, use_encoder: bool = True, model_path: str | os.PathLike | None = None,
+                 domain: Domain | str | None = None):
+        self.domain = get_domain(domain)
+        self.classes: tuple[Tissue, ...] = self.domain.classes
+        self.indices = tuple(c.index for c in self.classes)
+        self.phrases: dict[tuple[str, ...], int] = {}  # catalogue phrase tokens -> class
+        for entry in self.classes:
+            for key in _names(entry):
+                self.phrases.setdefault(_normalise_phrase(key), entry.index)
         self.max_phrase_len = max(len(k) for k in self.phrases)
         phrase_words = {w for key in self.phrases for w in key}
-        description_words = {w for t in TISSUES for w in _normalise_phrase(f"{t.description} {t.magnified}")}
+        description_words = {w for t in self.classes for w in _normalise_phrase(f"{t.description} {t.magnified}")}
         self.vocabulary = sorted(w for w in phrase_words | description_words if len(w) >= 3)
         self._known = set(self.vocabulary)
-        self.fillers = FILLER_WORDS - phrase_words
-        self.abbreviations = {a.lower(): i for i, a in enumerate(ABBREVIATIONS)}
+        self.fillers = (FILLER_WORDS - phrase_words) | self.domain.filler_words
+        self.abbreviations = {a.lower(): i for i, a in enumerate(self.domain.abbreviations)}
+        self._set_messages()
 
         self._lock = threading.Lock()  # the fast tokenizer is not safe to call from two threads at once
         self.encoder = None
@@ -127,6 +147,17 @@ class TissueResolver:
         self.prototype_owner: np.ndarray | None = None
         if use_encoder:
             self._load_encoder(model_path)
+
+    def _set_messages(self) -> None:
+        """The domain's wording for the messages that do not depend on the text."""
+        domain = self.domain
+        self.a_class = _a(domain.class_noun)
+        # a catalogue without its own examples suggests each class's first synonym
+        examples = domain.examples or tuple(c.synonyms[0] for c in self.classes[:3] if c.synonyms)
+        try_words = domain.try_words or tuple(c.synonyms[0] for c in self.classes if c.synonyms)
+        self.ask_message = f"Please describe {self.a_class}, e.g. {_quoted(examples, ' or ')}."
+        self.try_hint = (f"Try words like {_quoted(try_words, ', ')}, "
+                         f"or a code: {', '.join(domain.abbreviations)}.")
 
     # ---------------------------------------------------------------------------------- encoder
     def _load_encoder(self, model_path) -> None:
@@ -140,7 +171,7 @@ class TissueResolver:
             # the model is a local directory: never reach for the network
             encoder = SentenceTransformer(str(model_path), device="cpu", local_files_only=True)
             phrases, owner = [], []
-            for tissue in TISSUES:
+            for tissue in self.classes:
                 for phrase in _prototype_phrases(tissue):
                     phrases.append(phrase)
                     owner.append(tissue.index)
@@ -161,13 +192,13 @@ class TissueResolver:
         return self.encoder is not None
 
     def _semantic_scores(self, texts: list[str]) -> np.ndarray:
-        """(len(texts), 9) best cosine similarity to each tissue's prototypes, clipped to [0, 1]."""
+        """(len(texts), classes) best cosine similarity to each class's prototypes, clipped to [0, 1]."""
         with self._lock:
             query = self.encoder.encode(texts, batch_size=len(texts), normalize_embeddings=True,
                                         convert_to_numpy=True, show_progress_bar=False)
         similarity = query.astype(np.float32) @ self.prototype_embeddings.T
-        scores = np.full((len(texts), NUM_TISSUES), -1.0, np.float32)
-        for index in TISSUE_INDICES:
+        scores = np.full((len(texts), self.domain.num_classes), -1.0, np.float32)
+        for index in self.indices:
             scores[:, index] = similarity[:, self.prototype_owner == index].max(1)
         return np.clip(np.nan_to_num(scores, nan=0.0), 0.0, 1.0)
 
@@ -178,7 +209,7 @@ class TissueResolver:
             word = raw.lower()
             if raw.isupper() and word in self.abbreviations and len(raw) >= 3:
                 # "ADI", "TUM" written as codes mean the class; lower-case "back"/"norm" stay English
-                expansion = _normalise_phrase(TISSUES[self.abbreviations[word]].label)
+                expansion = _normalise_phrase(self.classes[self.abbreviations[word]].label)
                 tokens.extend(expansion)
                 quality.extend([1.0] * len(expansion))
                 expanded = True
@@ -211,16 +242,21 @@ class TissueResolver:
         content_chars = sum(len(tokens[i]) for i in content) or 1
         covered: dict[int, set[int]] = {}
         quality: dict[int, float] = {}
+        matched: list[tuple[int, int]] = []  # spans of the phrases found so far, longest first
         for length in range(min(self.max_phrase_len, len(tokens)), 0, -1):
             for start in range(len(tokens) - length + 1):
-                tissue = self.phrases.get(tuple(tokens[start:start + length]))
+                end = start + length
+                tissue = self.phrases.get(tuple(tokens[start:end]))
                 if tissue is None:
                     continue
-                covered.setdefault(tissue, set()).update(range(start, start + length))
-                q = min(analysis.quality[start:start + length])
+                if not self.domain.nested_phrases_count and any(s <= start and end <= e for s, e in matched):
+                    continue  # "consolidation" inside "no consolidation" is not a second finding
+                matched.append((start, end))
+                covered.setdefault(tissue, set()).update(range(start, end))
+                q = min(analysis.quality[start:end])
                 quality[tissue] = min(quality.get(tissue, 1.0), q)
         content_set = set(content)
-        scores = np.zeros(NUM_TISSUES, np.float32)
+        scores = np.zeros(self.domain.num_classes, np.float32)
         for tissue, positions in covered.items():
             meaningful = positions & content_set
             if not meaningful:
@@ -237,23 +273,22 @@ class TissueResolver:
         except Exception as error:  # never let a phrase crash the UI; log it for us instead
             logger.exception("tissue resolver failed")
             cleaned = clean_input(text) if isinstance(text, str) else ""
-            resolution = Resolution(cleaned, None, 0.0, [(i, 0.0) for i in TISSUE_INDICES], "not_understood",
+            resolution = Resolution(cleaned, None, 0.0, [(i, 0.0) for i in self.indices], "not_understood",
                                     f"Could not interpret that description ({type(error).__name__}). "
-                                    "Please pick a tissue from the list.", method="none")
+                                    f"Please pick {self.a_class} from the list.", method="none")
         resolution.latency_ms = (time.perf_counter() - started) * 1000.0
         return resolution
 
     def _resolve(self, text: str) -> Resolution:
         if not _TOKEN.search(text):
-            return Resolution(text, None, 0.0, [(i, 0.0) for i in TISSUE_INDICES], "not_understood",
-                              "Please describe a tissue, e.g. 'fat cells', 'tumour glands' or 'mucin'.",
-                              interpreted="", method="none")
+            return Resolution(text, None, 0.0, [(i, 0.0) for i in self.indices], "not_understood",
+                              self.ask_message, interpreted="", method="none")
         try:
-            exact = tissue_index(text)
+            exact = self.domain.class_index(text)
         except KeyError:
             exact = None
         if exact is not None:
-            scores = np.zeros(NUM_TISSUES, np.float32)
+            scores = np.zeros(self.domain.num_classes, np.float32)
             scores[exact] = 1.0
             return self._decide(text, text, scores, "exact", [])
 
@@ -277,7 +312,7 @@ class TissueResolver:
 
     def _decide(self, text: str, interpreted: str, scores: np.ndarray, method: str,
                 corrections: list[tuple[str, str]]) -> Resolution:
-        order = sorted(TISSUE_INDICES, key=lambda i: (-float(scores[i]), i))
+        order = sorted(self.indices, key=lambda i: (-float(scores[i]), i))
         candidates = [(int(i), round(float(scores[i]), 4)) for i in order]
         best, second = float(scores[order[0]]), float(scores[order[1]])
         margin = best - second
@@ -289,38 +324,40 @@ class TissueResolver:
         shown = text if len(text) <= 60 else text[:57] + "..."
         if best < NOT_UNDERSTOOD_BELOW:
             return Resolution(text, None, confidence, candidates, "not_understood",
-                              f"Could not match '{shown}' to a tissue. Try words like 'fat', 'necrosis', "
-                              f"'lymphocytes', 'mucin', 'muscle', 'normal crypts', 'stroma', 'tumour glands', "
-                              f"or a code: {', '.join(ABBREVIATIONS)}.",
+                              f"Could not match '{shown}' to {self.a_class}. {self.try_hint}",
                               interpreted=interpreted, method="none")
         tissue = order[0]
         fixes = "".join(f" (read '{wrong}' as '{right}')" for wrong, right in corrections[:3])
+        names, codes = self.domain.display_names, self.domain.abbreviations
         if best < OK_FROM or margin < MIN_MARGIN:
-            runner_ups = [DISPLAY_NAMES[i] for i, s in candidates[1:3] if s >= NOT_UNDERSTOOD_BELOW
+            runner_ups = [names[i] for i, s in candidates[1:3] if s >= NOT_UNDERSTOOD_BELOW
                           and best - s < 0.15]
-            options = " or ".join([DISPLAY_NAMES[tissue], *runner_ups])
+            options = " or ".join([names[tissue], *runner_ups])
             return Resolution(text, tissue, min(confidence, 0.5), candidates, "unsure",
                               f"Not sure what '{shown}' means{fixes}: closest is {options}. "
                               "Pick one, or describe it in more detail.",
                               interpreted=interpreted, method=method)
         return Resolution(text, tissue, confidence, candidates, "ok",
-                          f"Understood '{shown}' as {DISPLAY_NAMES[tissue]} ({ABBREVIATIONS[tissue]}){fixes}.",
+                          f"Understood '{shown}' as {names[tissue]} ({codes[tissue]}){fixes}.",
                           interpreted=interpreted, method=method)
 
 
 def tissue_from_text(text, resolver) -> tuple[int | None, Resolution | None]:
-    """A tissue index from a catalogue name, abbreviation or index, else from free text via ``resolver`` (a
+    """A class index from a catalogue name, abbreviation or index, else from free text via ``resolver`` (a
     :class:`TissueResolver`, or a function that makes one: it is only called for free text).
 
+    The catalogue is the resolver's domain; a class or factory (not built yet) means histology's.
     Returns ``(index, None)`` for a catalogue match, ``(resolution.tissue, resolution)`` otherwise (the
     index is ``None`` when the text was not understood; the caller decides what "unsure" means for it).
     """
+    built = not isinstance(resolver, type) and hasattr(resolver, "resolve")
+    domain = get_domain(getattr(resolver, "domain", None) if built else None)
     try:
-        return tissue_index(text.strip() if isinstance(text, str) else text), None
+        return domain.class_index(text.strip() if isinstance(text, str) else text), None
     except UnknownTissueError:
         if not isinstance(text, str):
             raise
-    if isinstance(resolver, type) or not hasattr(resolver, "resolve"):
+    if not built:
         resolver = resolver()  # a class or factory: build the resolver now that free text needs it
     resolution = resolver.resolve(text)
     return resolution.tissue, resolution

@@ -46,6 +46,11 @@ class Domain:
     magnified_heading: str = ""
     caution: str = "For education only: not for diagnosis."
     citation: str = ""
+    # The free-text resolver's words for this domain (empty: derived from the classes' synonyms).
+    examples: tuple[str, ...] = ()  # a few descriptions to suggest when the user typed nothing
+    try_words: tuple[str, ...] = ()  # words to suggest when a description matched no class
+    filler_words: frozenset[str] = frozenset()  # domain words that say nothing about the class ("film", "cxr")
+    nested_phrases_count: bool = False  # does "consolidation" inside a matched "no consolidation" score too?
     _lookup: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):

@@ -25,5 +25,8 @@ PATHMNIST = Domain(
     augmentation="histology",
     test_time_views="dihedral",
     magnified_heading=MAGNIFIED_HEADING,
+    examples=("fat cells", "tumour glands", "mucin"),
+    try_words=("fat", "necrosis", "lymphocytes", "mucin", "muscle", "normal crypts", "stroma", "tumour glands"),
+    nested_phrases_count=True,  # the resolver's thresholds and outputs for histology were calibrated this way
     citation="Kather et al. 2019 (NCT-CRC-HE-100K), PLOS Medicine 16(1): e1002730; MedMNIST v2 (Yang et al. 2023)",
 )

@@ -71,5 +71,10 @@ PNEUMONIAMNIST = Domain(
     augmentation="radiograph",
     test_time_views="hflip",
     magnified_heading="On a full-resolution film (not visible at 28 px)",
+    examples=("clear lungs", "lobar consolidation", "hazy right lower zone"),
+    try_words=("clear lungs", "normal film", "consolidation", "hazy lung", "white lung", "infiltrate", "pneumonia"),
+    filler_words=frozenset(("x", "ray", "rays", "xray", "xrays", "cxr", "film", "films", "radiograph", "radiographs",
+                            "radiography", "chest", "frontal", "pa", "ap", "erect", "supine", "projection", "plain",
+                            "paediatric", "pediatric", "child", "patient")),
     citation="Kermany et al. 2018, Cell 172(5): 1122-1131; MedMNIST v2 (Yang et al. 2023)",
 )
