@@ -118,14 +118,18 @@ def _json_default(value):
 
 def cmd_resolve(args) -> dict:
     from .resolver import TissueResolver
-    from .tissues import TISSUES
 
+    domain = _domain(args)
     if not args.text.strip():
-        raise UsageError("describe a tissue in a few words, e.g. 'fat cells' or 'tumour glands'")
-    r = TissueResolver().resolve(args.text)
-    result = {"text": args.text, "tissue": r.tissue, "label": TISSUES[r.tissue].label if r.tissue is not None else None,
+        examples = "'fat cells' or 'tumour glands'" if domain.flag == "pathmnist" else \
+            " or ".join(f"'{word}'" for word in domain.examples[:2])
+        raise UsageError(f"describe a {domain.class_noun} in a few words, e.g. {examples}")
+    r = TissueResolver(domain=domain).resolve(args.text)
+    classes = domain.classes
+    result = {"domain": domain.flag, "text": args.text, "tissue": r.tissue,
+              "label": classes[r.tissue].label if r.tissue is not None else None,
               "confidence": round(float(r.confidence), 4), "status": r.status, "message": r.message,
-              "candidates": [{"tissue": int(t), "label": TISSUES[t].label, "score": round(float(s), 4)}
+              "candidates": [{"tissue": int(t), "label": classes[t].label, "score": round(float(s), 4)}
                              for t, s in r.candidates]}
     return result, r.message
 

@@ -228,5 +228,7 @@ def test_the_cli_evaluates_a_film_classifier_and_refuses_what_is_histology_only(
     assert "| finding" in (tmp_path / "report" / "classifier_report.md").read_text()
     wrong = run("-m", "pathsynth", "evaluate", "classifier", "--model", str(model), "--data", str(films))
     assert wrong.returncode == 2 and "--domain pneumoniamnist" in wrong.stderr  # a film model is not histology's
+    resolved = run("-m", "pathsynth", "resolve", "no focal consolidation", "--domain", "pneumoniamnist", "--json")
+    assert json.loads(resolved.stdout.strip().splitlines()[-1])["label"] == "normal"
     refused = run("-m", "pathsynth", "generate", "pneumonia", "--domain", "pneumoniamnist")
     assert refused.returncode == 2 and "histology-only so far" in refused.stderr and "Traceback" not in refused.stderr

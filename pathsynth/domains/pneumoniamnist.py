@@ -22,7 +22,7 @@ FINDINGS = (
         "hemidiaphragms and the aortic knuckle are each crisply outlined, with no air bronchograms.",
         ("normal", "clear lungs", "normal film", "normal chest", "normal chest x-ray", "healthy lungs",
          "clear lung fields", "unremarkable chest", "normal cxr"),
-        ("no pneumonia", "no consolidation", "no opacity", "lungs clear", "healthy chest", "well aerated lungs",
+        ("no pneumonia", "no consolidation", "no focal consolidation", "no acute findings", "no opacity", "lungs clear", "healthy chest", "well aerated lungs",
          "dark lungs", "sharp heart border", "clear film", "negative film"),
     ),
     Tissue(
