@@ -221,7 +221,7 @@ def load_npz_head(path: str | os.PathLike, count: int, split: str = "train",
             labels = _npy_head(archive, f"{split}_labels.npy", count).reshape(-1).astype(np.int64)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise DataUnavailableError(f"cannot read {path} as an npz archive: {error}") from error
-    return _check(images, labels, str(path), num_classes)
+    return _check(images, labels, str(path))
 
 
 def _npy_header(handle, member: str) -> tuple[tuple, np.dtype]:
