@@ -260,6 +260,14 @@ def _domain_classifier(args, domain):
     return classifier.to(args.settings.device)
 
 
+def _domain_evaluator(args, domain):
+    """The evaluator network of a domain (another seed and recipe than its verifier): histology's default, else
+    ``assets/models/<flag>/evaluator``."""
+    from .settings import model_dir
+
+    return None if domain.flag == "pathmnist" else model_dir(args.settings, domain.flag, "evaluator")
+
+
 def _load_eval_data(args, size: int):
     """(images, labels, source) for ``evaluate classifier``: the ``--split`` of ``--data`` (default
     ``$PATHSYNTH_DATA``, else medmnist) at ``size`` px; a train-only npz (like the 800-tile sample the shipped
@@ -305,10 +313,12 @@ def cmd_evaluate_generator(args) -> dict:
     from .verify import Verifier, default_verifier
 
     writable_dir(args.out)
-    shipped = default_verifier(args.backend, args.settings)
+    domain = _domain(args)
+    shipped = default_verifier(args.backend, args.settings, domain.flag)
     size = getattr(shipped.generator, "output_size", 28)
-    split = real_split(args.data, args.fold, size, args.max_real)  # refuses data of another size, naming the fix
-    evaluator = load_evaluator(args.evaluator).to(args.settings.device)
+    # refuses data of another size, naming the fix
+    split = real_split(args.data, args.fold, size, args.max_real, domain=domain)
+    evaluator = load_evaluator(args.evaluator or _domain_evaluator(args, domain)).to(args.settings.device)
     check_sizes(shipped.generator, split, evaluator)  # before the loop's reference features are computed
     # The realism reference is the training fold only, so held-out images stay unseen by every part of the loop.
     verifier = Verifier(shipped.generator, shipped.classifier, split.train_images, split.train_labels,
@@ -545,7 +555,7 @@ def _real_data_arguments(p) -> None:
 
 
 # Subcommands that work for every domain so far; the others are histology's until their chest X-ray models ship.
-EVERY_DOMAIN = frozenset({"cmd_classify", "cmd_evaluate_classifier", "cmd_resolve"})
+EVERY_DOMAIN = frozenset({"cmd_classify", "cmd_evaluate_classifier", "cmd_evaluate_generator", "cmd_resolve"})
 
 
 def check_domain(args) -> None:
@@ -553,7 +563,7 @@ def check_domain(args) -> None:
     if getattr(args, "domain", "pathmnist") != "pathmnist" and args.func.__name__ not in EVERY_DOMAIN:
         name = " ".join(filter(None, (args.command, getattr(args, "target", None), getattr(args, "action", None))))
         raise UsageError(f"`pathsynth {name}` is histology-only so far (no {args.domain} model for it ships yet); "
-                         f"for {args.domain}, use: classify, resolve, evaluate classifier")
+                         f"for {args.domain}, use: classify, resolve, evaluate classifier, evaluate generator")
 
 
 def build_parser() -> argparse.ArgumentParser:

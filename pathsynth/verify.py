@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .generators.base import MAX_SEED
-from .tissues import TISSUE_INDICES, tissue_index
+from .tissues import tissue_index
 
 ProgressCallback = Callable[[float, str], None]
 REFERENCE_NAME = "realism_reference.safetensors"  # beside the classifier's weights: features of real tiles, no pixels
@@ -64,7 +64,7 @@ class RealismCheck:
         self.k = k
         self.by_tissue: dict[int, np.ndarray] = {}
         self.calibration: dict[int, np.ndarray] = {}
-        for tissue in TISSUE_INDICES:
+        for tissue in np.unique(labels).tolist():  # the classes of the reference's domain
             feats = features[labels == tissue].astype(np.float32)
             if len(feats) <= k:
                 continue
@@ -221,7 +221,8 @@ class Verifier:
         ``seeds`` (one per tissue, ``None`` draws one) instead treats every image as a request of its own: result
         *i* has the seeds (and, up to the generator's rounding between batch sizes, the pixels) that
         ``generate([tissues[i]], seed=seeds[i])[0]`` gives alone, so concurrent requests can share generator batches."""
-        tissues = [tissue_index(t) for t in tissues]
+        lookup = getattr(self.generator, "class_index", tissue_index)  # the generator's domain (histology by default)
+        tissues = [lookup(t) for t in tissues]
         if seeds is not None:
             if seed is not None or len(seeds) != len(tissues):
                 raise ValueError("give either seed or one seed (or None) per requested tissue")
@@ -294,16 +295,34 @@ def attempt_seed(base_seed: int, slot: int, attempt: int) -> int:
     return int(np.random.SeedSequence([base_seed, slot, attempt]).generate_state(1)[0] & MAX_SEED)
 
 
-def default_verifier(backend: str | None = None, settings=None) -> Verifier:
+def default_verifier(backend: str | None = None, settings=None, domain: str = "pathmnist") -> Verifier:
     """The configured classifier + generator, checked for realism against the reference shipped with the classifier
     (:func:`realism_reference`; call once and keep it: the app's :class:`~pathsynth.services.Services` does). The
     shipped reference is of 28 px tiles: a larger generator's images are checked for realism at 28 px
-    (:meth:`Verifier.at_reference_size`) and for their tissue at the classifier's own size."""
+    (:meth:`Verifier.at_reference_size`) and for their tissue at the classifier's own size. Another ``domain``
+    (:mod:`pathsynth.domains`) gets its own shipped classifier and embedded generator."""
     from .classifier import load_classifier
     from .generators import get_generator
     from .settings import Settings
 
     settings = settings or Settings.from_env()
+    if domain != "pathmnist":
+        return _domain_verifier(backend, settings, domain)
     classifier = load_classifier(settings.classifier_dir).to(settings.device)
     reference = realism_reference(settings.classifier_dir, classifier)
     return Verifier(get_generator(backend, settings), classifier, reference=reference)
+
+
+def _domain_verifier(backend: str | None, settings, domain: str) -> Verifier:
+    """The verifier of a domain other than histology: its classifier and embedded generator under
+    ``assets/models/<flag>/`` (the Stable Diffusion backend is histology's so far)."""
+    from .classifier import load_classifier
+    from .generators import load_embedded_generator
+    from .settings import model_dir
+
+    if (backend or "embedded").strip().lower() != "embedded":
+        raise ValueError(f"the {backend} backend is histology-only so far; use --backend embedded for {domain}")
+    classifier_dir = model_dir(settings, domain, "classifier")
+    classifier = load_classifier(classifier_dir).to(settings.device)
+    generator = load_embedded_generator(model_dir(settings, domain, "generator")).to(settings.device)
+    return Verifier(generator, classifier, reference=realism_reference(classifier_dir, classifier))

@@ -232,3 +232,54 @@ def test_the_cli_evaluates_a_film_classifier_and_refuses_what_is_histology_only(
     assert json.loads(resolved.stdout.strip().splitlines()[-1])["label"] == "normal"
     refused = run("-m", "pathsynth", "generate", "pneumonia", "--domain", "pneumoniamnist")
     assert refused.returncode == 2 and "histology-only so far" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def film_split() -> "RealSplit":
+    from pathsynth.evaluation.protocol import RealSplit
+
+    train, train_labels = synthetic_films(24, seed=0)
+    heldout, heldout_labels = synthetic_films(16, seed=1)
+    grey = lambda x: np.repeat(x[..., None], 3, axis=-1)  # noqa: E731 - display-ready, as the data layer gives them
+    return RealSplit(grey(train), train_labels, grey(heldout), heldout_labels, domain="pneumoniamnist")
+
+
+def test_the_generator_protocol_runs_on_films_with_their_classes(tmp_path):
+    """Issue 33: evaluation per domain: agreement F1, loop statistics, C2ST, FID/precision/recall, near copies and
+    CAS for the two findings, with the report's tables and figures named by finding."""
+    from pathsynth.evaluation.protocol import evaluate_generator
+    from pathsynth.verify import RealismReference, Verifier
+
+    split = film_split()
+    generator = EmbeddedGenerator(tiny_film_pipeline(), num_inference_steps=2)
+    classifier = tiny_film_classifier()
+    reference = RealismReference.from_tiles(classifier, split.train_images, split.train_labels, "synthetic films")
+    verifier = Verifier(generator, classifier, reference=reference, max_attempts=2)
+    result = evaluate_generator(verifier, split, tiny_film_classifier(seed=1), per_class=3, out_dir=tmp_path, seed=1,
+                                cas_epochs=1, c2st_epochs=1, kid_subsets=3, progress=False)
+    assert result["domain"] == "pneumoniamnist" and result["n_generated"] == 6
+    assert list(result["per_class"]) == ["normal", "pneumonia"] and "microns_per_pixel" not in result
+    assert [row["abbreviation"] for row in result["per_class"].values()] == ["NORM", "PNA"]
+    assert 0 <= result["c2st_balanced_accuracy"] <= 1 and 0 <= result["macro_f1_raw"] <= 1
+    assert 0 <= result["first_try_acceptance"] <= 1 and 0 <= result["near_copy_rate"] <= 1
+    assert np.asarray(result["confusion_matrix_raw"]).shape == (2, 2)
+    assert "| NORM" in (tmp_path / "report.md").read_text()
+    for name in ("confusion_raw", "f1_bars", "samples", "near_copies"):
+        assert Path(result["pngs"][name]).read_bytes()[:4] == b"\x89PNG", name
+
+
+def test_the_cli_evaluates_a_film_generator_with_the_domains_own_models(tmp_path):
+    assets = tmp_path / "assets"
+    models = assets / "models" / "pneumoniamnist"
+    tiny_film_classifier().save_pretrained(models / "classifier")
+    tiny_film_pipeline().save_pretrained(str(models / "generator"))
+    films = write_films(tmp_path / "films.npz")
+    command = ("-m", "pathsynth", "evaluate", "generator", "--domain", "pneumoniamnist", "--data", str(films),
+               "--per-class", "2", "--cas-epochs", "1", "--c2st-epochs", "1", "--json", "--out", str(tmp_path / "r"))
+    missing = run(*command, env={"PATHSYNTH_ASSETS": str(assets)})
+    assert missing.returncode == 2 and "evaluator" in missing.stderr and "Traceback" not in missing.stderr
+    tiny_film_classifier(seed=1).save_pretrained(models / "evaluator")
+    done = run(*command, env={"PATHSYNTH_ASSETS": str(assets)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["domain"] == "pneumoniamnist" and set(result["per_class"]) == {"normal", "pneumonia"}
+    assert result["n_train"] == 64 and result["n_heldout"] == 32  # the official train and val splits

@@ -149,7 +149,7 @@ def record_realism(cfg: Config, out_dir: Path) -> float:
 
     started = time.time()
     # At most 2,000 real tiles a side (stratified): the C2ST draws as many generated ones (full PathMNIST: 90,000).
-    split = real_split(cfg.data, cfg.fold, cfg.size, max_images=2000)
+    split = real_split(cfg.data, cfg.fold, cfg.size, max_images=2000, domain=cfg.domain)
     rows = realism_curve(out_dir, load_evaluator(cfg.evaluator), split, per_class=cfg.realism_per_class, progress=False)
     last = max(rows, key=lambda r: r["step"])
     tqdm.write(f"realism at step {last['step']}: C2ST {last['c2st_balanced_accuracy']:.3f}, "

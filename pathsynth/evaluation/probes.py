@@ -40,25 +40,31 @@ def build_small_cnn(num_classes: int = NUM_TISSUES) -> nn.Module:
 def train_quick_classifier(images: np.ndarray, labels: np.ndarray, epochs: int = 30, model: str = "small",
                            seed: int = 0, batch_size: int = 64, lr: float = 2e-3, num_classes: int = NUM_TISSUES,
                            stain_jitter: bool = True, progress: bool = True,
-                           desc: str = "training") -> TissueClassifier:
+                           desc: str = "training", upright: bool = False) -> TissueClassifier:
     """A classifier trained from scratch with dihedral (+ stain, by default) augmentation.
 
     CAS trains it on tissue labels; the C2ST trains it on real-vs-generated with ``stain_jitter=False``, since
     colour is one of the cues a two-sample test must be free to use. It works at the images' own size (the first
-    image's), so a test of 64 px tiles sees their 64 px detail.
+    image's), so a test of 64 px tiles sees their 64 px detail. ``upright`` images (chest films) are only
+    mirrored left-right, never rotated.
     """
     if model not in ("resnet18", "small"):
         raise ValueError(f"model must be 'resnet18' or 'small', got {model!r}")
     if len(images) == 0:
         raise ValueError("no images to train the probe on")
     size = int(np.asarray(images[0]).shape[0])
-    config = {**PROBE_CONFIG, "input_size": size}
+    config = {**PROBE_CONFIG, "input_size": size, "num_classes": num_classes}
     torch.manual_seed(seed)
     network = (build_resnet18(num_classes, small_input_stem(size)) if model == "resnet18"
                else build_small_cnn(num_classes))
     x = images_to_tensor(images, config["input_size"])
     y = torch.as_tensor(np.asarray(labels).reshape(-1), dtype=torch.long)
-    augment = train_augmentation() if stain_jitter else RandomDihedral()
+    if upright:
+        from torchvision.transforms import v2
+
+        augment = v2.RandomHorizontalFlip()
+    else:
+        augment = train_augmentation() if stain_jitter else RandomDihedral()
     mean = torch.tensor(PROBE_CONFIG["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(PROBE_CONFIG["std"]).view(1, 3, 1, 1)
     steps_per_epoch = max(1, math.ceil(len(x) / batch_size))

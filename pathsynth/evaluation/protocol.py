@@ -19,9 +19,9 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
+from ..domains import get_domain
 from ..images import microns_per_pixel
 from ..settings import DEFAULT_EVALUATOR_DIR  # the assets root is resolved in settings
-from ..tissues import NUM_TISSUES, TISSUES
 from . import metrics as M
 from .probes import train_quick_classifier
 
@@ -30,13 +30,16 @@ C2ST_SEED_OFFSET = 500_000  # the discriminator's generated training images use 
 
 @dataclass
 class RealSplit:
-    """Real images: the generator's training fold, and a held-out fold no model was trained on."""
+    """Real images: the generator's training fold, and a held-out fold no model was trained on, of one domain
+    (:mod:`pathsynth.domains`; default histology), whose classes every stage reads."""
     train_images: np.ndarray
     train_labels: np.ndarray
     heldout_images: np.ndarray
     heldout_labels: np.ndarray
+    domain: object = None
 
     def __post_init__(self):
+        self.domain = get_domain(self.domain)
         self.train_images, self.heldout_images = np.asarray(self.train_images), np.asarray(self.heldout_images)
         self.train_labels = np.asarray(self.train_labels).reshape(-1).astype(np.int64)
         self.heldout_labels = np.asarray(self.heldout_labels).reshape(-1).astype(np.int64)
@@ -135,10 +138,12 @@ def heldout_halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarra
     return np.sort(a), np.sort(b)
 
 
-def matched_query(generated_tissues: np.ndarray, real_labels: np.ndarray, cap: int) -> np.ndarray:
-    """Indices of generated images with the real side's per-tissue counts (capped), so mix is not a cue."""
+def matched_query(generated_tissues: np.ndarray, real_labels: np.ndarray, cap: int,
+                  num_classes: int | None = None) -> np.ndarray:
+    """Indices of generated images with the real side's per-class counts (capped), so mix is not a cue."""
     picked = []
-    for t in range(NUM_TISSUES):
+    classes = num_classes or int(max(np.max(generated_tissues, initial=0), np.max(real_labels, initial=0)) + 1)
+    for t in range(classes):
         k = min(cap, int((real_labels == t).sum()))
         picked.extend(np.flatnonzero(generated_tissues == t)[:k].tolist())
     return np.array(picked, np.int64)
@@ -155,7 +160,7 @@ def feature_realism_stage(feats: dict[str, np.ndarray], tissues: np.ndarray, spl
     """FID, KID and precision/recall in evaluator features: each generated set (``raw``, ``verified``) vs held-out
     half B, next to the real-vs-real baseline (half A vs half B) with the same per-tissue counts on the query side."""
     half_a, half_b = heldout_halves(split.heldout_labels, seed)
-    query = matched_query(tissues, split.heldout_labels[half_a], per_class)
+    query = matched_query(tissues, split.heldout_labels[half_a], per_class, split.domain.num_classes)
     reference, baseline = feats["heldout"][half_b], feats["heldout"][half_a]
     kid_size = max(2, min(len(query), len(half_b)) // 2)  # subsets of half: with the whole set the spread is 0
     result = {"fid_n_query": len(query), "fid_n_reference": len(half_b), "kid_subset_size": kid_size}
@@ -179,8 +184,8 @@ def whole_fold_fid(feats: dict[str, np.ndarray], tissues: np.ndarray, split: Rea
     training tiles themselves score 0.6-4x their baseline over different splits. Here the generated images in
     the training fold's tissue mix (up to ``per_class`` each) and as many real training tiles of each tissue are
     both compared with all held-out tiles: the same sizes, mix and reference, so the ratio is generated vs real."""
-    generated = matched_query(tissues, split.train_labels, per_class)
-    real = matched_query(split.train_labels, split.train_labels, per_class)
+    generated = matched_query(tissues, split.train_labels, per_class, split.domain.num_classes)
+    real = matched_query(split.train_labels, split.train_labels, per_class, split.domain.num_classes)
     fid = M.frechet_distance(feats["raw"][generated], feats["heldout"])
     baseline = M.frechet_distance(feats["train"][real], feats["heldout"])
     return {"fid_whole_fold": fid, "fid_whole_fold_real_baseline": baseline,
@@ -198,19 +203,20 @@ def c2st_stage(generator, raw: np.ndarray, tissues: np.ndarray, split: RealSplit
     x = np.concatenate([split.train_images, fake_train])
     y = np.r_[np.zeros(n_train, np.int64), np.ones(n_train, np.int64)]
     discriminator = train_quick_classifier(x, y, epochs, seed=seed, num_classes=2, stain_jitter=False,
-                                           progress=progress, desc="C2ST discriminator")
+                                           progress=progress, desc="C2ST discriminator",
+                                           upright=split.domain.test_time_views == "hflip")
     test_x = np.concatenate([split.heldout_images, raw])
     test_y = np.r_[np.zeros(len(split.heldout_images), np.int64), np.ones(len(raw), np.int64)]
     test_t = np.r_[split.heldout_labels, tissues]
     p_fake = in_batches(lambda b: discriminator.predict_proba(b, tta=False)[:, 1], test_x, "C2ST test", progress)
     weights = np.ones(len(test_y))
-    for t in range(NUM_TISSUES):
+    for t in range(split.domain.num_classes):
         fake_t = (test_y == 1) & (test_t == t)
         if fake_t.any():
             weights[fake_t] = ((test_y == 0) & (test_t == t)).sum() / fake_t.sum()
     overall = M.two_sample_scores(test_y, p_fake, weights)
     per_tissue = {t.label: M.two_sample_scores(test_y[test_t == t.index], p_fake[test_t == t.index])
-                  for t in TISSUES}
+                  for t in split.domain.classes}
     return {"c2st_balanced_accuracy": overall["balanced_accuracy"], "c2st_auc": overall["auc"],
             "c2st_epochs": epochs, "c2st_per_tissue": per_tissue}
 
@@ -231,8 +237,8 @@ def memorisation_stage(feats: dict[str, np.ndarray], raw: np.ndarray, tissues: n
             "near_copy_percentile": percentile,
             "nn_distance_generated_median": float(np.median(copies["distances"])),
             "nn_distance_heldout_median": copies["heldout_median"],
-            "nearest_pairs": pairs, "near_copies_per_tissue": np.bincount(tissues[copies["is_copy"]],
-                                                                          minlength=NUM_TISSUES).tolist()}
+            "nearest_pairs": pairs, "near_copies_per_tissue": np.bincount(
+                tissues[copies["is_copy"]], minlength=split.domain.num_classes).tolist()}
 
 
 def cas_stage(pool: np.ndarray, tissues: np.ndarray, split: RealSplit, per_class: int, epochs: int, model: str,
@@ -240,7 +246,8 @@ def cas_stage(pool: np.ndarray, tissues: np.ndarray, split: RealSplit, per_class
     """CAS: one recipe trained on generated images and on as many real ones per tissue; tested on held-out."""
     rng = np.random.default_rng(seed)
     gen_idx, real_idx = [], []
-    for t in range(NUM_TISSUES):
+    domain = split.domain
+    for t in range(domain.num_classes):
         real_t = np.flatnonzero(split.train_labels == t)
         k = min(per_class, len(real_t))
         real_idx.extend(rng.choice(real_t, k, replace=False).tolist())
@@ -248,9 +255,12 @@ def cas_stage(pool: np.ndarray, tissues: np.ndarray, split: RealSplit, per_class
     reports = {}
     for name, x, y in (("cas", pool[gen_idx], tissues[gen_idx]),
                        ("real_trained", split.train_images[real_idx], split.train_labels[real_idx])):
-        probe = train_quick_classifier(x, y, epochs, model, seed, progress=progress, desc=f"{name} probe")
+        probe = train_quick_classifier(x, y, epochs, model, seed, num_classes=domain.num_classes,
+                                       stain_jitter=domain.augmentation == "histology", progress=progress,
+                                       desc=f"{name} probe", upright=domain.test_time_views == "hflip")
         probs = in_batches(lambda b: probe.predict_proba(b, tta=False), split.heldout_images, f"{name} test", progress)
-        reports[name] = M.classification_report(split.heldout_labels, probs.argmax(1), probs)
+        reports[name] = M.classification_report(split.heldout_labels, probs.argmax(1), probs, domain.num_classes,
+                                                domain.labels)
     cas, real = reports["cas"], reports["real_trained"]
     return {"cas_accuracy": cas["accuracy"], "cas_accuracy_ci95": cas["accuracy_ci95"], "cas_macro_f1": cas["macro_f1"],
             "real_trained_accuracy": real["accuracy"], "real_trained_accuracy_ci95": real["accuracy_ci95"],
@@ -271,9 +281,9 @@ def timed(timings: dict, name: str, fn, *args, **kwargs):
 
 
 def per_tissue_table(reports: dict, loop_rows: np.ndarray, tissues: np.ndarray, c2st: dict, memorisation: dict,
-                     cas: dict) -> dict:
+                     cas: dict, domain=None) -> dict:
     table = {}
-    for t in TISSUES:
+    for t in get_domain(domain).classes:
         mask = tissues == t.index
         raw, verified = reports["raw"]["per_class"][t.label], reports["verified"]["per_class"][t.label]
         table[t.label] = {"abbreviation": t.abbreviation, "f1_raw": raw["f1"], "precision_raw": raw["precision"],
@@ -300,15 +310,16 @@ def evaluate_generator(verifier, split: RealSplit, evaluator, per_class: int = 1
     if evaluator is verifier.classifier:
         raise ValueError("the evaluator must not be the verifier's classifier: the loop would grade itself")
     size = check_sizes(verifier.generator, split, evaluator)
+    domain = split.domain
     timings: dict[str, float] = {}
-    tissues = np.repeat(np.arange(NUM_TISSUES), per_class)
+    tissues = np.repeat(np.arange(domain.num_classes), per_class)
     raw = timed(timings, "raw_generation", generate_raw, verifier.generator, tissues,
                 [seed * 1_000_003 + i for i in range(len(tissues))], progress)
     verified, loop, loop_rows = timed(timings, "verified_generation", verify_stage, verifier, tissues, seed, progress)
     reports = {}
     for name, images in (("raw", raw), ("verified", verified)):
         probs = in_batches(lambda b: verifier.classifier.predict_proba(b), images, f"classifying {name}", progress)
-        reports[name] = M.classification_report(tissues, probs.argmax(1), probs)
+        reports[name] = M.classification_report(tissues, probs.argmax(1), probs, domain.num_classes, domain.labels)
     feats = timed(timings, "evaluator_features", evaluator_features, evaluator,
                   {"raw": raw, "verified": verified, "heldout": split.heldout_images, "train": split.train_images},
                   progress)
@@ -318,7 +329,8 @@ def evaluate_generator(verifier, split: RealSplit, evaluator, per_class: int = 1
                          near_copy_percentile)
     cas = timed(timings, "cas", cas_stage, verified, tissues, split, per_class, cas_epochs, cas_model, seed, progress)
     result = {"generator": getattr(verifier.generator, "name", type(verifier.generator).__name__),
-              "image_size": size, "microns_per_pixel": microns_per_pixel(size),
+              "domain": domain.flag, "class_abbreviations": list(domain.abbreviations), "image_size": size,
+              **({"microns_per_pixel": microns_per_pixel(size)} if domain.flag == "pathmnist" else {}),
               "classifier_input_size": getattr(verifier.classifier, "input_size", None),
               "n_generated": len(tissues), "per_class_requested": per_class, "seed": seed,
               "n_train": len(split.train_labels), "n_heldout": len(split.heldout_labels),
@@ -328,7 +340,7 @@ def evaluate_generator(verifier, split: RealSplit, evaluator, per_class: int = 1
               **loop, **realism, **{k: v for k, v in c2st.items() if k != "c2st_per_tissue"},
               **{k: v for k, v in memorisation.items() if k != "near_copies_per_tissue"},
               **{k: v for k, v in cas.items() if not k.endswith("_recall")},
-              "per_class": per_tissue_table(reports, loop_rows, tissues, c2st, memorisation, cas),
+              "per_class": per_tissue_table(reports, loop_rows, tissues, c2st, memorisation, cas, domain),
               "protocol": PROTOCOL_TEXT, "timings": timings}
     from .report import write_generator_report
 
@@ -395,7 +407,7 @@ def realism_point(generator, evaluator, split: RealSplit, per_class: int = 40, c
                   seed: int = 0, progress: bool = False) -> dict:
     """The cheap realism figures for one model (C2ST and evaluator FID): one point of a realism-vs-steps curve."""
     check_sizes(generator, split, evaluator)
-    tissues = np.repeat(np.arange(NUM_TISSUES), per_class)
+    tissues = np.repeat(np.arange(split.domain.num_classes), per_class)
     raw = generate_raw(generator, tissues, [seed * 1_000_003 + i for i in range(len(tissues))], progress)
     c2st = c2st_stage(generator, raw, tissues, split, seed, c2st_epochs, progress)
     feats = evaluator_features(evaluator, {"raw": raw, "heldout": split.heldout_images,
@@ -410,18 +422,19 @@ def realism_point(generator, evaluator, split: RealSplit, per_class: int = 40, c
 
 
 def real_split(data: str | None = None, fold: int = 0, size: int = 28, max_images: int | None = None,
-               seed: int = 0) -> RealSplit:
+               seed: int = 0, domain=None) -> RealSplit:
     """The generator's training fold and the held-out fold of the data it was trained on (default:
     ``$PATHSYNTH_DATA``, else medmnist), as ``size`` px tiles; ``max_images`` caps each side with a stratified subset (full PathMNIST has
     90,000 training tiles, and the C2ST generates as many as there are)."""
     from ..data import load_training_data, stratified_subset
 
-    splits = load_training_data(data, size, fold=fold)
+    domain = get_domain(domain)
+    splits = load_training_data(data, size, fold=fold, domain=domain)
     if max_images:
         for name, (images, labels) in list(splits.items()):
             keep = stratified_subset(labels, max_images, seed)
             splits[name] = (images[keep], labels[keep])
-    return RealSplit(*splits["train"], *splits["val"])
+    return RealSplit(*splits["train"], *splits["val"], domain=domain)
 
 
 def realism_curve(run_dir: str | Path, evaluator, split: RealSplit, step_offset: int = 0, per_class: int = 40,

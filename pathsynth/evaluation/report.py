@@ -49,10 +49,12 @@ def plot_confusion_matrix(cm, path: str | Path, title: str = "", names=None) -> 
 
 
 def plot_f1_comparison(f1_raw: Sequence[float], f1_verified: Sequence[float], path: str | Path,
-                       title: str = "") -> Path:
-    """Per-tissue F1 bars, raw generator output next to the verified output."""
+                       title: str = "", names: Sequence[str] | None = None) -> Path:
+    """Per-class F1 bars, raw generator output next to the verified output (``names``: the classes'
+    abbreviations; default the tissues' for 9 classes)."""
     x = np.arange(len(f1_raw))
-    names = list(ABBREVIATIONS) if len(f1_raw) == NUM_TISSUES else [str(c) for c in x]
+    if names is None:
+        names = list(ABBREVIATIONS) if len(f1_raw) == NUM_TISSUES else [str(c) for c in x]
     figure = _figure(7.5, 3.8)
     ax = figure.add_subplot()
     ax.bar(x - 0.2, [v or 0 for v in f1_raw], 0.4, label="raw", color="#9aa5b1")
@@ -73,7 +75,7 @@ def enlargement(tile_size: int, shown_px: int = 112) -> int:
 
 
 def plot_near_copy_pairs(generated: np.ndarray, training: np.ndarray, pairs: Sequence[dict], path: str | Path,
-                         scale: int | None = None, title: str = "") -> Path:
+                         scale: int | None = None, title: str = "", names: Sequence[str] = ABBREVIATIONS) -> Path:
     """Rows of (generated | nearest training image), upscaled with NEAREST so no detail is invented
     (``scale``: the enlargement; default :func:`enlargement` of the tile size).
 
@@ -95,13 +97,13 @@ def plot_near_copy_pairs(generated: np.ndarray, training: np.ndarray, pairs: Seq
         tissue, train_tissue = pair.get("tissue"), pair.get("train_tissue")
         left = figure.add_subplot(rows, 2 * per_row, 2 * k + 1)
         left.imshow(big(generated[pair["gen_index"]]), interpolation="nearest")
-        left.set_title(f"generated #{pair['gen_index']}" + (f" {ABBREVIATIONS[tissue]}" if tissue is not None else ""),
+        left.set_title(f"generated #{pair['gen_index']}" + (f" {names[tissue]}" if tissue is not None else ""),
                        fontsize=8)
         right = figure.add_subplot(rows, 2 * per_row, 2 * k + 2)
         right.imshow(big(training[pair["train_index"]]), interpolation="nearest")
         flag = " COPY" if pair.get("is_copy") else ""
         right.set_title(f"train #{pair['train_index']}"
-                        + (f" {ABBREVIATIONS[train_tissue]}" if train_tissue is not None else "")
+                        + (f" {names[train_tissue]}" if train_tissue is not None else "")
                         + f"\nd={pair['distance']:.3g}{flag}", fontsize=8, color="red" if flag else "black")
         for ax in (left, right):
             ax.set_axis_off()
@@ -114,7 +116,8 @@ def plot_near_copy_pairs(generated: np.ndarray, training: np.ndarray, pairs: Seq
 
 def plot_sample_grid(generated: np.ndarray, generated_labels: Sequence[int], path: str | Path,
                      real: np.ndarray | None = None, real_labels: Sequence[int] | None = None,
-                     per_tissue: int = 8, scale: int | None = None, title: str = "") -> Path:
+                     per_tissue: int = 8, scale: int | None = None, title: str = "",
+                     names: Sequence[str] = ABBREVIATIONS) -> Path:
     """One row per tissue: ``per_tissue`` generated images, then as many real ones when given (NEAREST
     upscaling by ``scale``, default :func:`enlargement`, so no detail is invented). Tiles are drawn at the
     generated images' size."""
@@ -132,18 +135,19 @@ def plot_sample_grid(generated: np.ndarray, generated_labels: Sequence[int], pat
         return np.asarray(Image.fromarray(row).resize((row.shape[1] * scale, tile * scale), Image.NEAREST))
 
     columns = 1 if real is None else 2
-    figure = _figure(0.5 * per_tissue * columns + 1.6, 0.55 * NUM_TISSUES + 0.7)
-    for tissue in range(NUM_TISSUES):
+    rows = len(names)  # one row per class
+    figure = _figure(0.5 * per_tissue * columns + 1.6, 0.55 * rows + 0.7)
+    for tissue in range(rows):
         panels = [row_of(generated, generated_labels, tissue)]
         if real is not None:
             panels.append(row_of(real, real_labels, tissue))
         for column, panel in enumerate(panels):
-            ax = figure.add_subplot(NUM_TISSUES, columns, tissue * columns + column + 1)
+            ax = figure.add_subplot(rows, columns, tissue * columns + column + 1)
             ax.imshow(panel, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if column == 0:
-                ax.set_ylabel(ABBREVIATIONS[tissue], rotation=0, ha="right", va="center", fontsize=8)
+                ax.set_ylabel(names[tissue], rotation=0, ha="right", va="center", fontsize=8)
             if tissue == 0:
                 ax.set_title("generated" if column == 0 else "real (held out)", fontsize=9)
     figure.suptitle(title or "Samples per tissue", fontsize=9)
@@ -302,22 +306,26 @@ def write_generator_report(result: dict, out_dir: str | Path | None, raw: np.nda
     if out_dir is None:
         return jsonable(result)
     out_dir = Path(out_dir)
-    f1_raw = [result["per_class"][label]["f1_raw"] for label in LABELS]
-    f1_verified = [result["per_class"][label]["f1_verified"] for label in LABELS]
+    labels = list(result["per_class"]) if result.get("class_abbreviations") else list(LABELS)  # the domain's order
+    names = result.get("class_abbreviations") or list(ABBREVIATIONS)
+    f1_raw = [result["per_class"][label]["f1_raw"] for label in labels]
+    f1_verified = [result["per_class"][label]["f1_verified"] for label in labels]
     result["pngs"] = {k: str(v) for k, v in {
         "confusion_raw": plot_confusion_matrix(result["confusion_matrix_raw"], out_dir / "confusion_raw.png",
                                                f"Raw generated images (macro-F1 {result['macro_f1_raw']:.3f})"),
         "confusion_verified": plot_confusion_matrix(result["confusion_matrix_verified"],
                                                     out_dir / "confusion_verified.png",
                                                     f"Verified images (macro-F1 {result['macro_f1_verified']:.3f})"),
-        "f1_bars": plot_f1_comparison(f1_raw, f1_verified, out_dir / "f1_raw_vs_verified.png"),
+        "f1_bars": plot_f1_comparison(f1_raw, f1_verified, out_dir / "f1_raw_vs_verified.png", names=names),
         "samples": plot_sample_grid(raw, tissues, out_dir / "samples_generated_vs_real.png", split.heldout_images,
                                     split.heldout_labels,
-                                    title="Raw generated (left, first 8 seeds per tissue) vs held-out real (right)"),
+                                    title="Raw generated (left, first 8 seeds per class) vs held-out real (right)",
+                                    names=names),
         "near_copies": plot_near_copy_pairs(raw, split.train_images, result["nearest_pairs"],
                                             out_dir / "nearest_training_pairs.png",
                                             title="Generated images nearest to a training image (evaluator "
-                                                  f"features; near copy if d <= {result['near_copy_threshold']:.3g})"),
+                                                  f"features; near copy if d <= {result['near_copy_threshold']:.3g})",
+                                            names=names),
     }.items()}
     result["report_json"], result["report_md"] = str(out_dir / "report.json"), str(out_dir / "report.md")
     write_json(out_dir / "report.json", result)
@@ -391,7 +399,8 @@ def generator_markdown(r: dict) -> str:
     columns = {"abbreviation": "", "c2st_balanced_accuracy": "C2ST bal. acc.", "f1_raw": "F1 raw",
                "f1_verified": "F1 verified", "first_try_acceptance": "first try", "mean_attempts": "attempts",
                "near_copies": "near copies", "cas_recall": "CAS recall", "real_trained_recall": "real recall"}
-    size = f"{r['image_size']} px tiles ({r['microns_per_pixel']:g} µm/px); " if r.get("image_size") else ""
+    scale = f" ({r['microns_per_pixel']:g} µm/px)" if r.get("microns_per_pixel") else ""
+    size = f"{r['image_size']} px {'tiles' if scale else 'images'}{scale}; " if r.get("image_size") else ""
     lines = [f"# Generator evaluation ({r['generator']})", "",
              f"{size}{r['per_class_requested']} images per tissue ({r['n_generated']} in all), seed {r['seed']}; "
              f"{r['n_train']} training and {r['n_heldout']} held-out real images.", "", "## Summary", "",

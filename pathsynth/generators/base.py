@@ -25,6 +25,10 @@ class Generator:
     batch_size = 64  # images per rendering call: one huge batch runs slower on a CPU
     output_size = OUTPUT_SIZE  # px of the tiles ``generate`` returns (the embedded backend: its model's size)
 
+    def class_index(self, key: int | str) -> int:
+        """A class of the generator's domain by index or name (histology's tissues unless a backend says so)."""
+        return tissue_index(key)
+
     def _render(self, tissues: list[int], generators: list[torch.Generator], **options) -> torch.Tensor:
         """Float ``(n, 3, R, R)`` images in [0, 1] for one batch (a backend's only job)."""
         raise NotImplementedError
@@ -33,7 +37,7 @@ class Generator:
         """Full-resolution samples as float ``(N, 3, R, R)`` in [0, 1] on the CPU."""
         if len(tissues) != len(seeds):
             raise ValueError("one seed per image is required")
-        tissues = [tissue_index(t) for t in tissues]
+        tissues = [self.class_index(t) for t in tissues]
         chunks = []
         for start in range(0, len(tissues), self.batch_size):
             generators = [torch.Generator().manual_seed(int(s)) for s in seeds[start:start + self.batch_size]]

@@ -312,6 +312,10 @@ class EmbeddedGenerator(Generator):
         self._owner = threading.get_ident()
         self._local = threading.local()
 
+    def class_index(self, key: int | str) -> int:
+        """A class of the pipeline's domain (tissue or finding) by index or name."""
+        return self.pipeline.domain.class_index(key)
+
     def to(self, device: str | torch.device) -> "EmbeddedGenerator":
         """Samples on ``device`` from now on (the UNet and discriminator move; every worker thread shares them).
         The starting noise is still drawn on the CPU, so a seed gives the same tile on any device up to rounding."""
