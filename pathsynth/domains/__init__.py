@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from ..errors import UnknownTissueError
 from ..tissues import ConfusablePair, Tissue
+from ..tissues import _norm  # the catalogue's one name normalisation, so a domain looks names up as tissues.py does
 
 DEFAULT_DOMAIN = "pathmnist"
 
@@ -112,10 +113,6 @@ class Domain:
         info = INFO[self.flag]
         return (info["n_channels"] == self.channels
                 and [info["label"][str(i)] for i in range(len(info["label"]))] == list(self.labels))
-
-
-def _norm(text: str) -> str:
-    return " ".join(str(text).lower().replace("_", " ").replace("-", " ").split())
 
 
 def _registry() -> dict[str, Domain]:
