@@ -61,6 +61,17 @@ def test_resolve_understands_unsure_and_nonsense(client):
 
 # ----------------------------------------------------------------------------------------------- generate
 
+def test_the_app_caches_the_files_it_serves_in_a_folder_of_its_own(running_app, client):
+    import tempfile
+    from pathlib import Path
+
+    from pathsynth.app.common import FILE_CACHE_ROOT
+
+    client.predict("Mucus", "", "4321", True, api_name="/generate")
+    own = Path(tempfile.gettempdir()) / FILE_CACHE_ROOT / str(running_app.process.pid)
+    assert any(path.suffix in (".png", ".webp") for path in own.rglob("*"))
+
+
 def test_generate_returns_image_probabilities_and_record(client):
     image, cam, label, summary, card, download, details, *_ = client.predict(
         "Lymphocytes", "", "1234", True, api_name="/generate")

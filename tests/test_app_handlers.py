@@ -324,6 +324,26 @@ def test_cached_images_are_never_rewritten_in_place(tmp_path):
     assert processing_utils.save_img_array_to_cache(np.asarray(image), str(tmp_path), format="png") == first
 
 
+def test_each_server_process_caches_files_in_a_folder_of_its_own(tmp_path, monkeypatch):
+    """A stopping Gradio server deletes every cached file it created; in a folder shared by the machine's servers
+    that took a real tile from another server's page (CI: a quiz's second real example never appeared)."""
+    import subprocess
+    import sys
+
+    from pathsynth.app.common import use_own_file_cache
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (tmp_path / str(gone.pid) / "abc").mkdir(parents=True)  # left by a process that crashed
+    (tmp_path / "1").mkdir()  # a running process (init)
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    own = use_own_file_cache(tmp_path)
+    assert own == tmp_path / str(os.getpid()) and os.environ["GRADIO_TEMP_DIR"] == str(own) and own.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["1", str(os.getpid())])
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "chosen"))
+    assert use_own_file_cache(tmp_path) is None and os.environ["GRADIO_TEMP_DIR"] == str(tmp_path / "chosen")
+
+
 class RecordingSlots:
     """Stands in for ``common.model_slots``: records whether model calls run while holding a slot."""
 

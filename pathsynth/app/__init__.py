@@ -20,7 +20,7 @@ from ..errors import DataUnavailableError, ModelFileError
 from ..services import Services
 from ..settings import Settings
 from . import about, assignments, challenge, galleries, generate, progress, quiz
-from .common import install_atomic_image_cache, install_quiet_refusals, share_sign_in
+from .common import install_atomic_image_cache, install_quiet_refusals, share_sign_in, use_own_file_cache
 
 QUEUE_MAX_SIZE = 128
 DEFAULT_CONCURRENCY = 8  # events outside the "model" group (reading galleries, answering, resolving)
@@ -95,6 +95,7 @@ def main(port: int | None = None) -> None:
     except (ModelFileError, DataUnavailableError, ValueError) as error:  # useless without its models: say which file, stop
         print(f"PathSynth cannot start: {error}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
+    use_own_file_cache()  # before the components are built: they note their cache folder
     port = port or int(os.environ.get("PORT") or os.environ.get("GRADIO_SERVER_PORT") or 7860)
     build_demo(services).launch(server_name=settings.server_name, server_port=port,
                                 max_file_size=MAX_FILE_SIZE, footer_links=["api", "gradio"], css=CSS,

@@ -6,6 +6,7 @@ import functools
 import inspect
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -132,6 +133,42 @@ def save_pil_to_cache_atomically(img, cache_dir: str, name: str = "image", forma
         handle.write(data)
     os.replace(staging, path)
     return str(path)
+
+
+FILE_CACHE_ROOT = "pathsynth-gradio"
+
+
+def use_own_file_cache(root: Path | None = None) -> Path | None:
+    """Give this server process a folder of its own for Gradio's cached files (unless ``$GRADIO_TEMP_DIR`` is set).
+
+    Gradio names cached files by their bytes, in one folder per machine, and a server that stops deletes every file
+    it created there, including the ones another server on the machine was still showing (a second replica, or
+    a second app: a real tile vanished from a quiz's feedback when another app process stopped). Folders left by
+    processes that no longer run (a crash deletes nothing) are removed here.
+    """
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        return None
+    root = root or Path(tempfile.gettempdir()) / FILE_CACHE_ROOT
+    root.mkdir(parents=True, exist_ok=True)
+    for folder in root.iterdir():
+        if folder.is_dir() and not process_is_running(folder.name):
+            shutil.rmtree(folder, ignore_errors=True)
+    own = root / str(os.getpid())
+    own.mkdir(exist_ok=True)
+    os.environ["GRADIO_TEMP_DIR"] = str(own)
+    return own
+
+
+def process_is_running(pid: str) -> bool:
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def install_atomic_image_cache() -> None:
