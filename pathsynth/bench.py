@@ -223,7 +223,7 @@ def time_verified(verifier, repeats: int, rng: np.random.Generator, seed: int, p
     """Latency of one verified image of a random tissue, ``repeats`` times (regeneration included)."""
     latencies, attempts = [], []
     for r in tqdm(range(repeats), desc="verified latency", unit="img", disable=not progress):
-        seconds, tries = _one_verified(verifier, int(rng.integers(NUM_TISSUES)), seed + 1 + r)
+        seconds, tries = _one_verified(verifier, int(rng.integers(class_count(verifier))), seed + 1 + r)
         latencies.append(seconds)
         attempts.append(tries)
     return {"verified_p50_s": float(np.percentile(latencies, 50)),
@@ -246,6 +246,30 @@ def compare_verified(verifier, baseline, repeats: int, seed: int = 0, progress: 
             "compare_verified_mean_s": float(np.mean(latencies["new"])),
             "baseline_verified_mean_s": float(np.mean(latencies["baseline"])),
             "verified_p50_ratio_vs_baseline": p50["new"] / p50["baseline"], "compare_repeats": repeats}
+
+
+def class_count(verifier) -> int:
+    """How many classes the verifier's domain has (9 tissues; 2 findings on a film)."""
+    return int(getattr(verifier.classifier, "num_classes", NUM_TISSUES))
+
+
+def compare_domains(verifiers: dict, repeats: int, seed: int = 0, progress: bool = True) -> dict:
+    """One verified image of a random class in each domain (``{flag: verifier}``), interleaved, so a machine whose
+    speed drifts during the run slows every domain alike: e.g. a chest film against a histology tile."""
+    rng = np.random.default_rng(seed)
+    for verifier in verifiers.values():
+        verifier.generate([0], seed=seed)  # warm-up: lazy initialisation stays out of the percentiles
+    latencies = {flag: [] for flag in verifiers}
+    attempts = {flag: [] for flag in verifiers}
+    for r in tqdm(range(repeats), desc="verified latency per domain", unit="round", disable=not progress):
+        for flag, verifier in verifiers.items():
+            seconds, tries = _one_verified(verifier, int(rng.integers(class_count(verifier))), seed + 1 + r)
+            latencies[flag].append(seconds)
+            attempts[flag].append(tries)
+    return {"verified_by_domain": {flag: {"p50_s": float(np.percentile(latencies[flag], 50)),
+                                          "p95_s": float(np.percentile(latencies[flag], 95)),
+                                          "mean_attempts": float(np.mean(attempts[flag]))} for flag in verifiers},
+            "domain_repeats": repeats}
 
 
 def time_throughput(verifier, classifier, batch_repeats: int, classifier_batch: int, repeats: int, seed: int) -> dict:
@@ -419,6 +443,17 @@ def _quiz_summary(result: dict) -> str:
             f"(p95 {result['quiz_start_p95_s']:.3f} s) once warm")
 
 
+def domain_lines(result: dict) -> list[str]:
+    """bench.md's table of :func:`compare_domains` (none when it did not run)."""
+    if not result.get("verified_by_domain"):
+        return []
+    lines = [f"One verified image per domain ({result['domain_repeats']} interleaved rounds, random classes):", "",
+             "| domain | p50 | p95 | mean tries |", "|---|---|---|---|"]
+    lines += [f"| {flag} | {row['p50_s']:.3f} s | {row['p95_s']:.3f} s | {row['mean_attempts']:.2f} |"
+              for flag, row in result["verified_by_domain"].items()]
+    return [*lines, ""]
+
+
 def bench_markdown(result: dict) -> str:
     r = result
 
@@ -457,6 +492,7 @@ def bench_markdown(result: dict) -> str:
                   f"verified image p50 {fmt(r['compare_verified_p50_s'], ' s')} vs {fmt(r['baseline_verified_p50_s'], ' s')}"
                   f" (ratio {fmt(r['verified_p50_ratio_vs_baseline'])}); means {fmt(r['compare_verified_mean_s'], ' s')}"
                   f" vs {fmt(r['baseline_verified_mean_s'], ' s')}.", ""]
+    lines += domain_lines(r)
     if r.get("cold_start_error"):
         lines.append(f"Cold start: {r['cold_start_error']}")
     return "\n".join(lines) + "\n"

@@ -372,7 +372,7 @@ def cmd_evaluate_curve(args) -> dict:
 
 
 def cmd_bench(args) -> dict:
-    from .bench import compare_verified, run_benchmark, write_reports
+    from .bench import compare_domains, compare_verified, run_benchmark, write_reports
     from .verify import default_verifier
 
     if args.out:
@@ -391,9 +391,15 @@ def cmd_bench(args) -> dict:
         if args.baseline_one_sampler:
             baseline.generator.tissue_sampler = {}
         result.update(compare_verified(verifier, baseline, args.repeats), baseline_generator=args.baseline_generator)
+    if args.domains:  # one verified image per domain, interleaved (e.g. a chest film beside a histology tile)
+        verifiers = {flag: verifier if flag == "pathmnist" else default_verifier("embedded", args.settings, flag)
+                     for flag in dict.fromkeys(["pathmnist", *args.domains])}
+        result.update(compare_domains(verifiers, args.repeats))
     if args.out:
         result = write_reports(result, args.out)
     human = "\n".join(f"{k}: {v}" for k, v in result.items() if not isinstance(v, (dict, list)))
+    for flag, row in result.get("verified_by_domain", {}).items():
+        human += f"\nverified {flag}: p50 {row['p50_s']:.3f} s, p95 {row['p95_s']:.3f} s, {row['mean_attempts']:.2f} tries"
     return result, human
 
 
@@ -637,6 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cold-start", action="store_true", help="skip the fresh-process model-loading measurement")
     p.add_argument("--out", default=None, help="directory for bench.json and bench.md")
     p.add_argument("--backend", default=None)
+    p.add_argument("--domains", nargs="+", choices=DOMAIN_FLAGS, default=[],
+                   help="also time one verified image of these domains, interleaved with histology's (same run)")
     p.add_argument("--baseline-generator", default=None,
                    help="an embedded generator directory to time side by side (interleaved) with the current one")
     p.add_argument("--baseline-timestep-power", type=decimal(0.1, 10.0), default=1.0,

@@ -283,3 +283,27 @@ def test_the_cli_evaluates_a_film_generator_with_the_domains_own_models(tmp_path
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["domain"] == "pneumoniamnist" and set(result["per_class"]) == {"normal", "pneumonia"}
     assert result["n_train"] == 64 and result["n_heldout"] == 32  # the official train and val splits
+
+
+def test_the_bench_times_a_verified_film_beside_a_verified_tile_interleaved():
+    """Issue 33: "verified chest X-ray p50 no slower than a verified histology tile, side by side in one bench"."""
+    from pathsynth import bench as B
+    from pathsynth.verify import Verifier
+    from tiny_models import tiny_classifier, tiny_generator
+
+    class Recording(Verifier):
+        def generate(self, classes, seed=None, progress=None):
+            order.append((self.generator.pipeline.domain.flag, tuple(classes)))
+            return super().generate(classes, seed=seed)
+
+    order = []
+    tile = Recording(tiny_generator(steps=2), tiny_classifier())
+    film = Recording(EmbeddedGenerator(tiny_film_pipeline(), num_inference_steps=2), tiny_film_classifier())
+    result = B.compare_domains({"pathmnist": tile, "pneumoniamnist": film}, repeats=4, progress=False)
+    assert [domain for domain, _ in order] == ["pathmnist", "pneumoniamnist"] * 5  # warm-up, then interleaved
+    assert {classes[0] for domain, classes in order if domain == "pneumoniamnist"} <= {0, 1}
+    assert set(result["verified_by_domain"]) == {"pathmnist", "pneumoniamnist"} and result["domain_repeats"] == 4
+    for row in result["verified_by_domain"].values():
+        assert 0 < row["p50_s"] <= row["p95_s"] and 1 <= row["mean_attempts"] <= 5
+    table = "\n".join(B.domain_lines(result))
+    assert "| pneumoniamnist |" in table and "| pathmnist |" in table and B.domain_lines({}) == []
