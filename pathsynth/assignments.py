@@ -34,7 +34,8 @@ from sqlalchemy.exc import IntegrityError
 
 from . import quiz as Q
 from .exports import csv_cell  # the galleries' CSV rule: no cell runs as a formula
-from .gallery import GalleryItemInput, decode_png, instructor_caption, items_from_verified, prepare_item
+from .domains import DEFAULT_DOMAIN
+from .gallery import GalleryItemInput, clean_domain, decode_png, instructor_caption, items_from_verified, prepare_item
 from .instructors import record
 from .learning.progress import AnswerRecord, Learner, ProgressStore, _check
 from .storage import AnswerRow, AssignmentQuestionRow, AssignmentRow, Database, LearnerRow
@@ -81,6 +82,7 @@ class Assignment:
     created_by: str
     created_at: str
     gallery_id: int | None
+    domain: str = DEFAULT_DOMAIN  # the imaging domain of every question (pathsynth.domains)
     questions: list[AssignmentQuestion] = field(default_factory=list)
 
     def is_late(self, moment: datetime) -> bool:
@@ -174,7 +176,7 @@ def _stamp(moment: datetime) -> str:
 def create_assignment(database: Database, title, items: Sequence[GalleryItemInput], *, mode="practice", due=None,
                       created_by: str = "", gallery_id: int | None = None,
                       gallery_item_ids: Sequence[int | None] | None = None, shuffle: bool = True,
-                      seed: int | None = None) -> Assignment:
+                      seed: int | None = None, domain: str = DEFAULT_DOMAIN) -> Assignment:
     """A new assignment of ``items`` (copied into the database); returns it with its fresh code. ``shuffle``
     mixes the order once, now (``seed``: reproducibly): every learner then gets that same order, and a gallery
     sorted by tissue does not give the answers away."""
@@ -189,8 +191,8 @@ def create_assignment(database: Database, title, items: Sequence[GalleryItemInpu
         items, item_ids = [items[i] for i in order], [item_ids[i] for i in order]
     values = {"title": clean_title(title), "mode": clean_mode(mode), "due_at": parse_due(due),
               "created_by": clean_text(created_by, field="Creator", max_chars=100), "created_at": _stamp(utc_now()),
-              "gallery_id": gallery_id}
-    prepared = [prepare_item(item) for item in items]  # validated and PNG-encoded before the transaction
+              "gallery_id": gallery_id, "domain": clean_domain(domain)}
+    prepared = [prepare_item(item, values["domain"]) for item in items]  # validated, encoded: before the transaction
     with database.write() as db:
         assignment_id, code = _insert_assignment(db, values)
         db.execute(insert(AssignmentQuestionRow), [
@@ -222,7 +224,7 @@ def create_from_gallery(database: Database, gallery, title=None, **options) -> A
                               meta=i.meta) for i in gallery.items]
     title = gallery.name if title is None or (isinstance(title, str) and not title.strip()) else title
     return create_assignment(database, title, items, gallery_id=gallery.id,
-                             gallery_item_ids=[i.id for i in gallery.items], **options)
+                             gallery_item_ids=[i.id for i in gallery.items], domain=gallery.domain, **options)
 
 
 def create_from_verified(database: Database, results, title, **options) -> Assignment:

@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 
 from .gallery import Gallery, GalleryItemInput, instructor_caption
 from .images import UM_PER_PIXEL, encode_png
-from .tissues import ABBREVIATIONS, DISPLAY_NAMES, LABELS, TISSUES, tissue_index
+from .domains import DEFAULT_DOMAIN, get_domain
 from .uploads import UploadedFile, UploadError, decode_image, zip_members
 
 FORMAT = "pathsynth-gallery"
@@ -46,8 +46,8 @@ ANKI_MODEL_ID = 1_607_281_417  # fixed forever: Anki matches note types by id
 ANKI_DECK_BASE = 1_700_000_000
 
 
-def image_name(number: int, tissue: int) -> str:
-    return f"images/{number:03d}_{ABBREVIATIONS[tissue]}.png"
+def image_name(number: int, tissue: int, domain=DEFAULT_DOMAIN) -> str:
+    return f"images/{number:03d}_{get_domain(domain).classes[tissue].abbreviation}.png"
 
 
 def _verification(meta: dict) -> dict:
@@ -62,17 +62,17 @@ def _verification(meta: dict) -> dict:
 
 def gallery_record(gallery: Gallery, pngs: list[bytes]) -> dict:
     """What ``gallery.json`` holds."""
-    items = []
+    items, classes = [], get_domain(gallery.domain).classes
     for number, (item, png) in enumerate(zip(gallery.items, pngs), start=1):
-        items.append({"file": image_name(number, item.tissue), "sha256": hashlib.sha256(png).hexdigest(),
-                      "tissue": LABELS[item.tissue], "tissue_name": DISPLAY_NAMES[item.tissue],
+        items.append({"file": image_name(number, item.tissue, gallery.domain), "sha256": hashlib.sha256(png).hexdigest(),
+                      "tissue": classes[item.tissue].label, "tissue_name": classes[item.tissue].display_name,
                       "provenance": PROVENANCE.get(item.source, item.source), "source": item.source,
                       "seed": item.seed, "caption": item.caption, "verification": _verification(item.meta),
                       "meta": item.meta, "created_at": item.created_at})
     return {"format": FORMAT, "version": FORMAT_VERSION,
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "gallery": {"name": gallery.name, "description": gallery.description, "created_by": gallery.created_by,
-                        "created_at": gallery.created_at, "updated_at": gallery.updated_at},
+                        "created_at": gallery.created_at, "updated_at": gallery.updated_at, "domain": gallery.domain},
             "items": items}
 
 
@@ -86,11 +86,12 @@ def metadata_csv(record: dict) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
+    labels = get_domain(record["gallery"].get("domain")).labels
     for number, item in enumerate(record["items"], start=1):
         figures = item["verification"]
         predicted = figures.get("predicted")
         row = {**item, "number": number, "verified": figures.get("verified"),
-               "predicted": LABELS[predicted] if isinstance(predicted, int) and 0 <= predicted < len(LABELS) else "",
+               "predicted": labels[predicted] if isinstance(predicted, int) and 0 <= predicted < len(labels) else "",
                "confidence": figures.get("confidence"), "realism": figures.get("realism"),
                "attempts": figures.get("attempts")}
         writer.writerow([csv_cell(row.get(column)) for column in CSV_COLUMNS])
@@ -135,7 +136,7 @@ def read_archive(data: bytes, name: str = "the ZIP") -> tuple[dict, dict[str, by
     return record, members
 
 
-def _import_item(number: int, item, members: dict[str, bytes]) -> GalleryItemInput:
+def _import_item(number: int, item, members: dict[str, bytes], domain=DEFAULT_DOMAIN) -> GalleryItemInput:
     if not isinstance(item, dict):
         raise UploadError(f"item {number} of {GALLERY_JSON} is not an object")
     png = members.get(item.get("file")) if isinstance(item.get("file"), str) else None
@@ -144,10 +145,11 @@ def _import_item(number: int, item, members: dict[str, bytes]) -> GalleryItemInp
     if hashlib.sha256(png).hexdigest() != item.get("sha256"):
         raise UploadError(f"item {number}: the image does not match its checksum (damaged or edited)")
     pixels = decode_image(UploadedFile(f"item {number}", png), min_side=1, alpha=False)
+    catalogue = get_domain(domain)
     try:
-        tissue = tissue_index(item.get("tissue"))
+        tissue = catalogue.class_index(item.get("tissue"))
     except (KeyError, ValueError, TypeError):
-        raise UploadError(f"item {number}: unknown tissue {str(item.get('tissue'))[:40]!r}") from None
+        raise UploadError(f"item {number}: unknown {catalogue.class_noun} {str(item.get('tissue'))[:40]!r}") from None
     return GalleryItemInput(image=pixels, caption=item.get("caption", ""), tissue=tissue, seed=item.get("seed"),
                             source=item.get("source"), meta=item.get("meta") or {},
                             created_at=item.get("created_at"))
@@ -159,13 +161,17 @@ def import_zip(store, data: bytes, name: str | None = None, created_by: str | No
     exported ones when given (e.g. the name is taken in this store). The caller authorises; the audit log names
     ``actor`` (default: the gallery's creator) as the importer."""
     record, members = read_archive(data, file_name)
-    items = [_import_item(number, item, members) for number, item in enumerate(record["items"], start=1)]
     info = record["gallery"]
+    try:
+        domain = get_domain(info.get("domain")).flag  # ZIPs from before domains are histology
+    except ValueError as error:
+        raise UploadError(f"{file_name}: {error}") from None
+    items = [_import_item(number, item, members, domain) for number, item in enumerate(record["items"], start=1)]
     try:
         return store.create_gallery(name or info.get("name"), info.get("description", ""),
                                     created_by if created_by is not None else info.get("created_by", ""), items,
                                     created_at=info.get("created_at"), updated_at=info.get("updated_at"),
-                                    visibility=visibility, actor=actor, action="import")
+                                    visibility=visibility, actor=actor, action="import", domain=domain)
     except UploadError:
         raise
     except ValueError as error:  # the store's validation, e.g. a name already taken: say which file
@@ -214,16 +220,16 @@ def export_anki(gallery: Gallery) -> bytes:
 
     model = _anki_model()
     deck = genanki.Deck(anki_deck_id(gallery), anki_deck_name(gallery))
-    media = {}
+    media, classes = {}, get_domain(gallery.domain).classes
     for item in gallery.items:
         png = encode_png(item.image)
         media_name = f"pathsynth_{hashlib.sha256(png).hexdigest()[:24]}.png"  # Anki's media folder is shared
         media[media_name] = png
-        fields = [f'<img src="{media_name}">', html.escape(DISPLAY_NAMES[item.tissue]),
-                  html.escape(TISSUES[item.tissue].description), html.escape(instructor_caption(item)),
+        fields = [f'<img src="{media_name}">', html.escape(classes[item.tissue].display_name),
+                  html.escape(classes[item.tissue].description), html.escape(instructor_caption(item)),
                   html.escape(PROVENANCE.get(item.source, item.source))]
         deck.add_note(genanki.Note(model=model, fields=fields, guid=genanki.guid_for(deck.deck_id, media_name),
-                                   tags=["pathsynth", ABBREVIATIONS[item.tissue]]))
+                                   tags=["pathsynth", classes[item.tissue].abbreviation]))
     return _write_apkg(genanki.Package(deck), media)
 
 
@@ -272,35 +278,42 @@ SCALE_BAR_UM = 50  # short enough to fit under a 28 px tile (112 um)
 NOTICE = "For education only — not for diagnosis. Tiles marked “synthetic” were drawn by a generative model."
 
 
-def _scale_bar(image) -> str:
-    """A bar of ``SCALE_BAR_UM`` under a tile: gallery tiles are at the PathMNIST scale (uploads are converted to
-    it), so the tile's width in microns follows from its pixels (28 px = 112 um)."""
-    width_um = image.shape[1] * UM_PER_PIXEL
-    share = min(100.0, 100.0 * SCALE_BAR_UM / width_um)
+def _scale_bar(image, domain=DEFAULT_DOMAIN) -> str:
+    """A bar of ``SCALE_BAR_UM`` (in the domain's unit: µm on a tile, mm on a film) under an image: gallery images
+    are at their data set's scale (uploads are converted to it), so the width follows from the pixels (a 28 px
+    tile is 112 µm; a 28 px film about 196 mm)."""
+    catalogue = get_domain(domain)
+    per_pixel = UM_PER_PIXEL if catalogue.flag == DEFAULT_DOMAIN else catalogue.units_per_pixel
+    share = min(100.0, 100.0 * SCALE_BAR_UM / (image.shape[1] * per_pixel))
     return (f'<div class="scale" style="width:{share:.1f}%"></div>'
-            f'<span class="scale-label">{SCALE_BAR_UM} µm</span>')
+            f'<span class="scale-label">{SCALE_BAR_UM} {catalogue.unit}</span>')
 
 
-def _figure(number: int, item) -> str:
+def _figure(number: int, item, domain=DEFAULT_DOMAIN) -> str:
     import base64
 
     source = "data:image/png;base64," + base64.b64encode(encode_png(item.image)).decode("ascii")
     caption = instructor_caption(item)
     caption = f" — {html.escape(caption)}" if caption else ""
     origin = ORIGINS.get(item.source, item.source)
-    return (f'<figure><img src="{source}" alt="Tile {number} ({origin})">{_scale_bar(item.image)}'
+    name = get_domain(domain).classes[item.tissue].display_name
+    return (f'<figure><img src="{source}" alt="Tile {number} ({origin})">{_scale_bar(item.image, domain)}'
             f'<figcaption><span class="origin">{html.escape(origin)}</span><br><b>{number}.</b> '
-            f"{html.escape(DISPLAY_NAMES[item.tissue])}{caption}</figcaption></figure>")
+            f"{html.escape(name)}{caption}</figcaption></figure>")
 
 
 def export_handout(gallery: Gallery) -> str:
     """A printable one-page HTML handout: the tiles (each marked synthetic or real, with a scale bar) and their
     captions, then the key features of each tissue shown; "for education only" at the top."""
     title = html.escape(gallery.name)
-    figures = "\n".join(_figure(number, item) for number, item in enumerate(gallery.items, start=1))
-    shown = sorted({item.tissue for item in gallery.items})
-    features = "\n".join(f"<dt>{html.escape(TISSUES[t].display_name)} ({TISSUES[t].abbreviation})</dt>"
-                         f"<dd>{html.escape(TISSUES[t].description)}</dd>" for t in shown)
+    figures = "\n".join(_figure(number, item, gallery.domain) for number, item in enumerate(gallery.items, start=1))
+    catalogue = get_domain(gallery.domain)
+    shown = [catalogue.classes[t] for t in sorted({item.tissue for item in gallery.items})]
+    features = "\n".join(f"<dt>{html.escape(c.display_name)} ({c.abbreviation})</dt>"
+                         f"<dd>{html.escape(c.description)}</dd>" for c in shown)
+    footer = (f"{UM_PER_PIXEL:g} µm per pixel · PathSynth · colorectal H&amp;E tiles"
+              if catalogue.flag == DEFAULT_DOMAIN else
+              f"{catalogue.units_per_pixel:g} {catalogue.unit} per pixel · PathSynth · {html.escape(catalogue.name)} images")
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<meta http-equiv="Content-Security-Policy" content="{_CSP}"><title>{title}</title>'
@@ -308,8 +321,7 @@ def export_handout(gallery: Gallery) -> str:
             f'<p class="notice">{html.escape(NOTICE)}</p>\n'
             f'<p class="description">{html.escape(gallery.description)}</p>\n<section class="tiles">\n{figures}\n'
             f'</section>\n<h2>Key features</h2>\n<dl class="features">\n{features}\n</dl>\n'
-            f"<footer>{len(gallery.items)} tiles · {UM_PER_PIXEL:g} µm per pixel · PathSynth · colorectal H&amp;E "
-            f"tiles · for education only</footer>\n</body></html>\n")
+            f"<footer>{len(gallery.items)} tiles · {footer} · for education only</footer>\n</body></html>\n")
 
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "anki_deck_id", "anki_deck_name", "csv_cell", "export_anki", "export_handout",

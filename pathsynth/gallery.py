@@ -56,6 +56,7 @@ from . import storage
 from .instructors import record
 from .storage import GalleryRow, ItemRow
 from .images import MAX_SEED, SOURCES
+from .domains import DEFAULT_DOMAIN, get_domain
 from .text import clean_choice, clean_text
 from .tissues import tissue_index
 
@@ -120,6 +121,7 @@ class GallerySummary:
     created_at: str
     updated_at: str
     visibility: str = "shared"
+    domain: str = DEFAULT_DOMAIN  # the imaging domain of every item (pathsynth.domains)
 
 
 @dataclass
@@ -131,10 +133,16 @@ class Gallery:
     created_at: str
     updated_at: str
     visibility: str = "shared"
+    domain: str = DEFAULT_DOMAIN  # the imaging domain of every item (pathsynth.domains)
     items: list[GalleryItem] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------ validation
+
+def clean_domain(domain) -> str:
+    """A domain's flag (``pathmnist``, ``pneumoniamnist``); ``ValueError`` naming the known ones otherwise."""
+    return get_domain(domain).flag
+
 
 def clean_name(name) -> str:
     return clean_text(name, field="Gallery name", max_chars=MAX_NAME_CHARS, allow_empty=False)
@@ -227,16 +235,17 @@ class PreparedItem:
     created_at: str | None = None
 
 
-def prepare_item(item: GalleryItemInput) -> PreparedItem:
-    """Validate one item and encode its PNG (outside any lock: this is the slow part)."""
+def prepare_item(item: GalleryItemInput, domain: str = DEFAULT_DOMAIN) -> PreparedItem:
+    """Validate one item (its class among ``domain``'s) and encode its PNG (outside any lock: the slow part)."""
     from PIL import Image
 
     if not isinstance(item, GalleryItemInput):
         raise ValueError(f"gallery items must be GalleryItemInput, got {type(item).__name__}")
+    catalogue = get_domain(domain)
     try:
-        tissue = tissue_index(item.tissue)
+        tissue = tissue_index(item.tissue) if catalogue.flag == DEFAULT_DOMAIN else catalogue.class_index(item.tissue)
     except KeyError as error:
-        raise ValueError(f"unknown tissue {str(item.tissue)[:40]!r}: {error.args[0]}") from None
+        raise ValueError(f"unknown {catalogue.class_noun} {str(item.tissue)[:40]!r}: {error.args[0]}") from None
     seed = item.seed
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
@@ -395,8 +404,9 @@ class GalleryStore:
     def create_gallery(self, name: str, description: str = "", created_by: str = "",
                        items: Sequence[GalleryItemInput] = (), *, created_at: str | None = None,
                        updated_at: str | None = None, visibility: str = "shared", actor: str | None = None,
-                       action: str = "create") -> int:
-        """A new gallery with ``items`` (all or nothing); returns its id. Duplicate names -> ``ValueError``.
+                       action: str = "create", domain: str = DEFAULT_DOMAIN) -> int:
+        """A new gallery of one imaging ``domain`` (histology unless told) with ``items`` (all or nothing); returns
+        its id. Duplicate names -> ``ValueError``.
 
         ``created_at``/``updated_at`` (ISO-8601 with a time zone) restore an exported gallery's times. The audit
         log names ``actor`` (default: ``created_by``) and ``action`` (``import`` for imports)."""
@@ -407,7 +417,7 @@ class GalleryStore:
                   "description": clean_text(description, field="Description", max_chars=MAX_DESCRIPTION_CHARS,
                                             multiline=True),
                   "created_by": clean_text(created_by, field="Creator", max_chars=MAX_CREATOR_CHARS),
-                  "visibility": clean_visibility(visibility)}
+                  "visibility": clean_visibility(visibility), "domain": clean_domain(domain)}
         actor = create["created_by"] if actor is None else actor
         if create["visibility"] == "private" and not create["created_by"]:
             raise ValueError("A private gallery needs its owner (created_by).")
@@ -416,14 +426,18 @@ class GalleryStore:
         for key, value in (("created_at", created_at), ("updated_at", updated_at)):
             if value is not None:
                 create[key] = clean_timestamp(value, key)
-        prepared = [prepare_item(item) for item in items]
+        prepared = [prepare_item(item, create["domain"]) for item in items]
         gallery_id, _ = self._add(None, prepared, create, actor, action)
         return gallery_id
 
     def add_items(self, gallery, items: Sequence[GalleryItemInput], *, actor: str = "",
                   action: str = "add_items") -> list[int]:
-        """Append ``items`` to a gallery ``actor`` may see (all or nothing); returns the new item ids."""
-        prepared = [prepare_item(item) for item in items]
+        """Append ``items`` (of the gallery's domain) to a gallery ``actor`` may see (all or nothing); returns the
+        new item ids."""
+        with self.database.read() as db:  # a gallery's domain never changes: read once, outside the write
+            domain = db.scalar(select(GalleryRow.domain).where(GalleryRow.id == self._gallery_id(db, gallery,
+                                                                                                 viewer=actor)))
+        prepared = [prepare_item(item, domain) for item in items]
         if not prepared:
             return []
         return self._add(gallery, prepared, None, actor, action)[1]
@@ -494,7 +508,8 @@ class GalleryStore:
         """The galleries ``viewer`` may see (None: shared ones only), oldest first."""
         n_items = func.count(ItemRow.id).label("n_items")
         query = (select(GalleryRow.id, GalleryRow.name, GalleryRow.description, GalleryRow.created_by,
-                        GalleryRow.created_at, GalleryRow.updated_at, GalleryRow.visibility, n_items)
+                        GalleryRow.created_at, GalleryRow.updated_at, GalleryRow.visibility, GalleryRow.domain,
+                        n_items)
                  .outerjoin(ItemRow, ItemRow.gallery_id == GalleryRow.id).where(visible_to(viewer))
                  .group_by(GalleryRow.id).order_by(GalleryRow.created_at, GalleryRow.id))
         with self.database.read() as db:

@@ -32,6 +32,8 @@ class GalleryRow(Base):
     updated_at: Mapped[str] = mapped_column(Text, nullable=False)
     # revision 0006: "shared" (everyone) or "private" (listed and opened by its ``created_by`` only)
     visibility: Mapped[str] = mapped_column(Text, nullable=False, server_default="shared")
+    # revision 0009: the imaging domain (medmnist flag) its class indices belong to
+    domain: Mapped[str] = mapped_column(Text, nullable=False, server_default="pathmnist")
 
 
 def _where(condition: str) -> dict:
@@ -105,6 +107,8 @@ class AnswerRow(Base):
     assignment_id: Mapped[int | None] = mapped_column(Integer)
     assignment_question_id: Mapped[int | None] = mapped_column(Integer)
     late: Mapped[bool | None] = mapped_column(Boolean)  # answered after the assignment's due date
+    # revision 0009: the imaging domain (medmnist flag) its class indices belong to
+    domain: Mapped[str] = mapped_column(Text, nullable=False, server_default="pathmnist")
 
 
 class QuizProgressRow(Base):
@@ -158,6 +162,8 @@ class AssignmentRow(Base):
     created_by: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
     created_at: Mapped[str] = mapped_column(Text, nullable=False)
     gallery_id: Mapped[int | None] = mapped_column(Integer)  # where the questions came from (provenance only)
+    # revision 0009: the imaging domain (medmnist flag) its class indices belong to
+    domain: Mapped[str] = mapped_column(Text, nullable=False, server_default="pathmnist")
 
 
 class AssignmentQuestionRow(Base):
@@ -197,6 +203,8 @@ class ChallengeVoteRow(Base):
     tissue: Mapped[int] = mapped_column(Integer, nullable=False)
     truly_synthetic: Mapped[bool] = mapped_column(Boolean, nullable=False)
     guessed_synthetic: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    # revision 0009: the imaging domain (medmnist flag) its class indices belong to
+    domain: Mapped[str] = mapped_column(Text, nullable=False, server_default="pathmnist")
 
 
 class FlagRow(Base):
