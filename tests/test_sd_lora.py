@@ -1,7 +1,10 @@
-"""The Stable Diffusion + LoRA backend, end to end on a tiny random SD pipeline (CPU, offline)."""
+"""The Stable Diffusion + LoRA backend, end to end on a tiny random SD pipeline (CPU, offline): histology tiles and,
+with ``--domain pneumoniamnist``, chest films."""
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -14,11 +17,18 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_sd import TINY_RESOLUTION, tiny_config  # noqa: E402
+from tiny_sd import TINY_RESOLUTION, film_data, tiny_config  # noqa: E402
 
-from pathsynth.generators.sd_lora import (CAPTION_TEMPLATE, LORA_WEIGHTS_NAME, SDLoraGenerator, caption,  # noqa: E402
-                                          caption_variants)
+from pathsynth.domains import get_domain  # noqa: E402
+from pathsynth.generators.sd_lora import (CAPTION_TEMPLATE, FILM_CAPTION_TEMPLATE, LORA_WEIGHTS_NAME,  # noqa: E402
+                                          SDLoraGenerator, caption, caption_variants)
+from pathsynth.generators.sd_toolkit import PROMPT_STYLES, class_token  # noqa: E402
 from pathsynth.tissues import NUM_TISSUES, TISSUES  # noqa: E402
+
+XRAY = get_domain("pneumoniamnist")
+# Every histology caption variant (each tissue, prompt style, with and without textual inversion) as written before
+# captions took a domain: LoRAs trained on them must be prompted with the same bytes.
+HISTOLOGY_CAPTIONS_SHA256 = "534b26833e6366bb2759ef7878c4786a6bd2de3ad94c92fbcc4ff47254fecf1c"
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +38,21 @@ def trained_lora(train_sd_lora, tiny_model, tmp_path_factory) -> Path:
     return train_sd_lora.main(tiny_config(train_sd_lora, tiny_model, out_dir))
 
 
+@pytest.fixture(scope="module")
+def trained_film_lora(train_sd_lora, tiny_model, tmp_path_factory) -> Path:
+    """Two LoRA steps on PneumoniaMNIST's films (``--domain pneumoniamnist``) through the real script entry point."""
+    out_dir = tmp_path_factory.mktemp("film_lora")
+    return train_sd_lora.main(tiny_config(train_sd_lora, tiny_model, out_dir, domain="pneumoniamnist",
+                                          data=str(film_data())))
+
+
 def tiny_generator(tiny_model, lora, **kwargs) -> SDLoraGenerator:
     return SDLoraGenerator.from_pretrained(tiny_model, lora, device="cpu", num_inference_steps=2, **kwargs)
+
+
+def every_histology_caption(**domain) -> dict[str, list[str]]:
+    return {f"{t.index}/{style}/{learned}": caption_variants(t.index, style, learned, **domain)
+            for t in TISSUES for style in PROMPT_STYLES for learned in (False, True)}
 
 
 # ------------------------------------------------------------------------------------------ captions
@@ -45,6 +68,41 @@ def test_captions_follow_the_paper_template():
         assert all(any(s in v for v in variants) for s in tissue.synonyms)
 
 
+def test_histology_captions_are_unchanged_by_domains():
+    every = every_histology_caption()
+    assert sum(map(len, every.values())) == 704
+    assert hashlib.sha256(json.dumps(every, sort_keys=True).encode()).hexdigest() == HISTOLOGY_CAPTIONS_SHA256
+    assert every_histology_caption(domain="pathmnist") == every  # the default domain is histology
+    assert caption(5, textual_inversion=True) == "a histopathological image of an area with <smooth-muscle>"
+
+
+def test_film_captions_name_the_finding_and_no_tissue():
+    assert caption("pneumonia", domain=XRAY) == FILM_CAPTION_TEMPLATE.format(label="pneumonia") == \
+        "a chest X-ray film reported as pneumonia"
+    assert caption(0, domain="pneumoniamnist") == "a chest X-ray film reported as normal"
+    tissue_names = {name for t in TISSUES for name in (t.label, t.display_name.lower(), *t.synonyms)}
+
+    def names(entry):
+        return {entry.label, entry.display_name.lower(), *entry.synonyms}
+
+    for finding in XRAY.classes:
+        plain = caption_variants(finding.index, domain=XRAY)
+        assert len(plain) == len(set(plain)) > 4 and all(any(s in v for v in plain) for s in finding.synonyms)
+        other_names = set().union(*(names(c) for c in XRAY.classes if c is not finding))
+        assert not any(re.search(rf"\b{re.escape(name)}\b", v) for v in plain for name in other_names)
+        for style in PROMPT_STYLES:
+            for learned in (False, True):
+                variants = caption_variants(finding.index, style, learned, XRAY)
+                assert variants[0] == caption(finding.index, style, learned, XRAY)
+                own = {class_token(finding.index, XRAY)} if learned else names(finding)
+                assert all(any(name in v for name in own) for v in variants)  # each names the finding
+                assert all("chest" in v and "histo" not in v for v in variants)
+                assert not any(re.search(rf"\b{re.escape(name)}\b", v.lower())
+                               for v in variants for name in tissue_names)
+    with pytest.raises(ValueError):
+        caption(2, domain=XRAY)  # a film has two classes
+
+
 def test_cli_overrides_every_field(train_sd_lora):
     cfg = train_sd_lora.parse_config(["--rank", "8", "--lr", "1e-4", "--resolution", "512", "--no-augment",
                                       "--gradient_checkpointing", "--mixed_precision", "bf16",
@@ -55,6 +113,14 @@ def test_cli_overrides_every_field(train_sd_lora):
     # The paper's settings are the defaults.
     assert (defaults.rank, defaults.resolution, defaults.steps, defaults.lr) == (4, 224, 2000, 5e-5)
     assert defaults.pretrained_model == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    assert defaults.domain == "pathmnist" and train_sd_lora.parse_config(["--domain", "pneumoniamnist"]).domain == \
+        "pneumoniamnist"
+    with pytest.raises(SystemExit):
+        train_sd_lora.parse_config(["--domain", "xray"])  # the choices are the registry's
+    with pytest.raises(SystemExit):
+        train_sd_lora.check_config(train_sd_lora.Config(domain="xray"))
+    with pytest.raises(SystemExit):  # films come at their own size only
+        train_sd_lora.check_config(train_sd_lora.Config(domain="pneumoniamnist", size=64))
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -199,3 +265,67 @@ def test_missing_lora_gives_a_clear_error(tiny_model, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError) as error:  # a directory without pytorch_lora_weights.safetensors
         tiny_generator(tiny_model, tmp_path)
     assert_one_line_hint(error, LORA_WEIGHTS_NAME)
+
+
+# ------------------------------------------------------------------------------------------ chest films
+
+def test_films_load_grey_in_rgb_and_are_never_flipped(train_sd_lora, tiny_model, tmp_path):
+    from accelerate import Accelerator
+
+    from pathsynth.data import RandomDihedral
+
+    cfg = tiny_config(train_sd_lora, tiny_model, tmp_path, domain="pneumoniamnist", data=str(film_data()))
+    captions, caption_ids = train_sd_lora.caption_table(cfg)
+    assert [captions[ids[0]] for ids in caption_ids] == [caption(0, domain=XRAY), caption(1, domain=XRAY)]
+    loader = train_sd_lora.make_loader(cfg, Accelerator(cpu=True), caption_ids, len(captions))
+    images, labels = loader.dataset.tensors
+    assert images.shape[1:] == (28, 28, 3) and set(labels.unique().tolist()) == {0, 1}
+    assert torch.equal(images[..., 0], images[..., 1]) and torch.equal(images[..., 0], images[..., 2])
+    assert loader.collate_fn.augment is None  # a film has an up and a left: no dihedral transform, no mirror
+    pixels, batch_labels, picks = next(iter(loader))
+    assert pixels.shape == (cfg.batch_size, 3, 28, 28)
+    assert all(pick in caption_ids[label] for pick, label in zip(picks.tolist(), batch_labels.tolist()))
+    assert isinstance(train_sd_lora.augmentation(tiny_config(train_sd_lora, tiny_model, tmp_path)), RandomDihedral)
+
+
+def test_film_training_exports_its_domain(trained_film_lora):
+    from PIL import Image
+
+    weights = load_file(str(trained_film_lora / LORA_WEIGHTS_NAME))
+    assert min(float(v.norm()) for k, v in weights.items() if "lora.up" in k or "lora_B" in k) > 0  # trained
+    summary = json.loads((trained_film_lora / "training_summary.json").read_text())
+    assert summary["domain"] == "pneumoniamnist" and summary["final_step"] == 2
+    assert summary["caption_template"] == FILM_CAPTION_TEMPLATE
+    assert summary["prompts"] == {"normal": caption(0, domain=XRAY), "pneumonia": caption(1, domain=XRAY)}
+    for grid in ("validation_000002.png", "validation_final.png"):
+        with Image.open(trained_film_lora / grid) as image:  # one row per finding
+            assert image.size == (TINY_RESOLUTION, TINY_RESOLUTION * XRAY.num_classes)
+
+
+def test_backend_draws_the_films_it_was_trained_on(tiny_model, trained_film_lora):
+    generator = tiny_generator(tiny_model, trained_film_lora)
+    assert generator.domain is XRAY and generator.resolution == TINY_RESOLUTION
+    assert generator.prompts([0, 1]) == [caption(0, domain=XRAY), caption(1, domain=XRAY)]
+    images = generator.generate(["normal", "pneumonia"], [3, 4])
+    assert images.shape == (2, 28, 28, 3) and images.dtype == np.uint8 and images.std() > 0
+    assert np.array_equal(images[..., 0], images[..., 1]) and np.array_equal(images[..., 0], images[..., 2])
+    np.testing.assert_array_equal(generator.generate([0, 1], [3, 4]), images)
+    for histology_only in (2, 8, "adipose"):
+        with pytest.raises(ValueError):
+            generator.generate([histology_only], [1])
+    # The pipeline was prompted with the film caption: the same call by hand gives the same (greyed) image.
+    direct = generator.pipeline(prompt=[caption(1, domain=XRAY)], height=TINY_RESOLUTION, width=TINY_RESOLUTION,
+                                num_inference_steps=2, guidance_scale=generator.guidance_scale,
+                                generator=[torch.Generator().manual_seed(4)], output_type="pt").images
+    torch.testing.assert_close(generator.render([1], [4]), direct.mean(1, keepdim=True).repeat(1, 3, 1, 1))
+
+
+def test_an_export_without_a_domain_is_histology(tiny_model, trained_film_lora, tmp_path):
+    old = tmp_path / "before_domains"
+    shutil.copytree(trained_film_lora, old, ignore=shutil.ignore_patterns("checkpoint"))
+    summary = json.loads((old / "training_summary.json").read_text())
+    del summary["domain"]
+    (old / "training_summary.json").write_text(json.dumps(summary))
+    generator = tiny_generator(tiny_model, old)
+    assert generator.domain.flag == "pathmnist" and generator.prompts([8]) == [caption(8)]
+    assert generator.generate([8], [1]).shape == (1, 28, 28, 3)

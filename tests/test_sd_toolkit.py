@@ -1,5 +1,6 @@
 """The SD adaptation toolkit (VAE report, prompt embeddings, textual inversion, full U-Net, catalogue prompts),
-each through train/sd_lora.py and the sd-lora backend on a tiny random SD pipeline (CPU, offline)."""
+each through train/sd_lora.py and the sd-lora backend on a tiny random SD pipeline (CPU, offline), for histology
+tiles and chest films."""
 
 import json
 import os
@@ -16,14 +17,18 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_models import tiny_classifier  # noqa: E402
-from tiny_sd import (TINY_RESOLUTION, tiny_config, tiny_text_encoder,  # noqa: E402
+from tiny_sd import (TINY_RESOLUTION, film_data, tiny_config, tiny_text_encoder,  # noqa: E402
                      tiny_tokenizer)
 
+from pathsynth.domains import get_domain  # noqa: E402
 from pathsynth.generators.sd_lora import LORA_WEIGHTS_NAME, SDLoraGenerator, caption, caption_variants  # noqa: E402
 from pathsynth.generators.sd_toolkit import (FULL_UNET_DIR, TOKENS_WEIGHTS_NAME, VAE_REPORT_IMAGE,  # noqa: E402
-                                             VAE_REPORT_NAME, add_tissue_tokens, encode_prompts,
-                                             reconstruction_metrics, tissue_token, visual_description)
+                                             VAE_REPORT_NAME, add_class_tokens, add_tissue_tokens, class_token,
+                                             encode_prompts, reconstruction_metrics, tissue_token,
+                                             visual_description)
 from pathsynth.tissues import LABELS, NUM_TISSUES, TISSUES  # noqa: E402
+
+XRAY = get_domain("pneumoniamnist")
 
 
 @pytest.fixture()
@@ -85,6 +90,19 @@ def test_catalogue_and_token_prompts():
         caption(0, "haiku")
 
 
+def test_film_tokens_and_descriptions_come_from_the_film_catalogue():
+    assert [class_token(f.index, XRAY) for f in XRAY.classes] == ["<normal>", "<pneumonia>"]
+    assert [class_token(t.index) for t in TISSUES] == [tissue_token(t.index) for t in TISSUES]  # histology's names
+    for finding in XRAY.classes:
+        description = visual_description(finding.index, XRAY)
+        assert "(" not in description and not description.endswith(".") and description[0].islower()
+        first_sentence = finding.description.split(". ")[0].rstrip(".")
+        assert first_sentence.endswith(description[-40:])  # the catalogue's first sentence, to its end
+        assert caption(finding.index, "catalogue", domain=XRAY).endswith(": " + description)
+    assert visual_description(0, XRAY).startswith("both lung fields are dark grey and about equally dark,")  # no (air)
+    assert visual_description("pneumonia", XRAY).startswith("the lung fields are lighter, greyer and hazier")
+
+
 # ------------------------------------------------------------------------------------------ prompt embeddings
 
 def test_prompt_embedding_modes(text_parts):
@@ -129,6 +147,15 @@ def test_tissue_tokens_train_only_their_embeddings(text_parts):
     grad = tokens.vectors.grad
     assert grad[[0, 5]].abs().sum(1).min() > 0 and grad[[1, 2, 3, 4, 6, 7, 8]].abs().sum() == 0
     assert text_encoder.get_input_embeddings().weight.grad is None
+
+
+def test_film_tokens_are_one_per_finding(text_parts):
+    tokenizer, text_encoder = text_parts
+    tokens = add_class_tokens(tokenizer, text_encoder, "pneumoniamnist")
+    assert tokens.tokens == ["<normal>", "<pneumonia>"] and tokens.vectors.shape == (2, text_encoder.config.hidden_size)
+    assert tokenizer.convert_tokens_to_ids(tokens.tokens) == tokens.token_ids.tolist()
+    label_ids = tokenizer("pneumonia", add_special_tokens=False).input_ids  # start: the label's mean embedding
+    torch.testing.assert_close(tokens.vectors[1], text_encoder.get_input_embeddings().weight[label_ids].mean(0))
 
 
 # ------------------------------------------------------------------------------------------ VAE report
@@ -244,3 +271,42 @@ def test_textual_inversion_alone(train_sd_lora, tiny_model, tmp_path):
     assert generator.pipeline.tokenizer(caption(2, textual_inversion=True)).input_ids[-2] == \
         generator.pipeline.tokenizer.convert_tokens_to_ids("<debris>")
     assert not np.array_equal(generator.generate([2], [9]), base.generate([2], [9]))
+
+
+# ------------------------------------------------------------------------------------------ chest films
+
+def test_vae_report_of_films_has_a_row_per_finding(train_sd_lora, tiny_model, tmp_path):
+    from PIL import Image
+
+    out_dir = train_sd_lora.main(train_sd_lora.Config(
+        pretrained_model=str(tiny_model), data=str(film_data()), domain="pneumoniamnist", resolution=TINY_RESOLUTION,
+        out_dir=str(tmp_path / "report"), vae_report_only=True, vae_report_images=12, evaluator="none"))
+    report = json.loads((out_dir / VAE_REPORT_NAME).read_text())
+    assert report["domain"] == "pneumoniamnist" and report["images"] == 12 and report["tile_size"] == 28
+    assert report["png_layout"].startswith("one row per finding")
+    for name in ("vae", "resize_only"):
+        rows = report[name]["per_finding"]
+        assert "per_tissue" not in report[name] and set(rows) == {"normal", "pneumonia"}
+        assert sum(row["n"] for row in rows.values()) == 12 and "fid" not in report[name]
+    assert report["vae"]["rmse"] > report["resize_only"]["rmse"]
+    with Image.open(out_dir / VAE_REPORT_IMAGE) as image:  # two finding rows of 4 (original, reconstruction) pairs
+        assert image.size == ((8 * 28 + 3 * 2) * 4, (2 * 28 + 2) * 4)
+        pixels = np.asarray(image.convert("RGB"))
+        assert np.array_equal(pixels[:28 * 4, :28 * 4, 0], pixels[:28 * 4, :28 * 4, 2])  # a real film: grey
+
+
+def test_film_textual_inversion_alone(train_sd_lora, tiny_model, tmp_path):
+    out_dir = quick(train_sd_lora, tiny_model, tmp_path / "film_tokens", domain="pneumoniamnist",
+                    data=str(film_data()), textual_inversion=True, finetune="none", ti_lr=5e-2)
+    saved = load_file(str(out_dir / TOKENS_WEIGHTS_NAME))
+    assert set(saved) == {"<normal>", "<pneumonia>"} and not (out_dir / LORA_WEIGHTS_NAME).exists()
+    summary = json.loads((out_dir / "training_summary.json").read_text())
+    assert summary["prompts"]["pneumonia"] == "a chest X-ray film reported as <pneumonia>"
+    generator = backend(tiny_model, out_dir)
+    assert generator.textual_inversion and generator.domain is XRAY
+    assert generator.prompts([1]) == [caption(1, textual_inversion=True, domain=XRAY)]
+    pipeline = generator.pipeline
+    for token, vector in saved.items():
+        torch.testing.assert_close(pipeline.text_encoder.get_input_embeddings().weight[
+            pipeline.tokenizer.convert_tokens_to_ids(token)], vector)
+    assert generator.generate([0, 1], [5, 6]).shape == (2, 28, 28, 3)

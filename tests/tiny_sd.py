@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 TINY_RESOLUTION = 32  # pixels; the 2-block VAE halves it to a 16 px latent
@@ -125,3 +127,19 @@ def tiny_config(train_sd_lora, tiny_model, out_dir, **overrides):
                     validation_images=1, validation_inference_steps=2, checkpoint_every=1)
     settings.update(overrides)
     return train_sd_lora.Config(**settings)
+
+
+def film_data() -> Path:
+    """PneumoniaMNIST in medmnist's layout, named by ``$PATHSYNTH_DATA_PNEUMONIAMNIST`` (CI: the shared
+    ``../shared/data/pneumoniamnist_train_val.npz``), the ``--data`` of the chest-film runs. Without it the calling
+    test skips, except under CI (``CI=true``), where the shared data must be there and the test fails."""
+    from pathsynth.domains import get_domain
+
+    variable = get_domain("pneumoniamnist").data_env
+    value = os.environ.get(variable, "").strip()
+    if value and Path(value).is_file():
+        return Path(value)
+    message = f"needs PneumoniaMNIST films: set {variable} to its npz (CI does)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)

@@ -1,4 +1,5 @@
-"""Fine-tune Stable Diffusion v1.x on PathMNIST: the paper's LoRA generator, plus the SD adaptation toolkit (GPU).
+"""Fine-tune Stable Diffusion v1.x on PathMNIST (or chest films): the paper's LoRA generator, plus the SD
+adaptation toolkit (GPU).
 
 One readable file, nanoGPT-style: the config is right below; every value can be overridden on the command
 line (``--steps 500 --rank 8``; ``--help`` lists them). Follows diffusers' examples/text_to_image/
@@ -7,6 +8,7 @@ projections (to_q, to_k, to_v, to_out.0), HF accelerate for mixed precision and 
 with ``StableDiffusionPipeline.save_lora_weights`` so ``pipe.load_lora_weights(out_dir)`` reads it back.
 
     python train/sd_lora.py --data PATH.npz                              # a local npz (e.g. 800 tiles)
+    python train/sd_lora.py --domain pneumoniamnist --data FILMS.npz     # chest films (PneumoniaMNIST)
     accelerate launch --mixed_precision fp16 train/sd_lora.py --data medmnist --size 224
     accelerate launch --multi_gpu --num_processes 4 train/sd_lora.py ...   # data parallel
     python train/sd_lora.py --resume                                     # continue from out_dir/checkpoint
@@ -22,23 +24,28 @@ in fp16 (the diffusers command uses 1 with 4 accumulation steps at 512 px).
 Data: PathMNIST tiles (a local npz, or medmnist at 28/64/128/224 px) upscaled to ``resolution``, a
 random dihedral transform each, captioned "a histopathological image of an area with {label}" or (with
 probability ``paraphrase_prob``) a paraphrase built from the tissue catalogue's names and synonyms.
+``--domain pneumoniamnist`` trains on PneumoniaMNIST's chest films instead (official train split; greyscale
+repeated to RGB for SD's VAE; never flipped, a film has an up and a left), captioned "a chest X-ray film reported
+as {label}" (normal, pneumonia) or a paraphrase over the film catalogue's names; training_summary.json records the
+domain, so the backend prompts and draws (grey) films.
 
 The SD adaptation toolkit (Chambon et al. 2022 checked each part of SD on chest X-rays; the U-Net fine-tune
 mattered most). Each option is off by default; the backend (PATHSYNTH_LORA=out_dir) loads whatever was
 exported and prompts the way training did (training_summary.json records the options):
 
-  1. Does SD's VAE keep histology? Run this first, nothing is trained:
+  1. Does SD's VAE keep histology (or films, with --domain)? Run this first, nothing is trained:
        python train/sd_lora.py --vae_report_only --out_dir runs/sd_vae
      -> vae_report.json (RMSE in grey levels, PSNR, SSIM and evaluator-feature FID of held-out tiles
-     through the VAE at --resolution and back, next to the resize round trip alone, overall and per tissue)
-     and vae_report.png (per tissue: original | reconstruction pairs).
+     through the VAE at --resolution and back, next to the resize round trip alone, overall and per tissue,
+     or per finding for films) and vae_report.png (per class: original | reconstruction pairs).
   2. How the U-Net sees the prompt:  --prompt_embedding sequence|cls|mean|pooler
      sequence = SD's per-token states (default); mean / pooler (CLIP's end-token state) / cls (first token)
      broadcast one vector. CLIP's text encoder is causal, so "cls" is the same for every prompt: an
      unconditional control, not a tissue-conditional model.
-  3. Textual inversion, one new token per tissue (<adipose>, <smooth-muscle>...):  --textual_inversion
-     trains only the 9 new input embeddings (lr --ti_lr, 5e-4 as in diffusers' textual_inversion example),
-     with the U-Net's LoRA, or alone with --finetune none; exported as learned_embeds.safetensors.
+  3. Textual inversion, one new token per class (<adipose>, <smooth-muscle>...; <normal>, <pneumonia>):
+     --textual_inversion trains only those input embeddings (lr --ti_lr, 5e-4 as in diffusers'
+     textual_inversion example), with the U-Net's LoRA, or alone with --finetune none; exported as
+     learned_embeds.safetensors.
   4. How much of the U-Net trains:  --finetune lora|full|none  (--rank, --lora_alpha for LoRA)
      full = every U-Net weight, exported as out_dir/unet; use a lower lr (diffusers' full fine-tune
      command uses --lr 1e-5), --gradient_checkpointing, --use_8bit_adam and bf16 on a 24-40 GB GPU.
@@ -67,26 +74,28 @@ from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 from pathsynth.data import RandomDihedral, load_training_data
-from pathsynth.generators.sd_lora import (CAPTION_TEMPLATE, DEFAULT_SD_MODEL, TRAINING_SUMMARY_NAME, caption,
-                                          caption_variants)
+from pathsynth.domains import DEFAULT_DOMAIN, DOMAIN_FLAGS, get_domain
+from pathsynth.generators.sd_lora import (DEFAULT_SD_MODEL, TRAINING_SUMMARY_NAME, caption, caption_variants,
+                                          prompt_wording)
 from pathsynth.generators.sd_toolkit import (FULL_UNET_DIR, TOKENS_WEIGHTS_NAME, VAE_REPORT_IMAGE, VAE_REPORT_NAME,
-                                             TissueTokens, add_tissue_tokens, comparison_grid, encode_prompts,
-                                             save_tissue_tokens, vae_reconstruction_report)
-from pathsynth.tissues import LABELS, NUM_TISSUES
+                                             ClassTokens, add_class_tokens, comparison_grid, encode_prompts,
+                                             save_class_tokens, vae_reconstruction_report)
 
 LORA_TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
-def option(default, help: str):
-    return field(default=default, metadata={"help": help})
+def option(default, help: str, **argparse_options):
+    return field(default=default, metadata={"help": help, **argparse_options})
 
 
 @dataclass
 class Config:
     pretrained_model: str = DEFAULT_SD_MODEL  # hub id or local diffusers directory
     variant: str = ""  # e.g. "fp16" to fetch the half-precision weight files of the base model
-    data: str | None = None  # npz path, "medmnist", or None for $PATHSYNTH_DATA, else medmnist
-    size: int = 28  # source resolution of PathMNIST (medmnist: 28, 64, 128 or 224)
+    domain: str = option(DEFAULT_DOMAIN, "what to train on: pathmnist (histology tiles) or pneumoniamnist (chest "
+                                         "films, greyscale repeated to RGB)", choices=DOMAIN_FLAGS)
+    data: str | None = None  # npz path, "medmnist", or None for the domain's ($PATHSYNTH_DATA...), else medmnist
+    size: int = 28  # source resolution of PathMNIST (medmnist: 28, 64, 128 or 224); other domains: their own (28)
     fold: int = 0  # held-out validation fold of a train-only npz (never trained on)
     resolution: int = 224  # training (and sampling) resolution, a multiple of 8
     out_dir: str = "runs/sd_lora"
@@ -103,14 +112,14 @@ class Config:
     snr_gamma: float = 0.0  # >0 enables min-SNR loss weighting (5.0 is the usual value)
     noise_offset: float = 0.0
     paraphrase_prob: float = 0.5  # chance of a paraphrased caption instead of the template
-    augment: bool = True  # random dihedral transform (a tissue section has no 'up')
+    augment: bool = True  # histology: random dihedral transform (a tissue section has no 'up'); films: none
     mixed_precision: str = ""  # "no", "fp16", "bf16"; "" = whatever `accelerate launch`/config says
     gradient_checkpointing: bool = False
     use_8bit_adam: bool = False  # needs bitsandbytes
     xformers: bool = False  # needs xformers; torch's SDPA is used otherwise
     allow_tf32: bool = False
     validation_every: int = 500  # steps between validation grids (0 = only at the end)
-    validation_images: int = 4  # per tissue
+    validation_images: int = 4  # per class (tissue or finding)
     validation_inference_steps: int = 25
     guidance_scale: float = 7.5
     checkpoint_every: int = 500
@@ -122,13 +131,14 @@ class Config:
         "lora", "what trains in the U-Net: a LoRA (--rank, --lora_alpha), every weight, or nothing "
                 "(textual inversion alone)")
     prompt_style: Literal["caption", "catalogue"] = option(
-        "caption", "the paper's short caption, or it plus the tissue catalogue's visual description")
+        "caption", "the paper's short caption, or it plus the domain catalogue's visual description")
     prompt_embedding: Literal["sequence", "cls", "mean", "pooler"] = option(
         "sequence", "per-token text states (SD's default) or one pooled vector broadcast to every position")
-    textual_inversion: bool = option(False, "learn one new token per tissue (<adipose>...), text encoder frozen")
+    textual_inversion: bool = option(False, "learn one new token per class (<adipose>..., <pneumonia>), text "
+                                            "encoder frozen")
     ti_lr: float = option(5e-4, "learning rate of the textual-inversion embeddings")
-    vae_report_only: bool = option(False, "write vae_report.json/.png for held-out tiles and exit (no training)")
-    vae_report_images: int = option(256, "held-out tiles in the VAE report")
+    vae_report_only: bool = option(False, "write vae_report.json/.png for held-out images and exit (no training)")
+    vae_report_images: int = option(256, "held-out images in the VAE report")
     evaluator: str = option("", "evaluator network for the VAE report's FID ('' = shipped one, 'none' = no FID)")
 
 
@@ -143,6 +153,13 @@ def parse_config(argv: list[str] | None = None) -> Config:
 
 
 def check_config(cfg: Config) -> None:
+    try:
+        domain = get_domain(cfg.domain)
+        prompt_wording(domain)
+    except ValueError as error:  # an unknown domain, or one without SD captions: the message names the fix
+        raise SystemExit(str(error)) from None
+    if domain.flag != DEFAULT_DOMAIN and cfg.size != domain.size:
+        raise SystemExit(f"--size {cfg.size}: {domain.name} data comes at {domain.size} px only")
     if cfg.resolution % 8:
         raise SystemExit(f"--resolution must be a multiple of 8, got {cfg.resolution}")
     if cfg.finetune == "none" and not cfg.textual_inversion and not cfg.vae_report_only:
@@ -150,17 +167,26 @@ def check_config(cfg: Config) -> None:
     if cfg.textual_inversion and cfg.prompt_embedding == "cls":
         raise SystemExit("--prompt_embedding cls does not see the prompt (CLIP is causal): the tokens cannot learn")
     if cfg.prompt_embedding == "cls":
-        print("note: --prompt_embedding cls gives every tissue the same conditioning (CLIP's first token sees "
-              "only itself): an unconditional control")
+        print(f"note: --prompt_embedding cls gives every {domain.class_noun} the same conditioning (CLIP's first "
+              "token sees only itself): an unconditional control")
+
+
+def augmentation(cfg: Config):
+    """The image augmentation of the domain, or None: histology tiles get a random dihedral transform (a section
+    has no 'up'); films get none, as in train/generator.py: a film has an up, and a left (the heart), so even a
+    mirror image would teach the model anatomy no film shows."""
+    if cfg.augment and get_domain(cfg.domain).augmentation == "histology":
+        return RandomDihedral()
+    return None
 
 
 class Collate:
-    """uint8 tiles + labels -> float images in [0, 1] (augmented) and one caption index per image."""
+    """uint8 images + labels -> float images in [0, 1] (augmented) and one caption index per image."""
 
-    def __init__(self, caption_ids: list[list[int]], paraphrase_prob: float, augment: bool):
-        self.caption_ids = caption_ids  # per tissue: [template caption, paraphrases...] as rows of the table
+    def __init__(self, caption_ids: list[list[int]], paraphrase_prob: float, augment=None):
+        self.caption_ids = caption_ids  # per class: [template caption, paraphrases...] as rows of the table
         self.paraphrase_prob = paraphrase_prob
-        self.augment = RandomDihedral() if augment else None
+        self.augment = augment  # a callable on a (B, 3, H, W) batch, or None
 
     def __call__(self, batch):
         images = torch.stack([b[0] for b in batch]).permute(0, 3, 1, 2).float().div_(255.0)
@@ -176,7 +202,7 @@ class Collate:
 
 
 def save_grid(images: torch.Tensor, rows: int, path: Path) -> None:
-    """float (N, 3, H, W) in [0, 1] -> one PNG, ``rows`` rows (one per tissue)."""
+    """float (N, 3, H, W) in [0, 1] -> one PNG, ``rows`` rows (one per class)."""
     from PIL import Image
 
     n, _, h, w = images.shape
@@ -240,7 +266,7 @@ def make_optimizer(cfg: Config, accelerator: Accelerator, unet_parameters: list,
     from diffusers.optimization import get_scheduler
 
     groups = [{"params": unet_parameters, "lr": cfg.lr}] if unet_parameters else []
-    if token_parameters:  # no decay: it would shrink the tokens of tissues a batch did not show
+    if token_parameters:  # no decay: it would shrink the tokens of classes a batch did not show
         groups.append({"params": token_parameters, "lr": cfg.ti_lr, "weight_decay": 0.0})
     if cfg.use_8bit_adam:
         import bitsandbytes as bnb
@@ -257,10 +283,12 @@ def make_optimizer(cfg: Config, accelerator: Accelerator, unet_parameters: list,
 
 
 def caption_table(cfg: Config) -> tuple[list[str], list[list[int]]]:
-    """Every caption variant of every tissue; caption_ids[tissue] lists that tissue's rows, template first."""
+    """Every caption variant of every class of the domain; caption_ids[class] lists that class's rows, template
+    first."""
+    domain = get_domain(cfg.domain)
     captions, caption_ids = [], []
-    for tissue in range(NUM_TISSUES):
-        variants = caption_variants(tissue, cfg.prompt_style, cfg.textual_inversion)
+    for entry in domain.classes:
+        variants = caption_variants(entry.index, cfg.prompt_style, cfg.textual_inversion, domain)
         caption_ids.append(list(range(len(captions), len(captions) + len(variants))))
         captions.extend(variants)
     return captions, caption_ids
@@ -286,13 +314,15 @@ def prompt_encoders(cfg: Config, tokenizer, text_encoder, captions: list[str], t
 
 
 def make_loader(cfg: Config, accelerator: Accelerator, caption_ids: list[list[int]], num_captions: int):
-    """Real tiles at PathMNIST size, shuffled; the validation fold stays out of training."""
-    images, labels = load_training_data(cfg.data, cfg.size, fold=cfg.fold)["train"]
-    accelerator.print(f"training on {len(images)} images of {images.shape[1]}px -> {cfg.resolution}px, "
-                      f"classes {np.bincount(labels, minlength=NUM_TISSUES).tolist()}, {num_captions} captions")
+    """Real images of the domain at their source size (films: grey repeated to RGB, what SD's VAE takes),
+    shuffled; the validation split or fold stays out of training."""
+    domain = get_domain(cfg.domain)
+    images, labels = load_training_data(cfg.data, cfg.size, fold=cfg.fold, domain=domain)["train"]
+    accelerator.print(f"training on {len(images)} {domain.name} images of {images.shape[1]}px -> {cfg.resolution}px, "
+                      f"classes {np.bincount(labels, minlength=domain.num_classes).tolist()}, {num_captions} captions")
     dataset = torch.utils.data.TensorDataset(torch.from_numpy(images), torch.from_numpy(labels))
     return torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
-                                       collate_fn=Collate(caption_ids, cfg.paraphrase_prob, cfg.augment),
+                                       collate_fn=Collate(caption_ids, cfg.paraphrase_prob, augmentation(cfg)),
                                        drop_last=len(dataset) > cfg.batch_size)
 
 
@@ -311,8 +341,8 @@ def export_model(cfg: Config, accelerator: Accelerator, model, out_dir: Path) ->
     from diffusers import StableDiffusionPipeline
 
     model = accelerator.unwrap_model(model)
-    if isinstance(model, TissueTokens):
-        save_tissue_tokens(model, out_dir)
+    if isinstance(model, ClassTokens):
+        save_class_tokens(model, out_dir)
     elif cfg.finetune == "lora":
         StableDiffusionPipeline.save_lora_weights(save_directory=str(out_dir),
                                                   unet_lora_layers=lora_state_dict(accelerator, model),
@@ -328,7 +358,7 @@ def load_exported(cfg: Config, model, input_dir: Path) -> None:
     from peft.utils import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    if isinstance(model, TissueTokens):
+    if isinstance(model, ClassTokens):
         model.load_state(load_file(str(input_dir / TOKENS_WEIGHTS_NAME)))
     elif cfg.finetune == "lora":
         lora, _ = StableDiffusionPipeline.lora_state_dict(str(input_dir))
@@ -381,7 +411,7 @@ def save_checkpoint(accelerator: Accelerator, checkpoint: Path, state: dict) -> 
 @torch.no_grad()
 def validation_grid(path: Path, *, cfg: Config, accelerator: Accelerator, unet, vae, text_encoder, tokenizer,
                     noise_scheduler, weight_dtype: torch.dtype, prompts: list[str], encode) -> None:
-    """validation_images samples per tissue (one prompt each) with fixed seeds, so grids compare across steps.
+    """validation_images samples per class (one prompt each) with fixed seeds, so grids compare across steps.
     Prompts go in as embeddings from ``encode``, the training's own text path (pooling, learned tokens)."""
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
@@ -413,7 +443,7 @@ def denoising_loss(batch, *, cfg: Config, unet, vae, noise_scheduler, condition,
     from diffusers.training_utils import compute_snr
 
     pixels, _, picks = batch
-    # Upscale on the device: cheap there, and the loader stays at PathMNIST size.
+    # Upscale on the device: cheap there, and the loader stays at the source size.
     pixels = F.interpolate(pixels, size=(cfg.resolution, cfg.resolution), mode="bicubic",
                            align_corners=False).clamp(0, 1) * 2 - 1
     with torch.no_grad():
@@ -495,9 +525,10 @@ def write_outputs(cfg: Config, accelerator: Accelerator, models: list, state: di
     out_dir = Path(cfg.out_dir)
     for model in models:
         export_model(cfg, accelerator, model, out_dir)
-    summary = {**asdict(cfg), "base_model": cfg.pretrained_model, "caption_template": CAPTION_TEMPLATE,
-               "prompts": {label: caption(tissue, cfg.prompt_style, cfg.textual_inversion)
-                           for tissue, label in enumerate(LABELS)},
+    domain = get_domain(cfg.domain)  # recorded by asdict(cfg): the backend prompts and draws this domain's classes
+    summary = {**asdict(cfg), "base_model": cfg.pretrained_model, "caption_template": prompt_wording(domain).caption,
+               "prompts": {entry.label: caption(entry.index, cfg.prompt_style, cfg.textual_inversion, domain)
+                           for entry in domain.classes},
                "final_step": state["step"], "train_seconds": round(state["elapsed"], 1),
                "train_images": train_images, "device": str(accelerator.device),
                "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
@@ -506,15 +537,16 @@ def write_outputs(cfg: Config, accelerator: Accelerator, models: list, state: di
 
 
 def vae_report(cfg: Config, accelerator: Accelerator) -> Path:
-    """--vae_report_only: how well the base model's VAE keeps held-out tiles, before anything is trained."""
+    """--vae_report_only: how well the base model's VAE keeps held-out images, before anything is trained."""
     from diffusers import AutoencoderKL
     from PIL import Image
 
     from pathsynth.evaluation.protocol import load_evaluator
 
     out_dir = Path(cfg.out_dir)
+    domain = get_domain(cfg.domain)
     vae = load_base(cfg, AutoencoderKL, "vae").to(accelerator.device).eval()  # fp32: a measurement
-    images, labels = load_training_data(cfg.data, cfg.size, fold=cfg.fold)["val"]
+    images, labels = load_training_data(cfg.data, cfg.size, fold=cfg.fold, domain=domain)["val"]
     pick = np.sort(np.random.default_rng(cfg.seed).permutation(len(images))[:cfg.vae_report_images])
     images, labels = images[pick], np.asarray(labels).reshape(-1)[pick]
     evaluator = None
@@ -524,10 +556,10 @@ def vae_report(cfg: Config, accelerator: Accelerator) -> Path:
         except Exception as error:  # no shipped evaluator: report without FID rather than fail
             accelerator.print(f"no FID: evaluator could not be loaded ({type(error).__name__}: {error})")
     report, reconstructions = vae_reconstruction_report(vae, images, labels, cfg.resolution, evaluator,
-                                                        cfg.batch_size)
+                                                        cfg.batch_size, domain)
     report.update(base_model=cfg.pretrained_model,
                   evaluator=None if evaluator is None else (cfg.evaluator or "shipped"),
-                  png_layout="one row per tissue: original, reconstruction, original, reconstruction...")
+                  png_layout=f"one row per {domain.class_noun}: original, reconstruction, original, reconstruction...")
     (out_dir / VAE_REPORT_NAME).write_text(json.dumps(report, indent=2))
     Image.fromarray(comparison_grid(images, reconstructions, labels)).save(out_dir / VAE_REPORT_IMAGE)
     for name in ("vae", "resize_only"):
@@ -554,7 +586,7 @@ def main(cfg: Config) -> Path:
     # This order is the seeded RNG's order (LoRA init, then the loader): keep it for reproducible runs.
     tokenizer, text_encoder, vae, unet, noise_scheduler, weight_dtype = load_frozen_components(cfg, accelerator)
     unet_parameters = add_unet_training(cfg, accelerator, unet)
-    tokens = add_tissue_tokens(tokenizer, text_encoder) if cfg.textual_inversion else None
+    tokens = add_class_tokens(tokenizer, text_encoder, cfg.domain) if cfg.textual_inversion else None
     optimizer, lr_scheduler = make_optimizer(cfg, accelerator, unet_parameters,
                                              list(tokens.parameters()) if tokens else [])
     captions, caption_ids = caption_table(cfg)
@@ -588,7 +620,7 @@ def main(cfg: Config) -> Path:
         write_outputs(cfg, accelerator, trainable, state, train_images, running)
         validate(out_dir / "validation_final.png")
         what = {"lora": "LoRA", "full": "fine-tuned U-Net", "none": ""}[cfg.finetune]
-        what = " + ".join(filter(None, [what, "tissue tokens" if tokens else ""]))
+        what = " + ".join(filter(None, [what, f"{get_domain(cfg.domain).class_noun} tokens" if tokens else ""]))
         accelerator.print(f"saved {what} to {out_dir} after {state['step']} steps, {state['elapsed'] / 60:.1f} min")
     accelerator.end_training()
     return out_dir

@@ -2,31 +2,35 @@
 
 The LoRA comes from ``train/sd_lora.py``; this backend loads a base model (hub id or local directory) plus
 what that script exported, and prompts it the way the model was trained. Full-resolution samples are
-resized down to 28 px with antialiasing so the verify loop's classifier sees PathMNIST-sized tiles.
+resized down to 28 px with antialiasing so the verify loop's classifier sees PathMNIST-sized tiles. A run on
+another domain (``--domain pneumoniamnist``: chest films) is prompted with that domain's captions and draws its
+classes, greyscale for a greyscale domain.
 
     PATHSYNTH_BACKEND=sd-lora PATHSYNTH_SD_MODEL=stable-diffusion-v1-5/stable-diffusion-v1-5 \
     PATHSYNTH_LORA=runs/sd_lora pathsynth ...
 
 ``PATHSYNTH_LORA`` is the training script's output directory, whatever it trained (see
 :mod:`pathsynth.generators.sd_toolkit`): a LoRA (``pytorch_lora_weights.safetensors``), a fully fine-tuned
-U-Net (``unet/``) and/or textual-inversion tokens (``learned_embeds.safetensors``). The prompt style and
-prompt embedding recorded in its ``training_summary.json`` are used for sampling too.
+U-Net (``unet/``) and/or textual-inversion tokens (``learned_embeds.safetensors``). The domain, prompt style and
+prompt embedding recorded in its ``training_summary.json`` are used for sampling too (histology when a summary
+predates domains).
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import torch
 
+from ..domains import DEFAULT_DOMAIN, Domain, get_domain
 from ..settings import DEFAULT_SD_MODEL, Settings, StableDiffusionSettings
-from ..tissues import get_tissue
 from .base import OUTPUT_SIZE, Generator  # noqa: F401  (OUTPUT_SIZE: re-exported, it was defined here)
-from .sd_toolkit import (FULL_UNET_DIR, PROMPT_EMBEDDINGS, PROMPT_STYLES, TOKENS_WEIGHTS_NAME, encode_prompts,
-                         load_tissue_tokens, tissue_token, visual_description)
+from .sd_toolkit import (FULL_UNET_DIR, PROMPT_EMBEDDINGS, PROMPT_STYLES, TOKENS_WEIGHTS_NAME, class_token,
+                         encode_prompts, load_class_tokens, visual_description)
 
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # what StableDiffusionPipeline.save_lora_weights writes
 TRAINING_SUMMARY_NAME = "training_summary.json"  # written next to the LoRA by train/sd_lora.py
@@ -43,6 +47,40 @@ PARAPHRASE_TEMPLATES = (
     "a microscopy tile of colorectal tissue showing {name}",
     "histopathology of {name}, hematoxylin and eosin stain",
 )
+# Chest films: "reported as" reads for an adjective label ("normal") and a noun ("pneumonia") alike; the
+# paraphrases set the catalogue's names and synonyms ("clear lungs", "lobar consolidation") after a colon or comma
+# so any phrase reads.
+FILM_CAPTION_TEMPLATE = "a chest X-ray film reported as {label}"
+FILM_PARAPHRASE_TEMPLATES = (
+    "a chest X-ray film reported as {name}",
+    "a frontal chest radiograph: {name}",
+    "a paediatric chest X-ray, {name}",
+    "chest X-ray findings: {name}",
+)
+
+
+@dataclass(frozen=True)
+class PromptWording:
+    """The words around a domain's class names in its captions (the names come from its catalogue)."""
+
+    caption: str  # the sampling prompt: ``{label}`` is the medmnist label (or the class's learned token)
+    paraphrases: tuple[str, ...]  # training variants: ``{name}`` is each catalogue name and synonym
+
+
+PROMPT_WORDING = {
+    "pathmnist": PromptWording(CAPTION_TEMPLATE, PARAPHRASE_TEMPLATES),
+    "pneumoniamnist": PromptWording(FILM_CAPTION_TEMPLATE, FILM_PARAPHRASE_TEMPLATES),
+}
+
+
+def prompt_wording(domain: Domain | str | None = None) -> PromptWording:
+    """The caption wording of a domain (histology by default); ``ValueError`` for a domain without one."""
+    domain = get_domain(domain)
+    if domain.flag not in PROMPT_WORDING:
+        raise ValueError(f"no Stable Diffusion captions for {domain.name} ({domain.flag}) yet: add its wording to "
+                         f"PROMPT_WORDING in {__name__}")
+    return PROMPT_WORDING[domain.flag]
+
 
 SETUP_HINT = (
     "Set PATHSYNTH_SD_MODEL to a Stable Diffusion v1.x model on this machine (a local diffusers directory, or a "
@@ -51,34 +89,38 @@ SETUP_HINT = (
 )
 
 
-def caption(tissue: int | str, style: str = "caption", textual_inversion: bool = False) -> str:
-    """The prompt for one tissue, e.g. 'a histopathological image of an area with smooth muscle'.
+def caption(tissue: int | str, style: str = "caption", textual_inversion: bool = False,
+            domain: Domain | str | None = None) -> str:
+    """The prompt for one class of ``domain`` (histology by default), e.g. 'a histopathological image of an area
+    with smooth muscle' or 'a chest X-ray film reported as pneumonia'.
 
     ``style="catalogue"`` appends the catalogue's visual description ('...: bright pink fibres in parallel
-    bundles...'); ``textual_inversion`` names the tissue by its learned token ('<smooth-muscle>').
+    bundles...'); ``textual_inversion`` names the class by its learned token ('<smooth-muscle>').
     """
-    return caption_variants(tissue, style, textual_inversion)[0]
+    return caption_variants(tissue, style, textual_inversion, domain)[0]
 
 
-def caption_variants(tissue: int | str, style: str = "caption", textual_inversion: bool = False) -> list[str]:
-    """Training captions for one tissue: :func:`caption` first, then paraphrases over catalogue names.
+def caption_variants(tissue: int | str, style: str = "caption", textual_inversion: bool = False,
+                     domain: Domain | str | None = None) -> list[str]:
+    """Training captions for one class of ``domain``: :func:`caption` first, then paraphrases over catalogue names.
 
-    With textual inversion the token is the only name (it must carry the tissue); the catalogue style adds the
+    With textual inversion the token is the only name (it must carry the class); the catalogue style adds the
     visual description to every variant.
     """
     if style not in PROMPT_STYLES:
         raise ValueError(f"prompt style must be one of {PROMPT_STYLES}, got {style!r}")
-    entry = get_tissue(tissue)
-    names = [tissue_token(entry.index)] if textual_inversion else \
+    domain, wording = get_domain(domain), prompt_wording(domain)
+    entry = domain.get_class(tissue)
+    names = [class_token(entry.index, domain)] if textual_inversion else \
         [entry.label, entry.display_name.lower(), *entry.synonyms]
-    captions = [CAPTION_TEMPLATE.format(label=names[0])]
-    for template in PARAPHRASE_TEMPLATES:
+    captions = [wording.caption.format(label=names[0])]
+    for template in wording.paraphrases:
         for name in names:
             text = template.format(name=name)
             if text not in captions:
                 captions.append(text)
     if style == "catalogue":
-        captions = [f"{text}: {visual_description(entry.index)}" for text in captions]
+        captions = [f"{text}: {visual_description(entry.index, domain)}" for text in captions]
     return captions
 
 
@@ -94,8 +136,10 @@ def default_device() -> str:
 class SDLoraGenerator(Generator):
     """The generator-backend interface over a Stable Diffusion pipeline with the PathSynth LoRA.
 
-    ``generate(tissues, seeds)`` returns uint8 ``(N, 28, 28, 3)``: full-resolution samples resized with
-    antialiasing (no aliasing moiré). One call at a time uses the pipeline (its scheduler keeps per-call state).
+    ``generate(classes, seeds)`` returns uint8 ``(N, 28, 28, 3)``: full-resolution samples resized with
+    antialiasing (no aliasing moiré), of the classes of the run's domain (tissues, or findings on chest films,
+    which come out grey in 3 channels like the films' data). One call at a time uses the pipeline (its scheduler
+    keeps per-call state).
 
     Args:
         pipeline: a ``StableDiffusionPipeline`` (LoRA, U-Net and tokens already loaded, or the base model).
@@ -104,13 +148,16 @@ class SDLoraGenerator(Generator):
         batch_size: images per pipeline call (GPU memory).
         prompt_style, prompt_embedding, textual_inversion: how prompts are written and encoded; use the
             training run's (``from_pretrained`` reads them from its summary).
+        domain: the :mod:`pathsynth.domains` flag the run trained on: its captions and classes (histology by
+            default).
     """
 
     name = "sd-lora"
 
     def __init__(self, pipeline, resolution: int = DEFAULT_RESOLUTION, guidance_scale: float = DEFAULT_GUIDANCE,
                  num_inference_steps: int = DEFAULT_STEPS, batch_size: int = 8, prompt_style: str = "caption",
-                 prompt_embedding: str = "sequence", textual_inversion: bool = False):
+                 prompt_embedding: str = "sequence", textual_inversion: bool = False,
+                 domain: Domain | str = DEFAULT_DOMAIN):
         if resolution % 8 or resolution < 8:
             raise ValueError(f"resolution must be a positive multiple of 8 (the VAE downsamples by 8), got {resolution}")
         if num_inference_steps < 1 or batch_size < 1:
@@ -127,7 +174,17 @@ class SDLoraGenerator(Generator):
         self.prompt_style = prompt_style
         self.prompt_embedding = prompt_embedding
         self.textual_inversion = textual_inversion
+        self.domain = get_domain(domain)
+        prompt_wording(self.domain)  # a domain without captions fails here, not at the first image
         self._lock = threading.Lock()
+
+    def class_index(self, key: int | str) -> int:
+        """A class of the run's domain (tissue or finding) by index or name."""
+        return self.domain.class_index(key)
+
+    def prompts(self, classes: list[int]) -> list[str]:
+        """The training run's prompt for each class (its domain's captions, style and tokens)."""
+        return [caption(c, self.prompt_style, self.textual_inversion, self.domain) for c in classes]
 
     @classmethod
     def from_pretrained(cls, base_model: str | Path = DEFAULT_SD_MODEL, lora: str | Path | None = None,
@@ -137,8 +194,9 @@ class SDLoraGenerator(Generator):
 
         ``lora`` is the training output directory (LoRA, full ``unet/`` and/or textual-inversion tokens), a LoRA
         .safetensors file, or a LoRA hub id; ``None`` samples from the base model (a baseline for
-        ``pathsynth evaluate generator``). ``resolution=None`` and the prompt options not given in ``kwargs`` are
-        the ones recorded by the training script next to the weights (else 224 px and the paper's prompts).
+        ``pathsynth evaluate generator``). ``resolution=None`` and the domain and prompt options not given in
+        ``kwargs`` are the ones recorded by the training script next to the weights (else 224 px, histology and
+        the paper's prompts).
         Raises a one-line ``RuntimeError`` that says what to set when a model cannot be loaded.
         """
         from diffusers import DPMSolverMultistepScheduler
@@ -156,7 +214,7 @@ class SDLoraGenerator(Generator):
             if summary.is_file():
                 recorded = json.loads(summary.read_text())
                 resolution = resolution or recorded.get("resolution")
-                for key in ("prompt_style", "prompt_embedding"):
+                for key in ("prompt_style", "prompt_embedding", "domain"):
                     if key in recorded:
                         kwargs.setdefault(key, recorded[key])
         return cls(pipeline.to(device), resolution=resolution or DEFAULT_RESOLUTION, **kwargs)
@@ -188,21 +246,23 @@ class SDLoraGenerator(Generator):
         encode = partial(encode_prompts, self.pipeline.tokenizer, self.pipeline.text_encoder,
                          mode=self.prompt_embedding)
         with torch.no_grad():  # the unconditional branch is pooled the same way as at training time
-            return encode([caption(t, self.prompt_style, self.textual_inversion) for t in tissues]), \
-                encode([""] * len(tissues))
+            return encode(self.prompts(tissues)), encode([""] * len(tissues))
 
     def _render(self, tissues: list[int], generators: list[torch.Generator], guidance_scale: float | None = None,
                 num_inference_steps: int | None = None) -> torch.Tensor:
         with self._lock:
             embeddings = self.prompt_embeddings(tissues)
-            prompts = dict(prompt=[caption(t, self.prompt_style, self.textual_inversion) for t in tissues]) \
-                if embeddings is None else dict(prompt_embeds=embeddings[0], negative_prompt_embeds=embeddings[1])
-            return self.pipeline(
+            prompts = dict(prompt=self.prompts(tissues)) if embeddings is None else \
+                dict(prompt_embeds=embeddings[0], negative_prompt_embeds=embeddings[1])
+            images = self.pipeline(
                 **prompts, height=self.resolution, width=self.resolution,
                 num_inference_steps=num_inference_steps or self.num_inference_steps,
                 guidance_scale=self.guidance_scale if guidance_scale is None else guidance_scale,
                 generator=generators, output_type="pt",
             ).images
+        if self.domain.channels == 1:  # SD decodes RGB; a film is grey, in 3 channels like the domain's data
+            images = images.mean(dim=1, keepdim=True).repeat(1, 3, 1, 1)
+        return images
 
 
 def _load_base_pipeline(base_model: str | Path, dtype: torch.dtype, local_files_only: bool, unet=None):
@@ -249,7 +309,7 @@ def _load_exports(pipeline, lora_path: Path, local_files_only: bool, has_unet: b
         else:  # a local directory, or a hub id of a LoRA repo
             pipeline.load_lora_weights(str(lora_path), adapter_name="pathsynth", local_files_only=local_files_only)
         if has_tokens:
-            load_tissue_tokens(pipeline, tokens)
+            load_class_tokens(pipeline, tokens)
     except Exception as error:
         where = "" if lora_path.exists() else "no such file or directory, and as a hub id: "
         raise RuntimeError(f"LoRA weights {str(lora_path)!r} could not be loaded ({where}{_first_line(error)}). "

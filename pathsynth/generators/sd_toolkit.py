@@ -1,14 +1,17 @@
-"""The SD adaptation toolkit: check which parts of Stable Diffusion suit histology, and adapt them.
+"""The SD adaptation toolkit: check which parts of Stable Diffusion suit a domain's images, and adapt them.
 
 Chambon et al. (2022, "Adapting Pretrained Vision-Language Foundational Models to Medical Imaging Domains")
 took SD apart for chest X-rays: does the VAE keep the images, how should the text encoder's output condition the
 U-Net, can new tokens carry the new concepts, and how much of the U-Net must train (the U-Net fine-tune mattered
-most). The same questions for PathMNIST tiles, shared by ``train/sd_lora.py`` and the ``sd-lora`` backend:
+most). The same questions for PathMNIST tiles and PneumoniaMNIST films, shared by ``train/sd_lora.py`` and the
+``sd-lora`` backend. Every function that names classes takes a ``domain`` (:mod:`pathsynth.domains`; default
+histology, whose tissues it has always named):
 
 - :func:`vae_reconstruction_report`: RMSE, PSNR, SSIM (torchmetrics) and FID (evaluator features) of the VAE's
-  reconstructions of real tiles, next to the resize round trip alone, plus a comparison PNG;
+  reconstructions of real images, next to the resize round trip alone, plus a comparison PNG;
 - :func:`encode_prompts`: the prompt embedding, per-token (SD's default) or one pooled vector broadcast;
-- :class:`TissueTokens`: textual inversion, one new token per tissue (``<adipose>``...), text encoder frozen;
+- :class:`ClassTokens`: textual inversion, one new token per class (``<adipose>``..., ``<pneumonia>``), text
+  encoder frozen;
 - the export names the backend looks for (LoRA, full U-Net, learned tokens).
 """
 
@@ -22,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..domains import Domain, get_domain
 from ..images import resize_tensor, tensor_to_uint8, uint8_to_tensor
-from ..tissues import LABELS, NUM_TISSUES, TISSUES
 
 PROMPT_STYLES = ("caption", "catalogue")  # the paper's short caption / + the catalogue's visual description
 PROMPT_EMBEDDINGS = ("sequence", "cls", "mean", "pooler")
@@ -35,15 +38,20 @@ VAE_REPORT_IMAGE = "vae_report.png"
 
 # ------------------------------------------------------------------------------------------------ prompts
 
-def tissue_token(tissue: int) -> str:
-    """The textual-inversion token of one tissue: ``<adipose>``, ``<smooth-muscle>``..."""
-    return "<" + LABELS[tissue].replace(" ", "-") + ">"
+def class_token(index: int | str, domain: Domain | str | None = None) -> str:
+    """The textual-inversion token of one class, its medmnist label hyphenated: ``<adipose>``,
+    ``<smooth-muscle>``... for histology, ``<normal>``, ``<pneumonia>`` for chest films."""
+    return "<" + get_domain(domain).get_class(index).label.replace(" ", "-") + ">"
 
 
-def visual_description(tissue: int) -> str:
+tissue_token = class_token  # the histology name histology callers import
+
+
+def visual_description(index: int | str, domain: Domain | str | None = None) -> str:
     """The catalogue's teaching text reduced to what is visible: its first sentence, without asides in brackets,
     as a clause (lower-case start, no full stop) to follow the caption."""
-    first = re.sub(r"\s*\([^)]*\)", "", re.split(r"(?<=\.)\s", TISSUES[tissue].description)[0]).rstrip(".")
+    description = get_domain(domain).get_class(index).description
+    first = re.sub(r"\s*\([^)]*\)", "", re.split(r"(?<=\.)\s", description)[0]).rstrip(".")
     return first[:1].lower() + first[1:]
 
 
@@ -89,12 +97,12 @@ def encode_prompts(tokenizer, text_encoder, prompts: Sequence[str], mode: str = 
 
 # ---------------------------------------------------------------------------------------- textual inversion
 
-class TissueTokens(nn.Module):
-    """One learned input embedding per tissue token; the text encoder itself stays frozen.
+class ClassTokens(nn.Module):
+    """One learned input embedding per class token (a tissue, a finding); the text encoder itself stays frozen.
 
     Only ``vectors`` is a parameter: the forward pass swaps them into the (frozen) embedding matrix with
     ``torch.func.functional_call``, so no gradient or optimizer state touches the other 49k rows, and
-    accelerate/DDP wrap a (9, 768) module rather than the whole text encoder.
+    accelerate/DDP wrap a (classes, 768) module rather than the whole text encoder.
     """
 
     def __init__(self, tokens: list[str], token_ids: list[int], init: torch.Tensor, weight_name: str):
@@ -119,22 +127,29 @@ class TissueTokens(nn.Module):
             self.vectors.copy_(torch.stack([state[token] for token in self.tokens]))
 
 
-def add_tissue_tokens(tokenizer, text_encoder) -> TissueTokens:
-    """Add ``<adipose>``... to the tokenizer and text encoder, each initialised as the mean embedding of its label's
-    tokens (textual inversion's usual start: the concept's plain name)."""
-    tokens = [tissue_token(t) for t in range(NUM_TISSUES)]
+TissueTokens = ClassTokens  # the histology name histology callers import
+
+
+def add_class_tokens(tokenizer, text_encoder, domain: Domain | str | None = None) -> ClassTokens:
+    """Add the domain's class tokens (``<adipose>``...) to the tokenizer and text encoder, each initialised as the
+    mean embedding of its label's tokens (textual inversion's usual start: the concept's plain name)."""
+    domain = get_domain(domain)
+    tokens = [class_token(entry.index, domain) for entry in domain.classes]
     if tokenizer.add_tokens(tokens) != len(tokens):
         raise ValueError(f"the tokenizer already holds some of {tokens}")
     text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # the new rows are overwritten
     text_encoder.requires_grad_(False)  # resizing made a fresh, trainable embedding matrix
     embeddings = text_encoder.get_input_embeddings().weight
     init = torch.stack([embeddings[tokenizer(label, add_special_tokens=False).input_ids].float().mean(0)
-                        for label in LABELS])
+                        for label in domain.labels])
     name = next(n for n, p in text_encoder.named_parameters() if p is embeddings)
-    return TissueTokens(tokens, tokenizer.convert_tokens_to_ids(tokens), init, name).to(embeddings.device)
+    return ClassTokens(tokens, tokenizer.convert_tokens_to_ids(tokens), init, name).to(embeddings.device)
 
 
-def save_tissue_tokens(tokens: TissueTokens, directory: Path) -> Path:
+add_tissue_tokens = add_class_tokens  # the histology name histology callers import
+
+
+def save_class_tokens(tokens: ClassTokens, directory: Path) -> Path:
     from safetensors.torch import save_file
 
     path = Path(directory) / TOKENS_WEIGHTS_NAME
@@ -142,7 +157,7 @@ def save_tissue_tokens(tokens: TissueTokens, directory: Path) -> Path:
     return path
 
 
-def load_tissue_tokens(pipeline, path: Path) -> list[str]:
+def load_class_tokens(pipeline, path: Path) -> list[str]:
     """Load the learned tokens into a StableDiffusionPipeline (diffusers' textual-inversion loader)."""
     from safetensors.torch import load_file
 
@@ -151,11 +166,14 @@ def load_tissue_tokens(pipeline, path: Path) -> list[str]:
     return list(state)
 
 
+save_tissue_tokens, load_tissue_tokens = save_class_tokens, load_class_tokens  # the names histology callers import
+
+
 # ------------------------------------------------------------------------------------------- VAE report
 
 @torch.no_grad()
 def vae_round_trip(vae, images: np.ndarray, resolution: int, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 tiles -> (VAE reconstructions, resize-only round trips), both uint8 at the tiles' size.
+    """uint8 images -> (VAE reconstructions, resize-only round trips), both uint8 at the images' size.
 
     Up with bicubic as in training, down with the backend's antialiased resize; the resize-only round trip
     separates what the resizing loses from what the VAE loses. Latents are the posterior mean (no sampling).
@@ -189,25 +207,34 @@ def reconstruction_metrics(originals: np.ndarray, reconstructions: np.ndarray) -
             "ssim": float(structural_similarity_index_measure(preds, target, data_range=1.0)), "n": len(target)}
 
 
-def vae_reconstruction_report(vae, images: np.ndarray, labels: np.ndarray, resolution: int, evaluator=None,
-                              batch_size: int = 16) -> tuple[dict, np.ndarray]:
-    """Does SD's VAE keep histology? -> (report, uint8 reconstructions).
+def per_class_key(domain: Domain | str | None = None) -> str:
+    """The report's key of the per-class rows: ``per_tissue`` for histology, ``per_finding`` for chest films."""
+    return f"per_{get_domain(domain).class_noun}"
 
-    ``report["vae"]`` and ``report["resize_only"]`` hold RMSE/PSNR/SSIM overall and ``per_tissue``, and, when an
-    ``evaluator`` (a :class:`~pathsynth.classifier.TissueClassifier`) is given, the FID between the originals'
-    and the reconstructions' evaluator features (the same images on both sides, so it reads against the resize
-    round trip's FID rather than against generator FIDs).
+
+def vae_reconstruction_report(vae, images: np.ndarray, labels: np.ndarray, resolution: int, evaluator=None,
+                              batch_size: int = 16, domain: Domain | str | None = None) -> tuple[dict, np.ndarray]:
+    """Does SD's VAE keep the domain's images (histology by default)? -> (report, uint8 reconstructions).
+
+    ``report["vae"]`` and ``report["resize_only"]`` hold RMSE/PSNR/SSIM overall and per class of ``domain``
+    (under :func:`per_class_key`, rows named by medmnist label), and, when an ``evaluator`` (a
+    :class:`~pathsynth.classifier.TissueClassifier`) is given, the FID between the originals' and the
+    reconstructions' evaluator features (the same images on both sides, so it reads against the resize round
+    trip's FID rather than against generator FIDs).
     """
     from ..evaluation.metrics import frechet_distance
 
+    domain = get_domain(domain)
     labels = np.asarray(labels).reshape(-1)
     reconstructions, resized = vae_round_trip(vae, images, resolution, batch_size)
-    report = {"resolution": resolution, "tile_size": int(images.shape[1]), "images": len(images)}
+    report = {"domain": domain.flag, "resolution": resolution, "tile_size": int(images.shape[1]),
+              "images": len(images)}
     real_features = evaluator.features(images).astype(np.float64) if evaluator is not None else None
     for name, output in (("vae", reconstructions), ("resize_only", resized)):
         entry = reconstruction_metrics(images, output)
-        entry["per_tissue"] = {LABELS[t]: reconstruction_metrics(images[labels == t], output[labels == t])
-                               for t in range(NUM_TISSUES) if (labels == t).any()}
+        entry[per_class_key(domain)] = {
+            c.label: reconstruction_metrics(images[labels == c.index], output[labels == c.index])
+            for c in domain.classes if (labels == c.index).any()}
         if real_features is not None and len(images) >= 2:
             entry["fid"] = frechet_distance(real_features, evaluator.features(output).astype(np.float64))
         report[name] = entry
@@ -216,8 +243,9 @@ def vae_reconstruction_report(vae, images: np.ndarray, labels: np.ndarray, resol
 
 def comparison_grid(originals: np.ndarray, reconstructions: np.ndarray, labels: np.ndarray, per_tissue: int = 4,
                     zoom: int | None = None, gap: int = 2) -> np.ndarray:
-    """uint8 image: one row per tissue present, (original, reconstruction) pairs side by side with a white ``gap``
-    between pairs and rows, pixels enlarged ``zoom`` times (default: tiles shown at 112 px or more)."""
+    """uint8 image: one row per class present (a tissue, a finding: any domain's labels), (original,
+    reconstruction) pairs side by side with a white ``gap`` between pairs and rows, pixels enlarged ``zoom`` times
+    (default: images shown at 112 px or more)."""
     labels = np.asarray(labels).reshape(-1)
     size = originals.shape[1]
     zoom = zoom or max(1, 112 // size)
