@@ -310,7 +310,23 @@ def default_verifier(backend: str | None = None, settings=None, domain: str = "p
         return _domain_verifier(backend, settings, domain)
     classifier = load_classifier(settings.classifier_dir).to(settings.device)
     reference = realism_reference(settings.classifier_dir, classifier)
-    return Verifier(get_generator(backend, settings), classifier, reference=reference)
+    return Verifier(same_domain(get_generator(backend, settings), domain), classifier, reference=reference)
+
+
+def generator_domain(generator) -> str:
+    """The domain flag of the classes a generator draws (embedded: its pipeline's; Stable Diffusion: its own)."""
+    domain = getattr(generator, "domain", None) or getattr(getattr(generator, "pipeline", None), "domain", None)
+    return getattr(domain, "flag", domain) or "pathmnist"
+
+
+def same_domain(generator, domain: str):
+    """``generator``, if it draws ``domain``'s classes; otherwise a ``ValueError`` saying which model to point at (a
+    film model configured where histology is expected would fail on tissue 2 with a less useful message)."""
+    drawn = generator_domain(generator)
+    if drawn != domain:
+        raise ValueError(f"the configured generator draws {drawn} images, not {domain}: point the generator setting "
+                         f"at a {domain} model")
+    return generator
 
 
 def _domain_verifier(backend: str | None, settings, domain: str) -> Verifier:
@@ -325,4 +341,4 @@ def _domain_verifier(backend: str | None, settings, domain: str) -> Verifier:
     classifier_dir = model_dir(settings, domain, "classifier")
     classifier = load_classifier(classifier_dir).to(settings.device)
     generator = load_embedded_generator(model_dir(settings, domain, "generator")).to(settings.device)
-    return Verifier(generator, classifier, reference=realism_reference(classifier_dir, classifier))
+    return Verifier(same_domain(generator, domain), classifier, reference=realism_reference(classifier_dir, classifier))

@@ -307,3 +307,14 @@ def test_the_bench_times_a_verified_film_beside_a_verified_tile_interleaved():
         assert 0 < row["p50_s"] <= row["p95_s"] and 1 <= row["mean_attempts"] <= 5
     table = "\n".join(B.domain_lines(result))
     assert "| pneumoniamnist |" in table and "| pathmnist |" in table and B.domain_lines({}) == []
+
+
+def test_a_film_generator_configured_for_histology_is_refused_by_name():
+    from pathsynth.verify import generator_domain, same_domain
+    from tiny_models import tiny_generator
+
+    films = EmbeddedGenerator(tiny_film_pipeline(), num_inference_steps=2)
+    assert generator_domain(films) == "pneumoniamnist" and generator_domain(tiny_generator(steps=2)) == "pathmnist"
+    assert same_domain(films, "pneumoniamnist") is films
+    with pytest.raises(ValueError, match="draws pneumoniamnist images, not pathmnist"):
+        same_domain(films, "pathmnist")
