@@ -84,12 +84,16 @@ def writable_dir(path: str | Path) -> Path:
     return path
 
 
-def _tissue_or_text(text: str) -> int:
+def _tissue_or_text(text: str, domain=None) -> int:
+    """A class of ``domain`` (histology by default) from its name or a description."""
+    from .domains import get_domain
     from .resolver import TissueResolver, tissue_from_text
 
-    index, resolution = tissue_from_text(text, TissueResolver)
+    domain = get_domain(domain)
+    resolver = TissueResolver if domain.flag == "pathmnist" else TissueResolver(domain=domain)
+    index, resolution = tissue_from_text(text, resolver)
     if index is None:
-        raise UsageError(f"could not match {text!r} to a tissue: {resolution.message}")
+        raise UsageError(f"could not match {text!r} to a {domain.class_noun}: {resolution.message}")
     if resolution is not None and resolution.status != "ok":
         print(f"note: {resolution.message}", file=sys.stderr)
     return index
@@ -166,29 +170,31 @@ def cmd_generate(args) -> dict:
     from tqdm.auto import tqdm
 
     from .images import scale
-    from .tissues import TISSUES
     from .verify import default_verifier
 
-    tissue = _tissue_or_text(args.tissue)
+    domain = _domain(args)
+    tissue = _tissue_or_text(args.tissue, domain)
+    entry = domain.classes[tissue]
     out = writable_dir(args.out)  # every argument is checked before the models load
-    verifier = default_verifier(args.backend, args.settings)
+    verifier = default_verifier(args.backend, args.settings, domain.flag)
     seed = args.seed if args.seed is not None else secrets.randbelow(MAX_SEED + 1)
     records = []
-    with tqdm(total=args.n, desc=f"{TISSUES[tissue].abbreviation} images", unit="img", file=sys.stderr) as bar:
+    with tqdm(total=args.n, desc=f"{entry.abbreviation} images", unit="img", file=sys.stderr) as bar:
         for batch, start in enumerate(range(0, args.n, GENERATE_BATCH)):  # written batch by batch: memory stays flat
             count = min(GENERATE_BATCH, args.n - start)
             first = batch_seed(seed, batch) if not args.no_verify else (seed + start) % (MAX_SEED + 1)
             images, batch_records = _generate_batch(verifier, tissue, count, first, not args.no_verify, bar)
             for image, record in zip(images, batch_records):
-                path = out / f"{TISSUES[tissue].abbreviation}_{record['seed']}.png"
+                path = out / f"{entry.abbreviation}_{record['seed']}.png"
                 Image.fromarray(scale(image, args.scale)).save(path)
                 record["path"] = str(path)
             records.extend(batch_records)
             bar.update(count)
     verified = sum(1 for r in records if r["verified"])
-    result = {"tissue": tissue, "label": TISSUES[tissue].label, "backend": getattr(verifier.generator, "name", ""),
+    result = {"domain": domain.flag, "tissue": tissue, "label": entry.label,
+              "backend": getattr(verifier.generator, "name", ""),
               "verify": not args.no_verify, "seed": seed, "n": len(records), "n_verified": verified, "images": records}
-    summary = (f"wrote {len(records)} {TISSUES[tissue].display_name} image(s) to {out}"
+    summary = (f"wrote {len(records)} {entry.display_name} image(s) to {out}"
                + ("" if args.no_verify else f" ({verified} verified)"))
     return result, summary
 
@@ -561,7 +567,8 @@ def _real_data_arguments(p) -> None:
 
 
 # Subcommands that work for every domain so far; the others are histology's until their chest X-ray models ship.
-EVERY_DOMAIN = frozenset({"cmd_classify", "cmd_evaluate_classifier", "cmd_evaluate_generator", "cmd_resolve"})
+EVERY_DOMAIN = frozenset({"cmd_classify", "cmd_evaluate_classifier", "cmd_evaluate_generator", "cmd_generate",
+                          "cmd_resolve"})
 
 
 def check_domain(args) -> None:
@@ -569,7 +576,8 @@ def check_domain(args) -> None:
     if getattr(args, "domain", "pathmnist") != "pathmnist" and args.func.__name__ not in EVERY_DOMAIN:
         name = " ".join(filter(None, (args.command, getattr(args, "target", None), getattr(args, "action", None))))
         raise UsageError(f"`pathsynth {name}` is histology-only so far (no {args.domain} model for it ships yet); "
-                         f"for {args.domain}, use: classify, resolve, evaluate classifier, evaluate generator")
+                         f"for {args.domain}, use: generate, classify, resolve, evaluate classifier, evaluate "
+                         "generator")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -585,7 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("generate", cmd_generate, "generate (verified) images of a tissue or a free-text description")
-    p.add_argument("tissue", help="tissue index, name, abbreviation (e.g. TUM) or free text ('fat cells')")
+    p.add_argument("tissue", help="a class of the --domain: index, name, abbreviation (e.g. TUM, PNA) or free text "
+                   "('fat cells', 'lobar consolidation')")
     p.add_argument("-n", type=whole_number(1, MAX_IMAGES), default=1,
                    help=f"number of images (1 to {MAX_IMAGES:,}; written {GENERATE_BATCH} at a time)")
     p.add_argument("--seed", type=seed_number, default=None, help=f"0 to {MAX_SEED} (default: random)")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from pathsynth.classifier import TissueClassifier, build_resnet18
 from pathsynth.data import load_domain
@@ -230,8 +231,26 @@ def test_the_cli_evaluates_a_film_classifier_and_refuses_what_is_histology_only(
     assert wrong.returncode == 2 and "--domain pneumoniamnist" in wrong.stderr  # a film model is not histology's
     resolved = run("-m", "pathsynth", "resolve", "no focal consolidation", "--domain", "pneumoniamnist", "--json")
     assert json.loads(resolved.stdout.strip().splitlines()[-1])["label"] == "normal"
-    refused = run("-m", "pathsynth", "generate", "pneumonia", "--domain", "pneumoniamnist")
+    refused = run("-m", "pathsynth", "bench", "--domain", "pneumoniamnist")
     assert refused.returncode == 2 and "histology-only so far" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_the_cli_generates_verified_films_from_a_name_or_a_description(tmp_path):
+    models = tmp_path / "assets" / "models" / "pneumoniamnist"
+    tiny_film_classifier().save_pretrained(models / "classifier")
+    tiny_film_pipeline().save_pretrained(str(models / "generator"))
+    env = {"PATHSYNTH_ASSETS": str(tmp_path / "assets")}
+    done = run("-m", "pathsynth", "generate", "lobar consolidation", "--domain", "pneumoniamnist", "-n", "2",
+               "--seed", "5", "--out", str(tmp_path / "out"), "--json", env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (result["domain"], result["tissue"], result["label"], result["n"]) == ("pneumoniamnist", 1, "pneumonia", 2)
+    for record in result["images"]:
+        assert Path(record["path"]).name.startswith("PNA_") and 1 <= record["attempts"] <= 5
+        pixels = np.asarray(Image.open(record["path"]).convert("RGB"))
+        assert pixels.shape == (28, 28, 3) and (pixels == pixels[..., :1]).all()  # a grey film
+    tissue = run("-m", "pathsynth", "generate", "Adipose tissue", "--domain", "pneumoniamnist", env=env)
+    assert tissue.returncode == 2 and "finding" in tissue.stderr and "Traceback" not in tissue.stderr
 
 
 def film_split() -> "RealSplit":
