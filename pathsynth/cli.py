@@ -260,9 +260,10 @@ def _domain_classifier(args, domain):
     from .settings import model_dir
 
     classifier = load_classifier(args.model or model_dir(args.settings, domain.flag, "classifier"))
-    if classifier.config.get("domain", "pathmnist") != domain.flag:
-        raise UsageError(f"the classifier in {args.model} is a {classifier.config.get('domain', 'pathmnist')} model, "
-                         f"not {domain.flag}: pass --domain {classifier.config.get('domain', 'pathmnist')}")
+    trained_on = classifier.config.get("domain", "pathmnist")  # classifiers before domains: histology
+    if trained_on != domain.flag:
+        raise UsageError(f"the classifier in {args.model} is a {trained_on} model, not {domain.flag}: "
+                         f"pass --domain {trained_on}")
     return classifier.to(args.settings.device)
 
 
