@@ -25,13 +25,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .domains import DEFAULT_DOMAIN, get_domain
 from .errors import UnknownTissueError
 from .gallery import instructor_caption
 from .generators.base import MAX_SEED
 from .images import SOURCES, microns_per_pixel, to_rgb_uint8
 from .learning.difficulty import POOL_PREFERENCE, check_difficulty, fits, rank_real, tissue_plan
-from .tissues import (DISPLAY_NAMES, NUM_TISSUES, TISSUE_INDICES, TISSUES, confusable_pair, pair_text, teaching_text,
-                      tissue_index)
+from .tissues import TISSUES, confusable_pair, pair_text, teaching_text
 
 MAX_QUESTIONS = 100
 MAX_MINUTES = 180  # an exam's time limit at most
@@ -74,6 +74,7 @@ class QuizSession:
     closed: bool = False  # the time limit passed with questions unanswered: they count as missed
     clock: Callable[[], float] = field(default=_monotonic, repr=False, compare=False)  # injectable for tests
     owner: object = None  # the learner its progress is kept for (the app's, see learning.attempts); None: not kept
+    domain: str = DEFAULT_DOMAIN  # the imaging domain its answers are classes of (pathsynth.domains)
     saved_at: float | None = field(default=None, repr=False, compare=False)  # clock() when it was last kept
 
     @property
@@ -125,32 +126,36 @@ class Summary:
 
 # ------------------------------------------------------------------------------------------ building
 
-def check_choice(choice) -> int:
-    """A student's choice (tissue index, label, abbreviation or display name) -> index; ValueError otherwise."""
+def check_choice(choice, domain=None) -> int:
+    """A student's choice (class index, label, abbreviation or display name of ``domain``'s classes; histology's
+    tissues by default) -> index; ValueError otherwise."""
+    catalogue = get_domain(domain)
+    classes = f"the {catalogue.num_classes} {catalogue.class_noun}s"
     if isinstance(choice, (bool, np.bool_)) or choice is None:
-        raise ValueError(f"choose one of the {NUM_TISSUES} tissues, got {choice!r}")
+        raise ValueError(f"choose one of {classes}, got {choice!r}")
     if isinstance(choice, (float, np.floating)):
         if not float(choice).is_integer():
-            raise ValueError(f"choose one of the {NUM_TISSUES} tissues, got {choice!r}")
+            raise ValueError(f"choose one of {classes}, got {choice!r}")
         choice = int(choice)
     if not isinstance(choice, (int, np.integer, str)):
-        raise ValueError(f"choose one of the {NUM_TISSUES} tissues, got a {type(choice).__name__}")
+        raise ValueError(f"choose one of {classes}, got a {type(choice).__name__}")
     try:
-        return tissue_index(choice.strip() if isinstance(choice, str) else int(choice))
+        return catalogue.class_index(choice.strip() if isinstance(choice, str) else int(choice))
     except UnknownTissueError:
         shown = repr(choice)[:60]
-        raise ValueError(f"{shown} is not a tissue; choose one of: {', '.join(DISPLAY_NAMES)}") from None
+        raise ValueError(f"{shown} is not a {catalogue.class_noun}; choose one of: "
+                         f"{', '.join(catalogue.display_names)}") from None
 
 
 _check_choice = check_choice  # the old private name, still imported by pathsynth.assignments
 
 
-def _tissue_list(tissues) -> list[int]:
+def _tissue_list(tissues, domain=None) -> list[int]:
     if tissues is None or (isinstance(tissues, (list, tuple)) and not tissues):
-        return list(TISSUE_INDICES)
+        return list(range(get_domain(domain).num_classes))
     if isinstance(tissues, (str, int, np.integer)):
         tissues = [tissues]
-    indices = sorted({check_choice(t) for t in tissues})
+    indices = sorted({check_choice(t, domain) for t in tissues})
     return indices
 
 
@@ -158,8 +163,9 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
                generated_share: float = 0.5, tissues: Sequence[int | str] | None = None,
                seed: int | None = None, rng: np.random.Generator | None = None, progress=None,
                real_probabilities: np.ndarray | None = None, title: str = "", explainer=None,
-               real_ids: Sequence[int] | None = None, difficulty: str = "mixed") -> QuizSession:
-    """A quiz of ``n`` tiles: about ``generated_share`` verified generated ones, the rest real.
+               real_ids: Sequence[int] | None = None, difficulty: str = "mixed", domain=None) -> QuizSession:
+    """A quiz of ``n`` tiles (or films: ``domain``, histology by default): about ``generated_share`` verified
+    generated ones, the rest real.
 
     ``verifier.generate(tissues, seed=...)`` supplies the generated tiles; any it could not verify are
     replaced by real tiles, so a student is never graded on an image the classifier rejected. Real tiles
@@ -180,11 +186,12 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
     confusable pairs); generated tiles that do not suit it are replaced by real ones, as unverified ones are.
     An unseeded easy or hard quiz asks a pool only for tissues it holds a suitable image for (:func:`split_plan`).
     """
-    n, share, wanted = _check_request(n, generated_share, tissues)
+    domain = get_domain(domain).flag
+    n, share, wanted = _check_request(n, generated_share, tissues, domain)
     difficulty = check_difficulty(difficulty)
     reproducible = seed is not None or rng is not None  # else a pool may hand out ready images
     rng = rng if rng is not None else np.random.default_rng(seed)
-    real_images, real_labels = _check_real(real_images, real_labels, real_probabilities, real_ids)
+    real_images, real_labels = _check_real(real_images, real_labels, real_probabilities, real_ids, domain)
     no_real = len(real_images) == 0  # no data on this machine: every tile is generated
     if no_real:
         if verifier is None:
@@ -209,20 +216,21 @@ def build_quiz(n: int = 10, *, classifier, real_images: np.ndarray, real_labels:
             raise ValueError("no verified generated image could be made for this quiz just now; please try again")
     elif n_real:
         if plan is None:
-            picked = _pick_real(n_real, classifier, real_images, real_labels, wanted, rng, real_probabilities)
+            picked = _pick_real(n_real, classifier, real_images, real_labels, wanted, rng, real_probabilities,
+                                domain=domain)
         else:  # the plan's other tissues, and those a generated tile could not be asked for
             picked = _pick_real_for(for_real + missing, classifier, real_images, real_labels, wanted, rng,
-                                    real_probabilities, difficulty)
+                                    real_probabilities, difficulty, domain=domain)
         for question in picked if real_ids is not None else ():
             question.real_index = int(real_ids[question.real_index])
         questions.extend(picked)
     order = rng.permutation(len(questions))
     questions = [questions[i] for i in order]
     _explain_all(questions, explainer)
-    return QuizSession(questions, [None] * len(questions), title=title, difficulty=difficulty)
+    return QuizSession(questions, [None] * len(questions), title=title, difficulty=difficulty, domain=domain)
 
 
-def _check_request(n, generated_share, tissues) -> tuple[int, float, list[int]]:
+def _check_request(n, generated_share, tissues, domain=None) -> tuple[int, float, list[int]]:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_QUESTIONS:
         raise ValueError(f"number of questions must be a whole number from 1 to {MAX_QUESTIONS}, got {n!r}")
     try:
@@ -231,16 +239,18 @@ def _check_request(n, generated_share, tissues) -> tuple[int, float, list[int]]:
         share = float("nan")
     if not 0.0 <= share <= 1.0:  # also rejects NaN
         raise ValueError(f"generated_share must lie in [0, 1], got {generated_share!r}")
-    return int(n), share, _tissue_list(tissues)
+    return int(n), share, _tissue_list(tissues, domain)
 
 
-def _check_real(real_images, real_labels, real_probabilities, real_ids) -> tuple[np.ndarray, np.ndarray]:
+def _check_real(real_images, real_labels, real_probabilities, real_ids,
+                domain=None) -> tuple[np.ndarray, np.ndarray]:
     real_images = np.asarray(real_images)
     real_labels = np.asarray(real_labels).reshape(-1).astype(np.int64)
     if real_images.ndim != 4 or len(real_images) != len(real_labels):
         raise ValueError("real_images must be (N, H, W, 3) with one label per image")
-    if real_probabilities is not None and np.shape(real_probabilities) != (len(real_labels), NUM_TISSUES):
-        raise ValueError(f"real_probabilities must have shape ({len(real_labels)}, {NUM_TISSUES})")
+    classes = get_domain(domain).num_classes
+    if real_probabilities is not None and np.shape(real_probabilities) != (len(real_labels), classes):
+        raise ValueError(f"real_probabilities must have shape ({len(real_labels)}, {classes})")
     if real_ids is not None and len(real_ids) != len(real_labels):
         raise ValueError("real_ids must give one index per real image")
     return real_images, real_labels
@@ -347,7 +357,7 @@ def heatmap(question: Question, explainer) -> np.ndarray | None:
 
 
 def _pick_real(count: int, classifier, images: np.ndarray, labels: np.ndarray, wanted: list[int],
-               rng: np.random.Generator, probabilities: np.ndarray | None = None) -> list[Question]:
+               rng: np.random.Generator, probabilities: np.ndarray | None = None, domain=None) -> list[Question]:
     """``count`` distinct real tiles whose classifier label is in ``wanted``, spread over those tissues.
 
     Without precomputed ``probabilities`` only a random, label-stratified subset of about 3 x ``count`` tiles
@@ -370,7 +380,7 @@ def _pick_real(count: int, classifier, images: np.ndarray, labels: np.ndarray, w
         if usable.sum() >= count:
             break
     else:
-        raise _too_few(int(usable.sum()), wanted)
+        raise _too_few(int(usable.sum()), wanted, domain)
     agrees = usable & (predicted == labels[candidates])
     chosen: list[int] = []
     for group in (np.flatnonzero(agrees), np.flatnonzero(usable & ~agrees)):
@@ -389,13 +399,16 @@ def _real_questions(images, labels, candidates, probs, chosen) -> list[Question]
                      probabilities=[float(p) for p in probs[j]], real_index=int(candidates[j])) for j in chosen]
 
 
-def _too_few(usable: int, wanted: list[int]) -> ValueError:
-    names = ", ".join(DISPLAY_NAMES[t] for t in wanted)
-    return ValueError(f"only {usable} real images are classified as {names}; ask for fewer questions or more tissues")
+def _too_few(usable: int, wanted: list[int], domain=None) -> ValueError:
+    catalogue = get_domain(domain)
+    names = ", ".join(catalogue.classes[t].display_name for t in wanted)
+    return ValueError(f"only {usable} real images are classified as {names}; ask for fewer questions or more "
+                      f"{catalogue.class_noun}s")
 
 
 def _pick_real_for(plan: list[int], classifier, images: np.ndarray, labels: np.ndarray, wanted: list[int],
-                   rng: np.random.Generator, probabilities: np.ndarray | None, difficulty: str) -> list[Question]:
+                   rng: np.random.Generator, probabilities: np.ndarray | None, difficulty: str,
+                   domain=None) -> list[Question]:
     """Distinct real tiles, one per tissue in ``plan`` (answer key: the classifier's label), each the best for
     ``difficulty`` (``learning.difficulty.rank_real``); a tissue short of tiles is made up with other ``wanted``
     ones. Every candidate is classified when ``probabilities`` are not given."""
@@ -419,7 +432,7 @@ def _pick_real_for(plan: list[int], classifier, images: np.ndarray, labels: np.n
         chosen += best(predicted == tissue, plan.count(tissue))
     chosen += best(np.isin(predicted, wanted), len(plan) - len(chosen))
     if len(chosen) < len(plan):
-        raise _too_few(int(np.isin(predicted, wanted).sum()), wanted)
+        raise _too_few(int(np.isin(predicted, wanted).sum()), wanted, domain)
     return _real_questions(images, labels, candidates, probs, chosen)
 
 
@@ -428,7 +441,7 @@ def quiz_from_images(images: Sequence[np.ndarray], answers: Sequence[int | str],
                      seeds: Sequence[int | None] | None = None, probabilities: Sequence[Sequence[float]] | None = None,
                      shuffle: bool = False, seed: int | None = None, title: str = "", explainer=None,
                      captions: Sequence[str] | None = None,
-                     item_ids: Sequence[int | None] | None = None) -> QuizSession:
+                     item_ids: Sequence[int | None] | None = None, domain=None) -> QuizSession:
     """A quiz from given tiles, e.g. an instructor's gallery (``answers`` = the items' tissues, ``captions`` = their
     captions, ``item_ids`` = their ids, kept as each question's provenance); ``explainer``: as in
     :func:`build_quiz`."""
@@ -446,7 +459,7 @@ def quiz_from_images(images: Sequence[np.ndarray], answers: Sequence[int | str],
     sources = list(sources) if sources is not None else ["generated"] * count
     if any(s not in SOURCES for s in sources):
         raise ValueError(f"source must be one of {SOURCES}")
-    questions = [Question(image=to_rgb_uint8(images[i]), answer=check_choice(answers[i]), source=sources[i],
+    questions = [Question(image=to_rgb_uint8(images[i]), answer=check_choice(answers[i], domain), source=sources[i],
                           true_label=None if true_labels is None or true_labels[i] is None else int(true_labels[i]),
                           seed=None if seeds is None or seeds[i] is None else int(seeds[i]),
                           probabilities=[] if probabilities is None else [float(p) for p in probabilities[i]],
@@ -457,7 +470,7 @@ def quiz_from_images(images: Sequence[np.ndarray], answers: Sequence[int | str],
         order = np.random.default_rng(seed).permutation(count)
         questions = [questions[i] for i in order]
     _explain_all(questions, explainer)
-    return QuizSession(questions, [None] * count, title=title)
+    return QuizSession(questions, [None] * count, title=title, domain=get_domain(domain).flag)
 
 
 # ------------------------------------------------------------------------------------------ playing
@@ -487,14 +500,15 @@ def answer(session: QuizSession, choice, question: int | None = None, now: float
             raise ValueError(f"question {index + 1} does not exist; this quiz has {session.total} questions")
         if session.answers[index] is not None:
             raise ValueError(f"question {index + 1} has already been answered")
-    chosen = check_choice(choice)
+    chosen = check_choice(choice, session.domain)
     item = session.questions[index]
     session.answers[index] = chosen  # the only mutation, after every check passed
     if item.shown_at is not None and now is None:
         now = session.clock()
     seconds = None if item.shown_at is None else max(0.0, now - item.shown_at)
     return Feedback(question=index, correct=chosen == item.answer, chosen=chosen, answer=item.answer,
-                    description=teaching_text(item.answer, tile_scale(item)), explanation=explain(item, chosen),
+                    description=_teaching(item.answer, item, session.domain),
+                    explanation=explain(item, chosen, session.domain),
                     finished=session.finished, seconds=seconds)
 
 
@@ -554,23 +568,42 @@ def tile_scale(item: Question) -> float:
     return microns_per_pixel(item.image.shape[1])
 
 
-def explain(item: Question, chosen: int) -> str:
-    """Plain-text feedback for one answered question: only what its tile can show at its scale."""
-    right = TISSUES[item.answer]
-    um = tile_scale(item)
+def _teaching(answer: int, item: Question, domain=None) -> str:
+    """The right class's teaching text for the shown image: a tile's at its scale; another domain's at its
+    shipped size (its images are not rescaled)."""
+    catalogue = get_domain(domain)
+    if catalogue.flag == DEFAULT_DOMAIN:
+        return teaching_text(answer, tile_scale(item))
+    return catalogue.teaching_text(answer)
+
+
+def explain(item: Question, chosen: int, domain=None) -> str:
+    """Plain-text feedback for one answered question: only what its image can show at its scale."""
+    catalogue = get_domain(domain)
+    right, noun = catalogue.classes[item.answer], catalogue.image_noun
     if chosen == item.answer:
-        text = f"Correct: this is {right.display_name}. {teaching_text(item.answer, um)}"
+        text = f"Correct: this is {right.display_name}. {_teaching(item.answer, item, catalogue)}"
     else:
-        text = f"Not quite: you chose {TISSUES[chosen].display_name}, but this is {right.display_name}. "
-        text += contrast(item.answer, chosen, um)
+        text = f"Not quite: you chose {catalogue.classes[chosen].display_name}, but this is {right.display_name}. "
+        text += (contrast(item.answer, chosen, tile_scale(item)) if catalogue.flag == DEFAULT_DOMAIN
+                 else domain_contrast(catalogue, item.answer, chosen))
     if item.probabilities:
         text += f" The classifier is {item.probabilities[item.answer]:.0%} sure of {right.display_name}."
     if item.source == "generated":
-        text += " This tile is synthetic; the classifier verified it."
+        text += f" This {noun} is synthetic; the classifier verified it."
     elif item.true_label is not None and item.true_label != item.answer:
-        text += (f" Note: the dataset labels this real tile {TISSUES[item.true_label].display_name}; "
+        text += (f" Note: the dataset labels this real {noun} {catalogue.classes[item.true_label].display_name}; "
                  f"the quiz follows the classifier.")
     return text
+
+
+def domain_contrast(domain, answer: int, chosen: int) -> str:
+    """:func:`contrast` for a domain other than histology (its images at their shipped size)."""
+    pair = domain.confusable_pair(answer, chosen)
+    if pair is not None:
+        return pair.text
+    return (f"Look for: {domain.teaching_text(answer)} ({domain.classes[chosen].display_name} would show: "
+            f"{domain.teaching_text(chosen)})")
 
 
 def contrast(answer: int, chosen: int, um_per_pixel: float | None = None) -> str:
@@ -621,7 +654,7 @@ def retry_missed(session: QuizSession) -> QuizSession:
                  for i in missed]
     title = f"{session.title} (retry)" if session.title else "Retry"
     return QuizSession(questions, [None] * len(questions), title=title, mode="retry", clock=session.clock,
-                       owner=session.owner)
+                       owner=session.owner, domain=session.domain)
 
 
 def quiz_from_gallery(gallery, shuffle: bool = True, seed: int | None = None, explainer=None) -> QuizSession:
@@ -634,12 +667,14 @@ def quiz_from_gallery(gallery, shuffle: bool = True, seed: int | None = None, ex
     if not items:
         raise ValueError("This gallery has no images yet.")
     probabilities = [item.meta.get("probabilities") or [] for item in items]
+    domain = getattr(gallery, "domain", DEFAULT_DOMAIN)
     session = quiz_from_images([item.image for item in items], [item.tissue for item in items],
                             sources=[item.source if item.source in SOURCES else "generated" for item in items],
                             seeds=[item.seed if item.seed is None or item.seed <= MAX_SEED else None for item in items],
-                            probabilities=probabilities if all(len(p) == NUM_TISSUES for p in probabilities) else None,
+                            probabilities=probabilities if all(len(p) == get_domain(domain).num_classes
+                                                               for p in probabilities) else None,
                             shuffle=shuffle, seed=seed, title=gallery.name, explainer=explainer,
                             captions=[instructor_caption(item) for item in items],
-                            item_ids=[getattr(item, "id", None) for item in items])
+                            item_ids=[getattr(item, "id", None) for item in items], domain=domain)
     session.mode = "gallery"
     return session

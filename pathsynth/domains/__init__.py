@@ -52,6 +52,7 @@ class Domain:
     try_words: tuple[str, ...] = ()  # words to suggest when a description matched no class
     filler_words: frozenset[str] = frozenset()  # domain words that say nothing about the class ("film", "cxr")
     nested_phrases_count: bool = False  # does "consolidation" inside a matched "no consolidation" score too?
+    image_noun: str = "image"  # what one image is called in feedback ("tile", "film")
     _lookup: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):

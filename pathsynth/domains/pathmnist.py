@@ -10,6 +10,7 @@ from . import Domain
 
 PATHMNIST = Domain(
     flag="pathmnist",
+    image_noun="tile",
     name="Histology",
     modality="H&E-stained colorectal tissue (light microscopy)",
     class_noun="tissue",

@@ -56,6 +56,7 @@ PAIRS = (
 
 PNEUMONIAMNIST = Domain(
     flag="pneumoniamnist",
+    image_noun="film",
     name="Chest X-ray",
     modality="frontal chest radiograph (paediatric)",
     class_noun="finding",

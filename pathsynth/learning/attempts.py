@@ -46,7 +46,7 @@ def session_state(session: QuizSession, now: float) -> dict:
     return {"version": STATE_VERSION, "id": session.id, "title": session.title, "mode": session.mode,
             "difficulty": session.difficulty, "exam": session.exam, "time_limit": session.time_limit,
             "elapsed": _ago(session.started_at, now), "closed": session.closed, "answers": session.answers,
-            "questions": questions}
+            "questions": questions, "domain": session.domain}
 
 
 def session_images(session: QuizSession) -> bytes:
@@ -72,7 +72,8 @@ def restored_session(state: dict, images: bytes, clock=time.monotonic) -> QuizSe
                      for i, kept in enumerate(state["questions"])]
     return QuizSession(questions, list(state["answers"]), id=state["id"], title=state["title"], mode=state["mode"],
                        difficulty=state["difficulty"], exam=state["exam"], time_limit=state["time_limit"],
-                       started_at=since(state["elapsed"]), closed=state["closed"], clock=clock, saved_at=now)
+                       started_at=since(state["elapsed"]), closed=state["closed"], clock=clock, saved_at=now,
+                       domain=state.get("domain", "pathmnist"))  # kept before domains: histology
 
 
 class AttemptStore:
