@@ -294,9 +294,9 @@ def record_answer(database: Database, assignment: Assignment, learner: Learner, 
     question = assignment.questions[position]
     moment = now or utc_now()
     values = _check(AnswerRecord(  # the learner's ordinary answer record, checked as every other one is
-        tissue=question.tissue, chosen=Q._check_choice(chosen), answered_at=moment, seconds=seconds,
-        mode="assignment", quiz_id=assignment.code, source=question.source, seed=question.seed,
-        gallery_item_id=question.gallery_item_id))
+        tissue=question.tissue, chosen=Q.check_choice(chosen, assignment.domain), answered_at=moment,
+        seconds=seconds, mode="assignment", quiz_id=assignment.code, source=question.source, seed=question.seed,
+        gallery_item_id=question.gallery_item_id, domain=assignment.domain))
     late = assignment.is_late(moment)
     with database.write() as db:
         learner_id = ProgressStore(database)._learner_id(db, learner, create=True)

@@ -1,6 +1,8 @@
 """Quizzes of chest films (issue 33): answers are findings, feedback is the film catalogue's own words, and a kept
 attempt, a retry and a gallery quiz stay in their domain. Histology quizzes are covered by test_quiz.py."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -73,3 +75,23 @@ def test_a_film_gallery_makes_a_film_quiz(tmp_path):
     session = Q.quiz_from_gallery(gallery, shuffle=False)
     assert session.domain == "pneumoniamnist" and session.mode == "gallery"
     assert [q.answer for q in session.questions] == [0, 1, 1] and session.questions[0].probabilities == [0.2, 0.8]
+
+
+def test_film_answers_are_kept_apart_from_histology_progress(tmp_path, storage_url):
+    """A finding's index 0 is not Adipose tissue: each domain's history holds only its own answers."""
+    from pathsynth.learning import ProgressStore, local_learner
+    from pathsynth.learning.progress import record_from
+
+    learner = local_learner("Ana")
+    with GalleryStore(tmp_path, database_url=storage_url) as store:
+        progress = ProgressStore(store.database)
+        session = film_quiz()
+        feedback = Q.answer(session, "pneumonia")  # a wrong answer: the first film is normal
+        progress.record(learner, record_from(session, feedback))
+        tiles = Q.quiz_from_images([np.zeros((28, 28, 3), np.uint8)], ["Mucus"])
+        progress.record(learner, record_from(tiles, Q.answer(tiles, "Mucus")))
+        films = progress.history(learner, "pneumoniamnist")
+        assert [(r.tissue, r.chosen, r.correct, r.domain) for r in films] == [(0, 1, False, "pneumoniamnist")]
+        assert [(r.tissue, r.domain) for r in progress.history(learner)] == [(4, "pathmnist")]
+        with pytest.raises(ValueError, match="finding index 5 out of range"):
+            progress.record(learner, dataclasses.replace(films[0], chosen=5))

@@ -16,6 +16,7 @@ import numpy as np
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
+from ..domains import get_domain
 from ..storage import AnswerRow, Database, LearnerRow
 from ..text import clean_text
 from ..tissues import ABBREVIATIONS, NUM_TISSUES, TISSUE_INDICES, tissue_index
@@ -83,6 +84,7 @@ class AnswerRecord:
     seed: int | None = None
     real_index: int | None = None
     gallery_item_id: int | None = None
+    domain: str = "pathmnist"  # the imaging domain ``tissue`` and ``chosen`` are classes of (pathsynth.domains)
 
     @property
     def correct(self) -> bool:
@@ -94,7 +96,8 @@ def record_from(session, feedback, now: datetime | None = None) -> AnswerRecord:
     question = session.questions[feedback.question]
     return AnswerRecord(tissue=feedback.answer, chosen=feedback.chosen, answered_at=now or _utcnow(),
                         seconds=feedback.seconds, mode=session.mode, quiz_id=session.id, source=question.source,
-                        seed=question.seed, real_index=question.real_index, gallery_item_id=question.item_id)
+                        seed=question.seed, real_index=question.real_index, gallery_item_id=question.item_id,
+                        domain=getattr(session, "domain", "pathmnist"))
 
 
 def _utcnow() -> datetime:
@@ -115,10 +118,12 @@ def check_record(record: AnswerRecord) -> dict:
     seconds = None if record.seconds is None else float(record.seconds)
     if seconds is not None and not 0 <= seconds < 10**7:
         raise ValueError(f"time taken must be a number of seconds, got {record.seconds!r}")
-    return dict(answered_at=_stamp(record.answered_at), tissue=tissue_index(record.tissue),
-                chosen=tissue_index(record.chosen), correct=record.correct, seconds=seconds, mode=record.mode,
+    domain = get_domain(record.domain)
+    index = tissue_index if domain.flag == "pathmnist" else domain.class_index
+    return dict(answered_at=_stamp(record.answered_at), tissue=index(record.tissue),
+                chosen=index(record.chosen), correct=record.correct, seconds=seconds, mode=record.mode,
                 quiz_id=str(record.quiz_id)[:64], source=str(record.source)[:20], seed=record.seed,
-                real_index=record.real_index, gallery_item_id=record.gallery_item_id)
+                real_index=record.real_index, gallery_item_id=record.gallery_item_id, domain=domain.flag)
 
 
 _check = check_record  # the old private name, still imported by pathsynth.assignments
@@ -153,17 +158,20 @@ class ProgressStore:
             if values:
                 db.execute(insert(AnswerRow), [dict(v, learner_id=learner_id) for v in values])
 
-    def history(self, learner: Learner) -> list[AnswerRecord]:
-        """Every answer of ``learner``, oldest first (empty for someone who never answered)."""
+    def history(self, learner: Learner, domain: str = "pathmnist") -> list[AnswerRecord]:
+        """Every answer of ``learner`` in ``domain`` (histology unless told: a tissue and a finding with the same
+        index are different things), oldest first (empty for someone who never answered)."""
+        domain = get_domain(domain).flag
         with self.database.read() as db:
             learner_id = self.learner_id(db, learner, create=False)
             if learner_id is None:
                 return []
-            rows = db.execute(select(AnswerRow).where(AnswerRow.learner_id == learner_id)
+            rows = db.execute(select(AnswerRow).where(AnswerRow.learner_id == learner_id, AnswerRow.domain == domain)
                               .order_by(AnswerRow.answered_at, AnswerRow.id)).all()
         return [AnswerRecord(tissue=r.tissue, chosen=r.chosen, answered_at=datetime.fromisoformat(r.answered_at),
                              seconds=r.seconds, mode=r.mode, quiz_id=r.quiz_id, source=r.source, seed=r.seed,
-                             real_index=r.real_index, gallery_item_id=r.gallery_item_id) for r in rows]
+                             real_index=r.real_index, gallery_item_id=r.gallery_item_id, domain=r.domain)
+                for r in rows]
 
 
 # ------------------------------------------------------------------------------------------ summaries
