@@ -95,3 +95,23 @@ def test_film_answers_are_kept_apart_from_histology_progress(tmp_path, storage_u
         assert [(r.tissue, r.domain) for r in progress.history(learner)] == [(4, "pathmnist")]
         with pytest.raises(ValueError, match="finding index 5 out of range"):
             progress.record(learner, dataclasses.replace(films[0], chosen=5))
+
+
+def test_film_votes_and_flags_keep_their_domain(tmp_path, storage_url):
+    from datetime import datetime, timezone
+
+    from pathsynth.learning import local_learner
+    from pathsynth.learning.challenge import ChallengeStore, Tile, Vote, list_flags
+
+    learner, now = local_learner("Ana"), datetime.now(timezone.utc)
+    with GalleryStore(tmp_path, database_url=storage_url) as store:
+        challenge = ChallengeStore(store.database)
+        film = Tile("generated", "pneumonia", seed=3, domain="pneumoniamnist")
+        challenge.vote(learner, Vote(film, guessed_synthetic=False, voted_at=now))
+        challenge.vote(learner, Vote(Tile("real", "Mucus", real_index=2), guessed_synthetic=True, voted_at=now))
+        assert [(v.tile.tissue, v.tile.domain) for v in challenge.votes("pneumoniamnist")] == [(1, "pneumoniamnist")]
+        assert [(v.tile.tissue, v.tile.domain) for v in challenge.votes()] == [(4, "pathmnist")]
+        challenge.flag(learner, film, "the heart looks odd", "challenge")
+        assert [(f.tile.tissue, f.tile.domain) for f in list_flags(store.database)] == [(1, "pneumoniamnist")]
+        with pytest.raises(ValueError, match="unknown finding"):
+            challenge.vote(learner, Vote(Tile("real", "Mucus", domain="pneumoniamnist"), False, now))

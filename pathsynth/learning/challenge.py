@@ -17,6 +17,7 @@ from datetime import datetime
 
 from sqlalchemy import insert, select
 
+from ..domains import get_domain
 from ..storage import ChallengeVoteRow, Database, FlagRow, LearnerRow
 from ..tissues import TISSUE_INDICES, tissue_index
 from .progress import Learner, ProgressStore, _stamp, _utcnow
@@ -37,6 +38,7 @@ class Tile:
     seed: int | None = None
     real_index: int | None = None
     gallery_item_id: int | None = None
+    domain: str = "pathmnist"  # the imaging domain ``tissue`` is a class of (pathsynth.domains)
 
     @property
     def synthetic(self) -> bool:
@@ -80,12 +82,15 @@ def check_note(note) -> str:
 def _check_tile(tile: Tile, sources: tuple[str, ...]) -> dict:
     if tile.source not in sources:
         raise ValueError(f"source must be one of {sources}, got {tile.source!r}")
-    return dict(source=tile.source, tissue=tissue_index(tile.tissue), seed=tile.seed, real_index=tile.real_index)
+    domain = get_domain(tile.domain)
+    index = tissue_index if domain.flag == "pathmnist" else domain.class_index
+    return dict(source=tile.source, tissue=index(tile.tissue), seed=tile.seed, real_index=tile.real_index,
+                domain=domain.flag)
 
 
 def _tile(row) -> Tile:
     return Tile(source=row.source, tissue=row.tissue, seed=row.seed, real_index=row.real_index,
-                gallery_item_id=getattr(row, "gallery_item_id", None))
+                gallery_item_id=getattr(row, "gallery_item_id", None), domain=getattr(row, "domain", "pathmnist"))
 
 
 class ChallengeStore(ProgressStore):
@@ -106,10 +111,13 @@ class ChallengeStore(ProgressStore):
         with self.database.write() as db:
             db.execute(insert(FlagRow).values(learner_id=self.learner_id(db, learner, create=True), **values))
 
-    def votes(self) -> list[Vote]:
-        """Every vote, oldest first (anonymous: the report needs no names)."""
+    def votes(self, domain: str = "pathmnist") -> list[Vote]:
+        """Every vote on ``domain``'s images (histology unless told), oldest first (anonymous: the report needs no
+        names)."""
+        query = (select(ChallengeVoteRow).where(ChallengeVoteRow.domain == get_domain(domain).flag)
+                 .order_by(ChallengeVoteRow.voted_at, ChallengeVoteRow.id))
         with self.database.read() as db:
-            rows = db.execute(select(ChallengeVoteRow).order_by(ChallengeVoteRow.voted_at, ChallengeVoteRow.id)).all()
+            rows = db.execute(query).all()
         return [Vote(_tile(r), r.guessed_synthetic, datetime.fromisoformat(r.voted_at)) for r in rows]
 
 

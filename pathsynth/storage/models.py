@@ -223,6 +223,8 @@ class FlagRow(Base):
     real_index: Mapped[int | None] = mapped_column(Integer)
     gallery_item_id: Mapped[int | None] = mapped_column(Integer)  # no foreign key, as answers.gallery_item_id
     tissue: Mapped[int] = mapped_column(Integer, nullable=False)  # the tile's answer key when it was flagged
+    # revision 0009: the imaging domain (medmnist flag) its class indices belong to
+    domain: Mapped[str] = mapped_column(Text, nullable=False, server_default="pathmnist")
     note: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
 
 

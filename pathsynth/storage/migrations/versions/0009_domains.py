@@ -1,7 +1,7 @@
-"""A domain per gallery, assignment, answer and challenge vote (issue 33: chest X-rays beside histology).
+"""A domain per gallery, assignment, answer, challenge vote and flag (issue 33: chest X-rays beside histology).
 
-Each row names the imaging domain its class indices belong to: medmnist's flag, ``'pathmnist'`` (histology, the only
-domain so far, so every existing row) or ``'pneumoniamnist'`` (chest X-ray). A gallery or an assignment holds one
+Each row names the imaging domain its class indices belong to: medmnist's flag, ``'pathmnist'`` (histology, the
+only domain so far, so every existing row) or ``'pneumoniamnist'`` (chest X-ray). A gallery or an assignment holds one
 domain; an answer's ``tissue`` and ``chosen`` are indices into its domain's classes. No check constraint lists the
 domains: adding one is a catalogue (``pathsynth.domains``), not a migration.
 
@@ -18,7 +18,7 @@ down_revision = "0008"
 branch_labels = None
 depends_on = None
 
-TABLES = ("galleries", "assignments", "answers", "challenge_votes")
+TABLES = ("galleries", "assignments", "answers", "challenge_votes", "flags")
 
 
 def upgrade() -> None:
