@@ -82,9 +82,10 @@ def occlusion_map(classifier, image, target: int | None = None, window: int | No
     def probability(batch: torch.Tensor) -> torch.Tensor:
         return (network(batch) / classifier.temperature).softmax(-1)
 
+    channels = int(x.shape[1])  # 3 for a tile, 1 for a greyscale film: every channel of a region at once
     with torch.no_grad():
         attribution = Occlusion(probability).attribute(
-            x, target=cls, sliding_window_shapes=(3, window, window), strides=(3, stride, stride),
+            x, target=cls, sliding_window_shapes=(channels, window, window), strides=(channels, stride, stride),
             baselines=0.0, perturbations_per_eval=64)
     return _to_image_size(attribution[0].sum(0), size)
 

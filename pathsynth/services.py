@@ -174,6 +174,69 @@ class Services:
 LOADED_LATER = ("verifier", "resolver", "pool", "explanations")  # what a serve-first start loads after serving
 
 
+@dataclass
+class DomainModels:
+    """What one imaging domain other than histology needs to generate, verify, explain and quiz: its verifier (its
+    classifier and generator), resolver, explanations and real images with their answer keys. Histology's are the
+    :class:`Services`' own fields; :meth:`DomainModels.load` makes another domain's (:func:`domain_models`)."""
+
+    domain: object  # pathsynth.domains.Domain
+    verifier: object
+    resolver: object
+    explanations: object
+    real_images: np.ndarray  # uint8 (N, S, S, 3), display-ready (films repeated into RGB); N = 0 without data
+    real_labels: np.ndarray
+    real_probabilities: np.ndarray  # the classifier's (N, classes) probabilities: the answer keys
+    real_split: str = ""  # which split the real images are ("" with none)
+    real_off: str = ""  # why there are no real images and how to get them ("": there are)
+
+    @property
+    def classifier(self):
+        return self.verifier.classifier
+
+    @classmethod
+    def load(cls, settings: Settings, flag: str) -> "DomainModels":
+        """The shipped models of domain ``flag`` and its real images: the official test split where the data has
+        one, else val (never train: the models learnt from it). No data: no real images, ``real_off`` says why."""
+        from .data import load_domain
+        from .domains import get_domain
+        from .errors import DataUnavailableError
+        from .pool import ExplanationCache, gradcam_explainer
+        from .resolver import TissueResolver
+        from .verify import default_verifier
+
+        domain = get_domain(flag)
+        with start_up_stage(f"loading the {domain.name.lower()} models"):
+            verifier = default_verifier("embedded", settings, domain.flag)
+        images, labels, split, off = np.zeros((0, domain.size, domain.size, 3), np.uint8), np.zeros(0, int), "", ""
+        for split in ("test", "val"):
+            try:
+                images, labels = load_domain(domain, split, download=False)
+                break
+            except (DataUnavailableError, KeyError, ValueError, OSError) as error:
+                off = f"No real {domain.image_noun}s: {error}"
+        split = split if len(images) else ""
+        probabilities = (verifier.classifier.predict_proba(images) if len(images)
+                         else np.zeros((0, domain.num_classes), np.float32))
+        return cls(domain, verifier, TissueResolver(domain=domain),
+                   ExplanationCache(gradcam_explainer(verifier.classifier)), images, labels,
+                   np.asarray(probabilities, np.float32), split, "" if len(images) else off)
+
+
+_domain_models: dict[str, DomainModels] = {}
+_domain_models_lock = threading.Lock()
+
+
+def domain_models(settings: Settings, flag: str) -> DomainModels:
+    """Domain ``flag``'s :class:`DomainModels`, loaded on first use and then shared by every request of the process
+    (one load even when several requests ask at once)."""
+    with _domain_models_lock:
+        key = f"{flag}:{settings.assets}"
+        if key not in _domain_models:
+            _domain_models[key] = DomainModels.load(settings, flag)
+        return _domain_models[key]
+
+
 class Loading:
     """A part of the services still loading in the background (a ``serve_first`` start): using it waits until the
     part is loaded, then acts as the part itself (the services then hold the part, not this stand-in)."""

@@ -337,3 +337,43 @@ def test_a_film_generator_configured_for_histology_is_refused_by_name():
     assert same_domain(films, "pneumoniamnist") is films
     with pytest.raises(ValueError, match="draws pneumoniamnist images, not pathmnist"):
         same_domain(films, "pathmnist")
+
+
+def test_a_domains_models_and_real_films_load_once_for_every_request(tmp_path, monkeypatch):
+    """The app's groundwork for films: a domain's verifier, resolver, explanations and real films (val when the data
+    has no test split: never train), loaded once per process however many requests ask at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pathsynth import services as S
+
+    assets = tmp_path / "assets"
+    models = assets / "models" / "pneumoniamnist"
+    tiny_film_classifier().save_pretrained(models / "classifier")
+    tiny_film_pipeline().save_pretrained(str(models / "generator"))
+    monkeypatch.setenv(FILMS_ENV, str(write_films(tmp_path / "films.npz")))
+    monkeypatch.setattr(S, "_domain_models", {})
+    settings = Settings.from_env({"PATHSYNTH_ASSETS": str(assets), FILMS_ENV: str(tmp_path / "films.npz")})
+    with ThreadPoolExecutor(4) as pool:
+        loaded = list(pool.map(lambda _: S.domain_models(settings, "pneumoniamnist"), range(4)))
+    films = loaded[0]
+    assert all(other is films for other in loaded)  # one load
+    assert films.domain.flag == "pneumoniamnist" and films.real_split == "val" and films.real_images.shape == (32, 28, 28, 3)
+    assert films.real_probabilities.shape == (32, 2) and films.real_off == ""
+    assert films.resolver.resolve("lobar consolidation").tissue == 1
+    made = films.verifier.generate([1], seed=3)[0]
+    assert made.image.shape == (28, 28, 3) and made.tissue == 1
+    assert films.explanations(made.image, 1).shape == (28, 28)
+
+
+def test_a_domain_without_data_loads_its_models_and_says_why_there_are_no_real_films(tmp_path, monkeypatch):
+    from pathsynth import services as S
+
+    assets = tmp_path / "assets"
+    models = assets / "models" / "pneumoniamnist"
+    tiny_film_classifier().save_pretrained(models / "classifier")
+    tiny_film_pipeline().save_pretrained(str(models / "generator"))
+    monkeypatch.setenv(FILMS_ENV, str(tmp_path / "missing.npz"))
+    monkeypatch.setattr(S, "_domain_models", {})
+    films = S.domain_models(Settings.from_env({"PATHSYNTH_ASSETS": str(assets)}), "pneumoniamnist")
+    assert len(films.real_images) == 0 and films.real_probabilities.shape == (0, 2) and films.real_split == ""
+    assert "No real films" in films.real_off and "missing.npz" in films.real_off
