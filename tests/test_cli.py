@@ -137,7 +137,7 @@ def test_generate_streams_batches_to_disk(tmp_path, monkeypatch):
                     for t in tissues]
 
     fake = CountingVerifier()
-    monkeypatch.setattr(verify, "default_verifier", lambda backend=None, settings=None: fake)
+    monkeypatch.setattr(verify, "default_verifier", lambda backend=None, settings=None, domain="pathmnist": fake)
     monkeypatch.setattr(cli, "GENERATE_BATCH", 4)
     assert cli.main(["generate", "ADI", "-n", "10", "--seed", "5", "--out", str(tmp_path)]) == 0
     assert [size for size, _ in fake.batches] == [4, 4, 2]
