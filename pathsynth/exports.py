@@ -29,7 +29,7 @@ import zipfile
 from datetime import datetime, timezone
 
 from .gallery import Gallery, GalleryItemInput, instructor_caption
-from .images import UM_PER_PIXEL, encode_png
+from .images import encode_png
 from .domains import DEFAULT_DOMAIN, get_domain
 from .uploads import UploadedFile, UploadError, decode_image, zip_members
 
@@ -283,8 +283,7 @@ def _scale_bar(image, domain=DEFAULT_DOMAIN) -> str:
     are at their data set's scale (uploads are converted to it), so the width follows from the pixels (a 28 px
     tile is 112 µm; a 28 px film about 196 mm)."""
     catalogue = get_domain(domain)
-    per_pixel = UM_PER_PIXEL if catalogue.flag == DEFAULT_DOMAIN else catalogue.units_per_pixel
-    share = min(100.0, 100.0 * SCALE_BAR_UM / (image.shape[1] * per_pixel))
+    share = min(100.0, 100.0 * SCALE_BAR_UM / (image.shape[1] * catalogue.units_per_pixel))
     return (f'<div class="scale" style="width:{share:.1f}%"></div>'
             f'<span class="scale-label">{SCALE_BAR_UM} {catalogue.unit}</span>')
 
@@ -311,9 +310,8 @@ def export_handout(gallery: Gallery) -> str:
     shown = [catalogue.classes[t] for t in sorted({item.tissue for item in gallery.items})]
     features = "\n".join(f"<dt>{html.escape(c.display_name)} ({c.abbreviation})</dt>"
                          f"<dd>{html.escape(c.description)}</dd>" for c in shown)
-    footer = (f"{UM_PER_PIXEL:g} µm per pixel · PathSynth · colorectal H&amp;E tiles"
-              if catalogue.flag == DEFAULT_DOMAIN else
-              f"{catalogue.units_per_pixel:g} {catalogue.unit} per pixel · PathSynth · {html.escape(catalogue.name)} images")
+    kind = "colorectal H&amp;E tiles" if catalogue.flag == DEFAULT_DOMAIN else f"{html.escape(catalogue.name)} images"
+    footer = f"{catalogue.units_per_pixel:g} {catalogue.unit} per pixel · PathSynth · {kind}"
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<meta http-equiv="Content-Security-Policy" content="{_CSP}"><title>{title}</title>'

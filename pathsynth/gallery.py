@@ -58,7 +58,6 @@ from .storage import GalleryRow, ItemRow
 from .images import MAX_SEED, SOURCES
 from .domains import DEFAULT_DOMAIN, get_domain
 from .text import clean_choice, clean_text
-from .tissues import tissue_index
 
 DB_NAME = "galleries.sqlite3"
 IMAGES_DIR = "images"  # where the PNGs lived before they moved into the database (removed on open)
@@ -243,7 +242,7 @@ def prepare_item(item: GalleryItemInput, domain: str = DEFAULT_DOMAIN) -> Prepar
         raise ValueError(f"gallery items must be GalleryItemInput, got {type(item).__name__}")
     catalogue = get_domain(domain)
     try:
-        tissue = tissue_index(item.tissue) if catalogue.flag == DEFAULT_DOMAIN else catalogue.class_index(item.tissue)
+        tissue = catalogue.class_index(item.tissue)
     except KeyError as error:
         raise ValueError(f"unknown {catalogue.class_noun} {str(item.tissue)[:40]!r}: {error.args[0]}") from None
     seed = item.seed

@@ -87,7 +87,8 @@ class Domain:
             raise UnknownTissueError(f"{self.class_noun} index {int(key)} out of range 0-{self.num_classes - 1}")
         found = self._lookup.get(_norm(key))
         if found is None:
-            raise UnknownTissueError(f"unknown {self.class_noun} {key!r} in {self.name}; use an index "
+            where = "" if self.flag == DEFAULT_DOMAIN else f" in {self.name}"  # histology's words as tissue_index's
+            raise UnknownTissueError(f"unknown {self.class_noun} {key!r}{where}; use an index "
                                      f"0-{self.num_classes - 1}, a label ({', '.join(self.labels)}) or one of "
                                      f"{', '.join(self.abbreviations)}")
         return found

@@ -19,7 +19,7 @@ from sqlalchemy import insert, select
 
 from ..domains import get_domain
 from ..storage import ChallengeVoteRow, Database, FlagRow, LearnerRow
-from ..tissues import TISSUE_INDICES, tissue_index
+from ..tissues import TISSUE_INDICES
 from .progress import Learner, ProgressStore, _stamp, _utcnow
 
 SOURCES = ("real", "generated")  # what the challenge shows
@@ -83,8 +83,7 @@ def _check_tile(tile: Tile, sources: tuple[str, ...]) -> dict:
     if tile.source not in sources:
         raise ValueError(f"source must be one of {sources}, got {tile.source!r}")
     domain = get_domain(tile.domain)
-    index = tissue_index if domain.flag == "pathmnist" else domain.class_index
-    return dict(source=tile.source, tissue=index(tile.tissue), seed=tile.seed, real_index=tile.real_index,
+    return dict(source=tile.source, tissue=domain.class_index(tile.tissue), seed=tile.seed, real_index=tile.real_index,
                 domain=domain.flag)
 
 

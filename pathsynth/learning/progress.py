@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from ..domains import get_domain
 from ..storage import AnswerRow, Database, LearnerRow
 from ..text import clean_text
-from ..tissues import ABBREVIATIONS, NUM_TISSUES, TISSUE_INDICES, tissue_index
+from ..tissues import ABBREVIATIONS, NUM_TISSUES, TISSUE_INDICES
 
 MAX_LEARNER_CHARS = 40
 _NAME = re.compile(r"[\w .'@-]+")  # letters, digits and a little punctuation: nothing that is markup
@@ -119,9 +119,8 @@ def check_record(record: AnswerRecord) -> dict:
     if seconds is not None and not 0 <= seconds < 10**7:
         raise ValueError(f"time taken must be a number of seconds, got {record.seconds!r}")
     domain = get_domain(record.domain)
-    index = tissue_index if domain.flag == "pathmnist" else domain.class_index
-    return dict(answered_at=_stamp(record.answered_at), tissue=index(record.tissue),
-                chosen=index(record.chosen), correct=record.correct, seconds=seconds, mode=record.mode,
+    return dict(answered_at=_stamp(record.answered_at), tissue=domain.class_index(record.tissue),
+                chosen=domain.class_index(record.chosen), correct=record.correct, seconds=seconds, mode=record.mode,
                 quiz_id=str(record.quiz_id)[:64], source=str(record.source)[:20], seed=record.seed,
                 real_index=record.real_index, gallery_item_id=record.gallery_item_id, domain=domain.flag)
 
